@@ -1,0 +1,34 @@
+"""Probes: what this kernel (or a recorded snapshot of one) can do for GPU data paths."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Iterable
+
+from gpubench.errors import UserError
+from gpubench.probe.checks import run_check
+from gpubench.probe.model import Capability, Evidence, Profile, Status
+from gpubench.probe.source import Source
+
+# area name -> module holding its CHECKS, in the order the table shows them
+AREAS = {
+    "kernel": "gpubench.probe.kernel",
+    "iouring": "gpubench.probe.iouring",
+    "gpu": "gpubench.probe.gpu",
+    "hmm": "gpubench.probe.hmm",
+    "p2p": "gpubench.probe.p2p",
+    "gds": "gpubench.probe.gds",
+    "cxl": "gpubench.probe.cxl",
+    "iommu": "gpubench.probe.iommu",
+}
+
+__all__ = ["AREAS", "Capability", "Evidence", "Profile", "Source", "Status", "probe"]
+
+
+def probe(src: Source, areas: Iterable[str] | None = None) -> Profile:
+    chosen = list(areas) if areas else list(AREAS)
+    unknown = [a for a in chosen if a not in AREAS]
+    if unknown:
+        raise UserError(f"unknown area {unknown[0]!r}; choose from: {', '.join(AREAS)}")
+    caps = [run_check(fn, src) for area in chosen for fn in import_module(AREAS[area]).CHECKS]
+    return Profile(root=str(src.root), capabilities=tuple(caps))

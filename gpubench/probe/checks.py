@@ -1,0 +1,119 @@
+"""The small machinery every area module uses: the @check registry, kernel config and versions."""
+
+from __future__ import annotations
+
+import gzip
+import re
+from typing import Callable
+
+from gpubench.probe.model import Capability, Findings
+from gpubench.probe.source import Source, SourceError
+
+CheckFn = Callable[[Source, Findings], Capability]
+
+
+def check(area: str, name: str) -> Callable[[CheckFn], CheckFn]:
+    """Mark a function as the check that answers capability `name` of `area`."""
+
+    def mark(fn: CheckFn) -> CheckFn:
+        fn.area, fn.capability = area, name  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def run_check(fn: CheckFn, src: Source) -> Capability:
+    """Run one check; whatever goes wrong becomes an `unknown` verdict with the reason."""
+    findings = Findings(fn.area, fn.capability)  # type: ignore[attr-defined]
+    try:
+        return fn(src, findings)
+    except SourceError as e:
+        return findings.unknown(str(e), fix="run as a user who can read it, or re-record the snapshot")
+    except Exception as e:  # garbage in a file must not take the whole probe down
+        return findings.unknown(f"could not interpret what was read ({type(e).__name__}: {e})")
+
+
+def memo(src: Source, key: str, compute: Callable[[], object]) -> object:
+    """Compute a value once per Source (several checks share driver and config readings)."""
+    cache = src.__dict__.setdefault("_memo", {})
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
+
+
+# --- kernel release -------------------------------------------------------------------------
+
+def release(src: Source) -> str | None:
+    return src.value("/proc/sys/kernel/osrelease")
+
+
+def version_tuple(rel: str | None) -> tuple[int, int] | None:
+    m = re.match(r"(\d+)\.(\d+)", rel or "")
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+# --- kernel config --------------------------------------------------------------------------
+
+class KernelConfig:
+    """CONFIG_* options and where they came from (None when no config could be found)."""
+
+    def __init__(self, options: dict[str, str], origin: str | None, problem: str = ""):
+        self.options, self.origin, self.problem = options, origin, problem
+
+    def get(self, key: str) -> str | None:
+        """'y', 'm', a value, 'n' (explicitly not set), or None (no config known)."""
+        if self.origin is None:
+            return None
+        return self.options.get(key, "n")
+
+    def enabled(self, key: str) -> bool | None:
+        v = self.get(key)
+        return None if v is None else v in ("y", "m")
+
+    def describe(self, key: str) -> str:
+        v = self.get(key)
+        if v is None:
+            return "unknown (no kernel config found)"
+        return "not set" if v == "n" else v
+
+
+def parse_config(text: str) -> dict[str, str]:
+    opts: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("CONFIG_") and "=" in line:
+            k, v = line.split("=", 1)
+            opts[k] = v.strip('"')
+        elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
+            opts[line[2:-len(" is not set")]] = "n"
+    return opts
+
+
+def kernel_config(src: Source) -> KernelConfig:
+    return memo(src, "kconfig", lambda: _load_config(src))  # type: ignore[return-value]
+
+
+def _load_config(src: Source) -> KernelConfig:
+    problems = []
+    try:
+        gz = src.bytes("/proc/config.gz")
+        if gz is not None:
+            opts = parse_config(gzip.decompress(gz).decode("utf-8", "replace"))
+            if opts:
+                return KernelConfig(opts, "/proc/config.gz")
+            problems.append("/proc/config.gz holds no CONFIG_ lines")
+    except (SourceError, OSError, EOFError) as e:
+        problems.append(f"/proc/config.gz unusable ({e})")
+    rel = release(src)
+    if rel:
+        path = f"/boot/config-{rel}"
+        try:
+            text = src.text(path)
+            if text is not None:
+                opts = parse_config(text)
+                if opts:
+                    return KernelConfig(opts, path)
+                problems.append(f"{path} holds no CONFIG_ lines")
+        except SourceError as e:
+            problems.append(str(e))
+    return KernelConfig({}, None, "; ".join(problems))

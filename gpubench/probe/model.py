@@ -1,0 +1,111 @@
+"""What a probe answers: capabilities with verdicts, evidence, why and how to fix."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Status(str, enum.Enum):
+    YES = "yes"
+    NO = "no"
+    PARTIAL = "partial"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    source: str  # the file, sysctl or call that was read
+    value: str  # what it said
+
+
+@dataclass(frozen=True)
+class Capability:
+    area: str
+    name: str
+    status: Status
+    evidence: tuple[Evidence, ...] = ()
+    why: str = ""
+    fix: str = ""
+    details: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.YES
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "area": self.area,
+            "name": self.name,
+            "status": self.status.value,
+            "evidence": [{"source": e.source, "value": e.value} for e in self.evidence],
+            "why": self.why,
+            "fix": self.fix,
+            "details": self.details,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Capability:
+        return cls(
+            area=d["area"],
+            name=d["name"],
+            status=Status(d["status"]),
+            evidence=tuple(Evidence(e["source"], e["value"]) for e in d.get("evidence", ())),
+            why=d.get("why", ""),
+            fix=d.get("fix", ""),
+            details=dict(d.get("details") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything the probe found: what benchmarks are planned from."""
+
+    root: str
+    capabilities: tuple[Capability, ...]
+
+    def get(self, name: str) -> Capability | None:
+        return next((c for c in self.capabilities if c.name == name), None)
+
+    def status(self, name: str) -> Status:
+        cap = self.get(name)
+        return cap.status if cap else Status.UNKNOWN
+
+    def detail(self, name: str, key: str, default: Any = None) -> Any:
+        cap = self.get(name)
+        return cap.details.get(key, default) if cap else default
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"root": self.root, "capabilities": [c.to_dict() for c in self.capabilities]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Profile:
+        return cls(root=d.get("root", "/"), capabilities=tuple(Capability.from_dict(c) for c in d["capabilities"]))
+
+
+class Findings:
+    """Collects evidence while a check runs, then becomes a Capability."""
+
+    def __init__(self, area: str, name: str):
+        self.area, self.name = area, name
+        self.evidence: list[Evidence] = []
+        self.details: dict[str, Any] = {}
+
+    def saw(self, source: str, value: object) -> None:
+        self.evidence.append(Evidence(source, str(value)))
+
+    def verdict(self, status: Status, why: str = "", fix: str = "") -> Capability:
+        return Capability(self.area, self.name, status, tuple(self.evidence), why, fix, dict(self.details))
+
+    def yes(self, why: str = "") -> Capability:
+        return self.verdict(Status.YES, why)
+
+    def no(self, why: str, fix: str = "") -> Capability:
+        return self.verdict(Status.NO, why, fix)
+
+    def partial(self, why: str, fix: str = "") -> Capability:
+        return self.verdict(Status.PARTIAL, why, fix)
+
+    def unknown(self, why: str, fix: str = "") -> Capability:
+        return self.verdict(Status.UNKNOWN, why, fix)

@@ -1,0 +1,156 @@
+"""`gpubench snapshot`: record exactly what the probes read, as a tar.gz that `--root` replays."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tarfile
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from gpubench import __version__
+from gpubench.errors import UserError
+from gpubench.probe import Profile, probe
+from gpubench.probe.source import COMMANDS_DIR, Recording, Source, redact
+
+HOSTNAME = "/proc/sys/kernel/hostname"
+_FS_UUID = re.compile(rb"\b((?:PART)?UUID)=[0-9A-Za-z-]+")
+
+
+def record(areas: Iterable[str] | None = None, hostname: bool = False) -> tuple[Profile, Recording]:
+    src = Source("/", record=True)
+    profile = probe(src, areas)
+    if hostname:
+        src.value(HOSTNAME)
+    return profile, src.recording  # type: ignore[return-value]
+
+
+def scrub(path: str, data: bytes) -> bytes:
+    """No serial numbers or UUIDs leave the machine."""
+    if path.endswith(".gz"):
+        return data
+    return _FS_UUID.sub(rb"\1=(redacted)", redact(data))
+
+
+def write_snapshot(rec: Recording, out: Path, meta: dict) -> int:
+    """Write the archive next to `out`, then rename it into place. Returns the number of entries."""
+    out = Path(out)
+    if out.exists():
+        raise UserError(f"{out} already exists; choose another name or remove it first")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"cannot write {out}: directory {parent} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".snapshot-", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+            n = _fill(tar, rec, meta)
+        os.replace(tmp, out)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return n
+
+
+def _fill(tar: tarfile.TarFile, rec: Recording, meta: dict) -> int:
+    entries: dict[str, tuple[str, bytes | str]] = {}  # name -> (kind, payload)
+
+    def add(path: str, kind: str, payload: bytes | str = b"") -> None:
+        name = path.lstrip("/")
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            entries.setdefault("/".join(parts[:i]), ("dir", b""))
+        if kind != "placeholder" or name not in entries:
+            entries[name] = ("file", b"") if kind == "placeholder" else (kind, payload)
+
+    for path, children in rec.dirs.items():
+        add(path, "dir")
+        for child, is_dir in children:
+            add(f"{path.rstrip('/')}/{child}", "dir" if is_dir else "placeholder")
+    for path, is_dir in rec.present.items():
+        add(path, "dir" if is_dir else "placeholder")
+    for path, target in rec.links.items():
+        add(path, "link", target)
+    for path, data in rec.files.items():
+        add(path, "file", scrub(path, data))
+    for name, output in rec.commands.items():
+        add(f"{COMMANDS_DIR}/{name}.json", "file", json.dumps(output, indent=1, sort_keys=True).encode())
+    add(".gpubench/snapshot.json", "file", json.dumps(meta, indent=1, sort_keys=True).encode())
+
+    now = time.time()
+    for name in sorted(entries):
+        kind, payload = entries[name]
+        info = tarfile.TarInfo(name)
+        info.mtime = int(now)
+        if kind == "dir":
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        elif kind == "link":
+            info.type, info.linkname, info.mode = tarfile.SYMTYPE, str(payload), 0o777
+            tar.addfile(info)
+        else:
+            data = payload if isinstance(payload, bytes) else payload.encode()
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return len(entries)
+
+
+def snapshot_meta(profile: Profile, areas: Iterable[str] | None) -> dict:
+    kernel = next((c for c in profile.capabilities if c.name == "kernel"), None)
+    return {
+        "gpubench": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "areas": list(areas) if areas else "all",
+        "release": kernel.details.get("release") if kernel else None,
+    }
+
+
+@contextmanager
+def open_root(path: Path) -> Iterator[Source]:
+    """A Source over a snapshot directory or a snapshot archive (unpacked to a temporary dir)."""
+    path = Path(path)
+    if path.is_dir():
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise UserError(f"--root {path}: directory is not readable")
+        yield Source(path)
+        return
+    if not path.exists():
+        raise UserError(f"--root {path}: no such directory or snapshot archive")
+    try:
+        is_tar = tarfile.is_tarfile(path)
+    except OSError as e:
+        raise UserError(f"--root {path}: cannot read it ({e.strerror or e})") from None
+    if not is_tar:
+        raise UserError(f"--root {path}: not a directory, nor a snapshot archive made by `gpubench snapshot`")
+    with tempfile.TemporaryDirectory(prefix="gpubench-root-") as tmp:
+        _unpack(path, Path(tmp))
+        yield Source(tmp)
+
+
+def _unpack(archive: Path, dest: Path) -> None:
+    """Regular files, directories and symlinks only; nothing may land outside `dest`."""
+    try:
+        with tarfile.open(archive) as tar:
+            for m in tar:
+                name = os.path.normpath(m.name)
+                if name.startswith(("/", "..")) or os.path.isabs(name):
+                    raise UserError(f"--root {archive}: unsafe entry {m.name!r} in the archive")
+                target = dest / name
+                if m.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                elif m.isfile():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    src = tar.extractfile(m)
+                    target.write_bytes(src.read() if src else b"")
+                elif m.issym():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.symlink(m.linkname, target)
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise UserError(f"--root {archive}: damaged archive ({e})") from None

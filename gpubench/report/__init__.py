@@ -1,0 +1,1 @@
+"""Outputs: every report renders data it is given; none measures anything."""

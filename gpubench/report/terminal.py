@@ -1,0 +1,42 @@
+"""Rich terminal rendering. Colour only on a TTY; NO_COLOR is honoured by rich itself."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from gpubench.probe.model import Profile, Status
+
+STATUS_STYLE = {
+    Status.YES: "bold green",
+    Status.NO: "bold red",
+    Status.PARTIAL: "bold yellow",
+    Status.UNKNOWN: "magenta",
+}
+
+
+def stdout_console() -> Console:
+    return Console(highlight=False, soft_wrap=False)
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def profile_table(profile: Profile) -> Table:
+    title = "Capabilities" + ("" if profile.root in ("/", "") else f" (snapshot {profile.root})")
+    table = Table(title=title, show_lines=True, expand=False)
+    table.add_column("area", style="dim", no_wrap=True)
+    table.add_column("capability", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("evidence")
+    table.add_column("why / fix")
+    for cap in profile.capabilities:
+        evidence = Text("\n".join(f"{e.source}: {e.value}" for e in cap.evidence))
+        advice = Text(cap.why)
+        if cap.fix:
+            advice.append(("\n" if cap.why else "") + "fix: ", style="bold")
+            advice.append(cap.fix)
+        table.add_row(cap.area, cap.name, Text(cap.status.value, style=STATUS_STYLE[cap.status]), evidence, advice)
+    return table

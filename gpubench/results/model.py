@@ -1,0 +1,190 @@
+"""Frozen records that cross module boundaries: a run, its results, their summaries.
+
+Serialised to JSON (versioned by SCHEMA_VERSION) for export/import and reports, and to SQLite by
+gpubench.results.store.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+class ResultStatus(str, enum.Enum):
+    OK = "ok"
+    WAIVED = "waived"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class RunStatus(str, enum.Enum):
+    RUNNING = "running"  # stored this way while in progress; a crashed run stays so until read
+    COMPLETE = "complete"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True)
+class Summary:
+    n: int
+    median: float
+    mean: float
+    stdev: float
+    q1: float
+    q3: float
+    ci_low: float  # 95% confidence interval of the median
+    ci_high: float
+    minimum: float
+    maximum: float
+
+    @property
+    def iqr(self) -> float:
+        return self.q3 - self.q1
+
+    @property
+    def rel_spread(self) -> float:
+        """IQR relative to the median: the figure repetitions continue on."""
+        return self.iqr / abs(self.median) if self.median else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Summary:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Result:
+    benchmark: str
+    case: str
+    params: dict[str, Any]
+    unit: str
+    higher_is_better: bool
+    status: ResultStatus
+    reason: str = ""
+    samples: tuple[float, ...] = ()
+    sample_metrics: tuple[dict[str, float], ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+    summary: Summary | None = None
+    telemetry: dict[str, Any] = field(default_factory=dict)
+    started: float = 0.0
+    ended: float = 0.0
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.benchmark, self.case)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "benchmark": self.benchmark,
+            "case": self.case,
+            "params": self.params,
+            "unit": self.unit,
+            "higher_is_better": self.higher_is_better,
+            "status": self.status.value,
+            "reason": self.reason,
+            "samples": list(self.samples),
+            "sample_metrics": [dict(m) for m in self.sample_metrics],
+            "extra": self.extra,
+            "summary": self.summary.to_dict() if self.summary else None,
+            "telemetry": self.telemetry,
+            "started": self.started,
+            "ended": self.ended,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Result:
+        return cls(
+            benchmark=d["benchmark"],
+            case=d["case"],
+            params=dict(d.get("params") or {}),
+            unit=d["unit"],
+            higher_is_better=bool(d.get("higher_is_better", True)),
+            status=ResultStatus(d["status"]),
+            reason=d.get("reason", ""),
+            samples=tuple(float(x) for x in d.get("samples", ())),
+            sample_metrics=tuple(dict(m) for m in d.get("sample_metrics", ())),
+            extra=dict(d.get("extra") or {}),
+            summary=Summary.from_dict(d["summary"]) if d.get("summary") else None,
+            telemetry=dict(d.get("telemetry") or {}),
+            started=float(d.get("started", 0.0)),
+            ended=float(d.get("ended", 0.0)),
+        )
+
+
+@dataclass(frozen=True)
+class Run:
+    uid: str  # globally unique (uuid4 hex), survives export/import
+    label: str
+    started: float
+    ended: float | None
+    status: RunStatus
+    metadata: dict[str, Any]  # machine facts captured once per run
+    profile: dict[str, Any]  # Profile.to_dict() of the probe the run was planned from
+    results: tuple[Result, ...] = ()
+    id: int | None = None  # local row id in one database; not exported
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "uid": self.uid,
+            "label": self.label,
+            "started": self.started,
+            "ended": self.ended,
+            "status": self.status.value,
+            "metadata": self.metadata,
+            "profile": self.profile,
+            "results": [r.to_dict() for r in self.results],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Run:
+        return cls(
+            uid=d["uid"],
+            label=d.get("label", ""),
+            started=float(d["started"]),
+            ended=None if d.get("ended") is None else float(d["ended"]),
+            status=RunStatus(d["status"]),
+            metadata=dict(d.get("metadata") or {}),
+            profile=dict(d.get("profile") or {}),
+            results=tuple(Result.from_dict(r) for r in d.get("results", ())),
+        )
+
+
+class Verdict(str, enum.Enum):
+    BETTER = "better"
+    WORSE = "worse"
+    SAME = "same"
+    NOT_COMPARABLE = "not comparable"
+    LOST = "lost capability"  # ran in the base, waived in the new run
+
+
+@dataclass(frozen=True)
+class CaseComparison:
+    benchmark: str
+    case: str
+    unit: str
+    higher_is_better: bool
+    verdict: Verdict
+    base: Result | None
+    new: Result | None
+    ratio: float | None = None  # new median / base median
+    ci_low: float | None = None  # 95% confidence interval of the ratio
+    ci_high: float | None = None
+    p_value: float | None = None  # Mann-Whitney U, two-sided
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    base: Run
+    new: Run
+    threshold: float  # minimum relative effect that counts, e.g. 0.05
+    cases: tuple[CaseComparison, ...]
+
+    @property
+    def regressions(self) -> tuple[CaseComparison, ...]:
+        return tuple(c for c in self.cases if c.verdict in (Verdict.WORSE, Verdict.LOST))
