@@ -89,6 +89,20 @@ def run(
     stderr_console().print("No benchmark is available yet: this version of gpubench only probes.")
 
 
+# Modules that add their own commands with register(app); each keeps heavy imports inside its commands.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _register_commands() -> None:
+    from importlib import import_module
+
+    for name in COMMAND_MODULES:
+        import_module(name).register(app)
+
+
+_register_commands()
+
+
 def main() -> None:
     try:
         rc = app(standalone_mode=False)

@@ -1,0 +1,15 @@
+"""Every benchmark family gpubench knows, by key, loaded only when planned."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from gpubench.bench.interface import Benchmark
+
+# key -> "module:Class"; the class implements gpubench.bench.interface.Benchmark
+BENCHMARKS: dict[str, str] = {}
+
+
+def load(key: str) -> Benchmark:
+    module, cls = BENCHMARKS[key].split(":")
+    return getattr(import_module(module), cls)()
