@@ -26,9 +26,10 @@ __all__ = ["AREAS", "Capability", "Evidence", "Profile", "Source", "Status", "pr
 
 
 def probe(src: Source, areas: Iterable[str] | None = None) -> Profile:
-    chosen = list(areas) if areas else list(AREAS)
-    unknown = [a for a in chosen if a not in AREAS]
+    asked = set(areas or AREAS)
+    unknown = sorted(asked - AREAS.keys())
     if unknown:
         raise UserError(f"unknown area {unknown[0]!r}; choose from: {', '.join(AREAS)}")
+    chosen = [a for a in AREAS if a in asked]
     caps = [run_check(fn, src) for area in chosen for fn in import_module(AREAS[area]).CHECKS]
     return Profile(root=str(src.root), capabilities=tuple(caps))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -16,8 +18,18 @@ STATUS_STYLE = {
 }
 
 
+EVIDENCE_WIDTH = 100  # the table shortens long values; --json carries them whole
+
+
 def stdout_console() -> Console:
-    return Console(highlight=False, soft_wrap=False)
+    console = Console(highlight=False, soft_wrap=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 120  # piped into a file or a CI log: wider than the 80-column default
+    return console
+
+
+def _short(value: str, width: int = EVIDENCE_WIDTH) -> str:
+    return value if len(value) <= width else value[: width - 1] + "…"
 
 
 def stderr_console() -> Console:
@@ -30,10 +42,10 @@ def profile_table(profile: Profile) -> Table:
     table.add_column("area", style="dim", no_wrap=True)
     table.add_column("capability", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
-    table.add_column("evidence")
-    table.add_column("why / fix")
+    table.add_column("evidence", ratio=3)
+    table.add_column("why / fix", ratio=2)
     for cap in profile.capabilities:
-        evidence = Text("\n".join(f"{e.source}: {e.value}" for e in cap.evidence))
+        evidence = Text("\n".join(_short(f"{e.source}: {e.value}") for e in cap.evidence))
         advice = Text(cap.why)
         if cap.fix:
             advice.append(("\n" if cap.why else "") + "fix: ", style="bold")
