@@ -78,15 +78,87 @@ def snapshot(
 
 @app.command()
 def run(
-    root: Optional[Path] = typer.Option(None, "--root", help="Plan from a recorded snapshot instead of this machine."),
+    only: Optional[List[str]] = typer.Option(None, "--only", metavar="KEY", help="Run only this benchmark (repeatable)."),
+    skip: Optional[List[str]] = typer.Option(None, "--skip", metavar="KEY", help="Leave this benchmark out (repeatable)."),
+    quick: bool = typer.Option(False, "--quick", help="Small sizes, few repetitions: a smoke test in about a minute."),
+    full: bool = typer.Option(False, "--full", help="The whole parameter matrix, more repetitions, tighter spread."),
+    db: Optional[Path] = typer.Option(None, "--db", metavar="PATH", help="Result history (default: $GPUBENCH_DB, else $XDG_DATA_HOME/gpubench/results.db)."),
+    label: str = typer.Option("", "--label", help="A name for this run, e.g. 'kernel 6.12'."),
+    param: Optional[List[str]] = typer.Option(None, "--param", "-p", metavar="[BENCH.]KEY=VALUE", help="Set a benchmark parameter, e.g. -p iouring.bs=4k -p iouring.qd=32 (repeatable)."),
+    target: Optional[Path] = typer.Option(None, "--target", metavar="PATH", help="Directory or file the I/O benchmarks use (default: a scratch directory)."),
+    verify: bool = typer.Option(False, "--verify", help="I/O benchmarks write a checksummed pattern and fail on any mismatch."),
+    drop_cache: bool = typer.Option(False, "--drop-cache", help="Drop the scratch file's page cache before reads (cold cache)."),
+    vs_fio: bool = typer.Option(False, "--vs-fio", help="Run the same I/O jobs through fio and store its figures beside gpubench's."),
+    allow_device_write: bool = typer.Option(False, "--allow-device-write", help="Allow writes when --target is a block device (destroys its data)."),
+    scratch: Optional[Path] = typer.Option(None, "--scratch", metavar="DIR", help="Where cases keep their temporary files (default: $TMPDIR)."),
+    telemetry: bool = typer.Option(True, "--telemetry/--no-telemetry", help="Sample power, temperature and clocks around each case."),
+    cool_down: bool = typer.Option(False, "--cool-down", help="Before each case, wait until temperatures are back near idle."),
+    pre_warm: bool = typer.Option(False, "--pre-warm", help="Bring the device to a steady state before measuring."),
+    as_json: bool = typer.Option(False, "--json", help="Print the stored run as JSON only on stdout."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML and JSON report into ./reports/."),
+    reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", metavar="DIR", help="Where the HTML and JSON reports go."),
 ) -> None:
-    """Probe, then run every benchmark that applies to this machine."""
-    from gpubench.probe import Source, probe as run_probe
-    from gpubench.report.terminal import profile_table, stderr_console, stdout_console
+    """Probe, plan and run every benchmark that applies here; store the results and write a report.
 
-    profile = run_probe(Source(root or "/"))
-    stdout_console().print(profile_table(profile))
-    stderr_console().print("No benchmark is available yet: this version of gpubench only probes.")
+    Benchmarks whose needs are unmet are recorded as WAIVED with the reason. Each case is warmed
+    up, then repeated until its spread settles (or a cap). Every result is committed to the
+    history the moment it ends; Ctrl-C stops cleanly and keeps what finished.
+    Exit status: 0 all ran (or were waived), 1 a case failed or bad input, 130 interrupted."""
+    from gpubench.bench.runner import parse_params, select
+    from gpubench.job import JobOptions, run_job
+    from gpubench.report.progress import StderrProgress
+    from gpubench.results.model import ResultStatus, RunStatus
+    from gpubench.results.store import default_db_path
+
+    if quick and full:
+        raise click_exc.UsageError("--quick and --full exclude each other")
+    params = parse_params(param or [])
+    flags = {"verify": verify, "drop_cache": drop_cache, "vs_fio": vs_fio, "allow_device_write": allow_device_write}
+    generic = params.setdefault("*", {})
+    generic.update({k: "1" for k, on in flags.items() if on})
+    if target is not None:
+        generic["target"] = str(target)
+    opts = JobOptions(
+        db=db or default_db_path(),
+        keys=tuple(select(only or [], skip or [])),
+        size="quick" if quick else "full" if full else "default",
+        label=label,
+        params=params,
+        scratch=scratch,
+        telemetry=telemetry,
+        cool_down=cool_down,
+        pre_warm=pre_warm,
+    )
+    if not opts.keys:
+        raise UserError("no benchmark selected (check --only and --skip)")
+    with StderrProgress() as progress:
+        stored = run_job(opts, progress)
+    paths = [] if no_report else _write_reports(stored, reports_dir)
+    if as_json:
+        _emit_json(stored.to_dict())
+    else:
+        from gpubench.report.terminal import run_summary, stdout_console
+
+        console = stdout_console()
+        console.print(run_summary(stored))
+        for p in paths:
+            console.print(f"report: {p}")
+    for p in paths if as_json else ():
+        typer.echo(f"report: {p}", err=True)
+    if stored.status is RunStatus.INTERRUPTED:
+        typer.echo(f"gpubench: run {stored.id} interrupted; completed results are kept", err=True)
+        raise typer.Exit(130)
+    if any(r.status is ResultStatus.FAILED for r in stored.results):
+        raise typer.Exit(1)
+
+
+def _write_reports(run, directory: Path) -> list[Path]:
+    from gpubench.report.html import write_run_reports
+
+    try:
+        return list(write_run_reports(run, directory))
+    except OSError as e:
+        raise UserError(f"results are stored, but the report could not be written to {directory}: {e.strerror or e}") from None
 
 
 # Modules that add their own commands with register(app); each keeps heavy imports inside its commands.
@@ -114,8 +186,10 @@ def main() -> None:
             sys.exit(2)
         hint = f" (see: {e.ctx.command_path} --help)" if e.ctx else ""
         _fail(e.format_message() + hint, 2)
-    except click_exc.Abort:
+    except typer.Abort:
         _fail("interrupted", 130)
+    except typer.Exit as e:
+        rc = e.exit_code
     except click_exc.ClickException as e:
         _fail(e.format_message(), e.exit_code)
     except KeyboardInterrupt:

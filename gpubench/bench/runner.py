@@ -1,0 +1,172 @@
+"""The run pipeline: plan benchmarks from the probe, repeat each case until its spread settles,
+and hand every result to a sink the moment it ends. It never knows which benchmark it runs."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from gpubench.bench import registry
+from gpubench.bench.interface import BenchFailure, Benchmark, Case, Context, Sample, Waived
+from gpubench.errors import UserError
+from gpubench.probe.model import Profile
+from gpubench.results.model import Result, ResultStatus
+from gpubench.results.stats import summarize
+
+SIZES = ("quick", "default", "full")
+WHOLE_BENCHMARK = "*"  # the case name of a result that stands for a whole waived benchmark
+
+
+@dataclass(frozen=True)
+class RepeatPolicy:
+    """Warm up, then repeat while the relative spread (IQR / median) is above the target, up to a cap."""
+
+    warmup: int = 1
+    min_reps: int = 3
+    max_reps: int = 10
+    target_spread: float = 0.05
+    case_timeout_s: float = 300.0
+
+    @classmethod
+    def for_size(cls, size: str) -> RepeatPolicy:
+        if size == "quick":
+            return cls(warmup=1, min_reps=3, max_reps=5, target_spread=0.10, case_timeout_s=60.0)
+        if size == "full":
+            return cls(warmup=2, min_reps=5, max_reps=30, target_spread=0.03, case_timeout_s=1200.0)
+        return cls()
+
+
+@dataclass(frozen=True)
+class Planned:
+    key: str
+    benchmark: Benchmark | None
+    cases: tuple[Case, ...] = ()
+    waived: str = ""  # why the whole benchmark cannot run here
+
+
+def parse_params(pairs: Iterable[str]) -> dict[str, dict[str, str]]:
+    """`--param iouring.bs=4k` -> {"iouring": {"bs": "4k"}}; a key without a dot applies to all."""
+    out: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--param {pair!r}: expected KEY=VALUE or BENCHMARK.KEY=VALUE")
+        bench, dot, name = key.strip().rpartition(".")
+        if dot and bench not in registry.BENCHMARKS:
+            raise UserError(f"--param {pair!r}: no benchmark {bench!r}; known: {', '.join(registry.BENCHMARKS)}")
+        out.setdefault(bench or "*", {})[name] = value
+    return out
+
+
+def select(only: Iterable[str], skip: Iterable[str]) -> list[str]:
+    only, skip = list(only), list(skip)
+    for key in only + skip:
+        if key not in registry.BENCHMARKS:
+            raise UserError(f"no benchmark {key!r}; known: {', '.join(registry.BENCHMARKS) or 'none'}")
+    return [k for k in registry.BENCHMARKS if (not only or k in only) and k not in skip]
+
+
+def plan(profile: Profile, keys: Iterable[str], size: str, params: dict[str, dict[str, str]]) -> list[Planned]:
+    """Decide what runs. Parameters are validated here, before anything runs (UserError on bad input)."""
+    if size not in SIZES:
+        raise UserError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
+    planned = []
+    for key in keys:
+        bench = registry.load(key)
+        reason = bench.requires(profile)
+        if reason:
+            planned.append(Planned(key, bench, waived=reason))
+            continue
+        options = {**params.get("*", {}), **params.get(key, {})}
+        planned.append(Planned(key, bench, tuple(bench.cases(profile, size, options))))
+    return planned
+
+
+def waived_result(key: str, reason: str) -> Result:
+    now = time.time()
+    return Result(key, WHOLE_BENCHMARK, {}, "", True, ResultStatus.WAIVED, reason, started=now, ended=now)
+
+
+@dataclass
+class CaseRun:
+    """Runs one case: warm-up, repetitions, summary; turns every outcome into a Result."""
+
+    key: str
+    bench: Benchmark
+    case: Case
+    ctx: Context
+    policy: RepeatPolicy
+    on_sample: Callable[[int, Sample], None] = lambda i, s: None
+    telemetry: Any = None
+    samples: list[Sample] = field(default_factory=list)
+
+    def run(self) -> Result:
+        started = time.time()
+        status, reason, tel = ResultStatus.OK, "", {}
+        window = self.telemetry.around(f"{self.key}/{self.case.name}") if self.telemetry else nullcontext()
+        try:
+            with self.bench.prepare(self.case, self.ctx) as measure:
+                for _ in range(self.policy.warmup):
+                    measure()
+                with window as w:
+                    self._repeat(measure)
+                if w is not None:
+                    tel = w.summary(bytes_moved=self._bytes_moved())
+        except Waived as e:
+            status, reason = ResultStatus.WAIVED, str(e)
+        except BenchFailure as e:
+            status, reason = ResultStatus.FAILED, str(e)
+        except KeyboardInterrupt:
+            status, reason = ResultStatus.INTERRUPTED, "interrupted by the user"
+        except UserError as e:
+            status, reason = ResultStatus.FAILED, str(e)
+        except Exception as e:  # a broken case must not take the other results down
+            status, reason = ResultStatus.FAILED, f"{type(e).__name__}: {e}"
+        values = [s.value for s in self.samples]
+        if status is ResultStatus.OK and not values:
+            status, reason = ResultStatus.FAILED, "no repetition completed"
+        extra = dict(self.samples[-1].extra) if self.samples else {}
+        return Result(
+            benchmark=self.key,
+            case=self.case.name,
+            params=self.case.params,
+            unit=self.case.unit,
+            higher_is_better=self.case.higher_is_better,
+            status=status,
+            reason=reason,
+            samples=tuple(values),
+            sample_metrics=tuple(dict(s.metrics) for s in self.samples),
+            extra=extra,
+            summary=summarize(values) if values else None,
+            telemetry=tel,
+            started=started,
+            ended=time.time(),
+        )
+
+    def _repeat(self, measure: Callable[[], Sample]) -> None:
+        deadline = time.monotonic() + self.policy.case_timeout_s
+        while len(self.samples) < self.policy.max_reps:
+            sample = measure()
+            self.samples.append(sample)
+            self.on_sample(len(self.samples), sample)
+            n = len(self.samples)
+            if n >= self.policy.min_reps and (
+                summarize([s.value for s in self.samples]).rel_spread <= self.policy.target_spread
+                or time.monotonic() > deadline
+            ):
+                break
+
+    def _bytes_moved(self) -> float | None:
+        moved = [s.metrics.get("bytes") for s in self.samples]
+        return float(sum(moved)) if moved and all(m is not None for m in moved) else None
+
+
+def scratch_dir(root: Path | None):
+    """A private directory for one case's files, removed afterwards whatever happens."""
+    if root is not None and not root.is_dir():
+        raise UserError(f"--scratch {root}: not a directory")
+    return tempfile.TemporaryDirectory(prefix="gpubench-", dir=root)

@@ -1,0 +1,134 @@
+"""`gpubench run` as a sequence: probe, plan, run each case under telemetry, store as it ends.
+
+Completed results are committed one by one, so a crash or Ctrl-C loses only the case in flight.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from gpubench.bench.interface import Context, Sample
+from gpubench.bench.runner import CaseRun, Planned, RepeatPolicy, plan, scratch_dir, waived_result
+from gpubench.probe import Profile, Source, probe
+from gpubench.results.metadata import capture
+from gpubench.results.model import Result, ResultStatus, Run, RunStatus
+from gpubench.results.store import Store
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    db: Path
+    keys: tuple[str, ...]
+    size: str = "default"
+    label: str = ""
+    params: dict[str, dict[str, str]] = field(default_factory=dict)
+    scratch: Path | None = None
+    telemetry: bool = True
+    telemetry_hz: float = 10.0
+    cool_down: bool = False
+    pre_warm: bool = False
+
+
+class Progress:
+    """What a job tells its watcher; the CLI draws it on stderr."""
+
+    def planned(self, planned: list[Planned]) -> None: ...
+    def case_started(self, key: str, case: str, index: int, total: int) -> None: ...
+    def sample(self, key: str, case: str, rep: int, sample: Sample, unit: str) -> None: ...
+    def result(self, result: Result) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """A `kill` stops the job the way Ctrl-C does: cleanly, with the run marked interrupted."""
+
+    def raise_interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_job(opts: JobOptions, progress: Progress, profile: Profile | None = None) -> Run:
+    """Probe, plan, run, store. Returns the stored run (status complete or interrupted)."""
+    profile = profile or probe(Source("/"))
+    planned = plan(profile, opts.keys, opts.size, opts.params)  # bad parameters fail here, before the DB is touched
+    progress.planned(planned)
+    policy = RepeatPolicy.for_size(opts.size)
+    started = time.time()
+    run = Run(
+        uid=uuid.uuid4().hex,
+        label=opts.label,
+        started=started,
+        ended=None,
+        status=RunStatus.RUNNING,
+        metadata=capture(profile, opts.label),
+        profile=profile.to_dict(),
+    )
+    telemetry = _open_telemetry(profile, opts, progress)
+    with Store.open(opts.db, create=True) as store, sigterm_as_interrupt():
+        run_id = store.begin_run(run)
+        status = RunStatus.COMPLETE
+        try:
+            _run_all(store, run_id, planned, profile, opts, policy, progress, telemetry)
+        except KeyboardInterrupt:
+            status = RunStatus.INTERRUPTED
+        finally:
+            if telemetry is not None:
+                telemetry.close()
+            store.finish_run(run_id, status, time.time())
+        return store.get_run(str(run_id))
+
+
+def _run_all(store, run_id, planned, profile, opts, policy, progress, telemetry) -> None:
+    total = sum(len(p.cases) for p in planned)
+    index = 0
+    for p in planned:
+        if p.waived:
+            result = waived_result(p.key, p.waived)
+            store.add_result(run_id, result)
+            progress.result(result)
+            continue
+        options = {**opts.params.get("*", {}), **opts.params.get(p.key, {})}
+        for case in p.cases:
+            index += 1
+            progress.case_started(p.key, case.name, index, total)
+            with scratch_dir(opts.scratch) as scratch:
+                ctx = Context(
+                    scratch=Path(scratch),
+                    profile=profile,
+                    options=options,
+                    deadline=time.monotonic() + policy.case_timeout_s,
+                    progress=progress.message,
+                    telemetry=telemetry,
+                )
+                on_sample: Callable[[int, Sample], None] = lambda rep, s, k=p.key, c=case: progress.sample(k, c.name, rep, s, c.unit)
+                result = CaseRun(p.key, p.benchmark, case, ctx, policy, on_sample, telemetry).run()
+            store.add_result(run_id, result)
+            progress.result(result)
+            if result.status is ResultStatus.INTERRUPTED:
+                raise KeyboardInterrupt
+
+
+def _open_telemetry(profile: Profile, opts: JobOptions, progress: Progress):
+    if not opts.telemetry:
+        return None
+    try:
+        from gpubench.telemetry.session import open_telemetry
+    except ImportError:
+        return None
+    try:
+        return open_telemetry(profile, hz=opts.telemetry_hz)
+    except Exception as e:  # telemetry must never stop a benchmark
+        progress.message(f"telemetry off: {e}")
+        return None

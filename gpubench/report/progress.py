@@ -1,0 +1,69 @@
+"""Progress of a run on stderr: a live bar on a terminal, one line per result in a log."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from gpubench.bench.interface import Sample
+from gpubench.bench.runner import Planned
+from gpubench.job import Progress as JobProgress
+from gpubench.results.model import Result, ResultStatus
+
+
+def _describe(result: Result) -> str:
+    name = f"{result.benchmark}/{result.case}" if result.case != "*" else result.benchmark
+    if result.status is ResultStatus.OK and result.summary:
+        s = result.summary
+        return f"{name}: {s.median:,.4g} {result.unit} (95% CI {s.ci_low:,.4g}-{s.ci_high:,.4g}, n={s.n})"
+    return f"{name}: {result.status.value.upper()} - {result.reason}"
+
+
+class StderrProgress(JobProgress):
+    def __init__(self) -> None:
+        self.console = Console(stderr=True, highlight=False)
+        self.live = self.console.is_terminal
+        self.bar: Progress | None = None
+        self.task = None
+
+    def __enter__(self) -> StderrProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def planned(self, planned: list[Planned]) -> None:
+        total = sum(len(p.cases) for p in planned)
+        waived = [p.key for p in planned if p.waived]
+        self.console.print(f"planned {total} case(s) in {len(planned) - len(waived)} benchmark(s)"
+                           + (f"; waived: {', '.join(waived)}" if waived else ""))
+        if self.live and total:
+            self.bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=self.console, transient=True,
+            )
+            self.task = self.bar.add_task("starting", total=total)
+            self.bar.start()
+
+    def case_started(self, key: str, case: str, index: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=f"{key}/{case}")
+        else:
+            self.console.print(f"[{index}/{total}] {key}/{case} ...")
+
+    def sample(self, key: str, case: str, rep: int, sample: Sample, unit: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=f"{key}/{case} rep {rep}: {sample.value:,.4g} {unit}")
+
+    def result(self, result: Result) -> None:
+        line = _describe(result)
+        if self.bar is not None:
+            if result.case != "*":
+                self.bar.advance(self.task)
+            self.bar.console.print(line)
+        else:
+            self.console.print("  " + line)
+
+    def message(self, text: str) -> None:
+        (self.bar.console if self.bar is not None else self.console).print(text)

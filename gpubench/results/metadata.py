@@ -1,0 +1,85 @@
+"""Machine facts captured once per run, as pyperf does: what a comparison needs to be fair."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from gpubench import __version__
+from gpubench.probe.model import Profile
+
+PACKAGES = ("numpy", "numba", "scipy", "liburing", "cupy-cuda12x", "cupy-cuda13x", "kvikio-cu12", "kvikio-cu13",
+            "numba-cuda", "nvidia-ml-py", "psutil", "typer", "rich")
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def _bracketed(value: str | None) -> str | None:
+    """'always [madvise] never' -> 'madvise'."""
+    if value and "[" in value:
+        return value.split("[", 1)[1].split("]", 1)[0]
+    return value
+
+
+def _cpu_model() -> str | None:
+    text = _read("/proc/cpuinfo") or ""
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or None
+
+
+def _distro() -> str | None:
+    for line in (_read("/etc/os-release") or "").splitlines():
+        if line.startswith("PRETTY_NAME="):
+            return line.split("=", 1)[1].strip('"')
+    return None
+
+
+def _packages() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def capture(profile: Profile, label: str) -> dict[str, Any]:
+    import psutil
+
+    gpus = profile.detail("gpus", "devices", []) or []
+    nvidia = profile.get("nvidia driver")
+    return {
+        "label": label,
+        "hostname": socket.gethostname(),
+        "kernel": profile.detail("kernel", "release") or platform.release(),
+        "cmdline": profile.detail("kernel", "cmdline"),
+        "distro": _distro(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_physical": psutil.cpu_count(logical=False),
+        "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "smt": _read("/sys/devices/system/cpu/smt/control"),
+        "isolated_cpus": _read("/sys/devices/system/cpu/isolated") or "",
+        "memory_bytes": psutil.virtual_memory().total,
+        "thp": _bracketed(_read("/sys/kernel/mm/transparent_hugepage/enabled")),
+        "numa_nodes": _read("/sys/devices/system/node/online"),
+        "gpus": [g.get("model") or g.get("pci") for g in gpus],
+        "nvidia_driver": nvidia.details.get("version") if nvidia else None,
+        "cuda_driver": nvidia.details.get("cuda_version") if nvidia else None,
+        "python": sys.version.split()[0],
+        "packages": _packages(),
+        "gpubench": __version__,
+    }

@@ -1,0 +1,119 @@
+"""`gpubench probe` and `gpubench snapshot` as a user runs them: stdout, stderr and exit code."""
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def gpubench(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "gpubench", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_probe_prints_the_table():
+    p = gpubench("probe")
+    assert p.returncode == 0, p.stderr
+    for word in ("Capabilities", "kernel", "io_uring", "verdict"):
+        assert word in p.stdout
+
+
+def test_probe_json_is_only_json_on_stdout():
+    p = gpubench("probe", "--json")
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    names = {c["name"] for c in data["capabilities"]}
+    assert {"kernel", "io_uring", "io_uring binding"} <= names
+    assert all(c["status"] in ("yes", "no", "partial", "unknown") for c in data["capabilities"])
+
+
+def test_probe_imports_no_heavy_package():
+    code = (
+        "import sys\n"
+        "from gpubench.probe import Source, probe\n"
+        "from gpubench.report.terminal import profile_table, stdout_console\n"
+        "import gpubench.cli\n"
+        "stdout_console().print(profile_table(probe(Source('/'))))\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'numba', 'cupy', 'kvikio', 'matplotlib', 'scipy'})\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "HEAVY []" in p.stderr
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["probe", "--root", "/no/such/dir"], "no such directory"),
+        (["probe", "--root", "pyproject.toml"], "not a directory, nor a snapshot archive"),
+        (["probe", "--area", "nonsense"], "unknown area 'nonsense'"),
+        (["probe", "--bogus"], "No such option"),
+        (["snapshot", "/proc/no-such-dir/x.tar.gz"], "cannot write"),
+        (["snapshot", "pyproject.toml"], "already exists"),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(args, needle):
+    p = gpubench(*args, cwd=REPO)
+    assert p.returncode != 0
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in p.stderr
+    assert p.stdout == ""
+
+
+def test_unreadable_root_directory(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0)
+    try:
+        code = "import os,sys; import gpubench.cli, gpubench.probe.snapshot; os.setuid(65534); sys.argv=['gpubench','probe','--root',sys.argv[1]]; from gpubench.cli import main; main()"
+        if __import__("os").geteuid() == 0:
+            p = subprocess.run([sys.executable, "-c", code, str(locked)], capture_output=True, text=True, timeout=60)
+        else:
+            p = gpubench("probe", "--root", str(locked))
+    finally:
+        locked.chmod(0o755)
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines() == [f"gpubench: error: --root {locked}: directory is not readable"]
+
+
+def test_snapshot_replays_what_the_live_probe_said(tmp_path):
+    out = tmp_path / "box.tar.gz"
+    p = gpubench("snapshot", str(out))
+    assert p.returncode == 0, p.stderr
+    assert "replay with" in p.stderr
+    live = json.loads(gpubench("probe", "--json").stdout)
+    replayed = json.loads(gpubench("probe", "--json", "--root", str(out)).stdout)
+    assert [(c["name"], c["status"]) for c in replayed["capabilities"]] == [
+        (c["name"], c["status"]) for c in live["capabilities"]
+    ]
+    assert replayed["capabilities"][0]["evidence"] == live["capabilities"][0]["evidence"]
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+    assert ".gpubench/commands/iouring_binding.json" in names
+    assert not [n for n in names if n.endswith("environ") or n.endswith("hostname")]
+    # never overwritten
+    again = gpubench("snapshot", str(out))
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_snapshot_hostname_only_when_asked(tmp_path):
+    out = tmp_path / "named.tar.gz"
+    assert gpubench("snapshot", "--hostname", "--area", "kernel", str(out)).returncode == 0
+    with tarfile.open(out) as tar:
+        assert "proc/sys/kernel/hostname" in tar.getnames()
+
+
+def test_snapshot_scrubs_serials(tmp_path):
+    from gpubench.probe.snapshot import scrub
+
+    text = b"Model: \t NVIDIA H100\nGPU UUID: \t GPU-1234-abcd\nBoard Serial: 1650\n"
+    clean = scrub("/proc/driver/nvidia/gpus/0000:01:00.0/information", text).decode()
+    assert "GPU-1234" not in clean and "1650" not in clean and "NVIDIA H100" in clean
+    assert b"UUID=(redacted)" in scrub("/proc/cmdline", b"root=UUID=0a1b-22 ro")
