@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+from conftest import build_result, build_run, noisy
+
+from gpubench.results.compare import compare, ratio_confidence_interval, smallest_possible_p
+from gpubench.results.model import ResultStatus, Verdict
+
+
+def _one(base_result, new_result, threshold: float = 0.05):
+    comparison = compare(build_run((base_result,)), build_run((new_result,)), threshold)
+    (case,) = comparison.cases
+    return case
+
+
+def test_twenty_percent_slowdown_with_small_spread_is_worse() -> None:
+    case = _one(build_result(samples=noisy(1000.0, seed=1)), build_result(samples=noisy(800.0, seed=2)))
+    assert case.verdict is Verdict.WORSE
+    assert case.ratio == pytest.approx(0.8, abs=0.02)
+    assert case.ci_low < case.ratio < case.ci_high < 0.9
+    assert case.p_value < 0.001
+
+
+def test_lower_is_better_units_flip_the_direction() -> None:
+    slower = _one(
+        build_result(samples=noisy(10.0, seed=3), unit="us", higher_is_better=False),
+        build_result(samples=noisy(12.0, seed=4), unit="us", higher_is_better=False),
+    )
+    assert slower.verdict is Verdict.WORSE
+    faster = _one(
+        build_result(samples=noisy(10.0, seed=3), unit="us", higher_is_better=False),
+        build_result(samples=noisy(8.0, seed=4), unit="us", higher_is_better=False),
+    )
+    assert faster.verdict is Verdict.BETTER
+
+
+def test_improvement_is_better() -> None:
+    assert _one(build_result(samples=noisy(100.0, seed=5)), build_result(samples=noisy(130.0, seed=6))).verdict is Verdict.BETTER
+
+
+def test_noise_from_one_distribution_is_same() -> None:
+    rng = random.Random(11)
+    base = tuple(rng.gauss(500.0, 25.0) for _ in range(20))
+    new = tuple(rng.gauss(500.0, 25.0) for _ in range(20))
+    case = _one(build_result(samples=base), build_result(samples=new))
+    assert case.verdict is Verdict.SAME
+    assert case.p_value > 0.05
+    assert case.ci_low < 1.0 < case.ci_high
+    assert "not significant" in case.note
+
+
+def test_significant_but_below_threshold_is_same() -> None:
+    case = _one(build_result(samples=noisy(1000.0, spread=0.001, seed=1)), build_result(samples=noisy(980.0, spread=0.001, seed=2)))
+    assert case.p_value < 0.05
+    assert case.verdict is Verdict.SAME
+    assert "within the 5.0% threshold" in case.note
+    # the same change counts with a smaller threshold
+    assert _one(case.base, case.new, threshold=0.01).verdict is Verdict.WORSE
+
+
+def test_too_few_samples_for_the_rank_test_is_same_and_said() -> None:
+    case = _one(build_result(samples=(100.0, 101.0, 99.0)), build_result(samples=(50.0, 51.0, 49.0)))
+    assert smallest_possible_p(3, 3) == pytest.approx(0.1)
+    assert case.verdict is Verdict.SAME
+    assert case.ratio == pytest.approx(0.5)
+    assert "too few samples" in case.note
+
+
+def test_params_or_unit_mismatch_is_not_comparable() -> None:
+    base = build_result(samples=noisy(100.0))
+    other_params = build_result(samples=noisy(50.0), params={**base.params, "queue_depth": 1})
+    case = _one(base, other_params)
+    assert case.verdict is Verdict.NOT_COMPARABLE
+    assert "queue_depth 32 -> 1" in case.note
+    assert case.ratio is None
+    case = _one(base, build_result(samples=noisy(50.0), unit="GiB/s"))
+    assert case.verdict is Verdict.NOT_COMPARABLE and "units differ" in case.note
+
+
+def test_ok_to_waived_is_a_lost_capability() -> None:
+    case = _one(build_result(samples=noisy(100.0)), build_result(status=ResultStatus.WAIVED, reason="io_uring disabled by sysctl"))
+    assert case.verdict is Verdict.LOST
+    assert "lost capability" in case.note and "io_uring disabled by sysctl" in case.note
+
+
+def test_waived_failed_or_missing_sides_are_not_comparable() -> None:
+    ok = build_result("a", samples=noisy(100.0))
+    assert _one(build_result("a", status=ResultStatus.WAIVED), ok).verdict is Verdict.NOT_COMPARABLE
+    failed = _one(ok, build_result("a", status=ResultStatus.FAILED, reason="EIO"))
+    assert failed.verdict is Verdict.NOT_COMPARABLE and "failed in the new run: EIO" in failed.note
+    comparison = compare(build_run((build_result("only-base"),)), build_run((build_result("only-new"),)))
+    assert [(c.case, c.verdict, c.note) for c in comparison.cases] == [
+        ("only-base", Verdict.NOT_COMPARABLE, "missing from the new run"),
+        ("only-new", Verdict.NOT_COMPARABLE, "only in the new run"),
+    ]
+
+
+def test_regressions_collects_worse_and_lost() -> None:
+    base = build_run((build_result("a", samples=noisy(100.0, seed=1)), build_result("b", samples=noisy(100.0, seed=2)), build_result("c")))
+    new = build_run(
+        (
+            build_result("a", samples=noisy(70.0, seed=3)),
+            build_result("b", status=ResultStatus.WAIVED),
+            build_result("c"),
+        )
+    )
+    comparison = compare(base, new)
+    assert [c.case for c in comparison.regressions] == ["a", "b"]
+
+
+def test_bootstrap_interval_is_reproducible() -> None:
+    base, new = noisy(100.0, seed=8), noisy(90.0, seed=9)
+    assert ratio_confidence_interval(base, new) == ratio_confidence_interval(base, new)
+
+
+def test_threshold_is_validated() -> None:
+    with pytest.raises(ValueError):
+        compare(build_run(), build_run(), threshold=-0.1)
