@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need, then runs them.
+#   bash ci/test.sh            # the CPU suite (what CI runs)
+#   bash ci/test.sh -m gpu     # the GPU suite, on a machine with an NVIDIA GPU
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System tools the tests use for real: fio (io_uring cross-check), libnuma/numactl (memory
+# tiers), Chromium (HTML reports rendered headless). Installed when missing and we may.
+need=()
+command -v fio >/dev/null || need+=(fio)
+command -v numactl >/dev/null || need+=(numactl)
+ldconfig -p 2>/dev/null | grep -q 'libnuma\.so\.1' || need+=(libnuma1)
+command -v chromium >/dev/null || need+=(chromium)
+if ((${#need[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "ci/test.sh: installing ${need[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "ci/test.sh: missing ${need[*]}; the tests that need them will say so" >&2
+  fi
+fi
+
+venv=${GPUBENCH_TEST_VENV:-.venv}
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+"$venv/bin/python" -m pip install -q ".[test]"
+exec "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
