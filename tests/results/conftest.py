@@ -44,7 +44,7 @@ def build_run(results: tuple[Result, ...] = (), label: str = "kernel 6.8", statu
         started=1700000000.0,
         ended=1700000100.0,
         status=status,
-        metadata={"kernel": {"release": "6.8.0-45-generic"}, "cpu": {"model": "AMD EPYC", "count": 16}},
+        metadata={"kernel": "6.8.0-45-generic", "cpu_model": "AMD EPYC 7763", "cpu_count": 16, "packages": {"numpy": "2.1"}},
         profile={"root": "/", "capabilities": [{"name": "io_uring", "status": "yes"}]},
         results=results,
     )

@@ -1,0 +1,281 @@
+"""History commands: list, show, export, import, compare.
+
+Only `import` may create or write the result database; the others open it read-only.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from gpubench.errors import UserError
+
+DbOpt = typer.Option(
+    None, "--db", metavar="PATH", help="Result history (default: $GPUBENCH_DB, else $XDG_DATA_HOME/gpubench/results.db)."
+)
+JsonOpt = typer.Option(False, "--json", help="Print JSON only on stdout.")
+ForceOpt = typer.Option(False, "--force", help="Replace output files that already exist.")
+
+
+class ExportFormat(str, enum.Enum):
+    JSON = "json"
+    CSV = "csv"
+    JUNIT = "junit"
+    PROMETHEUS = "prometheus"
+
+
+def _db(path: Optional[Path]) -> Path:
+    from gpubench.results.store import default_db_path
+
+    return path if path is not None else default_db_path()
+
+
+def _open_readonly(path: Optional[Path]):  # type: ignore[no-untyped-def]
+    from gpubench.results.store import Store
+
+    return Store.open(_db(path), create=False, readonly=True)
+
+
+def parse_threshold(text: str) -> float:
+    """'5%' or '0.05' -> 0.05. A bare number of 1 or more is refused as ambiguous."""
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a threshold: give a percentage like 5% or a fraction like 0.05") from None
+    if not raw.endswith("%") and value >= 1.0:
+        raise typer.BadParameter(f"{text!r} is ambiguous: write {raw}% for a percentage, or a fraction below 1")
+    if not (0.0 <= value < 1.0):
+        raise typer.BadParameter(f"{text!r} must be between 0% and 100%")
+    return value
+
+
+def write_file(path: Path, text: str, force: bool) -> None:
+    """Write atomically: readers see the old file or the whole new one, never a part. An existing
+    file is kept unless force is given."""
+    path = path.expanduser()
+    if path.is_dir():
+        raise UserError(f"{path} is a directory; give a file name")
+    if path.exists() and not force:
+        raise UserError(f"{path} already exists; pass --force to replace it")
+    directory = path.parent
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temporary, 0o644)
+        if force:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)  # fails rather than replace a file created meanwhile
+    except FileExistsError:
+        raise UserError(f"{path} already exists; pass --force to replace it") from None
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _emit(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def list_command(
+    db: Optional[Path] = DbOpt,
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Show only the N most recent runs."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """List the stored runs, most recent first."""
+    import json
+
+    path = _db(db)
+    if not path.exists():
+        typer.echo(f"no result history at {path} yet: `gpubench run` creates it", err=True)
+        if as_json:
+            _emit("[]\n")
+        return
+    with _open_readonly(path) as store:
+        listings = store.list_runs(limit)
+    if as_json:
+        rows = [
+            {
+                "id": e.run.id,
+                "uid": e.run.uid,
+                "label": e.run.label,
+                "started": e.run.started,
+                "ended": e.run.ended,
+                "status": e.run.status.value,
+                "results": e.counts,
+                "kernel": e.run.metadata.get("kernel"),
+                "hostname": e.run.metadata.get("hostname"),
+            }
+            for e in listings
+        ]
+        _emit(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+        return
+    from gpubench.report.tables import runs_table
+    from gpubench.report.terminal import stdout_console
+
+    if not listings:
+        typer.echo(f"no runs in {path} yet", err=True)
+        return
+    stdout_console().print(runs_table(listings))
+
+
+def show_command(
+    run: str = typer.Argument(..., metavar="RUN", help="Run number, 'latest', or 6+ hex digits of its uid."),
+    db: Optional[Path] = DbOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Show one run: where and when it ran, and each result with its median and 95% CI."""
+    with _open_readonly(db) as store:
+        found = store.get_run(run)
+    if as_json:
+        from gpubench.results.jsonio import run_to_json
+
+        _emit(run_to_json(found))
+        return
+    from gpubench.report.tables import results_table, run_header
+    from gpubench.report.terminal import stdout_console
+
+    console = stdout_console()
+    console.print(run_header(found))
+    console.print(results_table(found))
+
+
+def export_command(
+    run: str = typer.Argument(..., metavar="RUN", help="Run number, 'latest', or 6+ hex digits of its uid."),
+    fmt: ExportFormat = typer.Option(..., "--format", "-f", case_sensitive=False, help="json (importable), csv, junit or prometheus (node_exporter textfile)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", help="Write here (atomically) instead of stdout."),
+    force: bool = ForceOpt,
+    db: Optional[Path] = DbOpt,
+) -> None:
+    """Export one run: JSON (to import elsewhere), CSV, JUnit XML or a Prometheus textfile."""
+    with _open_readonly(db) as store:
+        found = store.get_run(run)
+    text = render_export(found, fmt)
+    if output is None:
+        _emit(text)
+    else:
+        write_file(output, text, force)
+        typer.echo(f"wrote {output}", err=True)
+
+
+def render_export(run, fmt: ExportFormat) -> str:  # type: ignore[no-untyped-def]
+    if fmt is ExportFormat.JSON:
+        from gpubench.results.jsonio import run_to_json
+
+        return run_to_json(run)
+    if fmt is ExportFormat.CSV:
+        from gpubench.report.csvout import run_csv
+
+        return run_csv(run)
+    if fmt is ExportFormat.JUNIT:
+        from gpubench.report.junit import run_junit
+
+        return run_junit(run)
+    if fmt is ExportFormat.PROMETHEUS:
+        from gpubench.report.prometheus import run_textfile
+
+        return run_textfile(run)
+    raise AssertionError(f"unhandled export format {fmt}")
+
+
+def import_command(
+    file: Path = typer.Argument(..., metavar="FILE", help="A JSON export (`gpubench export RUN --format json`) or a run's JSON report."),
+    db: Optional[Path] = DbOpt,
+) -> None:
+    """Add a run exported on another machine to this history."""
+    from gpubench.results.jsonio import read_run_file
+    from gpubench.results.store import Store
+
+    run = read_run_file(file)  # validated whole before the database is opened
+    path = _db(db)
+    with Store.open(path, create=True) as store:
+        run_id = store.import_run(run)
+    label = f" ({run.label})" if run.label else ""
+    _emit(f"imported run {run.uid[:12]}{label} as run {run_id} into {path}\n")
+
+
+def compare_command(
+    base: str = typer.Argument(..., metavar="BASE", help="The reference run: number, 'latest' or uid prefix."),
+    new: List[str] = typer.Argument(..., metavar="NEW...", help="One or more runs to compare with BASE."),
+    threshold: str = typer.Option("5%", "--threshold", metavar="PCT", help="Smallest change that counts, e.g. 5% or 0.05."),
+    fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 3 when any case is significantly worse or lost."),
+    as_json: bool = JsonOpt,
+    html: Optional[Path] = typer.Option(None, "--html", metavar="OUT", help="Also write an HTML report (with several NEW runs: OUT-<run>.html each)."),
+    junit: Optional[Path] = typer.Option(None, "--junit", metavar="OUT", help="Also write JUnit XML (worse or lost = failure)."),
+    force: bool = ForceOpt,
+    db: Optional[Path] = DbOpt,
+) -> None:
+    """Compare runs case by case: medians, ratio with its 95% CI, Mann-Whitney p, verdict.
+
+    Exit status: 0 done, 3 a regression with --fail-on-regression, 1 error, 2 usage."""
+    fraction = parse_threshold(threshold)
+    for requested in (html, junit):
+        if requested is not None and requested.exists() and not force:
+            raise UserError(f"{requested} already exists; pass --force to replace it")
+    from gpubench.results.compare import compare
+
+    with _open_readonly(db) as store:
+        base_run = store.get_run(base)
+        new_runs = [store.get_run(ref) for ref in new]
+    comparisons = [compare(base_run, new_run, fraction) for new_run in new_runs]
+
+    html_pages = []
+    if html is not None:
+        from gpubench.report.html import render_comparison_html
+
+        for comparison in comparisons:
+            target = html if len(comparisons) == 1 else html.with_name(f"{html.stem}-{comparison.new.id}{html.suffix or '.html'}")
+            html_pages.append((target, render_comparison_html(comparison)))
+    junit_text = None
+    if junit is not None:
+        from gpubench.report.junit import comparison_junit
+
+        junit_text = comparison_junit(comparisons)
+
+    if as_json:
+        from gpubench.results.jsonio import comparisons_to_json
+
+        _emit(comparisons_to_json(comparisons))
+    else:
+        from gpubench.report.tables import comparison_table, verdict_counts
+        from gpubench.report.terminal import stdout_console
+
+        console = stdout_console()
+        for comparison in comparisons:
+            console.print(comparison_table(comparison))
+            console.print(verdict_counts(comparison))
+    for target, page in html_pages:
+        write_file(target, page, force)
+        typer.echo(f"wrote {target}", err=True)
+    if junit is not None and junit_text is not None:
+        write_file(junit, junit_text, force)
+        typer.echo(f"wrote {junit}", err=True)
+
+    regressions = sum(len(c.regressions) for c in comparisons)
+    if regressions and fail_on_regression:
+        typer.echo(f"{regressions} regression(s) beyond the {fraction:.1%} threshold", err=True)
+        raise typer.Exit(3)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("list")(list_command)
+    app.command("show")(show_command)
+    app.command("export")(export_command)
+    app.command("import")(import_command)
+    app.command("compare")(compare_command)

@@ -1,0 +1,190 @@
+"""Rich tables for the history commands: the list of runs, a run's header, a comparison.
+
+Colour comes from the console (only on a TTY, NO_COLOR honoured); every style here maps an enum
+exhaustively, which a test checks.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from typing import Sequence
+
+from rich.table import Table
+from rich.text import Text
+
+from gpubench.results.model import CaseComparison, Comparison, ResultStatus, Run, RunStatus, Verdict
+from gpubench.results.store import RunListing
+
+VERDICT_STYLE: dict[Verdict, str] = {
+    Verdict.BETTER: "bold green",
+    Verdict.WORSE: "bold red",
+    Verdict.SAME: "",
+    Verdict.NOT_COMPARABLE: "yellow",
+    Verdict.LOST: "bold red reverse",
+}
+
+RUN_STATUS_STYLE: dict[RunStatus, str] = {
+    RunStatus.RUNNING: "cyan",
+    RunStatus.COMPLETE: "green",
+    RunStatus.INTERRUPTED: "magenta",
+}
+
+RESULT_COUNT_STYLE: dict[ResultStatus, str] = {
+    ResultStatus.OK: "green",
+    ResultStatus.WAIVED: "yellow",
+    ResultStatus.FAILED: "bold red",
+    ResultStatus.INTERRUPTED: "magenta",
+}
+
+
+def format_value(value: float | None) -> str:
+    """A measured value, to about four significant digits, without exponents for everyday sizes."""
+    if value is None or not math.isfinite(value):
+        return ""
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def format_time(timestamp: float | None) -> str:
+    if timestamp is None:
+        return ""
+    return _dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_duration(started: float, ended: float | None) -> str:
+    if ended is None:
+        return ""
+    seconds = max(0, round(ended - started))
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def format_p(p: float | None) -> str:
+    if p is None or not math.isfinite(p):
+        return ""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def format_ratio(ratio: float | None) -> str:
+    if ratio is None or not math.isfinite(ratio):
+        return ""
+    return f"{ratio:.3f} ({ratio - 1.0:+.1%})"
+
+
+def run_name(run: Run) -> str:
+    ident = str(run.id) if run.id is not None else run.uid[:12]
+    return f"run {ident}" + (f" ({run.label})" if run.label else "")
+
+
+def runs_table(listings: Sequence[RunListing]) -> Table:
+    table = Table(title="Result history", expand=False)
+    for name, justify in (("id", "right"), ("uid", "left"), ("started", "left"), ("took", "right"), ("label", "left"),
+                          ("status", "left"), ("results", "left"), ("kernel", "left")):
+        table.add_column(name, justify=justify, no_wrap=name != "label")
+    for entry in listings:
+        run = entry.run
+        counts = Text()
+        for status in ResultStatus:
+            count = entry.counts.get(status.value, 0)
+            if count:
+                if counts:
+                    counts.append(" ")
+                counts.append(f"{count} {status.value}", style=RESULT_COUNT_STYLE[status])
+        table.add_row(
+            str(run.id),
+            run.uid[:12],
+            format_time(run.started),
+            format_duration(run.started, run.ended),
+            run.label,
+            Text(run.status.value, style=RUN_STATUS_STYLE[run.status]),
+            counts if counts else Text("none", style="dim"),
+            str(run.metadata.get("kernel") or ""),
+        )
+    return table
+
+
+def run_header(run: Run) -> Table:
+    """Who, where and when a run was: the lines above its results."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    rows = [
+        ("run", f"{run.id if run.id is not None else ''}  uid {run.uid}"),
+        ("label", run.label),
+        ("status", Text(run.status.value, style=RUN_STATUS_STYLE[run.status])),
+        ("started", format_time(run.started)),
+        ("ended", f"{format_time(run.ended)} (took {format_duration(run.started, run.ended)})" if run.ended else ""),
+    ]
+    for key in ("hostname", "kernel", "distro", "cpu_model", "governor", "gpus", "nvidia_driver", "gpubench"):
+        value = run.metadata.get(key)
+        if value not in (None, "", [], {}):
+            rows.append((key.replace("_", " "), ", ".join(map(str, value)) if isinstance(value, list) else str(value)))
+    for name, value in rows:
+        if value != "":
+            grid.add_row(name, value)
+    return grid
+
+
+def results_table(run: Run) -> Table:
+    """One row per result: benchmark, case, status, median with unit, its 95% CI, n, reason."""
+    table = Table(title=f"Results of {run_name(run)}", expand=False)
+    for name, justify in (("benchmark", "left"), ("case", "left"), ("status", "left"), ("median", "right"),
+                          ("95% CI", "right"), ("n", "right"), ("reason", "left")):
+        table.add_column(name, justify=justify, no_wrap=name not in ("reason", "case"))
+    for result in run.results:
+        s = result.summary
+        table.add_row(
+            result.benchmark,
+            result.case,
+            Text(result.status.value, style=RESULT_COUNT_STYLE[result.status]),
+            f"{format_value(s.median)} {result.unit}" if s else "",
+            f"{format_value(s.ci_low)} - {format_value(s.ci_high)}" if s else "",
+            str(s.n) if s else str(len(result.samples)),
+            result.reason,
+        )
+    return table
+
+
+def _median_cell(result) -> str:  # type: ignore[no-untyped-def]
+    if result is None or result.summary is None:
+        return result.status.value if result is not None else "missing"
+    return format_value(result.summary.median)
+
+
+def comparison_table(comparison: Comparison) -> Table:
+    title = f"{run_name(comparison.base)} -> {run_name(comparison.new)} (threshold {comparison.threshold:.1%})"
+    table = Table(title=title, expand=False)
+    for name, justify in (("benchmark", "left"), ("case", "left"), ("unit", "left"), ("base", "right"), ("new", "right"),
+                          ("ratio", "right"), ("95% CI of ratio", "right"), ("p", "right"), ("verdict", "left"),
+                          ("note", "left")):
+        table.add_column(name, justify=justify, no_wrap=name not in ("note", "case"))
+    for case in comparison.cases:
+        table.add_row(
+            case.benchmark,
+            case.case,
+            case.unit + ("" if case.higher_is_better else " (lower is better)"),
+            _median_cell(case.base),
+            _median_cell(case.new),
+            format_ratio(case.ratio),
+            _ci_cell(case),
+            format_p(case.p_value),
+            Text(case.verdict.value, style=VERDICT_STYLE[case.verdict]),
+            case.note,
+        )
+    return table
+
+
+def _ci_cell(case: CaseComparison) -> str:
+    if case.ci_low is None or case.ci_high is None or not (math.isfinite(case.ci_low) and math.isfinite(case.ci_high)):
+        return ""
+    return f"{case.ci_low:.3f} - {case.ci_high:.3f}"
+
+
+def verdict_counts(comparison: Comparison) -> str:
+    counts: dict[Verdict, int] = {}
+    for case in comparison.cases:
+        counts[case.verdict] = counts.get(case.verdict, 0) + 1
+    return ", ".join(f"{counts[v]} {v.value}" for v in Verdict if counts.get(v))

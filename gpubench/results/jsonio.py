@@ -1,0 +1,261 @@
+"""Runs and comparisons as JSON: export, and import with validation.
+
+A run exports as Run.to_dict(), which carries `schema_version`: the same document as the JSON
+report written beside a run's HTML, so either can be imported elsewhere. Import checks the whole
+document before anything is stored and names the first problem with its place in the file
+(e.g. `results[2].samples[0]: expected a number`), so a bad file is one clear line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from gpubench.errors import UserError
+from gpubench.results.model import SCHEMA_VERSION, CaseComparison, Comparison, Result, ResultStatus, Run, RunStatus, Summary
+
+_UID = re.compile(r"^[0-9a-f]{8,64}$")
+MAX_IMPORT_BYTES = 512 * 1024 * 1024
+
+
+def run_to_json(run: Run) -> str:
+    return json.dumps(run.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+
+def read_run_file(path: Path) -> Run:
+    """A run from an exported JSON file, validated; any problem is a UserError naming it."""
+    try:
+        if path.is_dir():
+            raise UserError(f"{path} is a directory, not a JSON export")
+        if path.stat().st_size > MAX_IMPORT_BYTES:
+            raise UserError(f"{path} is larger than {MAX_IMPORT_BYTES // 2**20} MiB: not a gpubench export")
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    return run_from_json(raw, str(path))
+
+
+def run_from_json(raw: bytes | str, source: str = "input") -> Run:
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as e:
+        raise UserError(f"{source} is not UTF-8 text (byte {e.start}): not a gpubench JSON export") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{source} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise UserError(f"{source} is not a gpubench export: nested too deeply") from None
+    try:
+        return run_from_dict(document)
+    except InvalidDocument as e:
+        raise UserError(f"{source}: {e}") from None
+
+
+class InvalidDocument(ValueError):
+    """What is wrong with a JSON document, and where."""
+
+
+def run_from_dict(document: Any) -> Run:
+    """Validate an exported run and build it (the local id is never taken from a file)."""
+    if not isinstance(document, dict):
+        raise InvalidDocument(f"expected a JSON object holding one run, found {_kind(document)}")
+    if document.get("kind") == "comparisons" or "comparisons" in document or "cases" in document:
+        raise InvalidDocument("this is a comparison, not a run: import takes a file from `gpubench export RUN --format json`")
+    if "schema_version" not in document:
+        raise InvalidDocument("no schema_version: not a gpubench run export")
+    version = document["schema_version"]
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InvalidDocument(f"schema_version: expected an integer, found {_kind(version)}")
+    if version > SCHEMA_VERSION:
+        raise InvalidDocument(f"schema_version {version} is newer than this gpubench reads ({SCHEMA_VERSION}): upgrade gpubench")
+    if version < 1:
+        raise InvalidDocument(f"schema_version {version} is not a gpubench schema version")
+
+    check = _Checker(document)
+    uid = check.string("uid")
+    if not _UID.match(uid):
+        raise InvalidDocument(f"uid: expected 8 to 64 lowercase hex digits, found {uid!r}")
+    check.string("label", optional=True)
+    check.number("started")
+    check.number("ended", nullable=True)
+    check.choice("status", [s.value for s in RunStatus])
+    check.mapping("metadata", optional=True)
+    check.mapping("profile", optional=True)
+    results = check.array("results", optional=True)
+    for index, item in enumerate(results or ()):
+        _check_result(item, f"results[{index}]")
+    return Run.from_dict(document)
+
+
+def _check_result(item: Any, where: str) -> None:
+    if not isinstance(item, dict):
+        raise InvalidDocument(f"{where}: expected an object, found {_kind(item)}")
+    check = _Checker(item, where)
+    for name in ("benchmark", "case", "unit"):
+        check.string(name)
+    check.mapping("params", optional=True)
+    check.boolean("higher_is_better", optional=True)
+    check.choice("status", [s.value for s in ResultStatus])
+    check.string("reason", optional=True)
+    samples = check.array("samples", optional=True) or []
+    for index, value in enumerate(samples):
+        _number(value, f"{where}.samples[{index}]")
+    metrics = check.array("sample_metrics", optional=True) or []
+    for index, entry in enumerate(metrics):
+        if not isinstance(entry, dict):
+            raise InvalidDocument(f"{where}.sample_metrics[{index}]: expected an object, found {_kind(entry)}")
+    check.mapping("extra", optional=True)
+    check.mapping("telemetry", optional=True)
+    check.number("started", optional=True)
+    check.number("ended", optional=True)
+    summary = item.get("summary")
+    if summary is not None:
+        if not isinstance(summary, dict):
+            raise InvalidDocument(f"{where}.summary: expected an object or null, found {_kind(summary)}")
+        for name in Summary.__dataclass_fields__:
+            if name not in summary:
+                raise InvalidDocument(f"{where}.summary.{name}: missing")
+            _number(summary[name], f"{where}.summary.{name}")
+        if isinstance(summary["n"], float) and not summary["n"].is_integer():
+            raise InvalidDocument(f"{where}.summary.n: expected a whole number")
+
+
+class _Checker:
+    def __init__(self, obj: dict[str, Any], where: str = "") -> None:
+        self.obj = obj
+        self.where = where
+
+    def _get(self, name: str, optional: bool) -> tuple[bool, Any]:
+        if name not in self.obj:
+            if optional:
+                return False, None
+            raise InvalidDocument(f"{self._at(name)}: missing")
+        return True, self.obj[name]
+
+    def _at(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def string(self, name: str, optional: bool = False) -> str:
+        present, value = self._get(name, optional)
+        if present and not isinstance(value, str):
+            raise InvalidDocument(f"{self._at(name)}: expected a string, found {_kind(value)}")
+        return value
+
+    def number(self, name: str, optional: bool = False, nullable: bool = False) -> None:
+        present, value = self._get(name, optional)
+        if present and not (nullable and value is None):
+            _number(value, self._at(name))
+
+    def boolean(self, name: str, optional: bool = False) -> None:
+        present, value = self._get(name, optional)
+        if present and not isinstance(value, bool):
+            raise InvalidDocument(f"{self._at(name)}: expected true or false, found {_kind(value)}")
+
+    def choice(self, name: str, allowed: Sequence[str]) -> None:
+        _, value = self._get(name, False)
+        if value not in allowed:
+            raise InvalidDocument(f"{self._at(name)}: expected one of {', '.join(allowed)}, found {json.dumps(value)[:40]}")
+
+    def mapping(self, name: str, optional: bool = False) -> None:
+        present, value = self._get(name, optional)
+        if present and value is not None and not isinstance(value, dict):
+            raise InvalidDocument(f"{self._at(name)}: expected an object, found {_kind(value)}")
+
+    def array(self, name: str, optional: bool = False) -> list | None:
+        present, value = self._get(name, optional)
+        if present and not isinstance(value, list):
+            raise InvalidDocument(f"{self._at(name)}: expected a list, found {_kind(value)}")
+        return value
+
+
+def _number(value: Any, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidDocument(f"{where}: expected a number, found {_kind(value)}")
+    if not math.isfinite(value):
+        raise InvalidDocument(f"{where}: expected a finite number, found {value}")
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+# --- comparisons --------------------------------------------------------------------------------
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _run_ref(run: Run) -> dict[str, Any]:
+    return {"id": run.id, "uid": run.uid, "label": run.label, "started": run.started, "status": run.status.value}
+
+
+def _side(result: Result | None) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    summary = result.summary
+    return {
+        "status": result.status.value,
+        "reason": result.reason,
+        "params": result.params,
+        "n": len(result.samples),
+        "median": _finite(summary.median) if summary else None,
+        "ci_low": _finite(summary.ci_low) if summary else None,
+        "ci_high": _finite(summary.ci_high) if summary else None,
+    }
+
+
+def case_comparison_to_dict(case: CaseComparison) -> dict[str, Any]:
+    return {
+        "benchmark": case.benchmark,
+        "case": case.case,
+        "unit": case.unit,
+        "higher_is_better": case.higher_is_better,
+        "verdict": case.verdict.value,
+        "base": _side(case.base),
+        "new": _side(case.new),
+        "ratio": _finite(case.ratio),
+        "ci_low": _finite(case.ci_low),
+        "ci_high": _finite(case.ci_high),
+        "p_value": _finite(case.p_value),
+        "note": case.note,
+    }
+
+
+def comparison_to_dict(comparison: Comparison) -> dict[str, Any]:
+    return {
+        "base": _run_ref(comparison.base),
+        "new": _run_ref(comparison.new),
+        "threshold": comparison.threshold,
+        "regressions": len(comparison.regressions),
+        "cases": [case_comparison_to_dict(c) for c in comparison.cases],
+    }
+
+
+def comparisons_to_json(comparisons: Sequence[Comparison]) -> str:
+    """`gpubench compare --json`: one entry per new run, all against the same base."""
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "comparisons",
+        "regressions": sum(len(c.regressions) for c in comparisons),
+        "comparisons": [comparison_to_dict(c) for c in comparisons],
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
