@@ -167,11 +167,9 @@ def gpudirect_storage(src: Source, f: Findings):
             f.saw("KVIKIO_COMPAT_MODE", kv["env_compat_mode"])
     nvfs_parsed = nvfs_version.split(":", 1)[-1].strip() if nvfs_version else None
     gds_ready = bool(drv.loaded and nvidia_fs and libcufile)
-    if kvikio and compat is not None:
-        path = "compat" if compat else "gds"
-    elif gds_ready:
+    if gds_ready and not (kvikio and compat):
         path = "gds"
-    elif kvikio or libcufile:
+    elif kvikio or libcufile:  # KvikIO's POSIX fallback, or cuFile's own compatibility mode
         path = "compat"
     else:
         path = None
