@@ -110,7 +110,8 @@ def _scan_pci(src: Source, inv: Inventory) -> None:
             if not cls or not cls.lower().startswith("0x03"):
                 continue
             vendor_id, device_id = _hex_id(src.value(f"{base}/vendor")), _hex_id(src.value(f"{base}/device"))
-            driver = _driver_name(src, base)
+            # read even when the link answers, so that a recorded snapshot can replay it
+            driver = _driver_name(src, base, _uevent(src, base))
         except SourceError as e:
             inv.problems.append(str(e))
             continue

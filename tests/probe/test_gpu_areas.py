@@ -572,3 +572,19 @@ def test_live_probe_imports_no_gpu_library():
     if not Path("/proc/driver/nvidia/version").exists():
         assert "pynvml" not in set(sys.modules) - before
         assert cap(p, "nvidia driver").status is Status.NO
+
+
+@pytest.mark.parametrize("snapshot", [LAPTOP, SERVER], ids=lambda p: p.name)
+def test_a_recording_of_a_snapshot_replays_to_the_same_answers(tmp_path: Path, snapshot: Path):
+    """What the checks read is exactly what `gpubench snapshot` keeps."""
+    from gpubench.probe.snapshot import open_root, write_snapshot
+
+    if not snapshot.is_dir():
+        pytest.skip(f"no {snapshot.name} snapshot")
+    src = Source(snapshot, record=True)
+    first = probe(src, AREAS)
+    archive = tmp_path / "again.tar.gz"
+    write_snapshot(src.recording, archive, {})
+    with open_root(archive) as replay:
+        second = probe(replay, AREAS)
+    assert [c.to_dict() for c in second.capabilities] == [c.to_dict() for c in first.capabilities]
