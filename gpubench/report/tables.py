@@ -68,12 +68,6 @@ def format_p(p: float | None) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def format_ratio(ratio: float | None) -> str:
-    if ratio is None or not math.isfinite(ratio):
-        return ""
-    return f"{ratio:.3f} ({ratio - 1.0:+.1%})"
-
-
 def run_name(run: Run) -> str:
     ident = str(run.id) if run.id is not None else run.uid[:12]
     return f"run {ident}" + (f" ({run.label})" if run.label else "")
@@ -154,25 +148,32 @@ def _median_cell(result) -> str:  # type: ignore[no-untyped-def]
     return format_value(result.summary.median)
 
 
+def format_change(ratio: float | None) -> str:
+    if ratio is None or not math.isfinite(ratio):
+        return ""
+    return f"{ratio - 1.0:+.1%}"
+
+
 def comparison_table(comparison: Comparison) -> Table:
+    """Medians of both runs, the change (new / base - 1) with its 95% CI, p, verdict. Notes are
+    shown where the numbers alone do not explain the verdict."""
     title = f"{run_name(comparison.base)} -> {run_name(comparison.new)} (threshold {comparison.threshold:.1%})"
     table = Table(title=title, expand=False)
     for name, justify in (("benchmark", "left"), ("case", "left"), ("unit", "left"), ("base", "right"), ("new", "right"),
-                          ("ratio", "right"), ("95% CI of ratio", "right"), ("p", "right"), ("verdict", "left"),
-                          ("note", "left")):
+                          ("change", "right"), ("95% CI", "right"), ("p", "right"), ("verdict", "left"), ("note", "left")):
         table.add_column(name, justify=justify, no_wrap=name not in ("note", "case"))
     for case in comparison.cases:
         table.add_row(
             case.benchmark,
             case.case,
-            case.unit + ("" if case.higher_is_better else " (lower is better)"),
+            case.unit + ("" if case.higher_is_better else " (lower)"),
             _median_cell(case.base),
             _median_cell(case.new),
-            format_ratio(case.ratio),
+            format_change(case.ratio),
             _ci_cell(case),
             format_p(case.p_value),
             Text(case.verdict.value, style=VERDICT_STYLE[case.verdict]),
-            case.note,
+            "" if case.verdict in (Verdict.BETTER, Verdict.WORSE) else case.note,
         )
     return table
 
@@ -180,7 +181,7 @@ def comparison_table(comparison: Comparison) -> Table:
 def _ci_cell(case: CaseComparison) -> str:
     if case.ci_low is None or case.ci_high is None or not (math.isfinite(case.ci_low) and math.isfinite(case.ci_high)):
         return ""
-    return f"{case.ci_low:.3f} - {case.ci_high:.3f}"
+    return f"{case.ci_low - 1.0:+.1%} .. {case.ci_high - 1.0:+.1%}"
 
 
 def verdict_counts(comparison: Comparison) -> str:

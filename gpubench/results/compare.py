@@ -101,14 +101,14 @@ def compare_case(base: Result | None, new: Result | None, threshold: float) -> C
         return verdict(
             Verdict.SAME,
             f"too few samples ({len(base.samples)} vs {len(new.samples)}) for the rank test to reach p < {ALPHA:g} "
-            f"(smallest possible p = {smallest_p:.3g}); called same whatever the medians say ({effect})",
+            f"(smallest possible p = {smallest_p:.3g}): called same",
             **numbers,
         )
     if p_value < ALPHA and (improved or degraded):
-        return verdict(Verdict.BETTER if improved else Verdict.WORSE, f"{effect}, p = {p_value:.3g}", **numbers)
+        return verdict(Verdict.BETTER if improved else Verdict.WORSE, f"{effect} beyond the {threshold:.1%} threshold, p = {p_value:.3g}", **numbers)
     if p_value < ALPHA:
-        return verdict(Verdict.SAME, f"significant (p = {p_value:.3g}) but {effect} is within the {threshold:.1%} threshold", **numbers)
-    return verdict(Verdict.SAME, f"not significant (p = {p_value:.3g}): {effect} is within the noise", **numbers)
+        return verdict(Verdict.SAME, f"significant, but {effect} is within the {threshold:.1%} threshold", **numbers)
+    return verdict(Verdict.SAME, f"not significant: {effect} is within the noise", **numbers)
 
 
 def _params_difference(base: dict, new: dict) -> str:

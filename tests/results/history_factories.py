@@ -1,10 +1,10 @@
+"""Runs and results for the history tests, built the way the run pipeline builds them."""
+
 from __future__ import annotations
 
 import random
 import uuid
-from typing import Any, Callable
-
-import pytest
+from typing import Any
 
 from gpubench.results.model import Result, ResultStatus, Run, RunStatus
 from gpubench.results.stats import summarize
@@ -55,13 +55,3 @@ def build_run(results: tuple[Result, ...] = (), label: str = "kernel 6.8", statu
 def noisy(center: float, n: int = 12, spread: float = 0.01, seed: int = 1) -> tuple[float, ...]:
     rng = random.Random(seed)
     return tuple(center * (1.0 + rng.uniform(-spread, spread)) for _ in range(n))
-
-
-@pytest.fixture
-def make_result() -> Callable[..., Result]:
-    return build_result
-
-
-@pytest.fixture
-def make_run() -> Callable[..., Run]:
-    return build_run

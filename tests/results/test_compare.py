@@ -3,7 +3,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from conftest import build_result, build_run, noisy
+from history_factories import build_result, build_run, noisy
 
 from gpubench.results.compare import compare, ratio_confidence_interval, smallest_possible_p
 from gpubench.results.model import ResultStatus, Verdict

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import build_result, build_run
+from history_factories import build_result, build_run
 
 from gpubench.errors import UserError
 from gpubench.results import store as store_module
@@ -112,7 +112,7 @@ def test_sigkilled_writer_keeps_completed_results(tmp_path: Path) -> None:
     script = f"""
 import os, signal, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
-from conftest import build_result, build_run
+from history_factories import build_result, build_run
 from gpubench.results.store import Store
 store = Store.open({str(db)!r})
 run_id = store.begin_run(build_run())

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from history_factories import build_result, build_run, noisy
+
+from gpubench.errors import UserError
+from gpubench.results.compare import compare
+from gpubench.results.jsonio import comparisons_to_json, read_run_file, run_from_json, run_to_json
+from gpubench.results.model import SCHEMA_VERSION, ResultStatus
+
+
+def _document() -> dict:
+    run = build_run((build_result("a"), build_result("w", status=ResultStatus.WAIVED)), label="ünïcode <b>")
+    return json.loads(run_to_json(run))
+
+
+def test_json_round_trip_keeps_everything() -> None:
+    run = build_run((build_result("a", samples=(1.0, 2.000000000000001, 1e-300)), build_result("w", status=ResultStatus.WAIVED)))
+    text = run_to_json(run)
+    assert json.loads(text)["schema_version"] == SCHEMA_VERSION
+    back = run_from_json(text)
+    assert back.to_dict() == run.to_dict()
+    assert back.results == run.results
+    assert back.id is None
+
+
+def _mutated(mutate) -> str:  # type: ignore[no-untyped-def]
+    document = _document()
+    mutate(document)
+    return json.dumps(document)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"uid": "abc", ', "not valid JSON: Expecting property name enclosed in double quotes at line 1"),
+        ("[1, 2]", "expected a JSON object holding one run, found a list"),
+        (_mutated(lambda d: d.pop("schema_version")), "no schema_version"),
+        (_mutated(lambda d: d.update(schema_version=SCHEMA_VERSION + 1)), f"schema_version {SCHEMA_VERSION + 1} is newer"),
+        (_mutated(lambda d: d.update(schema_version="1")), "schema_version: expected an integer"),
+        (_mutated(lambda d: d.pop("uid")), "uid: missing"),
+        (_mutated(lambda d: d.update(uid="../../etc")), "uid: expected 8 to 64 lowercase hex digits"),
+        (_mutated(lambda d: d.update(status="exploded")), "status: expected one of running, complete, interrupted"),
+        (_mutated(lambda d: d["results"][0].pop("unit")), "results[0].unit: missing"),
+        (_mutated(lambda d: d["results"][0]["samples"].__setitem__(2, "fast")), "results[0].samples[2]: expected a number, found a string"),
+        (_mutated(lambda d: d["results"][0]["samples"].__setitem__(0, True)), "results[0].samples[0]: expected a number, found a boolean"),
+        (_mutated(lambda d: d["results"][0]["summary"].pop("median")), "results[0].summary.median: missing"),
+        (_mutated(lambda d: d["results"][1].update(status="meh")), "results[1].status: expected one of ok, waived"),
+        (_mutated(lambda d: d.update(results={"a": 1})), "results: expected a list, found an object"),
+        (_mutated(lambda d: d["results"][0]["samples"].__setitem__(0, float("nan"))), "results[0].samples[0]: expected a finite number"),
+        ('{"schema_version": 1, "kind": "comparisons", "comparisons": []}', "this is a comparison, not a run"),
+    ],
+)
+def test_invalid_documents_are_one_clear_line(text: str, expected: str) -> None:
+    with pytest.raises(UserError) as err:
+        run_from_json(text, "export.json")
+    message = str(err.value)
+    assert message.startswith("export.json")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_binary_and_missing_files(tmp_path: Path) -> None:
+    binary = tmp_path / "x.json"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(UserError, match="not UTF-8"):
+        read_run_file(binary)
+    with pytest.raises(UserError, match="no such file"):
+        read_run_file(tmp_path / "missing.json")
+    with pytest.raises(UserError, match="is a directory"):
+        read_run_file(tmp_path)
+
+
+def test_comparison_json_is_strict_json() -> None:
+    base = build_run((build_result("a", samples=noisy(100.0, seed=1)), build_result("w")))
+    new = build_run((build_result("a", samples=noisy(80.0, seed=2)), build_result("w", status=ResultStatus.WAIVED)))
+    text = comparisons_to_json([compare(base, new)])
+    document = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    assert document["kind"] == "comparisons" and document["regressions"] == 2
+    (entry,) = document["comparisons"]
+    assert entry["base"]["uid"] == base.uid and entry["new"]["uid"] == new.uid
+    verdicts = {c["case"]: c["verdict"] for c in entry["cases"]}
+    assert verdicts == {"a": "worse", "w": "lost capability"}
+    assert entry["cases"][0]["base"]["median"] == pytest.approx(100.0, rel=0.02)
