@@ -1,0 +1,225 @@
+"""Charts for the HTML reports, drawn with matplotlib and returned as inline SVG text.
+
+matplotlib is imported inside each function: `import gpubench` and `gpubench probe` never pay for
+it. Output is deterministic for the same data (fixed hash salt, no date, no random jitter), so two
+renders of one run are byte-identical. Every string from the data is drawn with mathtext off, so a
+`$` in a case name is text, and matplotlib escapes it into the SVG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import re
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+from gpubench.results.model import CaseComparison, Result, Verdict
+
+SVG_STYLE = {
+    "svg.fonttype": "none",  # text stays text: small files, the browser's own font
+    "svg.hashsalt": "gpubench",  # stable element ids, so identical data gives identical SVG
+    "font.family": "sans-serif",
+    "font.size": 9.0,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+
+# Colours match the report's CSS.
+COLOUR_POINT = "#4c72b0"
+COLOUR_MEDIAN = "#c0392b"
+COLOUR_BAND = "#d9d9d9"
+VERDICT_COLOUR = {
+    Verdict.BETTER: "#1e8449",
+    Verdict.WORSE: "#c0392b",
+    Verdict.SAME: "#7f8c8d",
+    Verdict.NOT_COMPARABLE: "#d68910",
+    Verdict.LOST: "#d68910",
+}
+PHASE_COLOURS = ("#f5cba7", "#aed6f1", "#d5f5e3", "#e8daef", "#fcf3cf", "#d6dbdf")
+
+CHART_WIDTH = 10.0  # inches; the page scales it down to its width
+MAX_POINTS_PER_CASE = 400  # more would only make the file larger, not the picture clearer
+SERIES_UNITS = {"_w": "W", "_c": "°C", "_mhz": "MHz", "_pct": "%", "_percent": "%", "_mib": "MiB", "_v": "V", "_a": "A"}
+
+_XML_PROLOG = re.compile(r"^\s*<\?xml[^>]*\?>\s*(<!DOCTYPE[^>]*>\s*)?", re.S)
+_SVG_METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.S)
+_SVG_ID = re.compile(r'\b(id)="([^"]+)"')
+_SVG_HREF = re.compile(r'\b((?:xlink:)?href)="#([^"]+)"')
+_SVG_URL = re.compile(r"url\(#([^)]+)\)")
+
+
+@contextmanager
+def _figure(width: float, height: float) -> Iterator[Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with matplotlib.rc_context(SVG_STYLE):
+        fig = plt.figure(figsize=(width, height))
+        try:
+            yield fig
+        finally:
+            plt.close(fig)
+
+
+def _to_inline_svg(fig: Any) -> str:
+    """Called inside `_figure`, so the SVG settings are in force while saving."""
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    svg = _XML_PROLOG.sub("", buffer.getvalue(), count=1)
+    # The RDF block only names the generator; it carries the one external URL of the file.
+    svg = _SVG_METADATA.sub("", svg, count=1).strip()
+    return _namespace_ids(svg)
+
+
+def _namespace_ids(svg: str) -> str:
+    """Prefix the SVG's element ids (and references to them) so several charts can share one page.
+
+    The prefix is a digest of the SVG itself: deterministic, and two charts can only share ids when
+    they are identical.
+    """
+    prefix = "c" + hashlib.sha1(svg.encode("utf-8")).hexdigest()[:8] + "-"
+    svg = _SVG_ID.sub(lambda m: f'{m.group(1)}="{prefix}{m.group(2)}"', svg)
+    svg = _SVG_HREF.sub(lambda m: f'{m.group(1)}="#{prefix}{m.group(2)}"', svg)
+    return _SVG_URL.sub(lambda m: f"url(#{prefix}{m.group(1)})", svg)
+
+
+def _spread_offsets(count: int, width: float = 0.32) -> list[float]:
+    """Deterministic vertical jitter in [-width, width] (golden-ratio sequence): no RNG, no overlap pattern."""
+    golden = (math.sqrt(5) - 1) / 2
+    return [((i * golden) % 1.0 - 0.5) * 2 * width for i in range(count)]
+
+
+def _thin(values: Sequence[float], cap: int) -> list[float]:
+    if len(values) <= cap:
+        return list(values)
+    step = len(values) / cap
+    return [values[int(i * step)] for i in range(cap)]
+
+
+def _use_log_scale(values: Sequence[float]) -> bool:
+    positive = [v for v in values if v > 0 and math.isfinite(v)]
+    return len(positive) == len(values) and len(values) > 1 and max(positive) / min(positive) > 100
+
+
+def samples_chart(results: Sequence[Result], unit: str) -> str:
+    """Strip plots, one panel per case on its own scale: every raw sample a dot, the median a bar,
+    its 95% confidence interval a band. `results` are cases of one benchmark in one unit.
+    """
+    rows = [r for r in results if any(math.isfinite(v) for v in r.samples)]
+    if not rows:
+        raise ValueError("samples_chart needs at least one result with samples")
+    with _figure(CHART_WIDTH, 0.35 + 0.7 * len(rows)) as fig:
+        axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+        for ax, result in zip(axes, rows):
+            shown = [v for v in _thin(result.samples, MAX_POINTS_PER_CASE) if math.isfinite(v)]
+            ax.scatter(shown, _spread_offsets(len(shown)), s=14, color=COLOUR_POINT, alpha=0.7, linewidths=0, zorder=2)
+            summary = result.summary
+            if summary is not None:
+                if math.isfinite(summary.ci_low) and math.isfinite(summary.ci_high):
+                    ax.axvspan(summary.ci_low, summary.ci_high, color=COLOUR_MEDIAN, alpha=0.2, linewidth=0, zorder=1)
+                ax.axvline(summary.median, color=COLOUR_MEDIAN, linewidth=2, zorder=3)
+            ax.set_ylim(-0.5, 0.5)
+            ax.set_yticks([])
+            ax.set_ylabel(result.case, rotation=0, ha="right", va="center", parse_math=False)
+            if _use_log_scale(shown):
+                ax.set_xscale("log")
+            ax.spines["left"].set_visible(False)
+            ax.grid(axis="x", color="#e5e5e5", linewidth=0.6, zorder=0)
+            ax.set_axisbelow(True)
+            ax.tick_params(axis="x", labelsize=8)
+        axes[-1].set_xlabel(unit, parse_math=False)
+        fig.subplots_adjust(hspace=0.75)
+        return _to_inline_svg(fig)
+
+
+def _series_label(key: str) -> str:
+    for suffix, unit in SERIES_UNITS.items():
+        if key.endswith(suffix):
+            return f"{key[: -len(suffix)].replace('_', ' ')} ({unit})"
+    return key.replace("_", " ")
+
+
+def telemetry_series(telemetry: dict[str, Any]) -> tuple[list[float], dict[str, list[float]]] | None:
+    """The time axis and the numeric series of `telemetry["series"]`, or None when there is nothing to draw."""
+    series = telemetry.get("series") if isinstance(telemetry, dict) else None
+    if not isinstance(series, dict):
+        return None
+    times = series.get("t")
+    if not isinstance(times, (list, tuple)) or len(times) < 2:
+        return None
+    try:
+        t = [float(x) for x in times]
+    except (TypeError, ValueError):
+        return None
+    curves: dict[str, list[float]] = {}
+    for key, values in series.items():
+        if key == "t" or not isinstance(values, (list, tuple)) or len(values) != len(t):
+            continue
+        try:
+            curves[key] = [float("nan") if v is None else float(v) for v in values]
+        except (TypeError, ValueError):
+            continue
+    return (t, curves) if curves else None
+
+
+def telemetry_chart(telemetry: dict[str, Any]) -> str | None:
+    """Each sampled series over time (one panel each, shared time axis), phases shaded; None if no series."""
+    found = telemetry_series(telemetry)
+    if found is None:
+        return None
+    times, curves = found
+    origin = times[0]
+    t = [x - origin for x in times]
+    phases = [p for p in telemetry.get("phases") or () if isinstance(p, dict) and "start" in p and "end" in p]
+    with _figure(CHART_WIDTH, 0.4 + 1.5 * len(curves)) as fig:
+        axes = fig.subplots(len(curves), 1, sharex=True, squeeze=False)[:, 0]
+        for ax, (key, values) in zip(axes, curves.items()):
+            for index, phase in enumerate(phases):
+                colour = PHASE_COLOURS[index % len(PHASE_COLOURS)]
+                ax.axvspan(float(phase["start"]) - origin, float(phase["end"]) - origin, color=colour, alpha=0.6, linewidth=0, zorder=0)
+            ax.plot(t, values, color=COLOUR_POINT, linewidth=1.2, zorder=2)
+            ax.set_ylabel(_series_label(key), parse_math=False)
+            ax.grid(axis="y", color="#e5e5e5", linewidth=0.6)
+        top = axes[0]
+        for phase in phases:
+            middle = (float(phase["start"]) + float(phase["end"])) / 2 - origin
+            top.annotate(str(phase.get("name", "")), xy=(middle, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom", fontsize=8, annotation_clip=False, parse_math=False)
+        axes[-1].set_xlabel("seconds")
+        return _to_inline_svg(fig)
+
+
+def ratio_chart(cases: Sequence[CaseComparison], threshold: float) -> str:
+    """new/base median ratio per case with its 95% CI as whiskers, 1.0 marked and the ±threshold band shaded."""
+    rows = [c for c in cases if c.ratio is not None and math.isfinite(c.ratio)]
+    if not rows:
+        raise ValueError("ratio_chart needs at least one case with a ratio")
+    with _figure(CHART_WIDTH, 0.9 + 0.36 * len(rows)) as fig:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.axvspan(1 - threshold, 1 + threshold, color=COLOUR_BAND, alpha=0.7, linewidth=0, zorder=0)
+        ax.axvline(1.0, color="#555555", linewidth=0.8, zorder=1)
+        extremes = [1 - threshold, 1 + threshold]
+        for index, case in enumerate(rows):
+            y = len(rows) - 1 - index
+            colour = VERDICT_COLOUR[case.verdict]
+            ratio = float(case.ratio)  # type: ignore[arg-type]
+            if case.ci_low is not None and case.ci_high is not None and math.isfinite(case.ci_low) and math.isfinite(case.ci_high):
+                low, high = float(case.ci_low), float(case.ci_high)
+                ax.errorbar([ratio], [y], xerr=[[max(ratio - low, 0.0)], [max(high - ratio, 0.0)]], fmt="none", ecolor=colour, elinewidth=1.4, capsize=3, zorder=2)
+                extremes += [low, high]
+            ax.plot([ratio], [y], marker="o", markersize=6, color=colour, zorder=3)
+            extremes.append(ratio)
+        one_benchmark = len({c.benchmark for c in rows}) == 1
+        labels = [c.case if one_benchmark else f"{c.benchmark} / {c.case}" for c in reversed(rows)]
+        ax.set_yticks(range(len(rows)), labels=labels, parse_math=False)
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        span = max(extremes) - min(extremes)
+        ax.set_xlim(min(extremes) - 0.08 * span, max(extremes) + 0.08 * span)
+        ax.set_xlabel(f"new / base (median), band = ±{threshold * 100:g}%")
+        ax.grid(axis="x", color="#e5e5e5", linewidth=0.6)
+        ax.set_axisbelow(True)
+        ax.tick_params(axis="y", length=0)
+        return _to_inline_svg(fig)

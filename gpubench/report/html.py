@@ -1,0 +1,442 @@
+"""Self-contained HTML reports of a run and of a comparison.
+
+One file each: inline CSS, charts as inline SVG, no JavaScript, nothing fetched from anywhere.
+jinja2 autoescapes every value; the only markup passed through unescaped is the SVG that
+gpubench.report.charts draws (matplotlib escapes the text it writes into it).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from gpubench.errors import UserError
+from gpubench.results.model import CaseComparison, Comparison, Result, ResultStatus, Run, RunStatus, Verdict
+
+VERDICT_CLASS = {
+    Verdict.BETTER: "better",
+    Verdict.WORSE: "worse",
+    Verdict.SAME: "same",
+    Verdict.NOT_COMPARABLE: "not-comparable",
+    Verdict.LOST: "lost",
+}
+RUN_STATUS_NOTICE = {
+    RunStatus.COMPLETE: "",
+    RunStatus.INTERRUPTED: "This run was interrupted: only the results completed before it stopped are shown.",
+    RunStatus.RUNNING: "This run never finished: it was still running when this report was made, or its process died "
+    "before it could mark the run.",
+}
+CAPABILITY_STATUSES = ("yes", "partial", "no", "unknown")
+RESULT_STATUSES = tuple(s.value for s in ResultStatus)
+NOT_AVAILABLE = "—"
+
+
+def _environment() -> Any:
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("gpubench.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def _render(template: str, **context: Any) -> str:
+    return _environment().get_template(template).render(**context)
+
+
+def _svg(markup: str | None) -> Any:
+    from markupsafe import Markup
+
+    return Markup(markup) if markup else None
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def format_number(value: float | None) -> str:
+    """Readable at a glance: 4 significant digits, thousands grouped, exponent only when far from 1."""
+    if value is None or not isinstance(value, (int, float)) or math.isnan(value):
+        return NOT_AVAILABLE
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    magnitude = abs(value)
+    if magnitude == 0:
+        return "0"
+    if 1000 <= magnitude < 1e12:
+        return f"{value:,.0f}"
+    if 1e-3 <= magnitude < 1000:
+        return f"{value:.4g}"
+    return f"{value:.3e}"
+
+
+def format_time(timestamp: float | None) -> str:
+    if timestamp is None or not timestamp:
+        return NOT_AVAILABLE
+    return _dt.datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0 or math.isnan(seconds):
+        return NOT_AVAILABLE
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def format_p_value(p: float | None) -> str:
+    if p is None or math.isnan(p):
+        return NOT_AVAILABLE
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def format_params(params: dict[str, Any]) -> list[str]:
+    return [f"{key}={value}" for key, value in params.items()]
+
+
+def _scalar_text(value: Any) -> str:
+    if value is None:
+        return NOT_AVAILABLE
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return format_number(value)
+    return str(value)
+
+
+def flatten_metadata(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested metadata as (dotted key, text) rows: dict keys joined by '.', list items as [i]."""
+    if isinstance(value, dict):
+        if not value and prefix:
+            return [(prefix, NOT_AVAILABLE)]
+        rows: list[tuple[str, str]] = []
+        for key, item in value.items():
+            rows += flatten_metadata(item, f"{prefix}.{key}" if prefix else str(key))
+        return rows
+    if isinstance(value, (list, tuple)):
+        if all(not isinstance(item, (dict, list, tuple)) for item in value):
+            return [(prefix, ", ".join(_scalar_text(item) for item in value) or NOT_AVAILABLE)]
+        rows = []
+        for index, item in enumerate(value):
+            rows += flatten_metadata(item, f"{prefix}[{index}]")
+        return rows
+    return [(prefix, _scalar_text(value))]
+
+
+# ---------------------------------------------------------------- view models (plain dicts for templates)
+
+
+def run_header(run: Run) -> dict[str, Any]:
+    counts = {status: 0 for status in RESULT_STATUSES}
+    for result in run.results:
+        counts[result.status.value] += 1
+    duration = (run.ended - run.started) if run.ended is not None else None
+    return {
+        "label": run.label,
+        "uid": run.uid,
+        "local_id": run.id,
+        "started": format_time(run.started),
+        "ended": format_time(run.ended) if run.ended is not None else "not recorded",
+        "duration": format_duration(duration),
+        "status": run.status.value,
+        "notice": RUN_STATUS_NOTICE[run.status],
+        "counts": counts,
+        "benchmarks": len({r.benchmark for r in run.results}),
+    }
+
+
+def capability_rows(profile: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for cap in profile.get("capabilities") or ():
+        status = str(cap.get("status", "unknown"))
+        rows.append(
+            {
+                "area": str(cap.get("area", "")),
+                "name": str(cap.get("name", "")),
+                "status": status,
+                "status_class": status if status in CAPABILITY_STATUSES else "unknown",
+                "evidence": [(str(e.get("source", "")), str(e.get("value", ""))) for e in cap.get("evidence") or ()],
+                "why": str(cap.get("why", "")),
+                "fix": str(cap.get("fix", "")),
+            }
+        )
+    return rows
+
+
+def _group_by_benchmark(results: Iterable[Result]) -> dict[str, list[Result]]:
+    groups: dict[str, list[Result]] = {}
+    for result in results:
+        groups.setdefault(result.benchmark, []).append(result)
+    return groups
+
+
+def _result_row(result: Result) -> dict[str, Any]:
+    summary = result.summary
+    ok = summary is not None
+    return {
+        "case": result.case,
+        "params": format_params(result.params),
+        "status": result.status.value,
+        "median": f"{format_number(summary.median)} {result.unit}" if ok else NOT_AVAILABLE,
+        "direction": "higher is better" if result.higher_is_better else "lower is better",
+        "ci": f"{format_number(summary.ci_low)} – {format_number(summary.ci_high)}" if ok else NOT_AVAILABLE,
+        "spread": f"{summary.rel_spread * 100:.1f}%" if ok and math.isfinite(summary.rel_spread) else NOT_AVAILABLE,
+        "n": summary.n if ok else len(result.samples),
+        "reason": result.reason,
+    }
+
+
+def _telemetry_scalars(telemetry: dict[str, Any]) -> list[tuple[str, str]]:
+    scalars = {k: v for k, v in telemetry.items() if k not in ("series", "phases")}
+    return flatten_metadata(scalars) if scalars else []
+
+
+def benchmark_sections(run: Run) -> list[dict[str, Any]]:
+    from gpubench.report import charts
+
+    sections = []
+    for benchmark, results in _group_by_benchmark(run.results).items():
+        units: dict[str, list[Result]] = {}
+        for result in results:
+            if result.samples:
+                units.setdefault(result.unit, []).append(result)
+        sample_charts = [{"unit": unit, "svg": _svg(charts.samples_chart(rows, unit))} for unit, rows in units.items()]
+        telemetry = []
+        for result in results:
+            if not result.telemetry:
+                continue
+            chart = charts.telemetry_chart(result.telemetry)
+            scalars = _telemetry_scalars(result.telemetry)
+            phases = [
+                {"name": str(p.get("name", "")), "seconds": format_duration(float(p["end"]) - float(p["start"]))}
+                for p in result.telemetry.get("phases") or ()
+                if isinstance(p, dict) and "start" in p and "end" in p
+            ]
+            if chart or scalars:
+                telemetry.append({"case": result.case, "svg": _svg(chart), "scalars": scalars, "phases": phases})
+        sections.append(
+            {
+                "benchmark": benchmark,
+                "anchor": "bench-" + "".join(ch if ch.isalnum() else "-" for ch in benchmark),
+                "rows": [_result_row(r) for r in results],
+                "charts": sample_charts,
+                "telemetry": telemetry,
+            }
+        )
+    return sections
+
+
+def _not_run(results: Sequence[Result]) -> list[dict[str, str]]:
+    return [
+        {"benchmark": r.benchmark, "case": r.case, "status": r.status.value, "reason": r.reason or "no reason recorded"}
+        for r in results
+        if r.status is not ResultStatus.OK
+    ]
+
+
+def render_run_html(run: Run) -> str:
+    return _render(
+        "run.html.j2",
+        header=run_header(run),
+        metadata=flatten_metadata(run.metadata),
+        profile_root=str(run.profile.get("root", "")),
+        capabilities=capability_rows(run.profile),
+        sections=benchmark_sections(run),
+        not_run=_not_run(run.results),
+    )
+
+
+# ---------------------------------------------------------------- comparison
+
+
+def _side_text(result: Result | None) -> str:
+    if result is None:
+        return "absent"
+    if result.summary is not None:
+        return f"{format_number(result.summary.median)} {result.unit}"
+    return result.status.value
+
+
+def _comparison_row(case: CaseComparison) -> dict[str, Any]:
+    ratio = case.ratio if case.ratio is not None and math.isfinite(case.ratio) else None
+    has_ci = case.ci_low is not None and case.ci_high is not None
+    params = case.new.params if case.new is not None else case.base.params if case.base is not None else {}
+    notes = [case.note] if case.note else []
+    explained = {
+        side: (result.status.value, result.reason)
+        for side, result in (("base", case.base), ("new", case.new))
+        if result is not None and result.status is not ResultStatus.OK and result.reason and result.reason not in case.note
+    }
+    if len(explained) == 2 and explained["base"] == explained["new"]:
+        status, reason = explained["base"]
+        notes.append(f"both {status}: {reason}")
+    else:
+        notes += [f"{side} {status}: {reason}" for side, (status, reason) in explained.items()]
+    return {
+        "case": case.case,
+        "params": format_params(params),
+        "unit": case.unit,
+        "direction": "higher is better" if case.higher_is_better else "lower is better",
+        "base": _side_text(case.base),
+        "new": _side_text(case.new),
+        "ratio": f"{ratio:.3f}" if ratio is not None else NOT_AVAILABLE,
+        "change": f"{(ratio - 1) * 100:+.1f}%" if ratio is not None else "",
+        "ci": f"{case.ci_low:.3f} – {case.ci_high:.3f}" if has_ci else NOT_AVAILABLE,
+        "p": format_p_value(case.p_value),
+        "verdict": case.verdict.value,
+        "verdict_class": VERDICT_CLASS[case.verdict],
+        "notes": notes,
+    }
+
+
+def metadata_diff(base: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
+    base_rows, new_rows = dict(flatten_metadata(base)), dict(flatten_metadata(new))
+    keys = list(base_rows) + [k for k in new_rows if k not in base_rows]
+    return [
+        {
+            "key": key,
+            "base": base_rows.get(key, NOT_AVAILABLE),
+            "new": new_rows.get(key, NOT_AVAILABLE),
+            "differs": base_rows.get(key) != new_rows.get(key),
+        }
+        for key in keys
+    ]
+
+
+def capability_changes(base: dict[str, Any], new: dict[str, Any]) -> tuple[list[dict[str, str]], int]:
+    """Capabilities whose verdict differs between the runs' probes, and how many were compared."""
+    base_caps = {(c["area"], c["name"]): c for c in capability_rows(base)}
+    new_caps = {(c["area"], c["name"]): c for c in capability_rows(new)}
+    changes = []
+    for key in list(base_caps) + [k for k in new_caps if k not in base_caps]:
+        before, after = base_caps.get(key), new_caps.get(key)
+        if before and after and before["status"] == after["status"]:
+            continue
+        changes.append(
+            {
+                "area": key[0],
+                "name": key[1],
+                "base": before["status"] if before else "not probed",
+                "base_class": before["status_class"] if before else "unknown",
+                "new": after["status"] if after else "not probed",
+                "new_class": after["status_class"] if after else "unknown",
+                "why": (after or before or {}).get("why", ""),
+            }
+        )
+    return changes, len(set(base_caps) | set(new_caps))
+
+
+def render_comparison_html(comparison: Comparison) -> str:
+    from gpubench.report import charts
+
+    groups: dict[str, list[CaseComparison]] = {}
+    for case in comparison.cases:
+        groups.setdefault(case.benchmark, []).append(case)
+    sections = []
+    for benchmark, cases in groups.items():
+        with_ratio = [c for c in cases if c.ratio is not None and math.isfinite(c.ratio)]
+        sections.append(
+            {
+                "benchmark": benchmark,
+                "rows": [_comparison_row(c) for c in cases],
+                "svg": _svg(charts.ratio_chart(with_ratio, comparison.threshold)) if with_ratio else None,
+            }
+        )
+    verdict_counts = [
+        {"verdict": v.value, "verdict_class": VERDICT_CLASS[v], "count": sum(1 for c in comparison.cases if c.verdict is v)}
+        for v in Verdict
+    ]
+    changes, compared = capability_changes(comparison.base.profile, comparison.new.profile)
+    return _render(
+        "comparison.html.j2",
+        base=run_header(comparison.base),
+        new=run_header(comparison.new),
+        threshold=f"{comparison.threshold * 100:g}%",
+        verdict_counts=verdict_counts,
+        regressions=[_comparison_row(c) | {"benchmark": c.benchmark} for c in comparison.regressions],
+        sections=sections,
+        metadata=metadata_diff(comparison.base.metadata, comparison.new.metadata),
+        capability_changes=changes,
+        capabilities_compared=compared,
+    )
+
+
+# ---------------------------------------------------------------- files
+
+
+def report_stem(run: Run) -> str:
+    ident = str(run.id) if run.id is not None else run.uid[:8]
+    stamp = _dt.datetime.fromtimestamp(run.started).strftime("%Y%m%d-%H%M%S")
+    return f"gpubench-run-{ident}-{stamp}"
+
+
+def _write_temp(directory: Path, text: str) -> Path:
+    fd, name = tempfile.mkstemp(prefix=".gpubench-report-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(name, 0o644)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
+
+
+def _claim(temp: Path, target: Path) -> None:
+    """Give `temp`'s complete contents the name `target` in one step; FileExistsError rather than replacing.
+
+    `temp` itself stays (the caller removes it), so a lost race can retry under another name.
+    """
+    try:
+        os.link(temp, target)
+    except FileExistsError:
+        raise
+    except OSError:  # a filesystem without hard links: check, then rename a copy into place
+        if target.exists():
+            raise FileExistsError(target) from None
+        os.rename(_write_temp(target.parent, temp.read_text(encoding="utf-8")), target)
+
+
+def write_run_reports(run: Run, directory: Path) -> tuple[Path, Path]:
+    """Write the run's HTML and JSON reports into `directory`; returns (html, json). Never overwrites a file."""
+    from gpubench.report.jsonreport import run_json
+
+    html_text, json_text = render_run_html(run), run_json(run)
+    stem = report_stem(run)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        html_temp, json_temp = _write_temp(directory, html_text), _write_temp(directory, json_text)
+        try:
+            attempt = 1
+            while True:
+                name = stem if attempt == 1 else f"{stem}-{attempt}"
+                attempt += 1
+                html_path, json_path = directory / f"{name}.html", directory / f"{name}.json"
+                if html_path.exists() or json_path.exists():
+                    continue
+                try:
+                    _claim(html_temp, html_path)
+                except FileExistsError:
+                    continue
+                try:
+                    _claim(json_temp, json_path)
+                except FileExistsError:  # the JSON name was taken since the check: free the HTML name too
+                    html_path.unlink()
+                    continue
+                return html_path, json_path
+        finally:
+            html_temp.unlink(missing_ok=True)
+            json_temp.unlink(missing_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot write the reports into {directory}: {exc.strerror or exc}") from exc

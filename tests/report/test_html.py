@@ -1,0 +1,211 @@
+"""HTML and JSON run reports: content, escaping, self-containment, files, and a real browser."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from gpubench.errors import UserError
+from gpubench.report.html import format_number, render_comparison_html, render_run_html, write_run_reports
+from gpubench.report.jsonreport import run_json
+from gpubench.results.model import SCHEMA_VERSION, Run, RunStatus, Verdict
+
+try:
+    from .chromium import dump_dom, ink_stats, screenshot
+except ImportError:  # tests/ collected without package __init__ files
+    from chromium import dump_dom, ink_stats, screenshot  # type: ignore[no-redef]
+
+XSS = "<script>alert(1)</script>"
+EXTERNAL_REFERENCE = re.compile(r"""(?:\bsrc|\bhref)\s*=\s*["']?\s*(?:https?:)?//""", re.I)
+
+
+def _svg_count(html: str) -> int:
+    return html.count("<svg")
+
+
+# ------------------------------------------------------------------ a real browser
+
+
+def test_run_report_renders_non_blank_in_chromium(run_html: str, tmp_path: Path) -> None:
+    page = tmp_path / "run.html"
+    page.write_text(run_html, encoding="utf-8")
+    colours, inked = ink_stats(screenshot(page, tmp_path))
+    assert colours > 50, f"only {colours} distinct colours: the page looks blank"
+    assert inked > 0.03, f"only {inked:.1%} of the pixels are not white"
+
+
+def test_comparison_report_renders_non_blank_in_chromium(comparison_html: str, tmp_path: Path) -> None:
+    page = tmp_path / "comparison.html"
+    page.write_text(comparison_html, encoding="utf-8")
+    colours, inked = ink_stats(screenshot(page, tmp_path))
+    assert colours > 50, f"only {colours} distinct colours: the page looks blank"
+    assert inked > 0.03, f"only {inked:.1%} of the pixels are not white"
+
+
+def test_script_in_a_label_is_text_in_the_browser_dom(run_factory, tmp_path: Path) -> None:
+    run = run_factory(XSS)
+    page = tmp_path / "xss.html"
+    page.write_text(render_run_html(run), encoding="utf-8")
+    dom = dump_dom(page, tmp_path)
+    assert "<script" not in dom.lower(), "the browser built a <script> element from the data"
+    heading = re.search(r"<h1>(.*?)</h1>", dom, re.S)
+    assert heading and "&lt;script&gt;alert(1)&lt;/script&gt;" in heading.group(1)
+
+
+def test_blank_page_detection_would_catch_a_blank_screenshot(tmp_path: Path) -> None:
+    import matplotlib.image
+    import numpy
+
+    white = tmp_path / "white.png"
+    matplotlib.image.imsave(white, numpy.ones((200, 300, 3)))
+    colours, inked = ink_stats(white)
+    assert colours <= 2 and inked == 0.0
+
+
+# ------------------------------------------------------------------ escaping and self-containment
+
+
+def test_every_string_from_the_data_is_escaped(run_factory, comparison_factory) -> None:
+    run = run_factory(XSS)
+    evil_result = replace(run.results[0], case=XSS + "$x^2$", params={"mode": XSS}, reason=XSS)
+    evil_profile = {"root": "/", "capabilities": [{"area": XSS, "name": XSS, "status": "no", "evidence": [{"source": XSS, "value": XSS}], "why": XSS, "fix": XSS}]}
+    run = replace(run, results=(evil_result,) + run.results[1:], metadata={XSS: XSS, "nested": {"k": [XSS]}}, profile=evil_profile)
+    for html in (render_run_html(run), render_comparison_html(comparison_factory(run, run))):
+        assert "<script" not in html.lower()
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_reports_are_self_contained(run_html: str, comparison_html: str) -> None:
+    for html in (run_html, comparison_html):
+        assert not EXTERNAL_REFERENCE.search(html), EXTERNAL_REFERENCE.search(html).group(0)  # type: ignore[union-attr]
+        assert "<script" not in html.lower()
+        assert "<link" not in html.lower()
+        assert "@import" not in html and not re.search(r"url\((?!#)", html)  # only in-page references
+        assert "<?xml" not in html and "<metadata>" not in html
+        assert html.startswith("<!DOCTYPE html>")
+
+
+def test_rendering_is_deterministic(sample_run: Run, run_html: str) -> None:
+    assert render_run_html(sample_run) == run_html
+
+
+def test_element_ids_are_unique_across_the_inlined_charts(run_html: str, comparison_html: str) -> None:
+    for html in (run_html, comparison_html):
+        _assert_unique_ids(html)
+
+
+def _assert_unique_ids(html: str) -> None:
+    ids = re.findall(r'\bid="([^"]+)"', html)
+    assert len(ids) == len(set(ids))
+    for reference in re.findall(r'(?:href="#|url\(#)([^")]+)', html):
+        assert reference in ids
+
+
+def test_html_module_does_not_import_matplotlib_until_it_draws() -> None:
+    code = "import sys, gpubench.report.html, gpubench.report.jsonreport; sys.exit('matplotlib' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# ------------------------------------------------------------------ what a run report shows
+
+
+def test_run_report_shows_header_metadata_capabilities_and_results(sample_run: Run, run_html: str) -> None:
+    html = run_html
+    assert "kernel 6.8 baseline" in html and sample_run.uid in html
+    assert "AMD EPYC 7763 64-Core Processor" in html and "gpus[0].name" in html and "NVIDIA H100 80GB HBM3" in html
+    for status in ("yes", "no", "partial", "unknown"):
+        assert f'<span class="badge {status}">{status}</span>' in html
+    assert "sysctl kernel.io_uring_disabled=0" in html and "/proc/sys/kernel/io_uring_disabled" in html
+    median = sample_run.results[0].summary.median  # type: ignore[union-attr]
+    assert f"{format_number(median)} MB/s" in html
+    for reason in ("SQPOLL needs CAP_SYS_NICE on kernels before 5.11", "needs two GPUs; this machine has one", "cuFileRead returned -5 (EIO)"):
+        assert html.count(reason) == 2  # in its benchmark's table and in the "Not run here" list
+    assert "bs=131072" in html
+    assert "interrupted:" not in html
+
+
+def test_run_report_draws_one_sample_chart_per_unit_and_the_telemetry(run_html: str) -> None:
+    html = run_html
+    # uring: MB/s and µs; memcpy: GB/s; the telemetry trace of the memcpy case; gds has no samples
+    assert _svg_count(html) == 4
+    assert "ramp-up" in html and "power (W)" in html and "temp (°C)" in html and "2,015" in html
+
+
+def test_telemetry_without_series_draws_no_chart(sample_run: Run) -> None:
+    results = tuple(replace(r, telemetry={"power_w_mean": 88.0}) if r.telemetry else r for r in sample_run.results)
+    html = render_run_html(replace(sample_run, results=results))
+    assert _svg_count(html) == 3 and "power_w_mean" in html and "ramp-up" not in html
+
+
+def test_interrupted_run_says_so_prominently(sample_run: Run) -> None:
+    html = render_run_html(replace(sample_run, status=RunStatus.INTERRUPTED))
+    assert 'class="notice bad"' in html and "This run was interrupted" in html
+
+
+def test_run_without_results_or_profile_still_renders() -> None:
+    run = Run(uid="ab" * 16, label="", started=1_700_000_000.0, ended=None, status=RunStatus.RUNNING, metadata={}, profile={})
+    html = render_run_html(run)
+    assert "This run has no results." in html and "This run never finished" in html and "<svg" not in html
+
+
+# ------------------------------------------------------------------ what a comparison report shows
+
+
+def test_comparison_shows_both_runs_every_verdict_and_the_ratio_chart(sample_comparison, comparison_html: str) -> None:
+    html = comparison_html
+    assert "kernel 6.8" in html and "kernel 6.11-rc2" in html
+    assert sample_comparison.base.uid in html and sample_comparison.new.uid in html
+    verdicts = {c.verdict for c in sample_comparison.cases}
+    assert verdicts == set(Verdict), "the fixture should exercise every verdict"
+    for verdict, css in ((Verdict.BETTER, "better"), (Verdict.WORSE, "worse"), (Verdict.SAME, "same"), (Verdict.NOT_COMPARABLE, "not-comparable"), (Verdict.LOST, "lost")):
+        assert f'<span class="badge {css}">{verdict.value}</span>' in html
+    assert "band = ±5%" in html and "&lt; 0.001" in html
+    assert "both waived: SQPOLL needs CAP_SYS_NICE" in html
+    assert "io_uring_disabled=2 on this kernel" in html  # why a capability was lost
+    assert 'class="notice bad"' in html  # regressions listed up front
+    assert "6.11.0-rc2" in html and 'class="differs"' in html  # the kernel changed between runs
+    assert "iouring.enabled" in html  # its probe verdict changed from partial to no
+    assert _svg_count(html) == 2  # one ratio chart per benchmark that has ratios (uring, memcpy)
+
+
+# ------------------------------------------------------------------ files
+
+
+def test_write_run_reports_writes_html_and_json_without_overwriting(sample_run: Run, tmp_path: Path) -> None:
+    directory = tmp_path / "reports" / "deeper"
+    html_path, json_path = write_run_reports(sample_run, directory)
+    assert re.fullmatch(r"gpubench-run-7-\d{8}-\d{6}\.html", html_path.name)
+    assert json_path == html_path.with_suffix(".json")
+    assert Run.from_dict(json.loads(json_path.read_text(encoding="utf-8"))).to_dict() == sample_run.to_dict()
+    first_html = html_path.read_bytes()
+
+    again_html, again_json = write_run_reports(replace(sample_run, label="second"), directory)
+    assert again_html.name == html_path.stem + "-2.html" and again_json.name == html_path.stem + "-2.json"
+    assert html_path.read_bytes() == first_html
+    assert sorted(p.name for p in directory.iterdir()) == sorted([html_path.name, json_path.name, again_html.name, again_json.name])
+
+
+def test_write_run_reports_uses_the_uid_without_a_local_id(sample_run: Run, tmp_path: Path) -> None:
+    html_path, _ = write_run_reports(replace(sample_run, id=None), tmp_path)
+    assert html_path.name.startswith(f"gpubench-run-{sample_run.uid[:8]}-")
+
+
+def test_write_run_reports_into_an_impossible_directory_is_a_user_error(sample_run: Run, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="cannot write the reports"):
+        write_run_reports(sample_run, blocker / "reports")
+
+
+def test_run_json_is_the_versioned_run(sample_run: Run) -> None:
+    text = run_json(sample_run)
+    assert text.endswith("}\n") and text.startswith("{\n  ")
+    data = json.loads(text)
+    assert data["schema_version"] == SCHEMA_VERSION and data["uid"] == sample_run.uid
+    assert data["results"][0]["samples"] == list(sample_run.results[0].samples)
