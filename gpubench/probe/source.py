@@ -112,7 +112,9 @@ class Source:
         return found
 
     def readlink(self, path: str) -> str | None:
-        p = self._path_or_none(path)
+        """The link's target as written; the link itself is never followed, only its folder checked."""
+        parent = self._path_or_none(os.path.dirname(path.rstrip("/")) or "/")
+        p = parent / os.path.basename(path.rstrip("/")) if parent else None
         try:
             target = os.readlink(p) if p else None
         except OSError:
