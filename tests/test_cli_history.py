@@ -1,0 +1,250 @@
+"""The history commands through the CLI: stdout, stderr and exit status checked separately.
+
+Most tests use typer's CliRunner; the error cases that must end as one line on stderr through
+gpubench.cli.main() run `python -m gpubench` in a subprocess (a few, as they are slower)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "results"))
+from history_factories import build_result, build_run, noisy  # noqa: E402
+
+from gpubench.cli import app  # noqa: E402
+from gpubench.errors import UserError  # noqa: E402
+from gpubench.results.model import ResultStatus, Run  # noqa: E402
+from gpubench.results.store import Store  # noqa: E402
+
+runner = CliRunner()
+
+
+def _invoke(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    result = runner.invoke(app, list(args), env={"NO_COLOR": "1", **(env or {})})
+    return result
+
+
+def _fill(db: Path, *runs: Run) -> list[int]:
+    with Store.open(db) as store:
+        return [store.import_run(run) for run in runs]
+
+
+def _kernel_runs() -> tuple[Run, Run]:
+    base = build_run(
+        (
+            build_result("read", samples=noisy(1000.0, seed=1)),
+            build_result("write", samples=noisy(500.0, seed=2)),
+            build_result("direct", samples=noisy(300.0, seed=3)),
+        ),
+        label="kernel 6.8",
+        started=1700000000.0,
+    )
+    new = build_run(
+        (
+            build_result("read", samples=noisy(800.0, seed=4)),  # 20% slower
+            build_result("write", samples=noisy(500.0, seed=5)),  # noise
+            build_result("direct", status=ResultStatus.WAIVED, reason="O_DIRECT fails on tmpfs"),
+        ),
+        label="kernel 6.12",
+        started=1700100000.0,
+    )
+    return base, new
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> Path:
+    db = tmp_path / "results.db"
+    _fill(db, *_kernel_runs())
+    return db
+
+
+def test_cli_runner_keeps_stderr_apart(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.db"
+    result = _invoke("list", "--db", str(missing))
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert "no result history" in result.stderr
+    assert not missing.exists()
+
+
+def test_list(history: Path) -> None:
+    result = _invoke("list", "--db", str(history))
+    assert result.exit_code == 0, result.stderr
+    assert "kernel 6.12" in result.stdout and "kernel 6.8" in result.stdout
+    assert result.stdout.index("kernel 6.12") < result.stdout.index("kernel 6.8")
+    assert "\x1b[" not in result.stdout  # not a TTY: no colour
+    rows = json.loads(_invoke("list", "--db", str(history), "--json").stdout)
+    assert [(r["id"], r["label"], r["results"]) for r in rows] == [
+        (2, "kernel 6.12", {"ok": 2, "waived": 1}),
+        (1, "kernel 6.8", {"ok": 3}),
+    ]
+
+
+def test_list_json_on_missing_history_is_empty_and_creates_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "none" / "r.db"
+    result = _invoke("list", "--db", str(db), "--json")
+    assert (result.exit_code, json.loads(result.stdout)) == (0, [])
+    assert not db.parent.exists()
+
+
+def test_show_table_and_json(history: Path) -> None:
+    result = _invoke("show", "2", "--db", str(history))
+    assert result.exit_code == 0, result.stderr
+    assert "kernel 6.12" in result.stdout and "O_DIRECT fails on tmpfs" in result.stdout and "MiB/s" in result.stdout
+    as_json = json.loads(_invoke("show", "latest", "--db", str(history), "--json").stdout)
+    assert as_json["label"] == "kernel 6.12" and len(as_json["results"]) == 3
+
+
+def test_gpubench_db_environment_variable_is_the_default(history: Path) -> None:
+    result = _invoke("show", "1", "--json", env={"GPUBENCH_DB": str(history)})
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["label"] == "kernel 6.8"
+
+
+def test_export_json_import_round_trip(history: Path, tmp_path: Path) -> None:
+    exported = tmp_path / "run.json"
+    result = _invoke("export", "1", "--format", "json", "--output", str(exported), "--db", str(history))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "" and "wrote" in result.stderr
+    fresh = tmp_path / "elsewhere" / "other.db"
+    result = _invoke("import", str(exported), "--db", str(fresh))
+    assert result.exit_code == 0, result.stderr
+    assert "as run 1" in result.stdout
+    with Store.open(history, create=False, readonly=True) as a, Store.open(fresh, create=False, readonly=True) as b:
+        original, imported = a.get_run("1"), b.get_run("1")
+    assert imported.to_dict() == original.to_dict()
+    assert imported.results == original.results
+    # once is enough: the same run again is refused and the history is unchanged
+    before = fresh.read_bytes()
+    result = runner.invoke(app, ["import", str(exported), "--db", str(fresh)], standalone_mode=False)
+    assert isinstance(result.exception, UserError)
+    assert "already in the history as run 1" in str(result.exception)
+    assert fresh.read_bytes() == before
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "junit", "prometheus"])
+def test_export_formats_to_stdout(history: Path, fmt: str) -> None:
+    result = _invoke("export", "latest", "--format", fmt, "--db", str(history))
+    assert result.exit_code == 0, result.stderr
+    marker = {"json": '"schema_version"', "csv": "run_uid,run_label", "junit": "<testsuites", "prometheus": "# TYPE gpubench_result_median gauge"}
+    assert marker[fmt] in result.stdout
+    assert result.stderr == ""
+
+
+def test_export_never_overwrites_without_force(history: Path, tmp_path: Path) -> None:
+    target = tmp_path / "out.prom"
+    target.write_text("keep me")
+    result = runner.invoke(app, ["export", "1", "-f", "prometheus", "-o", str(target), "--db", str(history)], standalone_mode=False)
+    assert isinstance(result.exception, UserError) and "--force" in str(result.exception)
+    assert target.read_text() == "keep me"
+    result = _invoke("export", "1", "-f", "prometheus", "-o", str(target), "--force", "--db", str(history))
+    assert result.exit_code == 0, result.stderr
+    assert target.read_text().startswith("# HELP")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.prom")] == []  # no temporary left
+
+
+def test_export_rejects_unknown_format(history: Path) -> None:
+    result = _invoke("export", "1", "--format", "xml", "--db", str(history))
+    assert result.exit_code == 2
+    assert result.stdout == ""
+
+
+def test_compare_verdicts_and_exit_codes(history: Path, tmp_path: Path) -> None:
+    result = _invoke("compare", "1", "2", "--db", str(history))
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert "worse" in out and "same" in out and "lost capability" in out and "-20." in out
+    assert "\x1b[" not in out
+    result = _invoke("compare", "1", "2", "--fail-on-regression", "--db", str(history))
+    assert result.exit_code == 3
+    assert "2 regression(s)" in result.stderr
+    # noise only: same, and no failure
+    result = _invoke("compare", "1", "1", "--fail-on-regression", "--db", str(history))
+    assert result.exit_code == 0, result.stderr
+    # a threshold above the slowdown turns the worse case into same; the lost capability still fails
+    result = _invoke("compare", "1", "2", "--threshold", "25%", "--fail-on-regression", "--json", "--db", str(history))
+    assert result.exit_code == 3
+    document = json.loads(result.stdout)
+    verdicts = {c["case"]: c["verdict"] for c in document["comparisons"][0]["cases"]}
+    assert verdicts == {"read": "same", "write": "same", "direct": "lost capability"}
+    assert document["comparisons"][0]["threshold"] == 0.25
+
+
+def test_compare_json_several_new_runs_and_junit(history: Path, tmp_path: Path) -> None:
+    junit = tmp_path / "compare.xml"
+    result = _invoke("compare", "1", "2", "1", "--json", "--threshold", "0.05", "--junit", str(junit), "--db", str(history))
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert [c["new"]["id"] for c in document["comparisons"]] == [2, 1]
+    assert [c["regressions"] for c in document["comparisons"]] == [2, 0]
+    xml = junit.read_text()
+    assert xml.count("<failure") == 2 and xml.count("<testsuite ") == 2
+
+
+@pytest.mark.parametrize("threshold", ["5", "abc", "-3%", "150%"])
+def test_compare_rejects_bad_thresholds_as_usage_errors(history: Path, threshold: str) -> None:
+    result = _invoke("compare", "1", "2", "--threshold", threshold, "--db", str(history))
+    assert result.exit_code == 2
+    assert result.stdout == ""
+
+
+def test_compare_html(history: Path, tmp_path: Path) -> None:
+    html_module = pytest.importorskip("gpubench.report.html", reason="the HTML report module is not in this checkout")
+    if not hasattr(html_module, "render_comparison_html"):
+        pytest.skip("gpubench.report.html has no render_comparison_html yet")
+    out = tmp_path / "cmp.html"
+    result = _invoke("compare", "1", "2", "--html", str(out), "--db", str(history))
+    assert result.exit_code == 0, result.stderr
+    page = out.read_text()
+    assert "<html" in page.lower() and "kernel 6.12" in page
+
+
+def _gpubench(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "GPUBENCH_DB"}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "gpubench", *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess, expected: str) -> None:
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("gpubench: error: ") and expected in lines[0], lines[0]
+
+
+def test_failed_commands_are_one_line_and_leave_the_database_alone(history: Path, tmp_path: Path) -> None:
+    before = history.read_bytes()
+    _assert_one_line_error(_gpubench("show", "42", "--db", str(history)), "no run 42")
+    _assert_one_line_error(_gpubench("compare", "1", "deadbeef", "--db", str(history)), "no run with uid starting deadbeef")
+    malformed = tmp_path / "bad.json"
+    malformed.write_text('{"schema_version": 1, "uid": ')
+    _assert_one_line_error(_gpubench("import", str(malformed), "--db", str(history)), "not valid JSON")
+    wrong_version = tmp_path / "future.json"
+    wrong_version.write_text(json.dumps({**build_run().to_dict(), "schema_version": 99}))
+    _assert_one_line_error(_gpubench("import", str(wrong_version), "--db", str(history)), "schema_version 99 is newer")
+    assert history.read_bytes() == before
+    assert sorted(p.name for p in history.parent.iterdir() if p.name.startswith("results")) == ["results.db"]
+
+
+def test_corrupted_directory_and_read_only_databases(tmp_path: Path) -> None:
+    corrupted = tmp_path / "corrupted.db"
+    corrupted.write_bytes(os.urandom(4096))
+    before = corrupted.read_bytes()
+    _assert_one_line_error(_gpubench("list", "--db", str(corrupted)), "not a gpubench result database")
+    export = tmp_path / "run.json"
+    export.write_text(json.dumps(build_run((build_result(),)).to_dict()))
+    _assert_one_line_error(_gpubench("import", str(export), "--db", str(corrupted)), "not a gpubench result database")
+    assert corrupted.read_bytes() == before
+    _assert_one_line_error(_gpubench("show", "1", "--db", str(tmp_path)), "is a directory")
+    # /proc cannot be written by anyone, root included
+    _assert_one_line_error(_gpubench("import", str(export), "--db", "/proc/gpubench/results.db"), "cannot create the directory")
+    missing = tmp_path / "missing.db"
+    _assert_one_line_error(_gpubench("show", "latest", "--db", str(missing)), "no result history")
+    assert not missing.exists()
