@@ -6,6 +6,9 @@ ratio of medians moves beyond the threshold in the direction the unit calls good
 else is `same`: a real but tiny change is not worth failing a build over, and a large change the
 test cannot tell from noise is not evidence.
 
+With few samples the exact rank test cannot reach p < ALPHA at all (3 against 3 gives at best
+p = 0.1): such a case is called `same`, and its note says why, rather than guessed at.
+
 The confidence interval of the ratio is a percentile bootstrap: each side is resampled with
 replacement BOOTSTRAP_ROUNDS times, and the 2.5% and 97.5% quantiles of new median / base median
 are taken. The random generator has a fixed seed, so the same two runs always give the same
