@@ -212,7 +212,7 @@ def import_command(
 
 def compare_command(
     base: str = typer.Argument(..., metavar="BASE", help="The reference run: number, 'latest' or uid prefix."),
-    new: List[str] = typer.Argument(..., metavar="NEW...", help="One or more runs to compare with BASE."),
+    new: List[str] = typer.Argument(..., metavar="NEW", help="One or more runs to compare with BASE."),
     threshold: str = typer.Option("5%", "--threshold", metavar="PCT", help="Smallest change that counts, e.g. 5% or 0.05."),
     fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 3 when any case is significantly worse or lost."),
     as_json: bool = JsonOpt,
