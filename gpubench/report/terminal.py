@@ -53,26 +53,3 @@ def profile_table(profile: Profile) -> Table:
         table.add_row(cap.area, cap.name, Text(cap.status.value, style=STATUS_STYLE[cap.status]), evidence, advice)
     return table
 
-
-RESULT_STYLE = {"ok": "green", "waived": "yellow", "failed": "bold red", "interrupted": "magenta"}
-
-
-def run_summary(run) -> Table:
-    """One row per result of a run: what a user reads first after `gpubench run`."""
-    title = f"Run {run.id if run.id is not None else run.uid[:8]}" + (f" - {run.label}" if run.label else "")
-    table = Table(title=f"{title} ({run.status.value})", expand=False)
-    for name, justify in (("benchmark", "left"), ("case", "left"), ("status", "left"), ("median", "right"),
-                          ("95% CI", "right"), ("n", "right"), ("note", "left")):
-        table.add_column(name, justify=justify)
-    for r in run.results:
-        s = r.summary
-        table.add_row(
-            r.benchmark,
-            "" if r.case == "*" else r.case,
-            Text(r.status.value, style=RESULT_STYLE.get(r.status.value, "")),
-            f"{s.median:,.4g} {r.unit}" if s else "",
-            f"{s.ci_low:,.4g} - {s.ci_high:,.4g}" if s else "",
-            str(s.n) if s else "",
-            r.reason,
-        )
-    return table
