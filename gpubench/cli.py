@@ -137,10 +137,11 @@ def run(
     if as_json:
         _emit_json(stored.to_dict())
     else:
-        from gpubench.report.terminal import run_summary, stdout_console
+        from gpubench.report.tables import results_table
+        from gpubench.report.terminal import stdout_console
 
         console = stdout_console()
-        console.print(run_summary(stored))
+        console.print(results_table(stored))
         for p in paths:
             console.print(f"report: {p}")
     for p in paths if as_json else ():
