@@ -37,6 +37,9 @@ VERDICT_COLOUR = {
     Verdict.NOT_COMPARABLE: "#d68910",
     Verdict.LOST: "#d68910",
 }
+SERIES_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#8172b3", "#937860")
+UNIT_QUANTITY = {"W": "power", "°C": "temperature", "MHz": "clock", "%": "utilisation", "MiB": "memory", "V": "voltage", "A": "current"}
+PHASE_LABEL_LEVELS = (1.02, 1.14, 1.26)  # axes fractions above the top panel
 PHASE_COLOURS = ("#f5cba7", "#aed6f1", "#d5f5e3", "#e8daef", "#fcf3cf", "#d6dbdf")
 
 CHART_WIDTH = 10.0  # inches; the page scales it down to its width
@@ -136,11 +139,21 @@ def samples_chart(results: Sequence[Result], unit: str) -> str:
         return _to_inline_svg(fig)
 
 
-def _series_label(key: str) -> str:
+def _split_series_key(key: str) -> tuple[str, str]:
+    """("power limit", "W") from "power_limit_w"; the unit is "" when the suffix names none."""
     for suffix, unit in SERIES_UNITS.items():
-        if key.endswith(suffix):
-            return f"{key[: -len(suffix)].replace('_', ' ')} ({unit})"
-    return key.replace("_", " ")
+        if key.endswith(suffix) and len(key) > len(suffix):
+            return key[: -len(suffix)].replace("_", " "), unit
+    return key.replace("_", " "), ""
+
+
+def _panels(keys: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """(unit, series keys) per panel: series sharing a unit share one (power with its limit)."""
+    panels: dict[str, tuple[str, list[str]]] = {}
+    for key in keys:
+        unit = _split_series_key(key)[1]
+        panels.setdefault(unit or "key:" + key, (unit, []))[1].append(key)
+    return list(panels.values())
 
 
 def telemetry_series(telemetry: dict[str, Any]) -> tuple[list[float], dict[str, list[float]]] | None:
@@ -167,28 +180,44 @@ def telemetry_series(telemetry: dict[str, Any]) -> tuple[list[float], dict[str, 
 
 
 def telemetry_chart(telemetry: dict[str, Any]) -> str | None:
-    """Each sampled series over time (one panel each, shared time axis), phases shaded; None if no series."""
+    """The sampled series over time, one panel per unit on a shared time axis, phases shaded and
+    named, throttle events marked; None when the telemetry has no series."""
     found = telemetry_series(telemetry)
     if found is None:
         return None
     times, curves = found
-    origin = times[0]
+    origin = times[0] if times[0] > 1e8 else 0.0  # epoch stamps become seconds from the first sample
     t = [x - origin for x in times]
     phases = [p for p in telemetry.get("phases") or () if isinstance(p, dict) and "start" in p and "end" in p]
-    with _figure(CHART_WIDTH, 0.4 + 1.5 * len(curves)) as fig:
-        axes = fig.subplots(len(curves), 1, sharex=True, squeeze=False)[:, 0]
-        for ax, (key, values) in zip(axes, curves.items()):
+    events = [e for e in telemetry.get("events") or () if isinstance(e, dict) and isinstance(e.get("t"), (int, float))]
+    panels = _panels(list(curves))
+    span = (t[-1] - t[0]) or 1.0
+    with _figure(CHART_WIDTH, 0.6 + 1.45 * len(panels)) as fig:
+        axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+        for ax, (unit, members) in zip(axes, panels):
             for index, phase in enumerate(phases):
                 colour = PHASE_COLOURS[index % len(PHASE_COLOURS)]
-                ax.axvspan(float(phase["start"]) - origin, float(phase["end"]) - origin, color=colour, alpha=0.6, linewidth=0, zorder=0)
-            ax.plot(t, values, color=COLOUR_POINT, linewidth=1.2, zorder=2)
-            ax.set_ylabel(_series_label(key), parse_math=False)
+                ax.axvspan(float(phase["start"]) - origin, float(phase["end"]) - origin, color=colour, alpha=0.55, linewidth=0, zorder=0)
+            for event in events:
+                ax.axvline(float(event["t"]) - origin, color=COLOUR_MEDIAN, linewidth=0.7, linestyle=":", zorder=1)
+            for number, key in enumerate(members):
+                style = "--" if key.endswith("limit_w") else "-"
+                ax.plot(t, curves[key], linestyle=style, linewidth=1.2, color=SERIES_COLOURS[number % len(SERIES_COLOURS)], label=_split_series_key(key)[0], zorder=2)
+            if len(members) > 1:
+                ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)
+            label = _split_series_key(members[0])[0] if len(members) == 1 else UNIT_QUANTITY.get(unit, unit)
+            ax.set_ylabel(f"{label} ({unit})" if unit else label, parse_math=False)
             ax.grid(axis="y", color="#e5e5e5", linewidth=0.6)
-        top = axes[0]
+        top, last_at_level = axes[0], [float("-inf")] * len(PHASE_LABEL_LEVELS)
         for phase in phases:
-            middle = (float(phase["start"]) + float(phase["end"])) / 2 - origin
-            top.annotate(str(phase.get("name", "")), xy=(middle, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom", fontsize=8, annotation_clip=False, parse_math=False)
-        axes[-1].set_xlabel("seconds")
+            start, end = float(phase["start"]) - origin, float(phase["end"]) - origin
+            middle = (start + end) / 2
+            # the lowest row where this name keeps clear of the previous one there
+            level = next((i for i, x in enumerate(last_at_level) if middle - x > 0.1 * span), len(PHASE_LABEL_LEVELS) - 1)
+            last_at_level[level] = middle
+            top.annotate(str(phase.get("name", "")), xy=(middle, PHASE_LABEL_LEVELS[level]), xycoords=("data", "axes fraction"),
+                         ha="center", va="bottom", fontsize=8, annotation_clip=False, parse_math=False)
+        axes[-1].set_xlabel("seconds" + (" from the benchmark start" if origin == 0.0 and t[0] < 0 else ""))
         return _to_inline_svg(fig)
 
 

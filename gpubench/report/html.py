@@ -195,9 +195,53 @@ def _result_row(result: Result) -> dict[str, Any]:
     }
 
 
-def _telemetry_scalars(telemetry: dict[str, Any]) -> list[tuple[str, str]]:
-    scalars = {k: v for k, v in telemetry.items() if k not in ("series", "phases")}
-    return flatten_metadata(scalars) if scalars else []
+TELEMETRY_DRAWN_ELSEWHERE = ("series", "phases", "events")
+PHASE_LEADING_COLUMNS = ("name", "start", "end", "duration_s", "samples")
+
+
+def _cell_text(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_scalar_text(v)}" for k, v in value.items()) or NOT_AVAILABLE
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_scalar_text(v) for v in value) or NOT_AVAILABLE
+    return _scalar_text(value)
+
+
+def phase_table(phases: Any) -> dict[str, Any] | None:
+    """A column per phase, a row per field (the union of the phases' fields, the usual ones first)."""
+    columns = [p for p in phases or () if isinstance(p, dict)]
+    if not columns:
+        return None
+    fields = [f for f in PHASE_LEADING_COLUMNS[1:] if any(f in p for p in columns)]
+    for phase in columns:
+        fields += [key for key in phase if key != "name" and key not in fields]
+    return {
+        "phases": [str(p.get("name", "")) for p in columns],
+        "rows": [(field, [_cell_text(p[field]) if field in p else "" for p in columns]) for field in fields],
+    }
+
+
+def telemetry_view(case: str, telemetry: dict[str, Any]) -> dict[str, Any] | None:
+    """What the report shows of one result's telemetry; None when no sampler ran and nothing was drawn."""
+    from gpubench.report import charts
+
+    chart = charts.telemetry_chart(telemetry)
+    if chart is None and telemetry.get("status") == "none":
+        return None
+    summary = {k: v for k, v in telemetry.items() if k not in TELEMETRY_DRAWN_ELSEWHERE}
+    events = [
+        f"{format_number(float(e['t']))} s {e.get('reason', '')}".strip()
+        for e in telemetry.get("events") or ()
+        if isinstance(e, dict) and isinstance(e.get("t"), (int, float))
+    ]
+    view = {
+        "case": case,
+        "svg": _svg(chart),
+        "phases": phase_table(telemetry.get("phases")),
+        "summary": flatten_metadata(summary) if summary else [],
+        "events": events,
+    }
+    return view if chart or view["phases"] or view["summary"] or events else None
 
 
 def benchmark_sections(run: Run) -> list[dict[str, Any]]:
@@ -210,19 +254,7 @@ def benchmark_sections(run: Run) -> list[dict[str, Any]]:
             if result.samples:
                 units.setdefault(result.unit, []).append(result)
         sample_charts = [{"unit": unit, "svg": _svg(charts.samples_chart(rows, unit))} for unit, rows in units.items()]
-        telemetry = []
-        for result in results:
-            if not result.telemetry:
-                continue
-            chart = charts.telemetry_chart(result.telemetry)
-            scalars = _telemetry_scalars(result.telemetry)
-            phases = [
-                {"name": str(p.get("name", "")), "seconds": format_duration(float(p["end"]) - float(p["start"]))}
-                for p in result.telemetry.get("phases") or ()
-                if isinstance(p, dict) and "start" in p and "end" in p
-            ]
-            if chart or scalars:
-                telemetry.append({"case": result.case, "svg": _svg(chart), "scalars": scalars, "phases": phases})
+        telemetry = [view for r in results if r.telemetry and (view := telemetry_view(r.case, r.telemetry))]
         sections.append(
             {
                 "benchmark": benchmark,

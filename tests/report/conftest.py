@@ -65,20 +65,21 @@ def not_run(benchmark: str, case: str, status: ResultStatus, reason: str, unit: 
     return Result(benchmark=benchmark, case=case, params={}, unit=unit, higher_is_better=True, status=status, reason=reason)
 
 
-def telemetry_trace() -> dict[str, object]:
-    t = [STARTED + 0.25 * i for i in range(41)]
-    power = [80 + (170 if 8 <= i <= 34 else 0) + 6 * math.sin(i / 3) for i in range(41)]
-    temp = [45 + min(i, 30) * 0.8 for i in range(41)]
-    return {
-        "series": {"t": t, "power_w": power, "temp_c": temp},
-        "phases": [
-            {"name": "ramp-up", "start": t[0], "end": t[8]},
-            {"name": "steady", "start": t[8], "end": t[34]},
-            {"name": "cool-down", "start": t[34], "end": t[40]},
-        ],
-        "power_w_mean": 201.5,
-        "energy_j": 2015.0,
-    }
+def telemetry_summary() -> dict[str, object]:
+    """What the telemetry session stores for a GPU case: its own summary of a synthetic 10 Hz trace
+    (idle, a 10 s plateau with power-cap throttling, cooldown), so the report sees the real shape."""
+    from gpubench.telemetry.phases import summarize
+    from gpubench.telemetry.trace import Reading, Trace
+
+    readings = []
+    for k in range(220):
+        t = k / 10
+        running = 5 <= t < 15
+        power = (410.0 if running else 70.0) + 4 * math.sin(k / 3)
+        temp = 33.0 + (min(t - 5, 10) * 3.2 if t >= 5 else 0) - (max(t - 15, 0) * 2.5)
+        readings.append(Reading(t, {"gpu0.power_w": power, "gpu0.temp_c": temp, "gpu0.sm_clock_mhz": 1980.0 if running else 345.0}, ("sw_power_cap",) if running and k % 9 == 0 else ()))
+    marks = {"baseline_start": 0.0, "start": 5.0, "end": 15.0, "cooldown_end": 22.0}
+    return summarize(Trace({"samplers": ["nvml"]}, tuple(readings), marks), bytes_moved=2.5e10)
 
 
 PROFILE = {
@@ -109,7 +110,7 @@ def make_run(label: str = "kernel 6.8 baseline", *, slowdown: float = 1.0, seed:
         measured("uring", "read-1m-qd32-direct", 6100.0 / slowdown, 0.015, "MB/s", seed + 3, params={"bs": 1048576, "qd": 32, "direct": True}),
         measured("uring", "latency-4k", 38.0 * slowdown, 0.05, "µs", seed + 4, higher_is_better=False, params={"bs": 4096}),
         not_run("uring", "read-4k-sqpoll", ResultStatus.WAIVED, "SQPOLL needs CAP_SYS_NICE on kernels before 5.11"),
-        measured("memcpy", "h2d-pinned-256m", 24.1 / slowdown, 0.01, "GB/s", seed + 5, n=30, params={"size": "256M", "pinned": True}, telemetry=telemetry_trace()),
+        measured("memcpy", "h2d-pinned-256m", 24.1 / slowdown, 0.01, "GB/s", seed + 5, n=30, params={"size": "256M", "pinned": True}, telemetry=telemetry_summary()),
         not_run("memcpy", "p2p-gpu0-gpu1", ResultStatus.WAIVED, "needs two GPUs; this machine has one", unit="GB/s"),
         not_run("gds", "cufile-read-1m", ResultStatus.FAILED, "cuFileRead returned -5 (EIO)"),
     )
