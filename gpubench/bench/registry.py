@@ -7,7 +7,9 @@ from importlib import import_module
 from gpubench.bench.interface import Benchmark
 
 # key -> "module:Class"; the class implements gpubench.bench.interface.Benchmark
-BENCHMARKS: dict[str, str] = {}
+BENCHMARKS: dict[str, str] = {
+    "memtier": "gpubench.bench.memtier:MemTier",
+}
 
 
 def load(key: str) -> Benchmark:

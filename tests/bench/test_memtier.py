@@ -1,0 +1,202 @@
+"""The memtier benchmark: kernels that compute the right values, a chase through every line,
+planning on the CXL snapshot, parameter validation, and real tiny runs with verified placement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpubench.bench import memtier, numa
+from gpubench.bench.interface import BenchFailure, Context
+from gpubench.errors import UserError
+from gpubench.probe import Source, probe
+from gpubench.probe.model import Capability, Profile, Status
+
+PROBES = Path(__file__).resolve().parents[2] / "probes"
+TINY = {"size": "64K", "chase_size": "64K", "hops": "5000", "best_of": "2"}
+
+
+@pytest.fixture(scope="module")
+def mk():
+    from gpubench.bench import memkernels
+
+    return memkernels
+
+
+@pytest.fixture
+def arrays():
+    """Three 64-byte aligned float64 arrays whose length is not a multiple of the 8-wide blocks."""
+    n = 8 * 123 + 5
+    buffers = [numa.NodeBuffer(n * 8, None, hugepages=False) for _ in range(3)]
+    views = [np.frombuffer(b.map, dtype=np.float64, count=n) for b in buffers]
+    yield views
+    del views[:]
+    for b in buffers:
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def cxl_host() -> Profile:
+    root = PROBES / "cxl-host"
+    if not root.is_dir():
+        pytest.skip("probes/cxl-host does not exist yet")
+    return probe(Source(root), ["cxl"])
+
+
+def empty_profile() -> Profile:
+    return Profile(root="/", capabilities=())
+
+
+def live_profile() -> Profile:
+    return probe(Source("/"), ["cxl"])
+
+
+@pytest.mark.parametrize("stores", ["plain", "streaming"])
+def test_stream_kernels_compute_stream_values(mk, arrays, stores):
+    a, b, c = arrays
+    threads = min(2, mk.max_threads())
+    previous = mk.get_threads()
+    mk.set_threads(threads)
+    try:
+        mk.first_touch(a, b, c)
+        assert (a == 1.0).all() and (b == 2.0).all() and (c == 0.0).all()
+        a[::7] = np.arange(a[::7].size)  # values that differ along the arrays, tail included
+        ea, eb, ec = a.copy(), b.copy(), c.copy()
+        q = 3.0
+        mk.stream_kernel("copy", stores)(a, b, c, q)
+        ec = ea.copy()
+        mk.stream_kernel("scale", stores)(a, b, c, q)
+        eb = q * ec
+        mk.stream_kernel("add", stores)(a, b, c, q)
+        ec = ea + eb
+        mk.stream_kernel("triad", stores)(a, b, c, q)
+        ea = eb + q * ec
+    finally:
+        mk.set_threads(previous)
+    np.testing.assert_array_equal(a, ea)
+    np.testing.assert_array_equal(b, eb)
+    np.testing.assert_array_equal(c, ec)
+
+
+def test_kernels_refuse_arrays_streaming_stores_would_fault_on(mk, arrays):
+    a, b, c = arrays
+    with pytest.raises(ValueError, match="aligned"):
+        mk.stream_kernel("triad", "streaming")(a[1:], b[1:], c[1:])
+    with pytest.raises(ValueError, match="unknown kernel"):
+        mk.stream_kernel("fma", "plain")
+
+
+def test_chase_is_one_cycle_through_every_line(mk):
+    lines = 1024
+    nxt = np.zeros(lines * mk.WORDS_PER_LINE, dtype=np.uint64)
+    start = mk.build_chase(nxt, seed=7)
+    walk, p = [], start
+    for _ in range(lines):
+        walk.append(p)
+        p = int(nxt[p])
+    assert p == start
+    assert sorted(walk) == [k * mk.WORDS_PER_LINE for k in range(lines)]
+    for hops in (1, 2, 500, lines - 1):
+        assert mk.chase(nxt, start, hops) == walk[hops]
+    assert mk.chase(nxt, start, lines) == start
+    assert mk.chase(nxt, start, 3 * lines + 5) == walk[5]
+
+
+def test_plans_every_pair_from_the_cpu_node_on_the_cxl_snapshot(cxl_host):
+    cases = memtier.MemTier().cases(cxl_host, "quick", {})
+    names = {c.name for c in cases}
+    assert names == {f"{k}-cpu0-mem{m}" for k in memtier.KERNELS for m in (0, 1)}
+    assert all(c.params["cpu_node"] == 0 for c in cases)
+    by_name = {c.name: c for c in cases}
+    dram, cxl = by_name["triad-cpu0-mem0"], by_name["triad-cpu0-mem1"]
+    assert (dram.params["mem_tier"], dram.params["mem_has_cpu"]) == (4, True)
+    assert (cxl.params["mem_tier"], cxl.params["mem_has_cpu"]) == (22, False)
+    assert cxl.params["hmat_read_bandwidth_mbps"] == 61440 and cxl.params["hmat_read_latency_ns"] == 250
+    assert cxl.params["advertised"] == pytest.approx(61.44) and cxl.unit == "GB/s" and cxl.higher_is_better
+    assert dram.params["hmat_read_bandwidth_mbps"] == 122880 and cxl.params["distance"] == 20
+    chase = by_name["chase-cpu0-mem1"]
+    assert chase.unit == "ns" and not chase.higher_is_better
+    assert chase.params["advertised"] == 250.0 and chase.params["threads"] == 1
+    assert dram.params["threads"] == 32 and dram.params["cpus"] == list(range(32))
+    assert dram.params["bytes_per_element"] == 24 and by_name["copy-cpu0-mem1"].params["bytes_per_element"] == 16
+    assert dram.params["array_bytes"] >= 64 << 20 and dram.params["stores"] == "streaming"
+    assert dram.params["topology"] == "probe"
+
+
+def test_options_narrow_the_matrix(cxl_host):
+    cases = memtier.MemTier().cases(cxl_host, "default", {"nodes": "1", "kernels": "triad,chase", "threads": "4", "stores": "plain"})
+    assert [c.name for c in cases] == ["triad-cpu0-mem1", "chase-cpu0-mem1"]
+    assert cases[0].params["threads"] == 4 and cases[0].params["stores"] == "plain"
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"nodes": "7"}, "node 7 does not exist (nodes here: 0, 1)"),
+        ({"cpu_nodes": "1"}, "node 1 has no CPUs"),
+        ({"size": "50G"}, "node 1 has 130871 MiB free, too little for 3 arrays of 51200 MiB (153600 MiB)"),
+        ({"chase_size": "300G"}, "node 0 has 242903 MiB free, too little for a 307200 MiB chase buffer"),
+        ({"threads": "0"}, "threads='0' must be at least 1"),
+        ({"threads": "33"}, "more than node 0's 32 CPUs"),
+        ({"kernels": "triad,fma"}, "unknown kernel 'fma'"),
+        ({"size": "lots"}, "is not a size"),
+        ({"stores": "cached"}, "stores='cached'"),
+        ({"bogus": "1"}, "unknown parameter 'bogus'"),
+    ],
+)
+def test_bad_input_is_one_clear_user_error(cxl_host, options, message):
+    with pytest.raises(UserError) as err:
+        memtier.MemTier().cases(cxl_host, "quick", options)
+    text = str(err.value)
+    assert "\n" not in text and message in text
+
+
+def test_without_the_probe_plans_node_0_with_this_process_cpus():
+    profile = Profile(root="/", capabilities=(Capability("cxl", "numa nodes", Status.UNKNOWN, why="unreadable"),))
+    cases = memtier.MemTier().cases(profile, "quick", {"kernels": "triad"})
+    assert [c.name for c in cases] == ["triad-cpu0-mem0"]
+    assert cases[0].params["topology"].startswith("fallback: the probe could not read the NUMA nodes (unreadable)")
+    assert memtier.MemTier().requires(empty_profile()) is None
+
+
+def test_a_case_for_a_node_this_machine_lacks_fails_instead_of_running_elsewhere(cxl_host, tmp_path):
+    if not numa.calls().available:
+        pytest.skip("no NUMA system calls here")
+    bench = memtier.MemTier()
+    case = next(c for c in bench.cases(cxl_host, "quick", {**TINY, "threads": "1"}) if c.name == "chase-cpu0-mem1")
+    if 1 in numa.allowed_nodes():
+        pytest.skip("this machine has a node 1")
+    with pytest.raises(BenchFailure, match="memory node 1 is not online"):
+        with bench.prepare(case, Context(tmp_path, cxl_host)):
+            pass
+
+
+def test_tiny_real_run_measures_every_kernel_with_verified_placement(tmp_path):
+    try:
+        numa.allowed_nodes()
+        verifiable = numa.calls().available
+    except numa.NumaError:
+        verifiable = False
+    profile = live_profile()
+    bench = memtier.MemTier()
+    cpu_node = memtier.topology(profile).cpu_nodes[0].id
+    cases = [c for c in bench.cases(profile, "quick", TINY) if c.params["mem_node"] == cpu_node and c.params["cpu_node"] == cpu_node]
+    assert {c.params["kernel"] for c in cases} == set(memtier.KERNELS)
+    affinity = __import__("os").sched_getaffinity(0)
+    for case in cases:
+        with bench.prepare(case, Context(tmp_path, profile)) as measure:
+            samples = [measure(), measure()]
+        for sample in samples:
+            assert sample.value > 0
+            assert sample.extra["threads"] == case.params["threads"]
+            if verifiable:
+                assert sample.metrics["placement_verified"] == 1.0, sample.extra["placement"]
+                assert sample.metrics["pages_on_node_fraction"] == 1.0
+                assert sample.extra["placement"].startswith("mbind verified via move_pages")
+            else:
+                assert sample.extra["placement"].startswith("unverified: ")
+        if case.unit == "GB/s":
+            assert sample.metrics["bytes"] == case.params["bytes_per_element"] * (64 << 10) // 8 * 2
+    assert __import__("os").sched_getaffinity(0) == affinity
