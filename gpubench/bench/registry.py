@@ -9,6 +9,8 @@ from gpubench.bench.interface import Benchmark
 # key -> "module:Class"; the class implements gpubench.bench.interface.Benchmark
 BENCHMARKS: dict[str, str] = {
     "memtier": "gpubench.bench.memtier:MemTier",
+    "iouring": "gpubench.bench.iouring:IoUring",
+    "psync": "gpubench.bench.iouring:Psync",
 }
 
 

@@ -9,6 +9,7 @@ builds made with recent Cython lack them, so the kernel's uapi numbers are used.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 # include/uapi/linux/io_uring.h, enum io_uring_op, in order
@@ -71,6 +72,261 @@ def selftest() -> dict:
         "features": features,
         "feature_names": feature_names(features),
     }
+
+
+
+# --- the measuring loop ----------------------------------------------------------------------
+# uapi numbers (include/uapi/linux/io_uring.h); builds made with recent Cython lack the names
+SETUP_SQPOLL = 1 << 1
+SETUP_COOP_TASKRUN = 1 << 8
+SETUP_SINGLE_ISSUER = 1 << 12
+SETUP_DEFER_TASKRUN = 1 << 13
+SQE_FIXED_FILE = 1 << 0
+MAX_QUEUE_DEPTH = 4096  # gpubench's ceiling (the kernel allows 32768 SQ entries)
+LATENCY_QUANTUM_SHIFT = 5  # the loop counts latencies in 32 ns steps
+
+
+class UringJob:
+    """One ring on one file: buffers, sqes and the loop that keeps `queue_depth` I/Os in flight.
+
+    Each slot owns a page-aligned buffer and a private sqe (user_data = slot number, never 0)
+    that is prepared in place and copied into the ring with io_uring_put_sqe. Completions are
+    reaped with cq_ready + peek_cqe + indexed access, never past the end of the CQ ring, then
+    released with one cq_advance. Registered buffers and files are used when the kernel and
+    RLIMIT_MEMLOCK allow; otherwise readv/writev with one iovec per slot, and `facts` says so.
+    """
+
+    def __init__(self, spec, setup_flags: int | None = None):
+        import liburing
+
+        from gpubench.bench.iofile import aligned_buffer, pattern_block
+
+        self.L = liburing
+        self.spec = spec
+        self.facts: dict = {}
+        self.fd = os.open(spec.path, spec.open_flags())
+        self.ring = None
+        try:
+            self._open_ring(setup_flags)
+            qd, bs = spec.queue_depth, spec.block_size
+            self.bufs = [None] + [aligned_buffer(bs) for _ in range(qd)]
+            if spec.writes:
+                fill = os.urandom(bs)
+                for ud in range(1, qd + 1):
+                    self.bufs[ud][:] = fill if not spec.verify else pattern_block(0, bs)
+            self.sqes = [None] + [liburing.io_uring_sqe() for _ in range(qd)]
+            for ud in range(1, qd + 1):
+                self.sqes[ud].user_data = ud
+            self._register()
+            from gpubench.bench.iofile import offsets, primed, read_choices
+
+            self.next_offset = primed(offsets(spec))
+            self.next_is_read = primed(read_choices(spec))
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_ring(self, setup_flags: int | None) -> None:
+        L, spec = self.L, self.spec
+        entries = 1 << max(spec.queue_depth - 1, 0).bit_length()
+        if setup_flags is not None:
+            attempts = [setup_flags]
+        elif spec.sqpoll:
+            attempts = [SETUP_SQPOLL]
+        else:
+            attempts = [SETUP_SINGLE_ISSUER | SETUP_DEFER_TASKRUN, SETUP_COOP_TASKRUN, 0]
+        error = None
+        for flags in attempts:
+            ring = L.io_uring()
+            try:
+                L.io_uring_queue_init(entries, ring, flags)
+            except OSError as e:
+                error = e
+                continue
+            self.ring, self.setup_flags = ring, flags
+            break
+        if self.ring is None:
+            raise error
+        self.cq_entries = 2 * entries  # io_uring_queue_init asks for no CQSIZE: the CQ is twice the SQ
+        self.facts["ring"] = {"entries": entries, "setup_flags": hex(self.setup_flags)}
+
+    def _register(self) -> None:
+        L, spec = self.L, self.spec
+        qd = spec.queue_depth
+        self.fixed_buffers = False
+        if spec.registered_buffers:
+            try:
+                L.io_uring_register_buffers(self.ring, L.iovec(self.bufs[1:]), qd)
+                self.fixed_buffers = True
+                self.facts["buffers"] = "registered"
+            except OSError as e:
+                self.facts["buffers"] = (
+                    f"unregistered: io_uring_register_buffers refused {qd} x {spec.block_size} bytes "
+                    f"({os.strerror(e.errno)}; RLIMIT_MEMLOCK {_memlock_text()})"
+                )
+        else:
+            self.facts["buffers"] = "unregistered (as asked)"
+        self.iovs = [None] + [None if self.fixed_buffers else L.iovec(b) for b in self.bufs[1:]]
+        self.file_arg = self.fd
+        if spec.registered_files:
+            try:
+                L.io_uring_register_files(self.ring, [self.fd])
+                self.file_arg = 0
+                for sqe in self.sqes[1:]:
+                    sqe.flags = SQE_FIXED_FILE
+                self.facts["files"] = "registered"
+            except OSError as e:
+                self.facts["files"] = f"unregistered: io_uring_register_files failed ({os.strerror(e.errno)})"
+        else:
+            self.facts["files"] = "unregistered (as asked)"
+
+    def close(self) -> None:
+        if self.ring is not None:
+            self.L.io_uring_queue_exit(self.ring)
+            self.ring = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def run(self, seconds: float, io_limit: int = 0, generation: int = 1, reap_batch: int = 0):
+        """Keep queue_depth I/Os in flight for `seconds` (or until io_limit bytes were issued),
+        then drain. Returns gpubench.bench.iofile.JobTotals."""
+        import time
+
+        from gpubench.bench.iofile import (
+            JobTotals, LatencyHistogram, block_problem, io_error, pattern_block,
+        )
+
+        L, spec = self.L, self.spec
+        ring, sqes, bufs, iovs, fd = self.ring, self.sqes, self.bufs, self.iovs, self.file_arg
+        qd, bs, verify = spec.queue_depth, spec.block_size, spec.verify
+        fixed = self.fixed_buffers
+        prep_read_fixed, prep_write_fixed = L.io_uring_prep_read_fixed, L.io_uring_prep_write_fixed
+        prep_readv, prep_writev = L.io_uring_prep_readv, L.io_uring_prep_writev
+        put, submit_and_wait = L.io_uring_put_sqe, L.io_uring_submit_and_wait
+        cq_ready, peek, cq_advance = L.io_uring_cq_ready, L.io_uring_peek_cqe, L.io_uring_cq_advance
+        clock = time.perf_counter_ns
+        next_offset = self.next_offset
+        mixed = 0 < spec.read_percent < 100
+        next_is_read = self.next_is_read
+        all_reads = spec.read_percent >= 100
+        cqe = L.io_uring_cqe()
+        cq_mask = self.cq_entries - 1
+        head = getattr(self, "_cq_head", 0)
+        if reap_batch <= 0:
+            reap_batch = max(1, qd // 8) if spec.direct else 1
+        quantum = LATENCY_QUANTUM_SHIFT
+
+        slot_offset = [0] * (qd + 1)
+        slot_read = [all_reads] * (qd + 1)
+        slot_time = [0] * (qd + 1)
+        lat: dict[int, int] = {}
+        in_flight_offsets: set[int] = set()
+        reads = writes = 0
+        lat_max = 0
+        problem = ""
+        issued_bytes = 0
+        limit = io_limit if io_limit > 0 else 1 << 62
+
+        def prepare(ud: int) -> None:
+            nonlocal issued_bytes
+            off = next_offset()
+            if verify:
+                while off in in_flight_offsets:
+                    off = next_offset()
+                in_flight_offsets.add(off)
+            is_read = next_is_read() if mixed else all_reads
+            slot_offset[ud] = off
+            slot_read[ud] = is_read
+            if is_read:
+                if fixed:
+                    prep_read_fixed(sqes[ud], fd, bufs[ud], bs, off, ud - 1)
+                else:
+                    prep_readv(sqes[ud], fd, iovs[ud], off)
+            else:
+                if verify:
+                    bufs[ud][:] = pattern_block(off, bs, generation)
+                if fixed:
+                    prep_write_fixed(sqes[ud], fd, bufs[ud], bs, off, ud - 1)
+                else:
+                    prep_writev(sqes[ud], fd, iovs[ud], 1, off)
+            put(ring, sqes[ud])
+            issued_bytes += bs
+
+        start = clock()
+        stop = start + int(seconds * 1e9)
+        fresh = []
+        for ud in range(1, qd + 1):
+            if issued_bytes >= limit:
+                break
+            prepare(ud)
+            fresh.append(ud)
+        in_flight = len(fresh)
+        issuing = True
+        now = start
+        while in_flight:
+            t_submit = clock()
+            for ud in fresh:
+                slot_time[ud] = t_submit
+            submit_and_wait(ring, reap_batch if reap_batch <= in_flight else in_flight)
+            now = clock()
+            ready = cq_ready(ring)
+            if issuing and (now >= stop or issued_bytes >= limit):
+                issuing = False
+            fresh = []
+            while ready:
+                peek(ring, cqe)
+                chunk = self.cq_entries - (head & cq_mask)
+                if chunk > ready:
+                    chunk = ready
+                for i in range(chunk):
+                    c = cqe[i]
+                    res = c.res
+                    ud = c.user_data
+                    if res != bs:
+                        if not problem:
+                            problem = str(io_error("read" if slot_read[ud] else "write",
+                                                   slot_offset[ud], bs, res, spec.path))
+                        issuing = False
+                    elif slot_read[ud]:
+                        reads += 1
+                        if verify and not problem:
+                            mismatch = block_problem(bufs[ud], slot_offset[ud])
+                            if mismatch:
+                                problem = f"verify failed: {mismatch}"
+                                issuing = False
+                    else:
+                        writes += 1
+                    if verify:
+                        in_flight_offsets.discard(slot_offset[ud])
+                    d = now - slot_time[ud]
+                    if d > lat_max:
+                        lat_max = d
+                    d >>= quantum
+                    lat[d] = lat.get(d, 0) + 1
+                    if issuing:
+                        prepare(ud)
+                        fresh.append(ud)
+                        if issued_bytes >= limit:
+                            issuing = False
+                    else:
+                        in_flight -= 1
+                cq_advance(ring, chunk)
+                head += chunk
+                ready -= chunk
+        self._cq_head = head
+        hist = LatencyHistogram()
+        hist.add_raw(lat, lat_max, quantum)
+        facts = dict(self.facts, reap_batch=reap_batch)
+        return JobTotals(reads, writes, (reads + writes) * bs, (now - start) / 1e9, hist, facts, problem)
+
+
+def _memlock_text() -> str:
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    return "unlimited" if soft == resource.RLIM_INFINITY else f"{soft // 1024} KiB"
+
 
 
 if __name__ == "__main__":

@@ -1,0 +1,401 @@
+"""iouring and psync: real runs at tiny sizes, verify, the fault cases, and the binding traps the
+io_uring loop relies on."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from gpubench.bench import iofile, iouring
+from gpubench.bench.interface import BenchFailure, Context, Waived
+from gpubench.bench.iouring import IoUring, Psync
+from gpubench.errors import UserError
+from gpubench.probe.model import Capability, Profile, Status
+
+BINDING_OK = {"loaded": True, "ring": True, "version": "2024.5.3", "last_op": 62, "opcodes": ["READ_FIXED"],
+              "features": 0x3FFFF}
+
+
+def profile(disabled: int | None = 0, binding: dict | None = None, config: str | None = "y") -> Profile:
+    binding = BINDING_OK if binding is None else binding
+    caps = (
+        Capability("iouring", "io_uring", Status.NO if disabled == 2 else Status.YES,
+                   details={"config": config, "disabled": disabled}),
+        Capability("iouring", "io_uring binding", Status.YES if binding.get("ring") else Status.NO,
+                   why=binding.get("error", ""), details=binding),
+    )
+    return Profile("/", caps)
+
+
+def _binding_usable() -> bool:
+    from gpubench.probe.iouring import binding_selftest
+
+    return bool(binding_selftest().get("ring"))
+
+
+needs_ring = pytest.mark.skipif(not _binding_usable(), reason="no io_uring ring can be created here")
+
+
+@pytest.fixture
+def disk_dir(tmp_path):
+    """A directory on a disk-backed filesystem (O_DIRECT works there)."""
+    mount = iofile.mount_of(tmp_path)
+    if mount is None or mount.fstype not in iofile.MEMORY_FILESYSTEMS:
+        yield tmp_path
+        return
+    for base in ("/var/tmp", str(Path.home())):
+        m = iofile.mount_of(Path(base))
+        if m is not None and m.fstype not in iofile.MEMORY_FILESYSTEMS and os.access(base, os.W_OK):
+            d = Path(tempfile.mkdtemp(prefix="gpubench-test-", dir=base))
+            yield d
+            shutil.rmtree(d, ignore_errors=True)
+            return
+    pytest.skip("no disk-backed directory to test O_DIRECT in")
+
+
+def ctx_for(directory: Path) -> Context:
+    return Context(scratch=directory, profile=profile())
+
+
+def one_case(bench, **options):
+    opts = {"size": "1M", "runtime": "0.05", **{k: str(v) for k, v in options.items()}}
+    cases = bench.cases(profile(), "quick", opts)
+    assert len(cases) == 1, [c.name for c in cases]
+    return cases[0]
+
+
+def scratch_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob(iofile.SCRATCH_PREFIX + "*"))
+
+
+ENGINES = [pytest.param(IoUring, marks=needs_ring, id="iouring"), pytest.param(Psync, id="psync")]
+PATTERNS = ["read", "write", "randread", "randwrite", "randrw"]
+
+
+@pytest.mark.parametrize("bench_cls", ENGINES)
+@pytest.mark.parametrize("pattern", PATTERNS)
+@pytest.mark.parametrize("direct", [False, True], ids=["buffered", "direct"])
+def test_every_pattern_moves_the_bytes_it_reports(bench_cls, pattern, direct, disk_dir):
+    bench = bench_cls()
+    case = one_case(bench, pattern=pattern, bs="4k", qd=4, jobs=1, direct=int(direct), io_size="256k", mix=50)
+    with bench.prepare(case, ctx_for(disk_dir)) as measure:
+        assert len(scratch_files(disk_dir)) == 1
+        sample = measure()
+    m = sample.metrics
+    assert m["bytes"] == 4096 * m["ios"] == 256 * 1024
+    assert m["reads"] + m["writes"] == m["ios"]
+    if pattern in ("read", "randread"):
+        assert m["writes"] == 0
+    elif pattern in ("write", "randwrite"):
+        assert m["reads"] == 0
+    else:
+        assert m["reads"] > 0 and m["writes"] > 0
+    assert sample.value > 0 and m["iops"] > 0
+    assert 0 < m["lat_p50_us"] <= m["lat_p99_us"] <= m["lat_max_us"]
+    assert sample.extra["engine"] == bench.key
+    assert scratch_files(disk_dir) == []
+
+
+@needs_ring
+def test_runtime_bounded_jobs_in_processes_merge(disk_dir):
+    bench = IoUring()
+    case = one_case(bench, pattern="randread", bs="4k", qd=8, jobs=2, direct=0, runtime=0.1)
+    with bench.prepare(case, ctx_for(disk_dir)) as measure:
+        sample = measure()
+    assert sample.metrics["bytes"] == 4096 * sample.metrics["ios"] > 0
+    assert sample.extra["buffers"] == "registered" or "unregistered" in sample.extra["buffers"]
+    assert scratch_files(disk_dir) == []
+
+
+# --- verify ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bench_cls", ENGINES)
+@pytest.mark.parametrize("pattern", ["read", "randrw", "write"])
+def test_verify_passes_on_a_clean_file(bench_cls, pattern, disk_dir):
+    bench = bench_cls()
+    case = one_case(bench, pattern=pattern, bs="4k", qd=4, jobs=2 if pattern == "randrw" else 1, direct=0,
+                    verify=1, io_size="512k")
+    with bench.prepare(case, ctx_for(disk_dir)) as measure:
+        sample = measure()
+    assert sample.metrics["bytes"] > 0
+    assert scratch_files(disk_dir) == []
+
+
+def _corrupt(path: Path, offset: int) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, b"\xff" * 16, offset + 100)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("bench_cls", ENGINES)
+def test_verify_catches_a_block_corrupted_before_the_reads(bench_cls, disk_dir):
+    bench = bench_cls()
+    case = one_case(bench, pattern="read", bs="4k", qd=4, direct=0, verify=1, io_size="1M")
+    with pytest.raises(BenchFailure, match="verify failed: block at offset 8192: CRC-32"):
+        with bench.prepare(case, ctx_for(disk_dir)) as measure:
+            _corrupt(measure.path, 8192)
+            measure()
+    assert scratch_files(disk_dir) == []
+
+
+@pytest.mark.parametrize("bench_cls", ENGINES)
+def test_verify_catches_a_block_corrupted_between_write_and_read_back(bench_cls, disk_dir):
+    bench = bench_cls()
+    case = one_case(bench, pattern="randwrite", bs="4k", qd=4, direct=0, verify=1, io_size="256k")
+    with pytest.raises(BenchFailure, match="verify failed: block at offset 20480"):
+        with bench.prepare(case, ctx_for(disk_dir)) as measure:
+            measure.before_readback = lambda path: _corrupt(path, 20480)
+            measure()
+    assert scratch_files(disk_dir) == []
+
+
+def test_verify_pattern_names_offset_and_crc():
+    block = bytearray(iofile.pattern_block(4096, 512, generation=3))
+    assert iofile.block_problem(block, 4096) is None
+    assert "header says offset 4096" in iofile.block_problem(block, 8192)
+    block[300] ^= 1
+    assert "CRC-32" in iofile.block_problem(block, 4096)
+    assert "no verify header" in iofile.block_problem(bytes(512), 0)
+
+
+# --- fault cases -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bench_cls", ENGINES)
+def test_o_direct_on_tmpfs_is_waived_naming_tmpfs(bench_cls):
+    shm = Path("/dev/shm")
+    mount = iofile.mount_of(shm) if shm.is_dir() else None
+    if mount is None or mount.fstype != "tmpfs" or not os.access(shm, os.W_OK):
+        pytest.skip("no writable tmpfs at /dev/shm")
+    directory = Path(tempfile.mkdtemp(prefix="gpubench-test-", dir=shm))
+    try:
+        bench = bench_cls()
+        case = one_case(bench, pattern="randread", bs="4k", qd=1, direct=1)
+        with pytest.raises(Waived, match=r"O_DIRECT on .*\(tmpfs\).*disk-backed filesystem"):
+            with bench.prepare(case, ctx_for(directory)):
+                pass
+        assert scratch_files(directory) == []
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A 1 MiB tmpfs (needs root and a kernel that lets this container mount)."""
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "gpubench-test", str(mnt)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.mark.parametrize("bench_cls", ENGINES)
+def test_disk_full_fails_naming_path_and_free_space(bench_cls, tiny_tmpfs):
+    bench = bench_cls()
+    case = one_case(bench, pattern="write", bs="4k", qd=2, direct=0, size="4M")
+    with pytest.raises(BenchFailure, match=rf"no space left on {tiny_tmpfs} .*\(\d+ bytes free\)"):
+        with bench.prepare(case, ctx_for(tiny_tmpfs)):
+            pass
+    assert scratch_files(tiny_tmpfs) == []
+
+
+def test_disk_full_while_filling_names_the_path(tmp_path):
+    """ENOSPC from a write after preallocation (a filesystem without fallocate), simulated at the
+    write call: the partial file is removed and the error names the directory."""
+
+    def full(fd, data, offset):
+        if offset >= 8192:
+            raise OSError(28, "No space left on device")
+        return os.pwrite(fd, data, offset)
+
+    with pytest.raises(iofile.DiskFull, match=f"no space left on {tmp_path}"):
+        iofile.create_scratch(tmp_path, 65536, 4096, "verify", write=full)
+    assert scratch_files(tmp_path) == []
+
+
+def test_block_size_not_a_multiple_of_the_dio_alignment_is_a_user_error(disk_dir):
+    align = iofile.dio_alignment(disk_dir).offset
+    with pytest.raises(UserError, match=f"not a multiple of the O_DIRECT alignment {align} bytes"):
+        Psync().cases(profile(), "quick", {"bs": str(align + align // 2), "direct": "1", "target": str(disk_dir)})
+    with pytest.raises(UserError, match="not a multiple of the O_DIRECT alignment 512"):
+        Psync().cases(profile(), "quick", {"bs": "1000", "direct": "1"})
+
+
+def test_queue_depth_beyond_the_ring_limit_is_a_user_error():
+    with pytest.raises(UserError, match="qd=8192 is beyond the ring limit of 4096"):
+        IoUring().cases(profile(), "quick", {"qd": "8192"})
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"pattern": "zigzag"}, "unknown pattern"),
+    ({"jobs": "0"}, "at least one job"),
+    ({"qd": "0"}, "at least 1"),
+    ({"bs": "4q"}, "cannot read '4q' as a size"),
+    ({"mix": "100"}, "1 to 99"),
+    ({"runtime": "-1"}, "more than 0"),
+    ({"direct": "maybe"}, "expected 1"),
+    ({"colour": "blue"}, "unknown parameter 'colour'"),
+])
+def test_bad_options_are_user_errors(options, message):
+    with pytest.raises(UserError, match=message):
+        IoUring().cases(profile(), "quick", options)
+
+
+def test_writes_to_an_existing_file_or_block_device_are_refused(tmp_path):
+    existing = tmp_path / "mine.dat"
+    existing.write_bytes(b"x" * 65536)
+    with pytest.raises(UserError, match="writes only to files it creates"):
+        Psync().cases(profile(), "quick", {"target": str(existing), "pattern": "write", "direct": "0"})
+    cases = Psync().cases(profile(), "quick", {"target": str(existing), "pattern": "randread", "direct": "0"})
+    assert [c.params["target"] for c in cases] == [str(existing)]
+    assert existing.read_bytes() == b"x" * 65536
+
+
+def test_sizes_and_case_names():
+    assert [iofile.parse_size(s) for s in ("4096", "4k", "128KiB", "1M", "2g")] == [
+        4096, 4096, 131072, 1 << 20, 2 << 30]
+    cases = IoUring().cases(profile(), "default", {})
+    names = [c.name for c in cases]
+    assert len(names) == len(set(names))
+    assert "randread-4k-qd32-j1-direct" in names and "read-128k-qd8-j1-direct" in names
+    assert all(c.unit == "MB/s" for c in cases)
+    assert [c.name for c in IoUring().cases(profile(), "quick", {"pattern": "randrw", "mix": "60", "qd": "16"})][0] \
+        .startswith("randrw-mix60-4k-qd16")
+
+
+# --- requires --------------------------------------------------------------------------------
+
+def test_io_uring_disabled_by_sysctl_is_waived_naming_it():
+    reason = IoUring().requires(profile(disabled=2))
+    assert "kernel.io_uring_disabled = 2" in reason
+    assert Psync().requires(profile(disabled=2)) is None
+
+
+def test_binding_that_died_in_the_child_is_waived_with_the_reason():
+    died = {"loaded": False, "signal": "SIGILL", "error": "the child process died with SIGILL while loading liburing"}
+    assert "SIGILL" in IoUring().requires(profile(binding=died))
+    no_ring = {"loaded": True, "ring": False, "errno": 1}
+    assert "Operation not permitted" in IoUring().requires(profile(disabled=1, binding=no_ring))
+    assert "CONFIG_IO_URING" in IoUring().requires(profile(config="n"))
+    assert IoUring().requires(profile()) is None
+    assert "not checked" in IoUring().requires(Profile("/", ()))
+
+
+# --- the scratch file goes away --------------------------------------------------------------
+
+@pytest.mark.parametrize("bench_cls, engine_path", [
+    pytest.param(IoUring, "gpubench.bench.uring.UringJob.run", marks=needs_ring, id="iouring"),
+    pytest.param(Psync, "gpubench.bench.iouring.PsyncJob.run", id="psync"),
+])
+def test_scratch_file_removed_after_ctrl_c_inside_a_repetition(bench_cls, engine_path, disk_dir, monkeypatch):
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    bench = bench_cls()
+    case = one_case(bench, pattern="randread", bs="4k", qd=2, direct=0)
+    with pytest.raises(KeyboardInterrupt):
+        with bench.prepare(case, ctx_for(disk_dir)) as measure:
+            monkeypatch.setattr(engine_path, interrupted)
+            measure()
+    assert scratch_files(disk_dir) == []
+
+
+# --- the binding: traps the loop relies on ---------------------------------------------------
+
+@needs_ring
+def test_binding_traps_the_loop_relies_on():
+    import liburing
+
+    from gpubench.bench import uring
+
+    sqe = liburing.io_uring_sqe()
+    with pytest.raises(ValueError):
+        sqe.user_data = 0  # user_data 0 cannot be set; indexed cqe access also refuses it
+    sqe.user_data = 7
+    sqe.flags = uring.SQE_FIXED_FILE
+    buf = iofile.aligned_buffer(4096)
+    liburing.io_uring_prep_read_fixed(sqe, 0, buf, 4096, 8192, 0)
+    assert (sqe.user_data, sqe.flags) == (7, uring.SQE_FIXED_FILE)  # prep keeps what the slot set once
+    assert iofile.buffer_address(buf) % 4096 == 0
+    assert not hasattr(liburing, "IORING_SETUP_SQPOLL") or liburing.IORING_SETUP_SQPOLL == uring.SETUP_SQPOLL
+
+
+@needs_ring
+def test_completion_ring_wraps_many_times_without_losing_a_completion(disk_dir):
+    """qd 3: an SQ of 4 and a CQ of 8 entries, wrapped hundreds of times; verify checks that every
+    completion was matched to the slot (offset) it belongs to."""
+    bench = IoUring()
+    case = one_case(bench, pattern="randread", bs="512", qd=3, direct=0, verify=1, size="64k", io_size="2M")
+    with bench.prepare(case, ctx_for(disk_dir)) as measure:
+        sample = measure()
+    assert sample.metrics["ios"] == 2 * 1024 * 1024 // 512
+    assert sample.extra["ring"]["entries"] == 4
+
+
+_NO_MEMLOCK = """
+import json, resource, sys
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_MEMLOCK, (65536, 65536))
+from gpubench.bench.interface import Context
+from gpubench.bench.iouring import IoUring
+from gpubench.probe.model import Profile
+bench = IoUring()
+case = bench.cases(Profile("/", ()), "quick", {"pattern": "read", "bs": "128k", "qd": "8", "direct": "0",
+                   "size": "2M", "io_size": "4M"})[0]
+with bench.prepare(case, Context(scratch=Path(sys.argv[1]), profile=Profile("/", ()))) as measure:
+    s = measure()
+print(json.dumps({"bytes": s.metrics["bytes"], "fallback": s.extra.get("fallback", "")}))
+"""
+
+
+@needs_ring
+def test_without_memlock_privilege_buffers_fall_back_and_say_so(tmp_path):
+    """As a user without CAP_IPC_LOCK and a 64 KiB RLIMIT_MEMLOCK: 1 MiB of buffers cannot be
+    registered; the run still gives a result and records the fallback."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or os.geteuid() != 0:
+        probe = subprocess.run([sys.executable, "-c", _NO_MEMLOCK, str(tmp_path)], capture_output=True, text=True)
+    else:
+        probe = subprocess.run([setpriv, "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-c",
+                                _NO_MEMLOCK, str(tmp_path)], capture_output=True, text=True)
+    if probe.returncode != 0 and "Operation not permitted" in probe.stderr and "setpriv" in probe.stderr:
+        pytest.skip("cannot drop capabilities here")
+    assert probe.returncode == 0, probe.stderr
+    import json
+
+    out = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert out["bytes"] == 4 << 20
+    assert "RLIMIT_MEMLOCK 64 KiB" in out["fallback"]
+    assert scratch_files(tmp_path) == []
+
+
+@needs_ring
+def test_an_unprivileged_user_gets_results(tmp_path):
+    """A real non-root user, when this Python is reachable for one."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root to switch to an unprivileged user")
+    check = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                            "import gpubench, liburing"], capture_output=True, text=True)
+    if check.returncode != 0:
+        pytest.skip("this Python installation is not readable by an unprivileged user")
+    os.chmod(tmp_path, 0o1777)
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                           _NO_MEMLOCK.replace("resource.setrlimit", "0 and resource.setrlimit"), str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert scratch_files(tmp_path) == []
