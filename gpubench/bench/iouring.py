@@ -597,7 +597,7 @@ class _Jobs:
         if message[0] == kind:
             return message[1]
         if message[0] == "oserror":
-            raise OSError(message[1], os.strerror(message[1]))
+            raise OSError(message[1], message[2])
         raise BenchFailure(f"a {self.p.engine} job failed: {message[1]}")
 
     def run(self, seconds: float, generation: int) -> list[JobTotals]:
@@ -654,7 +654,7 @@ def _job_process(fd: int) -> None:
         try:
             job = _open_engine(message[1], message[2])
         except OSError as e:
-            conn.send(("oserror", e.errno or 0))
+            conn.send(("oserror", e.errno or 0, str(e)))
             return
         except Exception as e:
             conn.send(("error", f"{type(e).__name__}: {e}"))
@@ -668,7 +668,7 @@ def _job_process(fd: int) -> None:
             try:
                 conn.send(("totals", job.run(seconds, io_limit, generation)))
             except OSError as e:
-                conn.send(("oserror", e.errno or 0))
+                conn.send(("oserror", e.errno or 0, str(e)))
             except Exception as e:
                 conn.send(("error", f"{type(e).__name__}: {e}"))
     except (EOFError, KeyboardInterrupt, BrokenPipeError):
