@@ -3,9 +3,11 @@
 Memory comes from anonymous mmap (page aligned, so mbind accepts the range), is bound with
 mbind(MPOL_BIND, MPOL_MF_STRICT | MPOL_MF_MOVE) before the first touch, and is verified after the
 first touch with move_pages (which node holds each sampled page) and, as a second opinion, with
-/proc/self/numa_maps. The system calls go through libnuma's thin numaif wrappers when libnuma is
-installed, else straight to syscall(2). A node that does not exist is an error from the kernel,
-never a silent fallback (libnuma's numa_alloc_onnode falls back silently, so it is not used).
+/proc/self/numa_maps. A process started for comparison (the C reference) inherits a
+set_mempolicy(MPOL_BIND) policy instead, as under `numactl --membind`. The system calls go through
+libnuma's thin numaif wrappers when libnuma is installed, else straight to syscall(2). A node that
+does not exist is an error from the kernel, never a silent fallback (libnuma's numa_alloc_onnode
+falls back silently, so it is not used).
 """
 
 from __future__ import annotations
@@ -133,6 +135,9 @@ class _Calls:
     def get_mempolicy(self, mode: ctypes.c_int, mask: ctypes.Array | None, maxnode: int, address: int, flags: int) -> None:
         self._call("get_mempolicy", ctypes.byref(mode), mask, ctypes.c_ulong(maxnode), ctypes.c_void_p(address), ctypes.c_ulong(flags))
 
+    def set_mempolicy(self, mode: int, mask: ctypes.Array | None, maxnode: int) -> None:
+        self._call("set_mempolicy", ctypes.c_int(mode), mask, ctypes.c_ulong(maxnode))
+
     def move_pages(self, pages: ctypes.Array, status: ctypes.Array) -> None:
         self._call("move_pages", ctypes.c_int(0), ctypes.c_ulong(len(pages)), pages, None, status, ctypes.c_int(0))
 
@@ -180,6 +185,17 @@ def bind(address: int, length: int, node: int) -> None:
         raise NumaError(errno.EINVAL, f"mbind: address {address:#x} is not page aligned")
     # maxnode counts one more than the mask's bits: the kernel reads maxnode - 1 bits.
     calls().mbind(address, length, MPOL_BIND, _mask([node]), _MASK_BITS + 1, MPOL_MF_STRICT | MPOL_MF_MOVE)
+
+
+def set_membind(node: int) -> None:
+    """Bind every later allocation of the calling thread, and of processes it starts, to `node`
+    (what `numactl --membind` does before it execs). Raises NumaError for a node that does not exist."""
+    calls().set_mempolicy(MPOL_BIND, _mask([node]), _MASK_BITS + 1)
+
+
+def reset_mempolicy() -> None:
+    """Back to the default policy (allocate on the node of the CPU that first touches)."""
+    calls().set_mempolicy(MPOL_DEFAULT, None, 0)
 
 
 def policy_at(address: int) -> tuple[str, list[int]]:

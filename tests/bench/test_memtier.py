@@ -200,3 +200,47 @@ def test_tiny_real_run_measures_every_kernel_with_verified_placement(tmp_path):
         if case.unit == "GB/s":
             assert sample.metrics["bytes"] == case.params["bytes_per_element"] * (64 << 10) // 8 * 2
     assert __import__("os").sched_getaffinity(0) == affinity
+
+
+def test_calibration_builds_the_c_reference_and_compares_both_sides(tmp_path):
+    import shutil
+
+    from gpubench.bench import calibrate_memtier
+
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler (apt: gcc)")
+    result = calibrate_memtier.calibrate(live_profile(), size_mib=1, threads=1, rounds=2, hops=20_000, best_of=1)
+    assert [r.name for r in result.rows] == ["triad, streaming stores", "triad, plain stores", "pointer chase"]
+    for row in result.rows:
+        assert len(row.gpubench) == len(row.c) == len(row.ratios) == 2
+        assert all(v > 0 for v in row.gpubench + row.c)
+    assert result.rows[2].unit == "ns" and result.threads == 1 and result.array_bytes == 1 << 20
+    assert "-O3 -fopenmp -march=native" in result.compiler
+    data = result.to_dict()
+    assert data["rows"][0]["ratio_min"] <= data["rows"][0]["ratio_median"] <= data["rows"][0]["ratio_max"]
+    if numa.calls().available:
+        assert result.placement["gpubench"].startswith("mbind verified")
+        assert result.placement["C"].startswith("set_mempolicy(MPOL_BIND, node 0) verified")
+
+
+def test_calibrate_memtier_command_prints_json_only_and_refuses_bad_input():
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from gpubench import cli_calibrate_memtier
+
+    app = typer.Typer()
+    cli_calibrate_memtier.register(app)
+    app.command("noop")(lambda: None)  # two commands, so the command name is required as in gpubench
+    runner = CliRunner()
+    bad = runner.invoke(app, ["calibrate-memtier", "--rounds", "0"])
+    assert bad.exit_code != 0 and isinstance(bad.exception, UserError) and "--rounds" in str(bad.exception)
+    import shutil
+
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler (apt: gcc)")
+    ok = runner.invoke(app, ["calibrate-memtier", "--size", "1", "--threads", "1", "--rounds", "1", "--hops", "1000", "--best-of", "1", "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["rows"][0]["name"] == "triad, streaming stores"
