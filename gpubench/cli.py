@@ -163,7 +163,7 @@ def _write_reports(run, directory: Path) -> list[Path]:
 
 
 # Modules that add their own commands with register(app); each keeps heavy imports inside its commands.
-COMMAND_MODULES: tuple[str, ...] = ("gpubench.cli_history",)
+COMMAND_MODULES: tuple[str, ...] = ("gpubench.cli_history", "gpubench.cli_telemetry")
 
 
 def _register_commands() -> None:

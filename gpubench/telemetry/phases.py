@@ -27,6 +27,7 @@ from gpubench.telemetry.trace import Reading, Trace
 
 MAX_SERIES_POINTS = 600
 MAX_EVENTS = 200
+FILL_GAPS_S = 2.0
 NOT_THROTTLING = frozenset({"gpu_idle"})
 
 
@@ -313,7 +314,7 @@ def summarize(trace: Trace, bytes_moved: float | None = None, bands: Bands = Ban
     if power_limit is None:
         limits = [dev.get("power_limit_w") for devs in (meta.get("devices") or {}).values() for dev in devs if dev.get("power_limit_w")]
         power_limit = sum(limits) if limits else None
-    if baseline_start is not None and baseline_end > baseline_start:
+    if baseline_start is not None and _indices(d.t, baseline_start, baseline_end):
         pre = _phase("pre_run", baseline_start, baseline_end, start, d, readings)
         pre["idle_power_w"] = _r(baseline.power_w)
         pre["idle_temp_c"] = _r(baseline.temp_c)
@@ -416,7 +417,23 @@ def _downsample(d: Derived, zero: float) -> dict[str, list[float | None]]:
     groups = [list(range(i, min(i + buckets, n))) for i in range(0, n, buckets)]
     out: dict[str, list[float | None]] = {"t": [_r(statistics.fmean(d.t[i] for i in g) - zero) for g in groups]}  # type: ignore[misc]
     for name, values in d.series.items():
-        out[name] = [_r(statistics.fmean(v), 2) if (v := _present([values[i] for i in g])) else None for g in groups]
+        points = [_r(statistics.fmean(v), 2) if (v := _present([values[i] for i in g])) else None for g in groups]
+        out[name] = _fill_short_gaps(out["t"], points, FILL_GAPS_S)  # type: ignore[arg-type]
+    return out
+
+
+def _fill_short_gaps(t: list[float], values: list[float | None], max_gap_s: float) -> list[float | None]:
+    """Carry a value forward over short gaps (a source read at a lower rate than the session's)."""
+    out: list[float | None] = []
+    last: tuple[float, float] | None = None
+    for x, v in zip(t, values):
+        if v is not None:
+            last = (x, v)
+            out.append(v)
+        elif last is not None and x - last[0] <= max_gap_s:
+            out.append(last[1])
+        else:
+            out.append(None)
     return out
 
 

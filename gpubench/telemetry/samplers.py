@@ -21,7 +21,8 @@ class SamplerUnavailable(Exception):
 
 
 class Sampler(Protocol):
-    name: str
+    name: str  # a sampler may also set min_interval_s: read no more often than that
+
 
     def read(self) -> tuple[dict[str, float], tuple[str, ...]]: ...
 
@@ -454,9 +455,13 @@ class RaplSampler:
 
 
 class CpuFreqSampler:
-    """CPU clock frequency through psutil: cpu.mhz_mean, cpu.mhz_min, cpu.mhz_max over all CPUs."""
+    """CPU clock frequency through psutil: cpu.mhz_mean, cpu.mhz_min, cpu.mhz_max over all CPUs.
+
+    Read once a second whatever the session's rate: psutil reads a file or three per CPU, each read
+    hands the interpreter lock back and forth with the benchmark, and clocks change slowly."""
 
     name = "cpufreq"
+    min_interval_s = 1.0
 
     def __init__(self, cpu_freq: Callable[..., Any] | None = None):
         import psutil

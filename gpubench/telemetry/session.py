@@ -151,13 +151,15 @@ class Telemetry:
                 self._descriptions[s.name] = s.describe()
             except Exception as e:  # noqa: BLE001
                 self._descriptions[s.name] = {"describe_error": f"{type(e).__name__}: {e}"}
+        self._last_read: dict[str, float] = {}
         self._buffer: list[Reading] | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._ticker: int | None = None
         self._idle: Baseline | None = None
         self.sample_count = 0
-        self.sample_seconds = 0.0  # time spent inside the samplers, summed over all samples
+        self.sample_seconds = 0.0  # wall time inside the samplers, summed over all samples
+        self.sample_cpu_seconds = 0.0  # CPU time the sampling itself used
         first = self._sample()
         self.thermal = any(THERMAL_FIELDS.fullmatch(k) for k in first.values)
 
@@ -188,12 +190,16 @@ class Telemetry:
 
     # ------------------------------------------------------------ sampling
 
-    def _sample(self) -> Reading:
-        started = time.perf_counter()
+    def _sample(self, force: bool = False) -> Reading:
+        started, cpu_started = time.perf_counter(), time.thread_time()
         t = self.clock.now()
         values: dict[str, float] = {}
         reasons: list[str] = []
         for sampler in list(self._live):
+            interval = getattr(sampler, "min_interval_s", 0.0)
+            if interval and not force and t - self._last_read.get(sampler.name, -1e18) < interval - self.period / 2:
+                continue  # a slow-changing source read at its own, lower rate
+            self._last_read[sampler.name] = t
             try:
                 v, r = sampler.read()
             except Exception as e:  # noqa: BLE001 - drop this sampler, keep the others going
@@ -207,23 +213,29 @@ class Telemetry:
             values.update(v)
             reasons.extend(x for x in r if x not in reasons)
         reading = Reading(t, values, tuple(reasons))
-        if self._buffer is not None:
+        if self._buffer is not None and (values or reasons):
             self._buffer.append(reading)
         self.sample_seconds += time.perf_counter() - started
+        self.sample_cpu_seconds += time.thread_time() - cpu_started
         self.sample_count += 1
         return reading
 
-    def _tick(self) -> None:
+    def _tick(self, force: bool = False) -> None:
         try:
-            self._sample()
+            self._sample(force)
         except Exception as e:  # noqa: BLE001 - the sampling thread must never die
             self._failures.setdefault("telemetry", f"{type(e).__name__}: {e}")
+
+    def _wake_period(self) -> float:
+        """Wake no more often than the most frequent source needs: every wake-up takes the interpreter lock."""
+        intervals = [max(self.period, getattr(s, "min_interval_s", 0.0) or 0.0) for s in self._live]
+        return min(intervals) if intervals else self.period
 
     def _run(self) -> None:
         next_due = self.clock.now()
         while not self._stop.is_set():
             self._tick()
-            next_due += self.period
+            next_due += self._wake_period()
             delay = next_due - self.clock.now()
             if delay < 0:  # fell behind (a slow sampler): skip the missed ticks
                 next_due, delay = self.clock.now(), 0.0
@@ -232,6 +244,7 @@ class Telemetry:
 
     def _start(self, window: Window) -> None:
         self._buffer = window.readings
+        self._last_read.clear()  # every source in the window's first reading
         if isinstance(self.clock, VirtualClock):
             self._ticker = self.clock.every(self.period, self._tick)
         else:
@@ -247,7 +260,7 @@ class Telemetry:
             self._stop.set()
             self._thread.join(timeout=5.0)
             self._thread = None
-        self._tick()  # one reading at the very end, whatever the thread's phase was
+        self._tick(force=True)  # one reading of every source at the very end
         self._buffer = None
 
     # ------------------------------------------------------------ the window around one benchmark

@@ -1,0 +1,155 @@
+"""Telemetry commands: `telemetry sources|record|show` and `calibrate-telemetry`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from gpubench.errors import UserError
+
+JsonOpt = typer.Option(False, "--json", help="Print JSON only on stdout.")
+HzOpt = typer.Option(10.0, "--hz", min=0.1, max=1000.0, help="Samples per second.")
+
+
+def _emit_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _fmt(value: Any, unit: str, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f} {unit}"
+
+
+def summary_lines(s: dict[str, Any]) -> list[str]:
+    """A telemetry summary as short human lines."""
+    if s.get("status") == "none":
+        lines = ["telemetry: none (no readable source)"]
+        lines += [f"  {k}: {v}" for k, v in (s.get("not_available") or {}).items()]
+        return lines
+    lines = [f"telemetry: {s['status']} from {', '.join(s['samplers'])}"]
+    for name, why in (s.get("partial") or {}).items():
+        lines.append(f"  partial: {name} stopped: {why}")
+    for p in s.get("phases", []):
+        extra = []
+        if "power_mean_w" in p:
+            extra.append(f"mean {p['power_mean_w']:.0f} W")
+        if "temp_max_c" in p:
+            extra.append(f"max {p['temp_max_c']:.0f} °C")
+        if "cpu_mean_mhz" in p:
+            extra.append(f"CPU {p['cpu_mean_mhz']:.0f} MHz")
+        lines.append(f"  {p['name']:<15} {p['start']:>8.2f} s .. {p['end']:>8.2f} s  {', '.join(extra)}")
+    lines.append(f"  peak {_fmt(s.get('peak_w'), 'W')}, sustained {_fmt(s.get('sustained_mean_w'), 'W')}, limit {_fmt(s.get('power_limit_w'), 'W', 0)}")
+    energy = s.get("energy_j")
+    if energy is not None:
+        per_gb = f", {s['j_per_gb']:.4f} J/GB" if s.get("j_per_gb") is not None else ""
+        lines.append(f"  energy {energy:.1f} J ({s.get('energy_source')}){per_gb}")
+    throttled = s.get("throttled_pct_by_reason") or {}
+    if throttled:
+        lines.append("  throttled: " + ", ".join(f"{r} {pct:.1f}%" for r, pct in throttled.items()))
+    if s.get("cooldown"):
+        cool = f" in {s['time_to_cool_s']:.1f} s" if s.get("time_to_cool_s") is not None else ""
+        lines.append(f"  cooldown: {s['cooldown']}{cool}")
+    return lines
+
+
+def register(app: typer.Typer) -> None:
+    telemetry_app = typer.Typer(no_args_is_help=True, help="Power and thermal telemetry: what is readable here, record a trace, summarise one.")
+    app.add_typer(telemetry_app, name="telemetry")
+
+    @telemetry_app.command("sources")
+    def sources(hz: float = HzOpt, as_json: bool = JsonOpt) -> None:
+        """Which telemetry sources this machine can read, and why the others cannot be."""
+        from gpubench.telemetry import open_telemetry
+
+        tel = open_telemetry(None, hz)
+        try:
+            data = {"samplers": tel.samplers, "not_available": tel.not_available, "failures": tel.failures}
+        finally:
+            tel.close()
+        if as_json:
+            _emit_json(data)
+            return
+        for name in data["samplers"]:
+            typer.echo(f"{name:<10} readable")
+        for name, why in data["not_available"].items():
+            typer.echo(f"{name:<10} not available: {why}")
+        for name, why in data["failures"].items():
+            typer.echo(f"{name:<10} failed on first read: {why}")
+
+    @telemetry_app.command("record")
+    def record(
+        out: Path = typer.Argument(..., help="Trace file to write (JSON; never overwritten)."),
+        seconds: float = typer.Option(10.0, "--seconds", min=0.1, help="How long to sample."),
+        hz: float = HzOpt,
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Sample every readable source for a while and write a trace that `telemetry show` and `--replay` read."""
+        from gpubench.telemetry import open_telemetry, write_trace
+
+        if out.exists():
+            raise UserError(f"{out} already exists; choose another name or remove it first")
+        tel = open_telemetry(None, hz)
+        try:
+            if not tel.samplers:
+                raise UserError("nothing to record: no telemetry source is readable here (" + "; ".join(f"{k}: {v}" for k, v in tel.not_available.items()) + ")")
+            typer.echo(f"recording {seconds:g} s at {hz:g} Hz from {', '.join(tel.samplers)}", err=True)
+            with tel.around("record", baseline_s=0.0, cooldown_timeout_s=0.0) as window:
+                tel.clock.sleep(seconds)
+            write_trace(out, window.trace())
+            summary = window.summary()
+        finally:
+            tel.close()
+        if as_json:
+            _emit_json({"trace": str(out), "samples": len(window.readings), "summary": summary})
+        else:
+            typer.echo(f"wrote {out} ({len(window.readings)} samples)", err=True)
+
+    @telemetry_app.command("show")
+    def show(
+        trace: Path = typer.Argument(..., help="A trace written by `gpubench telemetry record`."),
+        bytes_moved: Optional[float] = typer.Option(None, "--bytes", help="Bytes the benchmark moved, for J/GB."),
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Summarise a recorded trace: phases, peak and sustained power, energy, throttling, time to cool."""
+        from gpubench.telemetry.phases import summarize
+        from gpubench.telemetry.trace import read_trace
+
+        summary = summarize(read_trace(trace), bytes_moved)
+        if as_json:
+            _emit_json(summary)
+        else:
+            typer.echo("\n".join(summary_lines(summary)))
+
+    @app.command("calibrate-telemetry")
+    def calibrate_telemetry(
+        seconds: float = typer.Option(0.5, "--seconds", min=0.05, help="Length of one run of the workload."),
+        rounds: int = typer.Option(20, "--rounds", min=1, help="Rounds of three runs: without telemetry, with it, without it again."),
+        hz: float = HzOpt,
+        workload: str = typer.Option("python", "--workload", help="python (needs the interpreter lock: the worst case) or numpy."),
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Measure what telemetry sampling costs: the same fixed work with and without it, interleaved in one run."""
+        from gpubench.telemetry.calibrate import calibrate
+
+        result = calibrate(seconds, rounds, hz, workload, progress=lambda m: typer.echo(m, err=True))
+        if as_json:
+            _emit_json(result.to_dict())
+            return
+        mean_s = sum(result.without_s) / len(result.without_s)
+        typer.echo(
+            f"telemetry overhead at {result.hz:g} Hz ({', '.join(result.samplers)}), {result.workload} workload, "
+            f"{result.rounds} rounds of ~{mean_s:.2f} s runs:"
+        )
+        for label, s in (("with telemetry", result.overhead), ("control (none)", result.noise)):
+            typer.echo(
+                f"  {label}: median {s.median:+.2f}% (95% CI {s.ci_low:+.2f}% .. {s.ci_high:+.2f}%, "
+                f"IQR {s.q1:+.2f}% .. {s.q3:+.2f}%, min {s.minimum:+.2f}%, max {s.maximum:+.2f}%)"
+            )
+        typer.echo(f"  all runs together: {result.total_pct:+.2f}%; fastest run with against fastest without: {result.best_pct:+.2f}%")
+        typer.echo(
+            f"  sampling: {result.samples_taken} samples, {result.sample_cpu_ms:.3f} ms CPU each ({result.sample_cost_ms:.3f} ms wall); "
+            f"CPU used = {result.sampler_cpu_pct:.3f}% of the benchmark time"
+        )

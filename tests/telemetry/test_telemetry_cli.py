@@ -1,0 +1,90 @@
+"""The telemetry commands through the CLI: stdout, stderr and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gpubench.cli import app
+from gpubench.telemetry import samplers as samplers_mod
+from gpubench.telemetry.samplers import SamplerUnavailable
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    try:
+        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
+    except TypeError:  # click >= 8.2 keeps them apart already
+        return CliRunner()
+
+
+def test_show_prints_the_phases_of_a_trace(runner):
+    res = runner.invoke(app, ["telemetry", "show", str(DATA / "h100_throttled.json"), "--bytes", "6e13"])
+    assert res.exit_code == 0, res.output
+    for word in ("pre_run", "ramp_up", "execution", "sustained", "cooldown", "sw_power_cap", "J/GB", "(counter)"):
+        assert word in res.stdout
+
+
+def test_show_json_is_only_json(runner):
+    res = runner.invoke(app, ["telemetry", "show", str(DATA / "h100_never_cools.json"), "--json"])
+    assert res.exit_code == 0
+    data = json.loads(res.stdout)
+    assert data["cooldown"] == "did not cool within 10s"
+
+
+def test_show_of_a_file_that_is_not_a_trace_is_a_user_error(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text('{"hello": 1}')
+    from gpubench.errors import UserError
+
+    with pytest.raises(UserError, match="not a gpubench-telemetry-trace"):
+        app(["telemetry", "show", str(bad)], standalone_mode=False)
+
+
+def test_record_writes_a_replayable_trace(runner, tmp_path):
+    out = tmp_path / "trace.json"
+    res = runner.invoke(app, ["telemetry", "record", str(out), "--seconds", "0.3", "--hz", "20", "--json"])
+    if res.exit_code != 0 and "nothing to record" in str(res.exception):
+        pytest.skip("no telemetry source readable on this machine")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["samples"] >= 1
+    shown = runner.invoke(app, ["telemetry", "show", str(out), "--json"])
+    assert json.loads(shown.stdout)["samplers"] == data["summary"]["samplers"]
+    # never overwritten
+    again = runner.invoke(app, ["telemetry", "record", str(out), "--seconds", "0.1"])
+    assert again.exit_code != 0
+
+
+def test_sources_json_lists_every_sampler(runner):
+    res = runner.invoke(app, ["telemetry", "sources", "--json"])
+    assert res.exit_code == 0
+    data = json.loads(res.stdout)
+    assert set(data["samplers"]) | set(data["not_available"]) == {"nvml", "amdsmi", "hwmon", "rapl", "cpufreq"}
+
+
+def test_calibrate_json_reports_overhead_and_control(runner):
+    res = runner.invoke(app, ["calibrate-telemetry", "--seconds", "0.05", "--rounds", "2", "--hz", "20", "--json"])
+    if res.exit_code != 0 and "nothing to measure" in str(res.exception):
+        pytest.skip("no telemetry source readable on this machine")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert len(data["with_s"]) == len(data["without_s"]) == len(data["control_s"]) == 2
+    assert {"median", "ci_low", "ci_high"} <= set(data["overhead_pct"])
+    assert data["samplers"]
+
+
+def test_calibrate_without_any_source_is_a_user_error(monkeypatch, tmp_path):
+    from gpubench.errors import UserError
+    from gpubench.telemetry.calibrate import calibrate
+    from gpubench.telemetry.session import open_telemetry
+
+    monkeypatch.setattr(samplers_mod.CpuFreqSampler, "open", classmethod(lambda cls: (_ for _ in ()).throw(SamplerUnavailable("none"))))
+    telemetry = open_telemetry(None, root=tmp_path)
+    with pytest.raises(UserError, match="nothing to measure"):
+        calibrate(0.05, 1, telemetry=telemetry)
