@@ -289,6 +289,7 @@ def summarize(trace: Trace, bytes_moved: float | None = None, bands: Bands = Ban
     marks = trace.marks
     if not samplers or not readings or "start" not in marks:
         return out
+    out.setdefault("cool_down_wait_s", None)
     start = marks["start"]
     end = marks.get("end", readings[-1].t)
     d = derive(trace)
