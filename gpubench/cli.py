@@ -92,6 +92,8 @@ def run(
     allow_device_write: bool = typer.Option(False, "--allow-device-write", help="Allow writes when --target is a block device (destroys its data)."),
     scratch: Optional[Path] = typer.Option(None, "--scratch", metavar="DIR", help="Where cases keep their temporary files (default: $TMPDIR)."),
     telemetry: bool = typer.Option(True, "--telemetry/--no-telemetry", help="Sample power, temperature and clocks around each case."),
+    telemetry_hz: float = typer.Option(10.0, "--telemetry-hz", min=0.1, max=1000.0, help="Telemetry samples per second."),
+    telemetry_replay: Optional[Path] = typer.Option(None, "--telemetry-replay", metavar="TRACE", help="Replay a recorded telemetry trace instead of sampling (see gpubench telemetry record)."),
     cool_down: bool = typer.Option(False, "--cool-down", help="Before each case, wait until temperatures are back near idle."),
     pre_warm: bool = typer.Option(False, "--pre-warm", help="Bring the device to a steady state before measuring."),
     as_json: bool = typer.Option(False, "--json", help="Print the stored run as JSON only on stdout."),
@@ -112,6 +114,8 @@ def run(
 
     if quick and full:
         raise click_exc.UsageError("--quick and --full exclude each other")
+    if telemetry_replay is not None and not telemetry_replay.is_file():
+        raise UserError(f"--telemetry-replay {telemetry_replay}: no such trace file")
     params = parse_params(param or [])
     flags = {"verify": verify, "drop_cache": drop_cache, "vs_fio": vs_fio, "allow_device_write": allow_device_write}
     generic = params.setdefault("*", {})
@@ -126,6 +130,8 @@ def run(
         params=params,
         scratch=scratch,
         telemetry=telemetry,
+        telemetry_hz=telemetry_hz,
+        telemetry_replay=telemetry_replay,
         cool_down=cool_down,
         pre_warm=pre_warm,
     )

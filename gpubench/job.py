@@ -31,6 +31,7 @@ class JobOptions:
     scratch: Path | None = None
     telemetry: bool = True
     telemetry_hz: float = 10.0
+    telemetry_replay: Path | None = None
     cool_down: bool = False
     pre_warm: bool = False
 
@@ -113,7 +114,9 @@ def _run_all(store, run_id, planned, profile, opts, policy, progress, telemetry)
                     telemetry=telemetry,
                 )
                 on_sample: Callable[[int, Sample], None] = lambda rep, s, k=p.key, c=case: progress.sample(k, c.name, rep, s, c.unit)
-                result = CaseRun(p.key, p.benchmark, case, ctx, policy, on_sample, telemetry).run()
+                result = CaseRun(
+                    p.key, p.benchmark, case, ctx, policy, on_sample, telemetry, opts.cool_down, opts.pre_warm
+                ).run()
             store.add_result(run_id, result)
             progress.result(result)
             if result.status is ResultStatus.INTERRUPTED:
@@ -123,12 +126,10 @@ def _run_all(store, run_id, planned, profile, opts, policy, progress, telemetry)
 def _open_telemetry(profile: Profile, opts: JobOptions, progress: Progress):
     if not opts.telemetry:
         return None
+    from gpubench.telemetry.session import open_telemetry
+
     try:
-        from gpubench.telemetry.session import open_telemetry
-    except ImportError:
-        return None
-    try:
-        return open_telemetry(profile, hz=opts.telemetry_hz)
+        return open_telemetry(profile, hz=opts.telemetry_hz, replay=opts.telemetry_replay)
     except Exception as e:  # telemetry must never stop a benchmark
         progress.message(f"telemetry off: {e}")
         return None

@@ -101,21 +101,32 @@ class CaseRun:
     ctx: Context
     policy: RepeatPolicy
     on_sample: Callable[[int, Sample], None] = lambda i, s: None
-    telemetry: Any = None
+    telemetry: Any = None  # a gpubench.telemetry Telemetry, or None
+    cool_down: bool = False
+    pre_warm: bool = False
     samples: list[Sample] = field(default_factory=list)
+
+    def _window(self, measure: Callable[[], Sample]):
+        """Telemetry around the measured repetitions (pre-run, ramp-up, ..., cooldown)."""
+        if self.telemetry is None:
+            return nullcontext()
+        return self.telemetry.around(
+            f"{self.key}/{self.case.name}",
+            cool_down=self.cool_down,
+            pre_warm=measure if self.pre_warm else None,
+        )
 
     def run(self) -> Result:
         started = time.time()
         status, reason, tel = ResultStatus.OK, "", {}
-        window = self.telemetry.around(f"{self.key}/{self.case.name}") if self.telemetry else nullcontext()
         try:
             with self.bench.prepare(self.case, self.ctx) as measure:
                 for _ in range(self.policy.warmup):
                     measure()
-                with window as w:
+                with self._window(measure) as window:
                     self._repeat(measure)
-                if w is not None:
-                    tel = w.summary(bytes_moved=self._bytes_moved())
+                if window is not None:
+                    tel = window.summary(bytes_moved=self._bytes_moved())
         except Waived as e:
             status, reason = ResultStatus.WAIVED, str(e)
         except BenchFailure as e:
