@@ -77,3 +77,43 @@ def test_a_real_fio_run_is_read_back(tmp_path):
         assert out[engine].get("error") == 0, out[engine]
         assert out[engine]["read"]["ios"] > 0 and out[engine]["bw_mbps"] > 0
         assert not any(a.startswith("--filename=") for a in out[engine]["options"])
+
+
+def test_calibration_says_clearly_when_fio_is_missing(monkeypatch, tmp_path):
+    from gpubench.bench import calibrate_iouring
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(UserError, match="fio is not installed"):
+        calibrate_iouring.calibrate(0.1, 1, tmp_path)
+
+
+def test_calibration_cases_cover_one_job_and_one_per_core():
+    from gpubench.bench.calibrate_iouring import calibration_cases
+
+    cases = calibration_cases(cores=4)
+    assert [(c.pattern, c.bs, c.qd, c.direct, c.jobs, c.goal) for c in cases] == [
+        ("randread", 4096, 32, False, 1, 1.3), ("randread", 4096, 32, False, 4, 1.3),
+        ("randread", 4096, 32, True, 1, 1.0), ("randread", 4096, 32, True, 4, 1.0),
+        ("read", 131072, 8, True, 1, 0.95), ("read", 131072, 8, True, 4, 0.95),
+    ]
+
+
+@pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed")
+def test_a_tiny_interleaved_calibration(tmp_path):
+    from gpubench.bench import calibrate_iouring
+    from gpubench.bench.iofile import MEMORY_FILESYSTEMS, mount_of
+
+    from gpubench.probe.iouring import binding_selftest
+
+    if not binding_selftest().get("ring"):
+        pytest.skip("no io_uring ring can be created here")
+    mount = mount_of(tmp_path)
+    if mount is not None and mount.fstype in MEMORY_FILESYSTEMS:
+        pytest.skip("the temporary directory is in memory; O_DIRECT needs a disk")
+    case = calibrate_iouring.CalibrationCase("4 KiB randread QD4 O_DIRECT", "randread", 4096, 4, True, 1, 1.0)
+    cal = calibrate_iouring.calibrate(0.1, 2, tmp_path, 4 << 20, cases=[case])
+    (outcome,) = cal.outcomes
+    assert len(outcome.gpubench_mbps) == len(outcome.fio_mbps) == len(outcome.ratios) == 2
+    d = cal.to_dict()["cases"][0]
+    assert d["ratio_min"] <= d["ratio_median"] <= d["ratio_max"]
+    assert list(tmp_path.iterdir()) == []
