@@ -126,3 +126,5 @@ def test_snapshot_scrubs_serials(tmp_path):
     clean = scrub("/proc/driver/nvidia/gpus/0000:01:00.0/information", text).decode()
     assert "GPU-1234" not in clean and "1650" not in clean and "NVIDIA H100" in clean
     assert b"UUID=(redacted)" in scrub("/proc/cmdline", b"root=UUID=0a1b-22 ro")
+    cmdline = scrub("/proc/cmdline", b"quiet rdinit=/init -- --token s3cret\n")
+    assert cmdline == b"quiet rdinit=/init -- (init arguments redacted)\n"

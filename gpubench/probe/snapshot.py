@@ -31,9 +31,11 @@ def record(areas: Iterable[str] | None = None, hostname: bool = False) -> tuple[
 
 
 def scrub(path: str, data: bytes) -> bytes:
-    """No serial numbers or UUIDs leave the machine."""
+    """No serial numbers or UUIDs leave the machine, nor the arguments handed to init."""
     if path.endswith(".gz"):
         return data
+    if path == "/proc/cmdline" and b" -- " in data:
+        data = data.split(b" -- ", 1)[0] + b" -- (init arguments redacted)\n"
     return _FS_UUID.sub(rb"\1=(redacted)", redact(data))
 
 

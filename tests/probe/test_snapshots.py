@@ -1,0 +1,41 @@
+"""Every snapshot in probes/ answers every area, and the recorded VM says what the VM said."""
+
+from pathlib import Path
+
+import pytest
+
+from gpubench.probe import AREAS, Source, Status, probe
+
+PROBES = Path(__file__).resolve().parents[2] / "probes"
+SNAPSHOTS = sorted(p for p in PROBES.iterdir() if p.is_dir())
+
+
+def test_the_four_kinds_of_machine_are_there():
+    assert {"cpu-vm", "laptop-igpu", "nvidia-multigpu", "cxl-host"} <= {p.name for p in SNAPSHOTS}
+
+
+@pytest.mark.parametrize("snapshot", SNAPSHOTS, ids=lambda p: p.name)
+def test_every_area_answers_and_explains(snapshot):
+    assert (snapshot / "README.md").is_file()
+    profile = probe(Source(snapshot))
+    assert {c.area for c in profile.capabilities} == set(AREAS)
+    for cap in profile.capabilities:
+        assert cap.evidence, f"{snapshot.name}/{cap.name} has no evidence"
+        if cap.status is not Status.YES:
+            assert cap.why, f"{snapshot.name}/{cap.name} says {cap.status.value} without a reason"
+
+
+def test_recorded_vm(tmp_path):
+    caps = {c.name: c for c in probe(Source(PROBES / "cpu-vm")).capabilities}
+    expected = {
+        "kernel": Status.YES, "io_uring": Status.YES, "io_uring binding": Status.YES,
+        "nvidia driver": Status.NO, "gpus": Status.NO, "accelerators": Status.NO, "hmm": Status.NO,
+        "gpu p2p": Status.NO, "gpudirect storage": Status.NO,
+        "numa nodes": Status.YES, "memory tiers": Status.NO, "cxl memory": Status.NO, "iommu": Status.NO,
+    }
+    assert {name: caps[name].status for name in expected} == expected
+    assert caps["kernel"].details["config_origin"] == "/proc/config.gz"
+    assert caps["io_uring"].details["disabled"] == 0
+    assert caps["io_uring binding"].details["last_op"] == 62
+    assert "(init arguments redacted)" in caps["kernel"].details["cmdline"]
+    assert len(caps["numa nodes"].details["nodes"]) == 1
