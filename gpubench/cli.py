@@ -168,15 +168,26 @@ def _write_reports(run, directory: Path) -> list[Path]:
         raise UserError(f"results are stored, but the report could not be written to {directory}: {e.strerror or e}") from None
 
 
-# Modules that add their own commands with register(app); each keeps heavy imports inside its commands.
-COMMAND_MODULES: tuple[str, ...] = ("gpubench.cli_history", "gpubench.cli_telemetry")
+calibrate_app = typer.Typer(
+    no_args_is_help=True,
+    help="Check gpubench's own measuring loops against reference tools (fio, C) in one interleaved run on this machine.",
+)
+app.add_typer(calibrate_app, name="calibrate")
+
+# Modules that add their own commands with register(app, calibrate_app); each keeps heavy imports
+# inside its commands.
+COMMAND_MODULES: tuple[str, ...] = (
+    "gpubench.cli_history",
+    "gpubench.cli_calibrate",
+    "gpubench.cli_telemetry",
+)
 
 
 def _register_commands() -> None:
     from importlib import import_module
 
     for name in COMMAND_MODULES:
-        import_module(name).register(app)
+        import_module(name).register(app, calibrate_app)
 
 
 _register_commands()

@@ -10,10 +10,7 @@ from typing import Optional
 import typer
 
 
-def register(app: typer.Typer) -> None:
-    calibrate_app = typer.Typer(no_args_is_help=True, help="Compare gpubench's own measuring loops with reference tools on this machine.")
-    app.add_typer(calibrate_app, name="calibrate")
-
+def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
     @calibrate_app.command("iouring")
     def iouring(
         runtime: float = typer.Option(10.0, "--runtime", min=0.1, help="Seconds per measurement."),

@@ -273,7 +273,7 @@ def compare_command(
         raise typer.Exit(3)
 
 
-def register(app: typer.Typer) -> None:
+def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
     app.command("list")(list_command)
     app.command("show")(show_command)
     app.command("export")(export_command)

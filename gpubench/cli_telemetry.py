@@ -1,4 +1,4 @@
-"""Telemetry commands: `telemetry sources|record|show` and `calibrate-telemetry`."""
+"""Telemetry commands: `telemetry sources|record|show` and `calibrate telemetry`."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
     return lines
 
 
-def register(app: typer.Typer) -> None:
+def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
     telemetry_app = typer.Typer(no_args_is_help=True, help="Power and thermal telemetry: what is readable here, record a trace, summarise one.")
     app.add_typer(telemetry_app, name="telemetry")
 
@@ -123,7 +123,7 @@ def register(app: typer.Typer) -> None:
         else:
             typer.echo("\n".join(summary_lines(summary)))
 
-    @app.command("calibrate-telemetry")
+    @calibrate_app.command("telemetry")
     def calibrate_telemetry(
         seconds: float = typer.Option(0.5, "--seconds", min=0.05, help="Length of one run of the workload."),
         rounds: int = typer.Option(20, "--rounds", min=1, help="Rounds of three runs: without telemetry, with it, without it again."),

@@ -10,6 +10,8 @@ def kernel(src: Source, f: Findings):
     rel = release(src)
     f.saw("/proc/sys/kernel/osrelease", rel or "missing")
     cmdline = src.value("/proc/cmdline")
+    if cmdline is not None and " -- " in cmdline:  # what follows is init's, not the kernel's
+        cmdline = cmdline.split(" -- ", 1)[0] + " -- (init arguments not shown)"
     f.saw("/proc/cmdline", cmdline if cmdline is not None else "missing")
     cfg = kernel_config(src)
     f.saw("kernel config", cfg.origin or f"not found ({cfg.problem or 'no /proc/config.gz, no /boot/config-RELEASE'})")

@@ -69,7 +69,7 @@ def test_sources_json_lists_every_sampler(runner):
 
 
 def test_calibrate_json_reports_overhead_and_control(runner):
-    res = runner.invoke(app, ["calibrate-telemetry", "--seconds", "0.05", "--rounds", "2", "--hz", "20", "--json"])
+    res = runner.invoke(app, ["calibrate", "telemetry", "--seconds", "0.05", "--rounds", "2", "--hz", "20", "--json"])
     if res.exit_code != 0 and "nothing to measure" in str(res.exception):
         pytest.skip("no telemetry source readable on this machine")
     assert res.exit_code == 0, res.output
