@@ -26,17 +26,17 @@ class RepeatPolicy:
     """Warm up, then repeat while the relative spread (IQR / median) is above the target, up to a cap."""
 
     warmup: int = 1
-    min_reps: int = 3
-    max_reps: int = 10
+    min_reps: int = 5  # 5 against 5 is the fewest that lets the rank test of `compare` reach p < 0.01
+    max_reps: int = 15
     target_spread: float = 0.05
     case_timeout_s: float = 300.0
 
     @classmethod
     def for_size(cls, size: str) -> RepeatPolicy:
         if size == "quick":
-            return cls(warmup=1, min_reps=3, max_reps=5, target_spread=0.10, case_timeout_s=60.0)
+            return cls(warmup=1, min_reps=5, max_reps=7, target_spread=0.10, case_timeout_s=60.0)
         if size == "full":
-            return cls(warmup=2, min_reps=5, max_reps=30, target_spread=0.03, case_timeout_s=1200.0)
+            return cls(warmup=2, min_reps=10, max_reps=30, target_spread=0.03, case_timeout_s=1200.0)
         return cls()
 
 

@@ -161,7 +161,7 @@ def comparison_table(comparison: Comparison) -> Table:
     table = Table(title=title, expand=False)
     for name, justify in (("benchmark", "left"), ("case", "left"), ("unit", "left"), ("base", "right"), ("new", "right"),
                           ("change", "right"), ("95% CI", "right"), ("p", "right"), ("verdict", "left"), ("note", "left")):
-        table.add_column(name, justify=justify, no_wrap=name not in ("note", "case"))
+        table.add_column(name, justify=justify, no_wrap=name != "note")
     for case in comparison.cases:
         table.add_row(
             case.benchmark,

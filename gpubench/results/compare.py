@@ -103,15 +103,14 @@ def compare_case(base: Result | None, new: Result | None, threshold: float) -> C
     if smallest_p >= ALPHA:
         return verdict(
             Verdict.SAME,
-            f"too few samples ({len(base.samples)} vs {len(new.samples)}) for the rank test to reach p < {ALPHA:g} "
-            f"(smallest possible p = {smallest_p:.3g}): called same",
+            f"too few samples to tell ({len(base.samples)} vs {len(new.samples)}: p can't go below {smallest_p:.2g})",
             **numbers,
         )
     if p_value < ALPHA and (improved or degraded):
         return verdict(Verdict.BETTER if improved else Verdict.WORSE, f"{effect} beyond the {threshold:.1%} threshold, p = {p_value:.3g}", **numbers)
     if p_value < ALPHA:
-        return verdict(Verdict.SAME, f"significant, but {effect} is within the {threshold:.1%} threshold", **numbers)
-    return verdict(Verdict.SAME, f"not significant: {effect} is within the noise", **numbers)
+        return verdict(Verdict.SAME, f"significant, but within the {threshold:.0%} threshold", **numbers)
+    return verdict(Verdict.SAME, "within the noise", **numbers)
 
 
 def _params_difference(base: dict, new: dict) -> str:

@@ -48,7 +48,7 @@ def test_noise_from_one_distribution_is_same() -> None:
     assert case.verdict is Verdict.SAME
     assert case.p_value > 0.05
     assert case.ci_low < 1.0 < case.ci_high
-    assert "not significant" in case.note
+    assert "within the noise" in case.note
 
 
 def test_significant_but_below_threshold_is_same() -> None:
