@@ -55,7 +55,7 @@ def test_significant_but_below_threshold_is_same() -> None:
     case = _one(build_result(samples=noisy(1000.0, spread=0.001, seed=1)), build_result(samples=noisy(980.0, spread=0.001, seed=2)))
     assert case.p_value < 0.05
     assert case.verdict is Verdict.SAME
-    assert "within the 5.0% threshold" in case.note
+    assert "within the 5% threshold" in case.note
     # the same change counts with a smaller threshold
     assert _one(case.base, case.new, threshold=0.01).verdict is Verdict.WORSE
 
