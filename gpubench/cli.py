@@ -179,6 +179,7 @@ app.add_typer(calibrate_app, name="calibrate")
 COMMAND_MODULES: tuple[str, ...] = (
     "gpubench.cli_history",
     "gpubench.cli_calibrate",
+    "gpubench.cli_calibrate_memtier",
     "gpubench.cli_telemetry",
 )
 

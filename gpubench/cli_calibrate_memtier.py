@@ -1,4 +1,4 @@
-"""`gpubench calibrate-memtier`: memtier's triad and pointer chase against a C reference built here."""
+"""`gpubench calibrate memtier`: memtier's triad and pointer chase against a C reference built here."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from gpubench.errors import UserError
 def calibrate_memtier_command(
     size: float = typer.Option(256, "--size", metavar="MiB", help="Each triad array and the chase buffer, in MiB (far above the last-level cache)."),
     threads: Optional[int] = typer.Option(None, "--threads", metavar="N", help="Triad threads (default: every CPU of the first CPU node)."),
-    rounds: int = typer.Option(5, "--rounds", metavar="N", help="Interleaved rounds; the table gives the median and range of the per-round ratios."),
+    rounds: int = typer.Option(5, "--rounds", metavar="N", help="Interleaved rounds; the table gives the median, quartiles and range of the per-round ratios."),
     hops: int = typer.Option(5_000_000, "--hops", metavar="N", help="Dependent loads per chase measurement."),
     best_of: int = typer.Option(5, "--best-of", metavar="K", help="Triad passes per measurement; the fastest counts, as in STREAM."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only on stdout."),
@@ -29,7 +29,7 @@ def calibrate_memtier_command(
     from gpubench.report.terminal import stderr_console
 
     if hops < 1 or best_of < 1:
-        raise UserError("calibrate-memtier: --hops and --best-of must be at least 1")
+        raise UserError("calibrate memtier: --hops and --best-of must be at least 1")
     console = stderr_console()
     profile = probe(Source("/"), ["cxl"])
     result = calibrate(profile, size_mib=size, threads=threads, rounds=rounds, hops=hops, best_of=best_of,
@@ -53,16 +53,17 @@ def _print_table(result) -> None:  # type: ignore[no-untyped-def]
         ),
         title_justify="left",
     )
-    for column in ("measure", "gpubench (median)", "C (median)", "ratio median", "ratio range", "goal", "met"):
+    for column in ("measure", "gpubench (median)", "C (median)", "ratio", "ratio IQR", "ratio range", "goal", "met"):
         table.add_column(column, justify="left" if column in ("measure", "goal") else "right")
     for row in result.rows:
-        ratios = row.ratios
+        q1, q3 = row.ratio_quartiles
         table.add_row(
-            f"{row.name}\n[dim]{row.gpubench_variant} / {row.c_variant}[/dim]",
+            f"{row.name}\n[dim]{row.gpubench_variant}\nvs {row.c_variant}[/dim]",
             f"{statistics.median(row.gpubench):.2f} {row.unit}",
             f"{statistics.median(row.c):.2f} {row.unit}",
             f"{row.ratio:.3f}",
-            f"{min(ratios):.3f}-{max(ratios):.3f}",
+            f"{q1:.3f}-{q3:.3f}",
+            f"{min(row.ratios):.3f}-{max(row.ratios):.3f}",
             row.goal,
             "yes" if row.met else "NO",
         )
@@ -73,5 +74,5 @@ def _print_table(result) -> None:  # type: ignore[no-untyped-def]
         console.print(f"placement, {side}: {how}")
 
 
-def register(app: typer.Typer) -> None:
-    app.command("calibrate-memtier")(calibrate_memtier_command)
+def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
+    calibrate_app.command("memtier")(calibrate_memtier_command)

@@ -59,6 +59,14 @@ class Row:
         return statistics.median(self.ratios)
 
     @property
+    def ratio_quartiles(self) -> tuple[float, float]:
+        """(q1, q3) of the per-round ratios: the spread the table shows."""
+        if len(self.ratios) < 2:
+            return self.ratio, self.ratio
+        q1, _, q3 = statistics.quantiles(self.ratios, n=4, method="inclusive")
+        return q1, q3
+
+    @property
     def met(self) -> bool:
         if self.unit == "ns":
             return abs(self.ratio - 1.0) <= LATENCY_GOAL
@@ -76,6 +84,8 @@ class Row:
             "c_median": statistics.median(self.c),
             "ratios": list(self.ratios),
             "ratio_median": self.ratio,
+            "ratio_q1": self.ratio_quartiles[0],
+            "ratio_q3": self.ratio_quartiles[1],
             "ratio_min": min(self.ratios),
             "ratio_max": max(self.ratios),
             "goal": self.goal,
@@ -120,7 +130,7 @@ def c_source() -> str:
 def compiler() -> str:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
-        raise UserError("calibrate-memtier needs a C compiler: none found as cc or gcc (apt: gcc)")
+        raise UserError("calibrate memtier needs a C compiler: none found as cc or gcc (apt: gcc)")
     return cc
 
 
@@ -133,7 +143,7 @@ def build_reference(workdir: Path) -> tuple[Path, str]:
     done = subprocess.run([cc, *CFLAGS, str(source), "-o", str(program)], capture_output=True, text=True)
     if done.returncode != 0:
         first = (done.stderr.strip().splitlines() or ["no message"])[0]
-        raise UserError(f"calibrate-memtier: {cc} {' '.join(CFLAGS)} failed: {first}")
+        raise UserError(f"calibrate memtier: {cc} {' '.join(CFLAGS)} failed: {first}")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout.splitlines()
     return program, f"{cc} {' '.join(CFLAGS)} ({version[0] if version else 'version unknown'})"
 
@@ -213,9 +223,9 @@ def calibrate(
 ) -> Calibration:
     """Measure gpubench's triad and chase against the C reference in one interleaved run."""
     if rounds < 1:
-        raise UserError("calibrate-memtier: --rounds must be at least 1")
+        raise UserError("calibrate memtier: --rounds must be at least 1")
     if size_mib <= 0:
-        raise UserError("calibrate-memtier: --size must be larger than zero")
+        raise UserError("calibrate memtier: --size must be larger than zero")
     topo = memtier.topology(profile)
     cpu_node = topo.cpu_nodes[0]
     options = {
@@ -229,7 +239,7 @@ def calibrate(
     }
     if threads is not None:
         if threads < 1:
-            raise UserError("calibrate-memtier: --threads must be at least 1")
+            raise UserError("calibrate memtier: --threads must be at least 1")
         options["threads"] = str(threads)
     bench = memtier.MemTier()
     streaming = {c.params["kernel"]: c for c in bench.cases(profile, "default", {**options, "stores": "streaming"})}
@@ -285,8 +295,8 @@ def calibrate(
 
     variant = ref.streaming
     rows = (
-        Row("triad, streaming stores", "GB/s", "numba, !nontemporal 64-byte stores", f"gcc, {variant}", *_pair(values["triad streaming"]), f">= {TRIAD_GOAL}x C"),
-        Row("triad, plain stores", "GB/s", "numba, plain loop", "gcc, plain loop (auto-vectorised)", *_pair(values["triad plain"]), f">= {TRIAD_GOAL}x C"),
+        Row("triad, streaming stores", "GB/s", "numba, nontemporal 64 B stores", f"gcc, {variant}", *_pair(values["triad streaming"]), f">= {TRIAD_GOAL}x C"),
+        Row("triad, plain stores", "GB/s", "numba, plain loop", "gcc, plain loop", *_pair(values["triad plain"]), f">= {TRIAD_GOAL}x C"),
         Row("pointer chase", "ns", "numba, uint64 index", "gcc, uint64 index", *_pair(values["chase"]), f"within {LATENCY_GOAL:.0%} of C"),
     )
     return Calibration(

@@ -225,22 +225,17 @@ def test_calibration_builds_the_c_reference_and_compares_both_sides(tmp_path):
 
 def test_calibrate_memtier_command_prints_json_only_and_refuses_bad_input():
     import json
-
-    import typer
-    from typer.testing import CliRunner
-
-    from gpubench import cli_calibrate_memtier
-
-    app = typer.Typer()
-    cli_calibrate_memtier.register(app)
-    app.command("noop")(lambda: None)  # two commands, so the command name is required as in gpubench
-    runner = CliRunner()
-    bad = runner.invoke(app, ["calibrate-memtier", "--rounds", "0"])
-    assert bad.exit_code != 0 and isinstance(bad.exception, UserError) and "--rounds" in str(bad.exception)
     import shutil
 
+    from typer.testing import CliRunner
+
+    from gpubench.cli import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["calibrate", "memtier", "--rounds", "0"])
+    assert bad.exit_code != 0 and isinstance(bad.exception, UserError) and "--rounds" in str(bad.exception)
     if not (shutil.which("cc") or shutil.which("gcc")):
         pytest.skip("no C compiler (apt: gcc)")
-    ok = runner.invoke(app, ["calibrate-memtier", "--size", "1", "--threads", "1", "--rounds", "1", "--hops", "1000", "--best-of", "1", "--json"])
+    ok = runner.invoke(app, ["calibrate", "memtier", "--size", "1", "--threads", "1", "--rounds", "1", "--hops", "1000", "--best-of", "1", "--json"])
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)["rows"][0]["name"] == "triad, streaming stores"

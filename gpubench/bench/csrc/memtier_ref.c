@@ -1,4 +1,4 @@
-/* C reference for `gpubench calibrate-memtier`: STREAM triad (plain and streaming stores) and a
+/* C reference for `gpubench calibrate memtier`: STREAM triad (plain and streaming stores) and a
  * dependent-load pointer chase, built the same way as gpubench's numba kernels so that the two can
  * be compared like with like.
  *
