@@ -15,12 +15,10 @@ streaming-store intrinsic, and both plain loops.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import statistics
 import subprocess
 import tempfile
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib import resources
@@ -28,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gpubench.bench import memtier, numa
-from gpubench.bench.interface import BenchFailure, Context, Sample, Waived
+from gpubench.bench.interface import BenchFailure, Context, Sample
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
 

@@ -443,16 +443,19 @@ class _Binder:
         maps_fractions = []
         policies = set()
         for buf in buffers:
-            placed = buf.placement(max_samples=4096)
+            placed = numa.placement(buf.address, buf.nbytes, self.node, max_samples=4096)
             checked += placed.pages_checked
             on_node += placed.on_node
             described.append(placed.describe())
+            mode, nodes = numa.policy_at(buf.address)
+            policies.add(f"{mode}:{','.join(map(str, nodes))}" if nodes else mode)  # as numa_maps writes it
             entry = numa.numa_maps_entry(buf.address)
             if entry is not None:
                 maps_fractions.append(entry.fraction_on(self.node))
                 policies.add(entry.policy)
         fraction = on_node / checked if checked else 0.0
-        maps_ok = all(f == 1.0 for f in maps_fractions) and policies <= {f"bind:{self.node}"}
+        # get_mempolicy and numa_maps both name the policy ("bind:1"); every page must be on the node
+        maps_ok = all(f == 1.0 for f in maps_fractions) and policies == {f"bind:{self.node}"}
         verified = checked > 0 and on_node == checked and maps_ok
         metrics = {"placement_verified": 1.0 if verified else 0.0, "pages_on_node_fraction": fraction}
         if maps_fractions:
@@ -460,8 +463,8 @@ class _Binder:
         if verified:
             placement = "mbind verified via move_pages" + (" and numa_maps" if maps_fractions else "")
         else:
-            placement = f"unverified: {'; '.join(described)}; numa_maps policy {', '.join(sorted(policies)) or 'unread'}"
-        return metrics, {"placement": placement, "pages": "; ".join(described), "numa_maps_policy": sorted(policies)}
+            placement = f"unverified: {'; '.join(described)}; policy {', '.join(sorted(policies))}"
+        return metrics, {"placement": placement, "pages": "; ".join(described), "policy": sorted(policies)}
 
 
 @contextmanager

@@ -193,23 +193,11 @@ def set_membind(node: int) -> None:
     calls().set_mempolicy(MPOL_BIND, _mask([node]), _MASK_BITS + 1)
 
 
-def reset_mempolicy() -> None:
-    """Back to the default policy (allocate on the node of the CPU that first touches)."""
-    calls().set_mempolicy(MPOL_DEFAULT, None, 0)
-
-
 def policy_at(address: int) -> tuple[str, list[int]]:
     """The memory policy of the mapping holding `address`: ("bind", [1]), ("default", [])."""
     mode, mask = ctypes.c_int(0), _mask(())
     calls().get_mempolicy(mode, mask, _MASK_BITS, address, MPOL_F_ADDR)
     return POLICY_NAMES.get(mode.value & 0xFF, f"mode {mode.value}"), _nodes_of(mask)
-
-
-def node_of_page(address: int) -> int:
-    """The node holding the page at `address` (faulting it in if it was never touched)."""
-    node = ctypes.c_int(-1)
-    calls().get_mempolicy(node, None, 0, address, MPOL_F_NODE | MPOL_F_ADDR)
-    return node.value
 
 
 def placement(address: int, length: int, node: int, max_samples: int = 16384) -> Placement:

@@ -173,6 +173,23 @@ def test_a_case_for_a_node_this_machine_lacks_fails_instead_of_running_elsewhere
             pass
 
 
+def test_pages_without_a_binding_are_not_called_verified():
+    try:
+        node = numa.allowed_nodes()[0]
+    except numa.NumaError as e:
+        pytest.skip(f"no memory policies here: {e}")
+    binder = memtier._Binder(node, single_node=True)
+    with numa.NodeBuffer(1 << 20, None, hugepages=False) as unbound:
+        metrics, facts = binder.check([unbound])  # never touched: no page anywhere yet
+        assert metrics["placement_verified"] == 0.0 and metrics["pages_on_node_fraction"] == 0.0
+        view = np.frombuffer(unbound.map, dtype=np.uint8)
+        view[:] = 1
+        metrics, facts = binder.check([unbound])  # on the node, but only by chance: no binding
+        del view
+    assert metrics["placement_verified"] == 0.0 and metrics["pages_on_node_fraction"] == 1.0
+    assert facts["placement"].startswith("unverified: 256/256 sampled pages on node") and facts["placement"].endswith("policy default")
+
+
 def test_tiny_real_run_measures_every_kernel_with_verified_placement(tmp_path):
     try:
         numa.allowed_nodes()
