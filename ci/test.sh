@@ -5,9 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System tools the tests use for real: fio (io_uring cross-check), libnuma/numactl (memory
-# tiers), Chromium (HTML reports rendered headless). Installed when missing and we may.
+# System tools the tests use for real: fio (io_uring cross-check), a C compiler (memtier's C
+# reference), libnuma/numactl (memory tiers), Chromium (HTML reports rendered headless). Installed when missing and we may.
 need=()
+command -v cc >/dev/null && [ -e /usr/include/stdio.h ] || need+=(gcc libc6-dev)
 command -v fio >/dev/null || need+=(fio)
 command -v numactl >/dev/null || need+=(numactl)
 ldconfig -p 2>/dev/null | grep -q 'libnuma\.so\.1' || need+=(libnuma1)
