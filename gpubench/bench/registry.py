@@ -11,6 +11,10 @@ BENCHMARKS: dict[str, str] = {
     "memtier": "gpubench.bench.memtier:MemTier",
     "iouring": "gpubench.bench.iouring:IoUring",
     "psync": "gpubench.bench.iouring:Psync",
+    "memcpy": "gpubench.bench.memcpy:Memcpy",
+    "p2p": "gpubench.bench.p2p:P2P",
+    "gds": "gpubench.bench.gds:Gds",
+    "hmm": "gpubench.bench.hmm:Hmm",
 }
 
 

@@ -1,0 +1,399 @@
+"""gds: file <-> GPU memory through KvikIO's CuFile, and the path that really carried the bytes.
+
+Cases, per size, KvikIO thread count and task size:
+  read-cold   CuFile.read into GPU memory after the file's page cache was dropped
+              (fdatasync, then posix_fadvise(POSIX_FADV_DONTNEED) on the file)
+  read-warm   the same with the file in the page cache (read once untimed beforehand)
+  write       CuFile.write from GPU memory, then fsync, both timed
+and per size the baseline without KvikIO:
+  baseline-read-cold / -warm   POSIX preadv into pinned host memory, then a host-to-device copy
+
+Which path ran is read from KvikIO itself, never guessed: KvikIO's compatibility mode
+(defaults.is_compat_mode_preferred, or defaults.get("compat_mode") / compat_mode() on older
+releases) means "posix-compat" (KvikIO's own POSIX reads and a bounce buffer); otherwise cuFile
+carries the I/O, and cuFile's driver properties (is_gds_available: nvidia-fs is loaded and the
+driver open) tell "gds" from "cufile-compat" (cuFile's own compatibility mode). The result's extra
+also names the file system, KvikIO's version, the thread count and task size KvikIO reports back,
+and the nvidia-fs version cuFile reports. With O_DIRECT (real GDS) the page cache is not used, so
+cold and warm should agree there.
+
+The scratch file lives in the case's scratch directory, or in --target / --param gds.target (a
+directory), and is removed afterwards. `--drop-cache` keeps only the cold reads.
+
+One repetition is `iterations` transfers of the whole size; its value is their median GB/s.
+
+Parameters (--param gds.NAME=VALUE):
+  sizes       transfer (and file) sizes, multiples of 4 KiB (default 256M,1G; quick 64M;
+              full 64M,256M,1G,4G)
+  threads     KvikIO thread-pool sizes (default 1,4,16; quick 4; full 1,4,8,16,32)
+  task_sizes  KvikIO task sizes (default 4M; full 1M,4M,16M)
+  ops         any of read,write (default both)
+  caches      any of cold,warm for reads (default both)
+  baseline    also run the POSIX + copy baseline (default true)
+  iterations  transfers per repetition (default 5; quick 3)
+  gpu         the GPU in the probe's PCI order (default 0)
+  target      a directory on the file system to measure (default: the scratch directory)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterator
+
+from gpubench.bench import gpu_common as g
+from gpubench.bench.interface import BenchFailure, Case, Context, Sample, Waived
+from gpubench.errors import UserError
+from gpubench.probe.model import Profile
+
+BENCH = "gds"
+OPTIONS = ("sizes", "threads", "task_sizes", "ops", "caches", "baseline", "iterations", "gpu", "target")
+OPS = ("read", "write")
+CACHES = ("cold", "warm")
+MAX_THREADS = 1024
+DEFAULT_SIZES = {"quick": [64 * g.MIB], "default": [256 * g.MIB, g.GIB], "full": [64 * g.MIB, 256 * g.MIB, g.GIB, 4 * g.GIB]}
+DEFAULT_THREADS = {"quick": [4], "default": [1, 4, 16], "full": [1, 4, 8, 16, 32]}
+DEFAULT_TASK_SIZES = {"quick": [4 * g.MIB], "default": [4 * g.MIB], "full": [g.MIB, 4 * g.MIB, 16 * g.MIB]}
+DEFAULT_ITERATIONS = {"quick": 3, "default": 5, "full": 5}
+FILL_CHUNK = 16 * g.MIB
+PATHS = ("gds", "cufile-compat", "posix-compat", "unknown")
+# KvikIO's own round-trip benchmark (python -m ...), for comparing read GB/s on the same file system
+KVIKIO_BENCHMARK_MODULES = ("kvikio.benchmarks.single_node_io",)
+
+
+# --- KvikIO, read through its documented settings --------------------------------------------
+
+def kvikio_compat(defaults: Any) -> bool | None:
+    """Whether KvikIO runs in its POSIX compatibility mode: is_compat_mode_preferred() (24.12+),
+    else the compat_mode setting (a bool on old releases, CompatMode ON/OFF/AUTO later)."""
+    if hasattr(defaults, "is_compat_mode_preferred"):
+        return bool(defaults.is_compat_mode_preferred())
+    value = defaults.get("compat_mode") if hasattr(defaults, "get") else defaults.compat_mode()
+    if isinstance(value, bool):
+        return value
+    name = str(getattr(value, "name", value)).upper().rsplit(".", 1)[-1]
+    return {"ON": True, "OFF": False}.get(name)
+
+
+def kvikio_setting(defaults: Any, name: str) -> Any:
+    """A KvikIO setting ("num_threads", "task_size") under 25.x's get() or 24.x's functions."""
+    if hasattr(defaults, "get"):
+        return defaults.get(name)
+    legacy = {"num_threads": "get_num_threads", "task_size": "task_size"}[name]
+    return getattr(defaults, legacy)()
+
+
+def kvikio_settings(defaults: Any, num_threads: int, task_size: int) -> Any:
+    """A context manager applying the thread count and task size, restoring them on exit:
+    defaults.set({...}) on 25.x, set_num_threads / set_task_size context managers on 24.x."""
+    if hasattr(defaults, "set"):
+        return defaults.set({"num_threads": num_threads, "task_size": task_size})
+    stack = ExitStack()
+    stack.enter_context(defaults.set_num_threads(num_threads))
+    stack.enter_context(defaults.set_task_size(task_size))
+    return stack
+
+
+def cufile_properties(kvikio: Any) -> dict[str, Any]:
+    """cuFile's driver properties as KvikIO exposes them; {} when cuFile cannot be asked."""
+    try:
+        module = kvikio.cufile_driver
+        props = getattr(module, "properties", None) or module.DriverProperties()
+    except Exception:
+        return {}
+    out: dict[str, Any] = {}
+    for key, attr in (("gds_available", "is_gds_available"), ("allow_compat_mode", "allow_compat_mode"),
+                      ("nvfs_major", "major_version"), ("nvfs_minor", "minor_version")):
+        try:
+            value = getattr(props, attr)
+            out[key] = value() if callable(value) else value
+        except Exception:
+            continue
+    return out
+
+
+def io_path(compat: bool | None, gds_available: bool | None) -> str:
+    """The path KvikIO's own answers imply: posix-compat, gds, cufile-compat, or unknown."""
+    if compat is None:
+        return "unknown"
+    if compat:
+        return "posix-compat"
+    if gds_available:
+        return "gds"
+    return "cufile-compat" if gds_available is False else "unknown"
+
+
+def parse_kvikio_report(text: str) -> dict[str, float]:
+    """GB/s (1e9 B/s) of each 'API op | N UNIT/s' line of KvikIO's single-node benchmark."""
+    units = {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
+             "kiB": 1 << 10, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+    out = {}
+    for m in re.finditer(r"^(\S+ (?:read|write))\s*\|\s*([\d.]+)\s*([kKMGT]?i?B)/s", text, re.MULTILINE):
+        if m.group(3) in units:
+            out[m.group(1)] = float(m.group(2)) * units[m.group(3)] / 1e9
+    return out
+
+
+def filesystem_of(path: Path) -> str | None:
+    """The type of the file system holding `path`, from the longest matching /proc/self/mounts entry."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    best, fstype = "", None
+    target = str(path.resolve())
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount = fields[1].replace("\\040", " ")
+        if (target == mount or target.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
+            best, fstype = mount, fields[2]
+    return fstype
+
+
+# --- planning --------------------------------------------------------------------------------
+
+def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
+    g.check_options(BENCH, options, OPTIONS)
+    gpus = g.nvidia_gpus(profile)
+    if not gpus:
+        raise UserError(f"{BENCH}: the probe found no NVIDIA GPU")
+    sizes = g.parse_sizes(BENCH, "sizes", options["sizes"], g.PATTERN_BYTES) if "sizes" in options else DEFAULT_SIZES[size]
+    threads = g.parse_ints(BENCH, "threads", options["threads"], 1, MAX_THREADS) if "threads" in options else DEFAULT_THREADS[size]
+    task_sizes = g.parse_sizes(BENCH, "task_sizes", options["task_sizes"], g.PATTERN_BYTES) if "task_sizes" in options else DEFAULT_TASK_SIZES[size]
+    ops = g.parse_choices(BENCH, "ops", options["ops"], OPS) if "ops" in options else list(OPS)
+    if "caches" in options:
+        caches = g.parse_choices(BENCH, "caches", options["caches"], CACHES)
+    elif "drop_cache" in options and g.parse_bool(BENCH, "drop_cache", options["drop_cache"]):
+        caches = ["cold"]
+    else:
+        caches = list(CACHES)
+    baseline = g.parse_bool(BENCH, "baseline", options["baseline"]) if "baseline" in options else True
+    iterations = g.parse_int(BENCH, "iterations", options["iterations"], 1, 10_000) if "iterations" in options else DEFAULT_ITERATIONS[size]
+    gpu = g.parse_gpus(BENCH, "gpu", options["gpu"], gpus)[0] if "gpu" in options else 0
+    target = options.get("target") or None
+    if target is not None and not Path(target).is_dir():
+        raise UserError(f"{BENCH}: target {target}: not a directory (gds writes its own scratch file there)")
+
+    common = {**g.gpu_params(gpus[gpu]), "iterations": iterations, "target": target,
+              "probe_path": profile.detail("gpudirect storage", "path")}
+    cases = []
+    for nbytes in sizes:
+        for nthreads in threads:
+            for task in task_sizes:
+                tail = f"{g.format_size(nbytes)}-t{nthreads}-ts{g.format_size(task)}"
+                knobs = {"size": nbytes, "threads": nthreads, "task_size": task}
+                if "read" in ops:
+                    for cache in caches:
+                        cases.append(Case(f"read-{cache}-{tail}", {**common, **knobs, "op": "read", "cache": cache, "engine": "kvikio"}, "GB/s"))
+                if "write" in ops:
+                    cases.append(Case(f"write-{tail}", {**common, **knobs, "op": "write", "cache": None, "engine": "kvikio", "includes_fsync": True}, "GB/s"))
+        if baseline and "read" in ops:
+            for cache in caches:
+                params = {**common, "size": nbytes, "threads": 1, "task_size": None, "op": "read", "cache": cache, "engine": "posix-pinned-h2d"}
+                cases.append(Case(f"baseline-read-{cache}-{g.format_size(nbytes)}", params, "GB/s"))
+    if not cases:
+        raise UserError(f"{BENCH}: nothing to measure for ops={','.join(ops)}")
+    return cases
+
+
+class Gds:
+    key: ClassVar[str] = "gds"
+    description: ClassVar[str] = (
+        "KvikIO CuFile reads (cold and warm page cache) and writes between a file and GPU memory over sizes, "
+        "thread counts and task sizes, naming the path KvikIO took (GDS, cuFile compat, POSIX compat); "
+        "baseline: POSIX read into pinned memory plus a host-to-device copy"
+    )
+
+    def requires(self, profile: Profile) -> str | None:
+        reason = g.gpu_waiver(profile, 1)
+        if reason:
+            return reason
+        if profile.detail("gpudirect storage", "kvikio") is False:
+            return f"KvikIO is not installed (probe: gpudirect storage, kvikio = no): {g.INSTALL_HINT}"
+        return g.kvikio_missing()
+
+    def cases(self, profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
+        return plan(profile, size, options)
+
+    @contextmanager
+    def prepare(self, case: Case, ctx: Context) -> Iterator[Callable[[], Sample]]:
+        p = case.params
+        cp = g.load_cupy()
+        kvikio = _load_kvikio() if p["engine"] == "kvikio" else None
+        ordinal = g.cuda_ordinal(cp, p["gpu_pci"], p["gpu"])
+        directory = Path(p["target"]) if p["target"] else ctx.scratch
+        if not directory.is_dir():
+            raise BenchFailure(f"{directory}: not a directory")
+        with ExitStack() as stack:
+            stack.enter_context(cp.cuda.Device(ordinal))
+            stack.callback(cp.get_default_memory_pool().free_all_blocks)
+            path = directory / f"gpubench-gds-{os.getpid()}.bin"
+            stack.callback(_remove, path)
+            _write_file(path, int(p["size"]))
+            extra = {**g.device_facts(cp, ordinal), "filesystem": filesystem_of(directory), "engine": p["engine"], "timer": "wall"}
+            if kvikio is None:
+                yield _baseline(cp, path, p, extra, stack)
+            else:
+                yield _kvikio_case(cp, kvikio, path, p, extra, stack)
+
+
+def _load_kvikio() -> Any:
+    try:
+        import kvikio
+        import kvikio.defaults  # noqa: F401
+    except ImportError:
+        raise Waived(f"KvikIO is not installed: {g.INSTALL_HINT}") from None
+    except Exception as e:
+        raise Waived(f"KvikIO does not load: {type(e).__name__}: {e}") from None
+    try:
+        import kvikio.cufile_driver  # noqa: F401  (absent from old releases; path then reads 'unknown')
+    except Exception:
+        pass
+    return kvikio
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _write_file(path: Path, nbytes: int) -> None:
+    """The scratch file: the 4 KiB pattern repeated, on stable storage."""
+    import numpy as np
+
+    chunk = np.tile(g.pattern(np), min(nbytes, FILL_CHUNK) // g.PATTERN_BYTES).tobytes()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as e:
+        raise BenchFailure(f"cannot create the scratch file {path}: {e.strerror}") from None
+    try:
+        written = 0
+        while written < nbytes:
+            n = os.write(fd, chunk[: min(len(chunk), nbytes - written)])
+            written += n
+        os.fsync(fd)
+    except OSError as e:
+        raise BenchFailure(f"cannot write the scratch file {path} ({nbytes} bytes): {e.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def drop_page_cache(path: Path) -> None:
+    """Evict the file's pages from the page cache (clean pages only, so flush first)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _warm_page_cache(path: Path) -> None:
+    with open(path, "rb", buffering=0) as f:
+        while f.read(FILL_CHUNK):
+            pass
+
+
+def _check_device(cp: Any, np: Any, buf: Any, nbytes: int, name: str) -> None:
+    g.check_copy(np, name, cp.asnumpy(buf[: g.PATTERN_BYTES]), cp.asnumpy(buf[nbytes - g.PATTERN_BYTES: nbytes]))
+
+
+def _kvikio_case(cp: Any, kvikio: Any, path: Path, p: dict[str, Any], extra: dict[str, Any], stack: ExitStack) -> Callable[[], Sample]:
+    import numpy as np
+
+    nbytes, iterations = int(p["size"]), int(p["iterations"])
+    defaults = kvikio.defaults
+    stack.enter_context(kvikio_settings(defaults, int(p["threads"]), int(p["task_size"])))
+    compat = kvikio_compat(defaults)
+    props = cufile_properties(kvikio) if not compat else {}
+    extra = {
+        **extra,
+        "path": io_path(compat, props.get("gds_available")),
+        "kvikio_version": getattr(kvikio, "__version__", None),
+        "kvikio_compat_mode": compat,
+        "kvikio_num_threads": kvikio_setting(defaults, "num_threads"),
+        "kvikio_task_size": kvikio_setting(defaults, "task_size"),
+        "cufile": props,
+        "probe_path": p["probe_path"],
+    }
+    buf = cp.zeros(nbytes, dtype=cp.uint8)
+    if p["op"] == "write":
+        buf.reshape(-1, g.PATTERN_BYTES)[:] = cp.asarray(g.pattern(np))
+        handle = kvikio.CuFile(path, "r+")
+        stack.callback(handle.close)
+
+        def write() -> None:
+            done = handle.write(buf)
+            os.fsync(handle.fileno())
+            if done != nbytes:
+                raise BenchFailure(f"KvikIO wrote {done} of {nbytes} bytes")
+
+        write()
+        return lambda: g.bandwidth_sample(nbytes, g.wall_intervals(write, iterations), extra)
+
+    handle = kvikio.CuFile(path, "r")
+    stack.callback(handle.close)
+
+    def read() -> None:
+        done = handle.read(buf)
+        if done != nbytes:
+            raise BenchFailure(f"KvikIO read {done} of {nbytes} bytes")
+
+    before = (lambda: drop_page_cache(path)) if p["cache"] == "cold" else None
+    if before is None:
+        _warm_page_cache(path)
+    read()
+    _check_device(cp, np, buf, nbytes, f"KvikIO read ({extra['path']})")
+    return lambda: g.bandwidth_sample(nbytes, g.wall_intervals(read, iterations, before), extra)
+
+
+def _baseline(cp: Any, path: Path, p: dict[str, Any], extra: dict[str, Any], stack: ExitStack) -> Callable[[], Sample]:
+    import numpy as np
+
+    nbytes, iterations = int(p["size"]), int(p["iterations"])
+    pinned = g.PinnedHost(cp, nbytes)
+    stack.callback(pinned.close)
+    host = memoryview(pinned.numpy())
+    dev = cp.zeros(nbytes, dtype=cp.uint8)
+    stream = cp.cuda.Stream(non_blocking=True)
+    h2d = g.runtime_constant(cp, "memcpyHostToDevice", g.MEMCPY_HOST_TO_DEVICE)
+    fd = os.open(path, os.O_RDONLY)
+    stack.callback(os.close, fd)
+    extra = {**extra, "path": "posix-pinned-h2d"}
+    phases: dict[str, list[float]] = {"read_s": [], "h2d_s": []}
+
+    def read_and_copy() -> None:
+        t0 = time.perf_counter()
+        done = 0
+        while done < nbytes:
+            n = os.preadv(fd, [host[done:]], done)
+            if n <= 0:
+                raise BenchFailure(f"{path}: short read at {done} of {nbytes} bytes")
+            done += n
+        t1 = time.perf_counter()
+        cp.cuda.runtime.memcpyAsync(dev.data.ptr, pinned.ptr, nbytes, h2d, stream.ptr)
+        stream.synchronize()
+        phases["read_s"].append(t1 - t0)
+        phases["h2d_s"].append(time.perf_counter() - t1)
+
+    before = (lambda: drop_page_cache(path)) if p["cache"] == "cold" else None
+    if before is None:
+        _warm_page_cache(path)
+    read_and_copy()
+    _check_device(cp, np, dev, nbytes, "POSIX read + copy")
+
+    def measure() -> Sample:
+        for values in phases.values():
+            values.clear()
+        seconds = g.wall_intervals(read_and_copy, iterations, before)
+        return g.bandwidth_sample(nbytes, seconds, extra, {f"{k}_median": statistics.median(v) for k, v in phases.items()})
+
+    return measure

@@ -1,0 +1,450 @@
+"""What the GPU data-path benchmarks (memcpy, p2p, gds, hmm) share: which NVIDIA GPUs the probe
+found and why a benchmark is waived, lazy CuPy access, timing with CUDA events or the wall clock,
+the copy kernel, parameter parsing, and turning per-iteration timings into one Sample.
+
+CuPy, KvikIO and NumPy-over-pinned-memory are imported inside functions only: `import gpubench`
+and planning must work on machines without them.
+
+GPU numbering: a benchmark's GPU index is the position of that NVIDIA GPU in the probe's list,
+which is sorted by PCI address (the order NVML numbers GPUs, and so the order of the probe's
+"gpu p2p" pairs). CUDA may number them differently (CUDA_DEVICE_ORDER, CUDA_VISIBLE_DEVICES), so
+a case is resolved to a CUDA ordinal by PCI address before it runs.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from dataclasses import dataclass
+from importlib.util import find_spec
+from typing import Any, Callable
+
+from gpubench.bench.interface import BenchFailure, Sample, Waived
+from gpubench.errors import UserError
+from gpubench.probe.model import Profile, Status
+
+KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
+INSTALL_HINT = "pip install 'gpubench[gpu]'"
+# `gpubench run` turns these flags into parameters of every benchmark; the GPU benchmarks accept
+# them (gds uses target and drop_cache) instead of rejecting a run that also measures storage.
+GENERIC_FLAGS = ("target", "verify", "drop_cache", "vs_fio", "allow_device_write")
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+# CUDA runtime enumerators (cuda_runtime_api.h); CuPy exports most of them, these are fallbacks.
+MEMCPY_HOST_TO_DEVICE = 1
+MEMCPY_DEVICE_TO_HOST = 2
+MEMCPY_DEVICE_TO_DEVICE = 3
+HOST_ALLOC_PORTABLE = 1
+HOST_ALLOC_MAPPED = 2
+HOST_REGISTER_PORTABLE = 1
+HOST_REGISTER_MAPPED = 2
+ERROR_PEER_ACCESS_ALREADY_ENABLED = 704
+CPU_DEVICE_ID = -1
+DEV_ATTR_PAGEABLE_MEMORY_ACCESS = 88
+DEV_ATTR_CONCURRENT_MANAGED_ACCESS = 89
+
+
+# --- what the probe says ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int  # position in the probe's NVIDIA GPU list (PCI order)
+    pci: str | None
+    model: str | None
+
+
+def nvidia_gpus(profile: Profile) -> list[GpuInfo]:
+    """The NVIDIA GPUs the probe found: from "gpus" (every vendor, sorted by PCI address), else
+    from the NVIDIA driver's own list."""
+    devices = [d for d in profile.detail("gpus", "devices") or [] if isinstance(d, dict) and d.get("vendor") == "nvidia"]
+    if not devices:
+        devices = [d for d in profile.detail("nvidia driver", "gpus") or [] if isinstance(d, dict)]
+        devices.sort(key=lambda d: str(d.get("pci") or ""))
+    return [GpuInfo(i, d.get("pci"), d.get("model")) for i, d in enumerate(devices)]
+
+
+def cupy_missing() -> str | None:
+    """Why CuPy cannot be used, judged without importing it (None when it is installed)."""
+    if find_spec("cupy") is None:
+        return f"CuPy is not installed: {INSTALL_HINT}"
+    return None
+
+
+def kvikio_missing() -> str | None:
+    if find_spec("kvikio") is None:
+        return f"KvikIO is not installed: {INSTALL_HINT}"
+    return None
+
+
+def gpu_waiver(profile: Profile, minimum: int = 1) -> str | None:
+    """None when the probed machine has `minimum` NVIDIA GPUs with a loaded driver and CuPy is
+    installed; otherwise why a GPU benchmark cannot run."""
+    gpus = nvidia_gpus(profile)
+    if not gpus:
+        cap = profile.get("gpus")
+        state = cap.status.value if cap is not None else "not probed"
+        others = [d for d in profile.detail("gpus", "devices") or [] if isinstance(d, dict)]
+        seen = f"; found only {', '.join(str(d.get('vendor') or '?') for d in others)}" if others else ""
+        return f"no NVIDIA GPU found (probe: gpus = {state}{seen})"
+    driver = profile.get("nvidia driver")
+    if driver is not None and driver.status is Status.NO:
+        return f"the NVIDIA driver is not loaded (probe: nvidia driver = no: {driver.why})"
+    if len(gpus) < minimum:
+        return f"needs >= {minimum} GPUs (probe: {len(gpus)} NVIDIA GPU{'s' if len(gpus) != 1 else ''})"
+    return cupy_missing()
+
+
+# --- parameters --------------------------------------------------------------------------------
+
+def check_options(bench: str, options: dict[str, str], known: tuple[str, ...]) -> None:
+    unknown = sorted(k for k in options if k not in known and k not in GENERIC_FLAGS)
+    if unknown:
+        raise UserError(f"{bench}: unknown parameter {unknown[0]!r}; known: {', '.join(known)}")
+
+
+def _items(text: str) -> list[str]:
+    return [x.strip() for x in re.split(r"[,\s]+", str(text)) if x.strip()]
+
+
+def parse_size(bench: str, option: str, text: str) -> int:
+    """'256' (MiB), '256M', '256MiB', '1G', '512K', '4096B' -> bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*", str(text), re.IGNORECASE)
+    if not m:
+        raise UserError(f"{bench}: {option}={text!r} is not a size (MiB, or with a unit: 512K, 64M, 1G, 4096B)")
+    unit = m.group(2).upper()
+    if not unit:
+        unit = "" if m.group(3) else "M"
+    value = int(float(m.group(1)) * (1 << {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[unit]))
+    if value <= 0:
+        raise UserError(f"{bench}: {option}={text!r} must be larger than zero")
+    return value
+
+
+def parse_sizes(bench: str, option: str, text: str, multiple_of: int = 1) -> list[int]:
+    items = _items(text)
+    if not items:
+        raise UserError(f"{bench}: {option} is empty")
+    sizes = [parse_size(bench, option, item) for item in items]
+    for size, item in zip(sizes, items):
+        if size % multiple_of:
+            raise UserError(f"{bench}: {option} {item!r} is not a multiple of {format_size(multiple_of)}")
+    return list(dict.fromkeys(sizes))
+
+
+def parse_int(bench: str, option: str, text: str, minimum: int, maximum: int | None = None) -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise UserError(f"{bench}: {option}={text!r} is not a whole number") from None
+    if value < minimum:
+        raise UserError(f"{bench}: {option}={text!r} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise UserError(f"{bench}: {option}={text!r} must be at most {maximum}")
+    return value
+
+
+def parse_ints(bench: str, option: str, text: str, minimum: int, maximum: int | None = None) -> list[int]:
+    items = _items(text)
+    if not items:
+        raise UserError(f"{bench}: {option} is empty")
+    return list(dict.fromkeys(parse_int(bench, option, item, minimum, maximum) for item in items))
+
+
+def parse_choices(bench: str, option: str, text: str, allowed: tuple[str, ...]) -> list[str]:
+    items = _items(text)
+    if not items:
+        raise UserError(f"{bench}: {option} is empty; choose from {', '.join(allowed)}")
+    for item in items:
+        if item not in allowed:
+            raise UserError(f"{bench}: {option}: unknown {item!r}; choose from {', '.join(allowed)}")
+    return list(dict.fromkeys(items))
+
+
+def parse_bool(bench: str, option: str, text: str) -> bool:
+    word = str(text).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise UserError(f"{bench}: {option}={text!r}: say true or false")
+
+
+def parse_gpus(bench: str, option: str, text: str, gpus: list[GpuInfo]) -> list[int]:
+    """GPU indices (probe order), each checked against the GPUs the probe found."""
+    out = []
+    for item in _items(text):
+        if not item.isdigit():
+            raise UserError(f"{bench}: {option}={text!r}: {item!r} is not a GPU number")
+        index = int(item)
+        if index >= len(gpus):
+            raise UserError(f"{bench}: GPU {index} does not exist (the probe found {len(gpus)} NVIDIA GPU(s): 0..{len(gpus) - 1})")
+        out.append(index)
+    if not out:
+        raise UserError(f"{bench}: {option} is empty")
+    return list(dict.fromkeys(out))
+
+
+def format_size(nbytes: int) -> str:
+    """The shortest exact name of a size: 4K, 256M, 1G, 1536K, 100B."""
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if nbytes >= 1 << shift and nbytes % (1 << shift) == 0:
+            return f"{nbytes >> shift}{unit}"
+    return f"{nbytes}B"
+
+
+def gpu_params(gpu: GpuInfo) -> dict[str, Any]:
+    return {"gpu": gpu.index, "gpu_pci": gpu.pci, "gpu_model": gpu.model}
+
+
+# --- results -----------------------------------------------------------------------------------
+
+def bandwidth_sample(bytes_per_iteration: int, seconds: list[float], extra: dict[str, Any] | None = None,
+                     metrics: dict[str, float] | None = None) -> Sample:
+    """One repetition of a bandwidth case: the median over its inner iterations, in GB/s (1e9 B/s)."""
+    if not seconds or any(s <= 0 for s in seconds):
+        raise ValueError(f"timings must be positive, got {seconds}")
+    rates = [bytes_per_iteration / s / 1e9 for s in seconds]
+    return Sample(
+        value=statistics.median(rates),
+        metrics={
+            "bytes": float(bytes_per_iteration * len(seconds)),
+            "iterations": float(len(seconds)),
+            "gbps_min": min(rates),
+            "gbps_max": max(rates),
+            "seconds_median": statistics.median(seconds),
+            **(metrics or {}),
+        },
+        extra=dict(extra or {}),
+    )
+
+
+def latency_sample(seconds_per_transfer: list[float], transfers_per_interval: int, bytes_per_transfer: int,
+                   extra: dict[str, Any] | None = None) -> Sample:
+    """One repetition of a latency case: the median time of one transfer, in microseconds."""
+    if not seconds_per_transfer or any(s <= 0 for s in seconds_per_transfer):
+        raise ValueError(f"timings must be positive, got {seconds_per_transfer}")
+    us = [s * 1e6 for s in seconds_per_transfer]
+    return Sample(
+        value=statistics.median(us),
+        metrics={
+            "us_min": min(us),
+            "us_max": max(us),
+            "transfers": float(transfers_per_interval * len(us)),
+            "bytes": float(bytes_per_transfer * transfers_per_interval * len(us)),
+        },
+        extra=dict(extra or {}),
+    )
+
+
+# --- CuPy ----------------------------------------------------------------------------------------
+
+def load_cupy() -> Any:
+    """The cupy module, or Waived with the reason it cannot be used."""
+    try:
+        import cupy
+    except ImportError:
+        raise Waived(f"CuPy is not installed: {INSTALL_HINT}") from None
+    except Exception as e:  # CUDA libraries that do not load, a broken wheel
+        raise Waived(f"CuPy does not load: {type(e).__name__}: {e}") from None
+    return cupy
+
+
+def runtime_constant(cp: Any, name: str, fallback: int) -> int:
+    return int(getattr(cp.cuda.runtime, name, fallback))
+
+
+def cuda_device_count(cp: Any) -> int:
+    try:
+        return int(cp.cuda.runtime.getDeviceCount())
+    except Exception as e:  # CUDARuntimeError: no device, driver/runtime mismatch
+        raise Waived(f"CUDA finds no usable GPU: {e}") from None
+
+
+def cuda_ordinal(cp: Any, pci: str | None, index: int) -> int:
+    """The CUDA device number of a probed GPU, found by its PCI address."""
+    count = cuda_device_count(cp)
+    if pci:
+        try:
+            return int(cp.cuda.runtime.deviceGetByPCIBusId(pci))
+        except Exception:
+            raise Waived(f"GPU {index} ({pci}) is not visible to CUDA here ({count} visible; check CUDA_VISIBLE_DEVICES)") from None
+    if index >= count:
+        raise Waived(f"GPU {index} is not visible to CUDA here ({count} visible; check CUDA_VISIBLE_DEVICES)")
+    return index
+
+
+def device_facts(cp: Any, ordinal: int) -> dict[str, Any]:
+    """What a result should say about the GPU that ran it."""
+    props = cp.cuda.runtime.getDeviceProperties(ordinal)
+    name = props.get("name", b"")
+    return {
+        "cuda_device": ordinal,
+        "device_name": name.decode(errors="replace") if isinstance(name, bytes) else str(name),
+        "pci_bus_id": cp.cuda.runtime.deviceGetPCIBusId(ordinal),
+        "compute_capability": f"{props.get('major')}.{props.get('minor')}",
+        "cuda_driver_version": cp.cuda.runtime.driverGetVersion(),
+        "cuda_runtime_version": cp.cuda.runtime.runtimeGetVersion(),
+        "cupy_version": getattr(cp, "__version__", None),
+    }
+
+
+def gpu_usable() -> str | None:
+    """None when CuPy imports and CUDA sees at least one GPU; otherwise why not (for test skips)."""
+    try:
+        cp = load_cupy()
+        count = cuda_device_count(cp)
+    except Waived as e:
+        return str(e)
+    return None if count > 0 else "CUDA sees no GPU"
+
+
+def sm_count(cp: Any, ordinal: int) -> int:
+    return int(cp.cuda.Device(ordinal).attributes["MultiProcessorCount"])
+
+
+class PinnedHost:
+    """Page-locked host memory, portable and mapped (cudaHostAlloc), with its device-side address
+    for kernels that read or write it directly (zero-copy)."""
+
+    def __init__(self, cp: Any, nbytes: int):
+        flags = runtime_constant(cp, "hostAllocPortable", HOST_ALLOC_PORTABLE) | runtime_constant(cp, "hostAllocMapped", HOST_ALLOC_MAPPED)
+        self.cp, self.nbytes = cp, nbytes
+        self.ptr = int(cp.cuda.runtime.hostAlloc(nbytes, flags))
+        self.device_ptr = int(cp.cuda.runtime.pointerGetAttributes(self.ptr).devicePointer)
+
+    def numpy(self):
+        import ctypes
+
+        import numpy as np
+
+        return np.frombuffer((ctypes.c_uint8 * self.nbytes).from_address(self.ptr), dtype=np.uint8)
+
+    def close(self) -> None:
+        if self.ptr:
+            self.cp.cuda.runtime.freeHost(self.ptr)
+            self.ptr = 0
+
+
+def device_view(cp: Any, ptr: int, nbytes: int, device: int, owner: Any) -> Any:
+    """A CuPy uint8 array over memory CuPy did not allocate (mapped host, managed, system memory),
+    so kernels can take it as an argument."""
+    memory = cp.cuda.UnownedMemory(ptr, nbytes, owner, device)
+    return cp.ndarray((nbytes,), dtype=cp.uint8, memptr=cp.cuda.MemoryPointer(memory, 0))
+
+
+COPY_KERNEL = r"""
+extern "C" __global__ void gpubench_copy16(const uint4* __restrict__ src, uint4* __restrict__ dst, unsigned long long n16)
+{
+    unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (; i < n16; i += stride) {
+        dst[i] = src[i];
+    }
+}
+"""
+COPY_THREADS = 512
+COPY_BLOCKS_PER_SM = 4
+COPY_ALIGNMENT = 16  # the copy kernel moves 16-byte words
+
+
+class CopyKernel:
+    """An SM copy: every thread moves 16-byte words in a grid-stride loop, like nvbandwidth's SM
+    copies; the grid fills the GPU (blocks_per_sm blocks of 512 threads per SM)."""
+
+    def __init__(self, cp: Any, ordinal: int, sms: int | None = None):
+        import numpy as np
+
+        self.cp, self.np = cp, np
+        with cp.cuda.Device(ordinal):
+            self.kernel = cp.RawKernel(COPY_KERNEL, "gpubench_copy16")
+            self.blocks = (sms or sm_count(cp, ordinal)) * COPY_BLOCKS_PER_SM
+
+    def __call__(self, src: Any, dst: Any, nbytes: int) -> None:
+        """Launch on the current stream; src and dst are CuPy arrays (device, mapped or peer)."""
+        if nbytes % COPY_ALIGNMENT:
+            raise ValueError(f"SM copies move 16-byte words; {nbytes} bytes is not a multiple of 16")
+        self.kernel((self.blocks,), (COPY_THREADS,), (src, dst, self.np.uint64(nbytes // COPY_ALIGNMENT)))
+
+
+def event_intervals(cp: Any, stream: Any, op: Callable[[], None], iterations: int, batch: int = 1) -> list[float]:
+    """Seconds per operation, measured with CUDA events recorded on `stream` between batches of
+    `batch` calls of op (which must enqueue its work on `stream`); one host sync at the end."""
+    events = [cp.cuda.Event() for _ in range(iterations + 1)]
+    with stream:
+        events[0].record(stream)
+        for i in range(iterations):
+            for _ in range(batch):
+                op()
+            events[i + 1].record(stream)
+    events[-1].synchronize()
+    return [cp.cuda.get_elapsed_time(events[i], events[i + 1]) / 1e3 / batch for i in range(iterations)]
+
+
+def concurrent_intervals(cp: Any, devices: list[int], streams: list[Any], ops: list[Callable[[], None]],
+                         iterations: int) -> tuple[list[float], list[list[float]] | None]:
+    """Run ops[k] on streams[k] (a stream of CUDA device devices[k]) at the same time, `iterations`
+    times. Returns the seconds from the common start until every stream finished, per iteration,
+    and each stream's own seconds when all streams are on one device (CUDA times two events only
+    when both belong to the same device; otherwise None)."""
+    same_device = len(set(devices)) == 1
+    total: list[float] = []
+    each: list[list[float]] = [[] for _ in streams]
+    for _ in range(iterations):
+        events = []
+        for device in devices:
+            with cp.cuda.Device(device):
+                events.append(cp.cuda.Event())
+        with cp.cuda.Device(devices[0]):
+            start, final = cp.cuda.Event(), cp.cuda.Event()
+            start.record(streams[0])
+        for k, (device, stream, op) in enumerate(zip(devices, streams, ops)):
+            with cp.cuda.Device(device):
+                if k:
+                    stream.wait_event(start)
+                with stream:
+                    op()
+                events[k].record(stream)
+        with cp.cuda.Device(devices[0]):
+            for event in events[1:]:
+                streams[0].wait_event(event)
+            final.record(streams[0])
+            final.synchronize()
+            total.append(cp.cuda.get_elapsed_time(start, final) / 1e3)
+            if same_device:
+                for k, event in enumerate(events):
+                    each[k].append(cp.cuda.get_elapsed_time(start, event) / 1e3)
+    return total, each if same_device else None
+
+
+def wall_intervals(op: Callable[[], None], iterations: int, before: Callable[[], None] | None = None) -> list[float]:
+    """Seconds per call of op by the host clock; op must return only when its work is complete.
+    `before` runs untimed ahead of each call (dropping caches, re-placing pages)."""
+    out = []
+    for _ in range(iterations):
+        if before is not None:
+            before()
+        t0 = time.perf_counter()
+        op()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+PATTERN_BYTES = 4096  # buffers are whole numbers of this pattern, so any copy can be checked
+
+
+def pattern(np: Any) -> Any:
+    """The bytes every source buffer repeats (not a constant, so a shifted copy shows)."""
+    return (np.arange(PATTERN_BYTES, dtype=np.uint32) * 7 % 251).astype(np.uint8)
+
+
+def fill_pattern(np: Any, array: Any) -> None:
+    array.reshape(-1, PATTERN_BYTES)[:] = pattern(np)
+
+
+def check_copy(np: Any, name: str, head: Any, tail: Any) -> None:
+    """Raise BenchFailure unless the first and last PATTERN_BYTES of a destination hold the pattern."""
+    expected = pattern(np)
+    if not (np.array_equal(head, expected) and np.array_equal(tail, expected)):
+        raise BenchFailure(f"{name}: the copied buffer does not hold the source's bytes")
