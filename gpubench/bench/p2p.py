@@ -202,6 +202,12 @@ def _disable_peer_access(cp: Any, device: int, peer: int) -> None:
         cp.cuda.runtime.deviceDisablePeerAccess(peer)
 
 
+def _peer_view(cp: Any, buf: Any, nbytes: int, reader: int) -> Any:
+    """Another GPU's buffer as an argument for a kernel on `reader` (peer access is enabled, and
+    with unified addressing the pointer is valid there)."""
+    return g.device_view(cp, buf.data.ptr, nbytes, reader, buf)
+
+
 def _measurement(cp: Any, a: int, b: int, via: str, p: dict[str, Any], extra: dict[str, Any], stack: ExitStack) -> Callable[[], Sample]:
     import numpy as np
 
@@ -290,7 +296,8 @@ def _measurement(cp: Any, a: int, b: int, via: str, p: dict[str, Any], extra: di
         else:  # uni-sm: the destination pulls
             timing_device, stream = b, stream_on(b)
             kernel = g.CopyKernel(cp, b)
-            op = lambda: kernel(src_buf, dst_buf, nbytes)
+            remote = _peer_view(cp, src_buf, nbytes, b)
+            op = lambda: kernel(remote, dst_buf, nbytes)
 
         def uni() -> Sample:
             with cp.cuda.Device(timing_device):
@@ -324,7 +331,8 @@ def _measurement(cp: Any, a: int, b: int, via: str, p: dict[str, Any], extra: di
     else:  # each GPU pulls from the other
         pull_b, pull_a = g.CopyKernel(cp, b), g.CopyKernel(cp, a)
         streams = [stream_on(b), stream_on(a)]
-        ops = [lambda: pull_b(src_buf, dst_buf, nbytes), lambda: pull_a(back_src, back_dst, nbytes)]
+        remote_a, remote_b = _peer_view(cp, src_buf, nbytes, b), _peer_view(cp, back_src, nbytes, a)
+        ops = [lambda: pull_b(remote_a, dst_buf, nbytes), lambda: pull_a(remote_b, back_dst, nbytes)]
     devices = [a, b] if kind == "bidir-ce" else [b, a]
     g.concurrent_intervals(cp, devices, streams, ops, 1)
     check(dst_buf, b, f"{name} forward")
