@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from gpubench.bench.interface import Context, Sample
-from gpubench.bench.runner import CaseRun, Planned, RepeatPolicy, plan, scratch_dir, waived_result
+from gpubench.bench.runner import CaseRun, Planned, RepeatPolicy, options_for, plan, scratch_dir, waived_result
 from gpubench.probe import Profile, Source, probe
 from gpubench.results.metadata import capture
 from gpubench.results.model import Result, ResultStatus, Run, RunStatus
@@ -100,7 +100,7 @@ def _run_all(store, run_id, planned, profile, opts, policy, progress, telemetry)
             store.add_result(run_id, result)
             progress.result(result)
             continue
-        options = {**opts.params.get("*", {}), **opts.params.get(p.key, {})}
+        options = options_for(p.benchmark, opts.params)
         for case in p.cases:
             index += 1
             progress.case_started(p.key, case.name, index, total)

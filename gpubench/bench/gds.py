@@ -204,6 +204,7 @@ def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
 
 class Gds:
     key: ClassVar[str] = "gds"
+    options: ClassVar[tuple[str, ...]] = OPTIONS
     description: ClassVar[str] = (
         "KvikIO CuFile reads (cold and warm page cache) and writes between a file and GPU memory over sizes, "
         "thread counts and task sizes, naming the path KvikIO took (GDS, cuFile compat, POSIX compat); "

@@ -28,7 +28,6 @@ KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 INSTALL_HINT = "pip install 'gpubench[gpu]'"
 # `gpubench run` turns these flags into parameters of every benchmark; the GPU benchmarks accept
 # them (gds uses target and drop_cache) instead of rejecting a run that also measures storage.
-GENERIC_FLAGS = ("target", "verify", "drop_cache", "vs_fio", "allow_device_write")
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 
@@ -99,7 +98,7 @@ def gpu_waiver(profile: Profile, minimum: int = 1) -> str | None:
 # --- parameters --------------------------------------------------------------------------------
 
 def check_options(bench: str, options: dict[str, str], known: tuple[str, ...]) -> None:
-    unknown = sorted(k for k in options if k not in known and k not in GENERIC_FLAGS)
+    unknown = sorted(k for k in options if k not in known)
     if unknown:
         raise UserError(f"{bench}: unknown parameter {unknown[0]!r}; known: {', '.join(known)}")
 

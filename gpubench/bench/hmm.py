@@ -101,6 +101,7 @@ def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
 
 class Hmm:
     key: ClassVar[str] = "hmm"
+    options: ClassVar[tuple[str, ...]] = OPTIONS
     description: ClassVar[str] = (
         "One GPU kernel reading the same array from device memory (after a copy from pageable or pinned memory), "
         "mapped pinned memory, managed memory with and without prefetch, and plain system memory through HMM/ATS"

@@ -62,6 +62,7 @@ class Context:
 class Benchmark(Protocol):
     key: ClassVar[str]
     description: ClassVar[str]
+    options: ClassVar[tuple[str, ...]]  # the parameter names cases() accepts
 
     def requires(self, profile: Profile) -> str | None:
         """None when this benchmark can run on the probed machine; otherwise the reason it is waived."""

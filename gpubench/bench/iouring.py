@@ -302,6 +302,7 @@ def _span(p: IoParams, target: TargetInfo | None) -> int:
 
 class _FileBenchmark:
     key: ClassVar[str]
+    options: ClassVar[tuple[str, ...]] = OPTION_KEYS
     description: ClassVar[str]
     engine: ClassVar[str]
 

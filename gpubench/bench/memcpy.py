@@ -126,6 +126,7 @@ def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
 
 class Memcpy:
     key: ClassVar[str] = "memcpy"
+    options: ClassVar[tuple[str, ...]] = OPTIONS
     description: ClassVar[str] = (
         "Host-to-device, device-to-host (pageable and pinned), device-to-device and bidirectional copy "
         "bandwidth per GPU, by copy engine and by SM copy kernel, CUDA-event timed, median of N like nvbandwidth"

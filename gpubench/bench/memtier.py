@@ -316,6 +316,7 @@ def _tier_params(topo: Topology, mem: MemNode, cpu: MemNode, kernel: str) -> dic
 
 class MemTier:
     key: ClassVar[str] = "memtier"
+    options: ClassVar[tuple[str, ...]] = OPTIONS
     description: ClassVar[str] = (
         "STREAM copy/scale/add/triad bandwidth and pointer-chase latency for every (CPU node, memory node) "
         "pair, CPU-less CXL nodes included, with pages bound, threads pinned and placement verified"

@@ -131,6 +131,7 @@ def _pair_cases(profile: Profile, gpus: list[g.GpuInfo], src: int, dst: int, kin
 
 class P2P:
     key: ClassVar[str] = "p2p"
+    options: ClassVar[tuple[str, ...]] = OPTIONS
     description: ClassVar[str] = (
         "GPU-to-GPU copies for every pair: peer access, unidirectional and bidirectional bandwidth by copy "
         "engine and SM kernel, small-copy latency; pairs without P2P measured through the host and marked"

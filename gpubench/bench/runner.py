@@ -71,19 +71,29 @@ def select(only: Iterable[str], skip: Iterable[str]) -> list[str]:
 
 
 def plan(profile: Profile, keys: Iterable[str], size: str, params: dict[str, dict[str, str]]) -> list[Planned]:
-    """Decide what runs. Parameters are validated here, before anything runs (UserError on bad input)."""
+    """Decide what runs. Parameters are validated here, before anything runs (UserError on bad input).
+
+    A parameter given without a benchmark prefix goes to every selected benchmark that takes it."""
     if size not in SIZES:
         raise UserError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
+    shared = params.get("*", {})
+    benches = {key: registry.load(key) for key in keys}
+    unclaimed = [k for k in shared if not any(k in b.options for b in benches.values())]
+    if unclaimed:
+        raise UserError(f"parameter {unclaimed[0]!r} is taken by none of: {', '.join(benches)}")
     planned = []
-    for key in keys:
-        bench = registry.load(key)
+    for key, bench in benches.items():
         reason = bench.requires(profile)
         if reason:
             planned.append(Planned(key, bench, waived=reason))
             continue
-        options = {**params.get("*", {}), **params.get(key, {})}
-        planned.append(Planned(key, bench, tuple(bench.cases(profile, size, options))))
+        planned.append(Planned(key, bench, tuple(bench.cases(profile, size, options_for(bench, params)))))
     return planned
+
+
+def options_for(bench: Benchmark, params: dict[str, dict[str, str]]) -> dict[str, str]:
+    shared = {k: v for k, v in params.get("*", {}).items() if k in bench.options}
+    return {**shared, **params.get(bench.key, {})}
 
 
 def waived_result(key: str, reason: str) -> Result:

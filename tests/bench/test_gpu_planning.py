@@ -173,9 +173,13 @@ def test_memcpy_overrides(server):
     assert {c.params["iterations"] for c in cases} == {3}
 
 
-def test_memcpy_accepts_the_run_flags_meant_for_storage(server):
-    flags = {"target": "/nowhere", "verify": "1", "drop_cache": "1", "vs_fio": "1", "allow_device_write": "1"}
-    assert memcpy.Memcpy().cases(server, "quick", flags) == memcpy.Memcpy().cases(server, "quick", {})
+def test_the_run_flags_meant_for_storage_never_reach_memcpy(server):
+    from gpubench.bench.runner import options_for
+
+    params = {"*": {"target": "/nowhere", "verify": "1", "drop_cache": "1"}, "memcpy": {"iterations": "3"}}
+    assert options_for(memcpy.Memcpy(), params) == {"iterations": "3"}
+    with pytest.raises(UserError, match="unknown parameter 'verify'"):
+        memcpy.Memcpy().cases(server, "quick", {"verify": "1"})
 
 
 @pytest.mark.parametrize("options, message", [
@@ -349,7 +353,7 @@ def test_gds_default_matrix(server):
 
 def test_gds_options(server, tmp_path):
     cases = gds.Gds().cases(server, "default", {
-        "sizes": "8M", "threads": "2,8", "task_sizes": "1M,16M", "ops": "read", "target": str(tmp_path), "drop_cache": "1",
+        "sizes": "8M", "threads": "2,8", "task_sizes": "1M,16M", "ops": "read", "target": str(tmp_path),
         "baseline": "no",
     })
     assert names(cases) == ["read-cold-8M-t2-ts1M", "read-cold-8M-t2-ts16M", "read-cold-8M-t8-ts1M", "read-cold-8M-t8-ts16M"]
