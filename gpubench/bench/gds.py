@@ -51,7 +51,7 @@ from gpubench.errors import UserError
 from gpubench.probe.model import Profile
 
 BENCH = "gds"
-OPTIONS = ("sizes", "threads", "task_sizes", "ops", "caches", "baseline", "iterations", "gpu", "target")
+OPTIONS = ("sizes", "threads", "task_sizes", "ops", "caches", "baseline", "iterations", "gpu", "target", "drop_cache")
 OPS = ("read", "write")
 CACHES = ("cold", "warm")
 MAX_THREADS = 1024

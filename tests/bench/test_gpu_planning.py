@@ -353,7 +353,7 @@ def test_gds_default_matrix(server):
 
 def test_gds_options(server, tmp_path):
     cases = gds.Gds().cases(server, "default", {
-        "sizes": "8M", "threads": "2,8", "task_sizes": "1M,16M", "ops": "read", "target": str(tmp_path),
+        "sizes": "8M", "threads": "2,8", "task_sizes": "1M,16M", "ops": "read", "target": str(tmp_path), "drop_cache": "1",
         "baseline": "no",
     })
     assert names(cases) == ["read-cold-8M-t2-ts1M", "read-cold-8M-t2-ts16M", "read-cold-8M-t8-ts1M", "read-cold-8M-t8-ts16M"]
