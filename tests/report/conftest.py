@@ -4,43 +4,15 @@ from __future__ import annotations
 
 import math
 import random
-import statistics
 from dataclasses import replace
 
 import pytest
 
-from gpubench.results.model import (
-    CaseComparison,
-    Comparison,
-    Result,
-    ResultStatus,
-    Run,
-    RunStatus,
-    Summary,
-    Verdict,
-)
+from gpubench.results.compare import compare
+from gpubench.results.model import Comparison, Result, ResultStatus, Run, RunStatus
+from gpubench.results.stats import summarize
 
 STARTED = 1_700_000_000.0
-
-
-def summarise(samples: list[float]) -> Summary:
-    ordered = sorted(samples)
-    n = len(ordered)
-    q1, _, q3 = statistics.quantiles(ordered, n=4)
-    half_width = 1.96 * math.sqrt(n) / 2  # order-statistic bounds of the median's 95% interval
-    low, high = max(0, int(n / 2 - half_width)), min(n - 1, int(math.ceil(n / 2 + half_width)))
-    return Summary(
-        n=n,
-        median=statistics.median(ordered),
-        mean=statistics.fmean(ordered),
-        stdev=statistics.stdev(ordered),
-        q1=q1,
-        q3=q3,
-        ci_low=ordered[low],
-        ci_high=ordered[high],
-        minimum=ordered[0],
-        maximum=ordered[-1],
-    )
 
 
 def measured(benchmark: str, case: str, centre: float, spread: float, unit: str, seed: int, *, n: int = 15, higher_is_better: bool = True, **extra: object) -> Result:
@@ -54,7 +26,7 @@ def measured(benchmark: str, case: str, centre: float, spread: float, unit: str,
         higher_is_better=higher_is_better,
         status=ResultStatus.OK,
         samples=tuple(samples),
-        summary=summarise(samples),
+        summary=summarize(samples),
         started=STARTED + seed,
         ended=STARTED + seed + 2,
         **extra,  # type: ignore[arg-type]
@@ -127,27 +99,6 @@ def make_run(label: str = "kernel 6.8 baseline", *, slowdown: float = 1.0, seed:
     )
 
 
-def compare_synthetic(base: Run, new: Run, threshold: float = 0.05) -> Comparison:
-    """A hand-built comparison covering each verdict; the statistics themselves are tested elsewhere."""
-    new_by_key = {r.key: r for r in new.results}
-    cases = []
-    for before in base.results:
-        after = new_by_key.get(before.key)
-        if before.summary and after is not None and after.summary:
-            ratio = after.summary.median / before.summary.median
-            change = ratio - 1 if before.higher_is_better else 1 - ratio
-            verdict = Verdict.SAME if abs(change) < threshold else Verdict.BETTER if change > 0 else Verdict.WORSE
-            cases.append(
-                CaseComparison(before.benchmark, before.case, before.unit, before.higher_is_better, verdict, before, after,
-                               ratio=ratio, ci_low=ratio * 0.97, ci_high=ratio * 1.03, p_value=0.0004 if verdict is not Verdict.SAME else 0.41)
-            )
-        elif before.summary and after is not None:
-            cases.append(CaseComparison(before.benchmark, before.case, before.unit, before.higher_is_better, Verdict.LOST, before, after, note="ran in the base run, waived in the new one"))
-        else:
-            cases.append(CaseComparison(before.benchmark, before.case, before.unit, before.higher_is_better, Verdict.NOT_COMPARABLE, before, after, note="not measured in both runs"))
-    return Comparison(base=base, new=new, threshold=threshold, cases=tuple(cases))
-
-
 @pytest.fixture(scope="module")
 def sample_run() -> Run:
     return make_run()
@@ -169,7 +120,7 @@ def comparison_html(sample_comparison: Comparison) -> str:
 
 def rescaled(result: Result, factor: float) -> Result:
     samples = [v * factor for v in result.samples]
-    return replace(result, samples=tuple(samples), summary=summarise(samples))
+    return replace(result, samples=tuple(samples), summary=summarize(samples))
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +138,7 @@ def sample_comparison() -> Comparison:
     capabilities = [dict(c, status="no", why="io_uring is disabled by sysctl") if c["name"] == "iouring.enabled" else c for c in PROFILE["capabilities"]]  # type: ignore[union-attr]
     metadata = dict(METADATA, kernel={"release": "6.11.0-rc2", "cmdline": METADATA["kernel"]["cmdline"]})  # type: ignore[index]
     new = replace(new, results=results, profile={"root": "/", "capabilities": capabilities}, metadata=metadata)
-    return compare_synthetic(base, new)
+    return compare(base, new, threshold=0.05)
 
 
 @pytest.fixture
@@ -198,5 +149,5 @@ def run_factory():
 
 @pytest.fixture
 def comparison_factory():
-    """compare_synthetic(base, new, threshold=) for tests that need their own comparison."""
-    return compare_synthetic
+    """gpubench.results.compare.compare(base, new, threshold=) for tests that need their own comparison."""
+    return compare
