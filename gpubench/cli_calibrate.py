@@ -22,10 +22,10 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
         """gpubench/fio throughput ratios for 4 KiB randread QD32 (warm page cache and O_DIRECT) and
         128 KiB sequential read QD8 O_DIRECT, with one job and with one job per core."""
         from gpubench.bench.calibrate_iouring import calibrate, calibration_table
-        from gpubench.bench.iofile import parse_size
+        from gpubench.bench.params import parse_size
         from gpubench.report.terminal import stdout_console
 
-        result = calibrate(runtime, rounds, directory, parse_size(size, "--size"),
+        result = calibrate(runtime, rounds, directory, parse_size("calibrate iouring", "--size", size, default_unit=""),
                            progress=lambda m: typer.echo(m, err=True))
         if as_json:
             sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")

@@ -1,6 +1,5 @@
 """A real `gpubench run` process, stopped mid-way: completed results survive, the run says interrupted."""
 
-import os
 import signal
 import subprocess
 import sys

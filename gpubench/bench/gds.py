@@ -45,6 +45,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
+from gpubench.bench.params import check_options, format_size, parse_bool, parse_choices, parse_int, parse_ints, parse_sizes
 from gpubench.bench import gpu_common as g
 from gpubench.bench.interface import BenchFailure, Case, Context, Sample, Waived
 from gpubench.errors import UserError
@@ -159,22 +160,22 @@ def filesystem_of(path: Path) -> str | None:
 # --- planning --------------------------------------------------------------------------------
 
 def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
-    g.check_options(BENCH, options, OPTIONS)
+    check_options(BENCH, options, OPTIONS)
     gpus = g.nvidia_gpus(profile)
     if not gpus:
         raise UserError(f"{BENCH}: the probe found no NVIDIA GPU")
-    sizes = g.parse_sizes(BENCH, "sizes", options["sizes"], g.PATTERN_BYTES) if "sizes" in options else DEFAULT_SIZES[size]
-    threads = g.parse_ints(BENCH, "threads", options["threads"], 1, MAX_THREADS) if "threads" in options else DEFAULT_THREADS[size]
-    task_sizes = g.parse_sizes(BENCH, "task_sizes", options["task_sizes"], g.PATTERN_BYTES) if "task_sizes" in options else DEFAULT_TASK_SIZES[size]
-    ops = g.parse_choices(BENCH, "ops", options["ops"], OPS) if "ops" in options else list(OPS)
+    sizes = parse_sizes(BENCH, "sizes", options["sizes"], g.PATTERN_BYTES) if "sizes" in options else DEFAULT_SIZES[size]
+    threads = parse_ints(BENCH, "threads", options["threads"], 1, MAX_THREADS) if "threads" in options else DEFAULT_THREADS[size]
+    task_sizes = parse_sizes(BENCH, "task_sizes", options["task_sizes"], g.PATTERN_BYTES) if "task_sizes" in options else DEFAULT_TASK_SIZES[size]
+    ops = parse_choices(BENCH, "ops", options["ops"], OPS) if "ops" in options else list(OPS)
     if "caches" in options:
-        caches = g.parse_choices(BENCH, "caches", options["caches"], CACHES)
-    elif "drop_cache" in options and g.parse_bool(BENCH, "drop_cache", options["drop_cache"]):
+        caches = parse_choices(BENCH, "caches", options["caches"], CACHES)
+    elif "drop_cache" in options and parse_bool(BENCH, "drop_cache", options["drop_cache"]):
         caches = ["cold"]
     else:
         caches = list(CACHES)
-    baseline = g.parse_bool(BENCH, "baseline", options["baseline"]) if "baseline" in options else True
-    iterations = g.parse_int(BENCH, "iterations", options["iterations"], 1, 10_000) if "iterations" in options else DEFAULT_ITERATIONS[size]
+    baseline = parse_bool(BENCH, "baseline", options["baseline"]) if "baseline" in options else True
+    iterations = parse_int(BENCH, "iterations", options["iterations"], 1, 10_000) if "iterations" in options else DEFAULT_ITERATIONS[size]
     gpu = g.parse_gpus(BENCH, "gpu", options["gpu"], gpus)[0] if "gpu" in options else 0
     target = options.get("target") or None
     if target is not None and not Path(target).is_dir():
@@ -186,7 +187,7 @@ def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
     for nbytes in sizes:
         for nthreads in threads:
             for task in task_sizes:
-                tail = f"{g.format_size(nbytes)}-t{nthreads}-ts{g.format_size(task)}"
+                tail = f"{format_size(nbytes)}-t{nthreads}-ts{format_size(task)}"
                 knobs = {"size": nbytes, "threads": nthreads, "task_size": task}
                 if "read" in ops:
                     for cache in caches:
@@ -196,7 +197,7 @@ def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
         if baseline and "read" in ops:
             for cache in caches:
                 params = {**common, "size": nbytes, "threads": 1, "task_size": None, "op": "read", "cache": cache, "engine": "posix-pinned-h2d"}
-                cases.append(Case(f"baseline-read-{cache}-{g.format_size(nbytes)}", params, "GB/s"))
+                cases.append(Case(f"baseline-read-{cache}-{format_size(nbytes)}", params, "GB/s"))
     if not cases:
         raise UserError(f"{BENCH}: nothing to measure for ops={','.join(ops)}")
     return cases

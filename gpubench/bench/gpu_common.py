@@ -13,7 +13,6 @@ a case is resolved to a CUDA ordinal by PCI address before it runs.
 
 from __future__ import annotations
 
-import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from importlib.util import find_spec
 from typing import Any, Callable
 
 from gpubench.bench.interface import BenchFailure, Sample, Waived
+from gpubench.bench.params import split_items
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile, Status
 
@@ -28,8 +28,6 @@ KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 INSTALL_HINT = "pip install 'gpubench[gpu]'"
 # `gpubench run` turns these flags into parameters of every benchmark; the GPU benchmarks accept
 # them (gds uses target and drop_cache) instead of rejecting a run that also measures storage.
-TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("0", "false", "no", "off")
 
 # CUDA runtime enumerators (cuda_runtime_api.h); CuPy exports most of them, these are fallbacks.
 MEMCPY_HOST_TO_DEVICE = 1
@@ -95,85 +93,10 @@ def gpu_waiver(profile: Profile, minimum: int = 1) -> str | None:
     return cupy_missing()
 
 
-# --- parameters --------------------------------------------------------------------------------
-
-def check_options(bench: str, options: dict[str, str], known: tuple[str, ...]) -> None:
-    unknown = sorted(k for k in options if k not in known)
-    if unknown:
-        raise UserError(f"{bench}: unknown parameter {unknown[0]!r}; known: {', '.join(known)}")
-
-
-def _items(text: str) -> list[str]:
-    return [x.strip() for x in re.split(r"[,\s]+", str(text)) if x.strip()]
-
-
-def parse_size(bench: str, option: str, text: str) -> int:
-    """'256' (MiB), '256M', '256MiB', '1G', '512K', '4096B' -> bytes."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*", str(text), re.IGNORECASE)
-    if not m:
-        raise UserError(f"{bench}: {option}={text!r} is not a size (MiB, or with a unit: 512K, 64M, 1G, 4096B)")
-    unit = m.group(2).upper()
-    if not unit:
-        unit = "" if m.group(3) else "M"
-    value = int(float(m.group(1)) * (1 << {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[unit]))
-    if value <= 0:
-        raise UserError(f"{bench}: {option}={text!r} must be larger than zero")
-    return value
-
-
-def parse_sizes(bench: str, option: str, text: str, multiple_of: int = 1) -> list[int]:
-    items = _items(text)
-    if not items:
-        raise UserError(f"{bench}: {option} is empty")
-    sizes = [parse_size(bench, option, item) for item in items]
-    for size, item in zip(sizes, items):
-        if size % multiple_of:
-            raise UserError(f"{bench}: {option} {item!r} is not a multiple of {format_size(multiple_of)}")
-    return list(dict.fromkeys(sizes))
-
-
-def parse_int(bench: str, option: str, text: str, minimum: int, maximum: int | None = None) -> int:
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise UserError(f"{bench}: {option}={text!r} is not a whole number") from None
-    if value < minimum:
-        raise UserError(f"{bench}: {option}={text!r} must be at least {minimum}")
-    if maximum is not None and value > maximum:
-        raise UserError(f"{bench}: {option}={text!r} must be at most {maximum}")
-    return value
-
-
-def parse_ints(bench: str, option: str, text: str, minimum: int, maximum: int | None = None) -> list[int]:
-    items = _items(text)
-    if not items:
-        raise UserError(f"{bench}: {option} is empty")
-    return list(dict.fromkeys(parse_int(bench, option, item, minimum, maximum) for item in items))
-
-
-def parse_choices(bench: str, option: str, text: str, allowed: tuple[str, ...]) -> list[str]:
-    items = _items(text)
-    if not items:
-        raise UserError(f"{bench}: {option} is empty; choose from {', '.join(allowed)}")
-    for item in items:
-        if item not in allowed:
-            raise UserError(f"{bench}: {option}: unknown {item!r}; choose from {', '.join(allowed)}")
-    return list(dict.fromkeys(items))
-
-
-def parse_bool(bench: str, option: str, text: str) -> bool:
-    word = str(text).strip().lower()
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    raise UserError(f"{bench}: {option}={text!r}: say true or false")
-
-
 def parse_gpus(bench: str, option: str, text: str, gpus: list[GpuInfo]) -> list[int]:
     """GPU indices (probe order), each checked against the GPUs the probe found."""
     out = []
-    for item in _items(text):
+    for item in split_items(text):
         if not item.isdigit():
             raise UserError(f"{bench}: {option}={text!r}: {item!r} is not a GPU number")
         index = int(item)
@@ -183,14 +106,6 @@ def parse_gpus(bench: str, option: str, text: str, gpus: list[GpuInfo]) -> list[
     if not out:
         raise UserError(f"{bench}: {option} is empty")
     return list(dict.fromkeys(out))
-
-
-def format_size(nbytes: int) -> str:
-    """The shortest exact name of a size: 4K, 256M, 1G, 1536K, 100B."""
-    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
-        if nbytes >= 1 << shift and nbytes % (1 << shift) == 0:
-            return f"{nbytes >> shift}{unit}"
-    return f"{nbytes}B"
 
 
 def gpu_params(gpu: GpuInfo) -> dict[str, Any]:

@@ -35,6 +35,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, ClassVar, Iterator
 
+from gpubench.bench.params import check_options, format_size, parse_choices, parse_int, parse_sizes
 from gpubench.bench import gpu_common as g
 from gpubench.bench.interface import BenchFailure, Case, Context, Sample, Waived
 from gpubench.errors import UserError
@@ -78,14 +79,14 @@ def system_memory_waiver(profile: Profile) -> str | None:
 
 
 def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
-    g.check_options(BENCH, options, OPTIONS)
+    check_options(BENCH, options, OPTIONS)
     gpus = g.nvidia_gpus(profile)
-    sizes = g.parse_sizes(BENCH, "sizes", options["sizes"], g.PATTERN_BYTES) if "sizes" in options else DEFAULT_SIZES[size]
-    iterations = g.parse_int(BENCH, "iterations", options["iterations"], 1, 10_000) if "iterations" in options else DEFAULT_ITERATIONS[size]
+    sizes = parse_sizes(BENCH, "sizes", options["sizes"], g.PATTERN_BYTES) if "sizes" in options else DEFAULT_SIZES[size]
+    iterations = parse_int(BENCH, "iterations", options["iterations"], 1, 10_000) if "iterations" in options else DEFAULT_ITERATIONS[size]
     if not gpus:
         raise UserError(f"{BENCH}: the probe found no NVIDIA GPU")
     gpu = g.parse_gpus(BENCH, "gpu", options["gpu"], gpus)[0] if "gpu" in options else 0
-    placements = g.parse_choices(BENCH, "placements", options["placements"], PLACEMENTS) if "placements" in options else list(PLACEMENTS)
+    placements = parse_choices(BENCH, "placements", options["placements"], PLACEMENTS) if "placements" in options else list(PLACEMENTS)
     cap = profile.get("hmm")
     hmm_mode = cap.details.get("mode") if cap is not None and cap.details.get("active") is True else None
     cases = []
@@ -95,7 +96,7 @@ def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
                 **g.gpu_params(gpus[gpu]), "placement": placement, "size": nbytes, "iterations": iterations,
                 "timer": "wall", "hmm_mode": hmm_mode,
             }
-            cases.append(Case(f"{placement}-{g.format_size(nbytes)}", params, "GB/s"))
+            cases.append(Case(f"{placement}-{format_size(nbytes)}", params, "GB/s"))
     return cases
 
 

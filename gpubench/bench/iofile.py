@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import re
 import secrets
 import shutil
 import stat
@@ -21,29 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from gpubench.errors import UserError
+from gpubench.bench import params
 
 PATTERNS = ("read", "write", "randread", "randwrite", "randrw")
 SCRATCH_PREFIX = "gpubench-io-"
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-_UNIT = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_size(text: str, what: str = "size") -> int:
-    """'4096', '4k', '128KiB', '1M', '2g' -> bytes (binary units, as fio reads them)."""
-    m = _SIZE_RE.match(str(text))
-    if not m or (m.group(3) and not m.group(2) and m.group(3).lower() != "b"):
-        raise UserError(f"{what}: cannot read {text!r} as a size (examples: 4096, 4k, 128KiB, 1M)")
-    return int(m.group(1)) * _UNIT[m.group(2).lower()]
-
-
 def format_size(n: int) -> str:
-    """Bytes as the shortest exact binary unit: 4096 -> '4k', 131072 -> '128k', 1048576 -> '1m'."""
-    for suffix, unit in (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
-        if n >= unit and n % unit == 0:
-            return f"{n // unit}{suffix}"
-    return str(n)
+    """Bytes as the shortest exact binary unit, as case names use it: 4096 -> '4k', 1048576 -> '1m'."""
+    return params.format_size(n).lower().removesuffix("b")
 
 
 # --- the filesystem under a path --------------------------------------------------------------

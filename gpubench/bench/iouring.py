@@ -25,15 +25,14 @@ from typing import Any, Callable, ClassVar, Iterator
 
 from gpubench.bench import iofile
 from gpubench.bench.interface import BenchFailure, Case, Context, Sample, Waived
-from gpubench.bench.iofile import JobSpec, JobTotals, LatencyHistogram, parse_size
+from gpubench.bench.iofile import JobSpec, JobTotals, LatencyHistogram
+from gpubench.bench.params import FALSE_WORDS, TRUE_WORDS, parse_bool, parse_size
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile, Status
 
 MAX_QUEUE_DEPTH = 4096  # gpubench's ring ceiling (the kernel itself allows 32768 SQ entries)
 MAX_PSYNC_THREADS = 256
 MIN_DIO_ALIGNMENT = 512  # the smallest logical block any device has; the real figure is checked in prepare
-TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("0", "false", "no", "off")
 
 OPTION_KEYS = (
     "target", "verify", "drop_cache", "vs_fio", "allow_device_write",
@@ -96,14 +95,7 @@ class IoParams:
 
 def _flag(options: dict[str, str], key: str, default: bool) -> bool:
     raw = options.get(key)
-    if raw is None or raw == "":
-        return default
-    word = str(raw).strip().lower()
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    raise UserError(f"{key}={raw!r}: expected 1/0, true/false, yes/no")
+    return default if raw is None or raw == "" else parse_bool("iouring", key, raw)
 
 
 def _list(options: dict[str, str], key: str) -> list[str] | None:
@@ -184,7 +176,7 @@ def plan_cases(engine: str, size: str, options: dict[str, str]) -> list[IoParams
         matrix = [(p, *rest) for p in patterns for rest in dict.fromkeys(row[1:] for row in matrix)]
     overrides: dict[int, list] = {}
     if (v := _list(options, "bs")) is not None:
-        overrides[1] = [parse_size(x, "bs") for x in v]
+        overrides[1] = [parse_size("iouring", "bs", x, default_unit="") for x in v]
     if (v := _list(options, "qd")) is not None:
         overrides[2] = _ints(v, "qd")
     if (v := _list(options, "jobs")) is not None:
@@ -195,14 +187,14 @@ def plan_cases(engine: str, size: str, options: dict[str, str]) -> list[IoParams
         matrix = [row[:index] + (value,) + row[index + 1:] for row in matrix for value in values]
     matrix = list(dict.fromkeys(matrix))
 
-    file_size = parse_size(options["size"], "size") if options.get("size") else DEFAULT_FILE_SIZE[size]
+    file_size = parse_size("iouring", "size", options["size"], default_unit="") if options.get("size") else DEFAULT_FILE_SIZE[size]
     try:
         runtime = float(options["runtime"]) if options.get("runtime") else DEFAULT_RUNTIME[size]
     except ValueError:
         raise UserError(f"runtime={options['runtime']!r}: expected seconds, e.g. 0.5") from None
     if not 0 < runtime <= 3600:
         raise UserError(f"runtime={runtime:g}: expected more than 0 and at most 3600 seconds")
-    io_size = parse_size(options["io_size"], "io_size") if options.get("io_size") else 0
+    io_size = parse_size("iouring", "io_size", options["io_size"], default_unit="") if options.get("io_size") else 0
     try:
         mix = int(options.get("mix") or 70)
     except ValueError:

@@ -37,6 +37,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator
 
+from gpubench.bench.params import check_options, format_size, parse_bool, parse_choices, parse_int, parse_sizes
 from gpubench.bench import gpu_common as g
 from gpubench.bench.interface import Case, Context, Sample, Waived
 from gpubench.errors import UserError
@@ -67,9 +68,9 @@ class CopyCase:
 
     def name(self, size: int, gpu: int) -> str:
         if self.engine == "cupy":
-            return f"d2d-cupy-reference-{g.format_size(size)}-gpu{gpu}"
+            return f"d2d-cupy-reference-{format_size(size)}-gpu{gpu}"
         parts = [self.direction] + ([self.host_memory] if self.host_memory else []) + [self.engine]
-        return "-".join(parts + [g.format_size(size), f"gpu{gpu}"])
+        return "-".join(parts + [format_size(size), f"gpu{gpu}"])
 
 
 def copy_matrix(directions: list[str], memory: list[str], engines: list[str], reference: bool) -> list[CopyCase]:
@@ -91,18 +92,18 @@ def copy_matrix(directions: list[str], memory: list[str], engines: list[str], re
 
 
 def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
-    g.check_options(BENCH, options, OPTIONS)
+    check_options(BENCH, options, OPTIONS)
     gpus = g.nvidia_gpus(profile)
-    sizes = g.parse_sizes(BENCH, "sizes", options["sizes"], SIZE_MULTIPLE) if "sizes" in options else DEFAULT_SIZES[size]
-    iterations = g.parse_int(BENCH, "iterations", options["iterations"], 1, 10_000) if "iterations" in options else DEFAULT_ITERATIONS[size]
+    sizes = parse_sizes(BENCH, "sizes", options["sizes"], SIZE_MULTIPLE) if "sizes" in options else DEFAULT_SIZES[size]
+    iterations = parse_int(BENCH, "iterations", options["iterations"], 1, 10_000) if "iterations" in options else DEFAULT_ITERATIONS[size]
     if "gpus" in options:
         chosen = g.parse_gpus(BENCH, "gpus", options["gpus"], gpus)
     else:
         chosen = [gpu.index for gpu in gpus[: 1 if size == "quick" else None]]
-    directions = g.parse_choices(BENCH, "directions", options["directions"], DIRECTIONS) if "directions" in options else list(DIRECTIONS)
-    memory = g.parse_choices(BENCH, "memory", options["memory"], MEMORY) if "memory" in options else list(MEMORY)
-    engines = g.parse_choices(BENCH, "engines", options["engines"], ENGINES) if "engines" in options else list(ENGINES)
-    reference = g.parse_bool(BENCH, "reference", options["reference"]) if "reference" in options else True
+    directions = parse_choices(BENCH, "directions", options["directions"], DIRECTIONS) if "directions" in options else list(DIRECTIONS)
+    memory = parse_choices(BENCH, "memory", options["memory"], MEMORY) if "memory" in options else list(MEMORY)
+    engines = parse_choices(BENCH, "engines", options["engines"], ENGINES) if "engines" in options else list(ENGINES)
+    reference = parse_bool(BENCH, "reference", options["reference"]) if "reference" in options else True
     copies = copy_matrix(directions, memory, engines, reference)
     if not copies:
         raise UserError(f"{BENCH}: nothing to measure for directions={','.join(directions)} memory={','.join(memory)} engines={','.join(engines)}")

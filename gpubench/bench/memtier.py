@@ -39,6 +39,7 @@ from typing import Any, Callable, ClassVar, Iterator
 
 from gpubench.bench import numa
 from gpubench.bench.interface import BenchFailure, Case, Context, Sample, Waived
+from gpubench.bench.params import parse_bool, parse_choices, parse_int, parse_size, split_items
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile, Status
 
@@ -47,6 +48,7 @@ STREAM_KERNELS = ("copy", "scale", "add", "triad")
 BYTES_PER_ELEMENT = {"copy": 16, "scale": 16, "add": 24, "triad": 24}  # as STREAM counts them
 KERNELS = STREAM_KERNELS + ("chase",)
 STORES = ("streaming", "plain")
+BENCH = "memtier"
 OPTIONS = ("size", "chase_size", "threads", "kernels", "nodes", "cpu_nodes", "hops", "stores", "best_of", "hugepages")
 HMAT_KEYS = ("read_bandwidth_mbps", "write_bandwidth_mbps", "read_latency_ns", "write_latency_ns")
 
@@ -171,41 +173,9 @@ def _cache_bytes(text: str) -> int:
     return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[m.group(2)]
 
 
-def parse_size(option: str, text: str) -> int:
-    """'256' (MiB), '256M', '256MiB', '1G', '1GiB', '512K' -> bytes."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
-    if not m:
-        raise UserError(f"memtier: {option}={text!r} is not a size (MiB, or with a unit: 512K, 64M, 1G)")
-    unit = (m.group(2) or "M").upper()
-    value = int(float(m.group(1)) * (1 << {"K": 10, "M": 20, "G": 30, "T": 40}[unit]))
-    if value <= 0:
-        raise UserError(f"memtier: {option}={text!r} must be larger than zero")
-    return value
-
-
-def _parse_int(option: str, text: str, minimum: int) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise UserError(f"memtier: {option}={text!r} is not a whole number") from None
-    if value < minimum:
-        raise UserError(f"memtier: {option}={text!r} must be at least {minimum}")
-    return value
-
-
-def _parse_list(option: str, text: str, allowed: tuple[str, ...]) -> list[str]:
-    items = [x.strip() for x in re.split(r"[,\s]+", text) if x.strip()]
-    if not items:
-        raise UserError(f"memtier: {option} is empty; choose from {', '.join(allowed)}")
-    for item in items:
-        if item not in allowed:
-            raise UserError(f"memtier: unknown {option[:-1] if option.endswith('s') else option} {item!r}; choose from {', '.join(allowed)}")
-    return list(dict.fromkeys(items))
-
-
 def _parse_nodes(option: str, text: str, topo: Topology) -> list[int]:
     ids = []
-    for item in [x.strip() for x in re.split(r"[,\s]+", text) if x.strip()]:
+    for item in split_items(text):
         if not item.isdigit():
             raise UserError(f"memtier: {option}={text!r}: {item!r} is not a node number")
         node = int(item)
@@ -215,15 +185,6 @@ def _parse_nodes(option: str, text: str, topo: Topology) -> list[int]:
     if not ids:
         raise UserError(f"memtier: {option} is empty")
     return list(dict.fromkeys(ids))
-
-
-def _parse_bool(option: str, text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise UserError(f"memtier: {option}={text!r}: say true or false")
 
 
 @dataclass(frozen=True)
@@ -248,7 +209,7 @@ def _plan(topo: Topology, size: str, options: dict[str, str]) -> Plan:
         raise UserError(f"memtier: unknown parameter {unknown[0]!r}; known: {', '.join(OPTIONS)}")
     if size not in ARRAY_SIZE:
         raise UserError(f"memtier: unknown size {size!r}; choose from {', '.join(ARRAY_SIZE)}")
-    kernels = _parse_list("kernels", options["kernels"], KERNELS) if "kernels" in options else list(KERNELS)
+    kernels = parse_choices(BENCH, "kernels", options["kernels"], KERNELS) if "kernels" in options else list(KERNELS)
     cpu_nodes = _parse_nodes("cpu_nodes", options["cpu_nodes"], topo) if "cpu_nodes" in options else [n.id for n in topo.cpu_nodes]
     for node_id in cpu_nodes:
         node = topo.node(node_id)
@@ -261,7 +222,7 @@ def _plan(topo: Topology, size: str, options: dict[str, str]) -> Plan:
         node = topo.node(node_id)
         if node is not None and not node.has_memory:
             raise UserError(f"memtier: node {node_id} has no memory to bind to")
-    threads = _parse_int("threads", options["threads"], 1) if "threads" in options else None
+    threads = parse_int(BENCH, "threads", options["threads"], 1) if "threads" in options else None
     if threads is not None:
         for node_id in cpu_nodes:
             ncpus = len(topo.node(node_id).cpus)  # type: ignore[union-attr]
@@ -275,12 +236,12 @@ def _plan(topo: Topology, size: str, options: dict[str, str]) -> Plan:
         cpu_nodes=tuple(cpu_nodes),
         mem_nodes=tuple(mem_nodes),
         threads=threads,
-        array_bytes=parse_size("size", options["size"]) if "size" in options else None,
-        chase_bytes=parse_size("chase_size", options["chase_size"]) if "chase_size" in options else None,
-        hops=_parse_int("hops", options["hops"], 1) if "hops" in options else HOPS[size],
+        array_bytes=parse_size(BENCH, "size", options["size"]) if "size" in options else None,
+        chase_bytes=parse_size(BENCH, "chase_size", options["chase_size"]) if "chase_size" in options else None,
+        hops=parse_int(BENCH, "hops", options["hops"], 1) if "hops" in options else HOPS[size],
         stores=stores,
-        best_of=_parse_int("best_of", options["best_of"], 1) if "best_of" in options else BEST_OF[size],
-        hugepages=_parse_bool("hugepages", options["hugepages"]) if "hugepages" in options else True,
+        best_of=parse_int(BENCH, "best_of", options["best_of"], 1) if "best_of" in options else BEST_OF[size],
+        hugepages=parse_bool(BENCH, "hugepages", options["hugepages"]) if "hugepages" in options else True,
     )
 
 

@@ -35,6 +35,7 @@ from contextlib import ExitStack, contextmanager
 from itertools import permutations
 from typing import Any, Callable, ClassVar, Iterator
 
+from gpubench.bench.params import check_options, format_size, parse_choices, parse_int, parse_sizes
 from gpubench.bench import gpu_common as g
 from gpubench.bench.interface import Case, Context, Sample, Waived
 from gpubench.errors import UserError
@@ -84,18 +85,18 @@ def parse_pairs(text: str, count: int) -> list[tuple[int, int]]:
 
 
 def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
-    g.check_options(BENCH, options, OPTIONS)
+    check_options(BENCH, options, OPTIONS)
     gpus = g.nvidia_gpus(profile)
     if len(gpus) < 2:
         raise UserError(f"{BENCH}: needs >= 2 GPUs (probe: {len(gpus)})")
-    sizes = g.parse_sizes(BENCH, "sizes", options["sizes"], g.PATTERN_BYTES) if "sizes" in options else DEFAULT_SIZES[size]
-    iterations = g.parse_int(BENCH, "iterations", options["iterations"], 1, 10_000) if "iterations" in options else DEFAULT_ITERATIONS[size]
+    sizes = parse_sizes(BENCH, "sizes", options["sizes"], g.PATTERN_BYTES) if "sizes" in options else DEFAULT_SIZES[size]
+    iterations = parse_int(BENCH, "iterations", options["iterations"], 1, 10_000) if "iterations" in options else DEFAULT_ITERATIONS[size]
     if "pairs" in options:
         pairs = parse_pairs(options["pairs"], len(gpus))
     else:
         pairs = [(0, 1), (1, 0)] if size == "quick" else list(permutations(range(len(gpus)), 2))
-    kinds = g.parse_choices(BENCH, "kinds", options["kinds"], KINDS) if "kinds" in options else list(KINDS)
-    latency_bytes = g.parse_int(BENCH, "latency_bytes", options["latency_bytes"], 1, MAX_LATENCY_BYTES) if "latency_bytes" in options else 8
+    kinds = parse_choices(BENCH, "kinds", options["kinds"], KINDS) if "kinds" in options else list(KINDS)
+    latency_bytes = parse_int(BENCH, "latency_bytes", options["latency_bytes"], 1, MAX_LATENCY_BYTES) if "latency_bytes" in options else 8
 
     directed = [k for k in kinds if not k.startswith("bidir")]
     both_ways = [k for k in kinds if k.startswith("bidir")]
@@ -120,11 +121,11 @@ def _pair_cases(profile: Profile, gpus: list[g.GpuInfo], src: int, dst: int, kin
     }
     if kind == "latency-ce":
         params = {**common, "size": latency_bytes, "batch": LATENCY_BATCH, "iterations": LATENCY_INTERVALS[size]}
-        return [Case(f"latency-ce-{src}to{dst}-{g.format_size(latency_bytes)}", params, "us", higher_is_better=False)]
+        return [Case(f"latency-ce-{src}to{dst}-{format_size(latency_bytes)}", params, "us", higher_is_better=False)]
     label = f"{src}and{dst}" if kind.startswith("bidir") else f"{src}to{dst}"
     factor = 2 if kind.startswith("bidir") else 1
     return [
-        Case(f"{kind}-{label}-{g.format_size(n)}", {**common, "size": n, "iterations": iterations, "bytes_per_iteration": factor * n}, "GB/s")
+        Case(f"{kind}-{label}-{format_size(n)}", {**common, "size": n, "iterations": iterations, "bytes_per_iteration": factor * n}, "GB/s")
         for n in sizes
     ]
 

@@ -9,7 +9,6 @@ IOMMU flags of /proc/cmdline, and the kernel's IOMMU configuration.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 from gpubench.probe.checks import check, kernel_config

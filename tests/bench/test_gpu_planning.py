@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gpubench.bench import gds, gpu_common, hmm, memcpy, p2p
+from gpubench.bench import gds, gpu_common, hmm, memcpy, p2p, params
 from gpubench.bench.interface import Case, Context, Waived
 from gpubench.errors import UserError
 from gpubench.probe import Source, probe
@@ -534,12 +534,12 @@ def test_drop_page_cache_and_scratch_file(tmp_path):
     ("256", 256 << 20), ("256M", 256 << 20), ("1G", 1 << 30), ("512K", 512 << 10), ("4096B", 4096), ("2GiB", 2 << 30),
 ])
 def test_parse_size(text, expected):
-    assert gpu_common.parse_size("x", "sizes", text) == expected
+    assert params.parse_size("x", "sizes", text) == expected
 
 
 @pytest.mark.parametrize("nbytes, name", [(4096, "4K"), (256 << 20, "256M"), (1 << 30, "1G"), (1536 << 10, "1536K"), (8, "8B")])
 def test_format_size(nbytes, name):
-    assert gpu_common.format_size(nbytes) == name
+    assert params.format_size(nbytes) == name
 
 
 def test_bandwidth_sample_is_the_median_of_iterations():

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from gpubench.bench import iofile, iouring
+from gpubench.bench import iofile
 from gpubench.bench.interface import BenchFailure, Context, Waived
 from gpubench.bench.iouring import IoUring, Psync
+from gpubench.bench.params import parse_size
 from gpubench.errors import UserError
 from gpubench.probe.model import Capability, Profile, Status
 
@@ -245,7 +246,7 @@ def test_queue_depth_beyond_the_ring_limit_is_a_user_error():
     ({"pattern": "zigzag"}, "unknown pattern"),
     ({"jobs": "0"}, "at least one job"),
     ({"qd": "0"}, "at least 1"),
-    ({"bs": "4q"}, "cannot read '4q' as a size"),
+    ({"bs": "4q"}, "bs='4q' is not a size"),
     ({"mix": "100"}, "1 to 99"),
     ({"runtime": "-1"}, "more than 0"),
     ({"direct": "maybe"}, "expected 1"),
@@ -267,7 +268,7 @@ def test_writes_to_an_existing_file_or_block_device_are_refused(tmp_path):
 
 
 def test_sizes_and_case_names():
-    assert [iofile.parse_size(s) for s in ("4096", "4k", "128KiB", "1M", "2g")] == [
+    assert [parse_size("iouring", "bs", s, default_unit="") for s in ("4096", "4k", "128KiB", "1M", "2g")] == [
         4096, 4096, 131072, 1 << 20, 2 << 30]
     cases = IoUring().cases(profile(), "default", {})
     names = [c.name for c in cases]

@@ -140,7 +140,7 @@ def test_options_narrow_the_matrix(cxl_host):
         ({"chase_size": "300G"}, "node 0 has 242903 MiB free, too little for a 307200 MiB chase buffer"),
         ({"threads": "0"}, "threads='0' must be at least 1"),
         ({"threads": "33"}, "more than node 0's 32 CPUs"),
-        ({"kernels": "triad,fma"}, "unknown kernel 'fma'"),
+        ({"kernels": "triad,fma"}, "kernels: unknown 'fma'"),
         ({"size": "lots"}, "is not a size"),
         ({"stores": "cached"}, "stores='cached'"),
         ({"bogus": "1"}, "unknown parameter 'bogus'"),

@@ -1,7 +1,6 @@
 import gzip
 import json
 import os
-import signal
 from pathlib import Path
 
 import pytest
