@@ -192,7 +192,20 @@ def _result_row(result: Result) -> dict[str, Any]:
         "spread": f"{summary.rel_spread * 100:.1f}%" if ok and math.isfinite(summary.rel_spread) else NOT_AVAILABLE,
         "n": summary.n if ok else len(result.samples),
         "reason": result.reason,
+        "advertised": _advertised(result),
     }
+
+
+def _advertised(result: Result) -> str:
+    """What the platform claims for this case (a benchmark puts it in params["advertised"], in its
+    own unit, e.g. memtier's HMAT figures), beside the measured share of it."""
+    claim = result.params.get("advertised")
+    if not isinstance(claim, (int, float)) or not claim:
+        return ""
+    text = f"{format_number(claim)} {result.unit}"
+    if result.summary is not None:
+        text += f" (measured {result.summary.median / claim:.0%})"
+    return text
 
 
 TELEMETRY_DRAWN_ELSEWHERE = ("series", "phases", "events")
@@ -259,7 +272,8 @@ def benchmark_sections(run: Run) -> list[dict[str, Any]]:
             {
                 "benchmark": benchmark,
                 "anchor": "bench-" + "".join(ch if ch.isalnum() else "-" for ch in benchmark),
-                "rows": [_result_row(r) for r in results],
+                "rows": (rows := [_result_row(r) for r in results]),
+                "advertised": any(r["advertised"] for r in rows),
                 "charts": sample_charts,
                 "telemetry": telemetry,
             }

@@ -229,3 +229,21 @@ def test_run_json_is_the_versioned_run(sample_run: Run) -> None:
     data = json.loads(text)
     assert data["schema_version"] == SCHEMA_VERSION and data["uid"] == sample_run.uid
     assert data["results"][0]["samples"] == list(sample_run.results[0].samples)
+
+
+def test_measured_beside_advertised():
+    from dataclasses import replace
+
+    from gpubench.report.html import render_run_html
+    from gpubench.results.model import Result, ResultStatus, Run, RunStatus
+    from gpubench.results.stats import summarize
+
+    samples = (60.0, 61.0, 59.0)
+    cxl = Result("memtier", "triad-cpu0-mem1", {"advertised": 61.44, "advertised_what": "HMAT access0 read bandwidth (GB/s)"},
+                 "GB/s", True, ResultStatus.OK, samples=samples, summary=summarize(samples))
+    run = Run("ab" * 16, "", 0.0, 1.0, RunStatus.COMPLETE, {}, {}, (cxl,))
+    html = render_run_html(run)
+    assert "<th>advertised</th>" in html
+    assert "61.44 GB/s (measured 98%)" in html
+    plain = replace(run, results=(replace(cxl, params={}),))
+    assert "<th>advertised</th>" not in render_run_html(plain)
