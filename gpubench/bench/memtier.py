@@ -41,6 +41,7 @@ from gpubench.bench import numa
 from gpubench.bench.interface import BenchFailure, Case, Context, Sample, Waived
 from gpubench.bench.params import parse_bool, parse_choices, parse_int, parse_size, split_items
 from gpubench.errors import UserError
+from gpubench.probe.checks import compact_ranges
 from gpubench.probe.model import Profile, Status
 
 MIB = 1 << 20
@@ -341,7 +342,7 @@ class MemTier:
         allowed = os.sched_getaffinity(0)
         cpus = [c for c in p["cpus"] if c in allowed]
         if not cpus:
-            raise Waived(f"none of node {p['cpu_node']}'s CPUs are in this process's CPU set ({_ranges(sorted(allowed))})")
+            raise Waived(f"none of node {p['cpu_node']}'s CPUs are in this process's CPU set ({compact_ranges(sorted(allowed))})")
         threads = int(p["threads"])
         if threads > len(cpus):
             raise Waived(f"{threads} threads asked, but only {len(cpus)} of node {p['cpu_node']}'s CPUs are in this process's CPU set")
@@ -353,17 +354,6 @@ class MemTier:
             else:
                 stack.enter_context(numa.pinned(cpus))
                 yield stack.enter_context(_stream_case(p, binder, cpus, threads, ctx))
-
-
-def _ranges(ids: list[int]) -> str:
-    out, start = [], None
-    for i, x in enumerate(ids):
-        if start is None:
-            start = x
-        if i + 1 == len(ids) or ids[i + 1] != x + 1:
-            out.append(str(start) if start == x else f"{start}-{x}")
-            start = None
-    return ",".join(out)
 
 
 class _Binder:
@@ -381,7 +371,7 @@ class _Binder:
                 allowed = None
                 self.unverified = f"the kernel offers no memory policies ({e})"
             if allowed is not None and node not in allowed:
-                raise BenchFailure(f"memory node {node} is not online or not in this process's cpuset (allowed: {_ranges(allowed)})")
+                raise BenchFailure(f"memory node {node} is not online or not in this process's cpuset (allowed: {compact_ranges(allowed)})")
         if self.unverified and not single_node:
             raise Waived(f"cannot place memory on node {node}: {self.unverified}")
 

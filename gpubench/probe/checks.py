@@ -41,6 +41,18 @@ def memo(src: Source, key: str, compute: Callable[[], object]) -> object:
     return cache[key]
 
 
+def compact_ranges(ids: list[int]) -> str:
+    """[0, 1, 2, 3, 8] -> '0-3,8', as the kernel writes CPU and node lists."""
+    out, start = [], None
+    for i, x in enumerate(ids):
+        if start is None:
+            start = x
+        if i + 1 == len(ids) or ids[i + 1] != x + 1:
+            out.append(str(start) if start == x else f"{start}-{x}")
+            start = None
+    return ",".join(out)
+
+
 # --- kernel release -------------------------------------------------------------------------
 
 def release(src: Source) -> str | None:

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpubench.probe.checks import check, kernel_config, release, version_tuple
+from gpubench.probe.checks import check, compact_ranges, kernel_config, release, version_tuple
 from gpubench.probe.model import Findings
 from gpubench.probe.source import Source
 
@@ -214,23 +214,11 @@ def read_numa(src: Source, f: Findings) -> tuple[list[dict[str, Any]] | None, _P
 def _node_summary(nodes: list[dict[str, Any]]) -> str:
     parts = []
     for n in nodes:
-        cpus = f"CPUs {_compact(n['cpus'])}" if n["cpus"] else "no CPUs"
+        cpus = f"CPUs {compact_ranges(n['cpus'])}" if n["cpus"] else "no CPUs"
         mem = f", {n['mem_total_kb'] / (1 << 20):.1f} GiB" if n["mem_total_kb"] else ""
         tier = f", tier {n['tier']}" if n["tier"] is not None else ""
         parts.append(f"node{n['id']} ({cpus}{mem}{tier})")
     return "; ".join(parts)
-
-
-def _compact(ids: list[int]) -> str:
-    """[0,1,2,3,8] -> '0-3,8'."""
-    out, start = [], None
-    for i, x in enumerate(ids):
-        if start is None:
-            start = x
-        if i + 1 == len(ids) or ids[i + 1] != x + 1:
-            out.append(str(start) if start == x else f"{start}-{x}")
-            start = None
-    return ",".join(out)
 
 
 @check("cxl", "numa nodes")
@@ -252,7 +240,7 @@ def numa_nodes(src: Source, f: Findings):
     cpu_less = [n["id"] for n in nodes if not n["has_cpu"]]
     why = f"{len(nodes)} node(s) online, {len(cpu_less)} without CPUs: {_node_summary(nodes)}"
     with_hmat = [n["id"] for n in nodes if n["hmat"]]
-    why += f"; firmware access0 numbers (HMAT) for node(s) {_compact(with_hmat)}" if with_hmat else "; no HMAT numbers"
+    why += f"; firmware access0 numbers (HMAT) for node(s) {compact_ranges(with_hmat)}" if with_hmat else "; no HMAT numbers"
     if problems.soft:
         why += "; not readable: " + "; ".join(problems.soft)
     return f.yes(why)
@@ -281,7 +269,7 @@ def memory_tiers(src: Source, f: Findings):
     order = sorted(tiers)
     f.details["order"] = order  # fastest first: a smaller id is a smaller abstract distance
     f.details["lower_tier_nodes"] = sorted(n for t in order[1:] for n in tiers[t])
-    described = ", ".join(f"memory_tier{t} (nodes {_compact(tiers[t]) or 'none'})" for t in order)
+    described = ", ".join(f"memory_tier{t} (nodes {compact_ranges(tiers[t]) or 'none'})" for t in order)
     demotes = {True: "demotion to lower tiers is enabled", False: "demotion is disabled", None: "demotion state unknown"}[demotion]
     if len(order) > 1:
         why = f"{len(order)} tiers, fastest first: {described}; {demotes}"
