@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 # include/uapi/linux/io_uring.h, enum io_uring_op, in order
 OPCODES = (
@@ -39,9 +40,27 @@ def feature_names(mask: int) -> list[str]:
     return [FEATURES[i] if i < len(FEATURES) else f"BIT_{i}" for i in range(mask.bit_length()) if mask >> i & 1]
 
 
+def load_liburing():
+    """Import the binding. Its loader (dynamic_import) rewrites a cache file under the package's
+    __pycache__ whenever it looks stale, and processes importing at the same moment can remove
+    the file under each other (FileNotFoundError): retry, from a clean slate."""
+    for attempt in range(8):
+        try:
+            import liburing
+
+            return liburing
+        except FileNotFoundError:
+            for name in [m for m in sys.modules if m == "liburing" or m.startswith("liburing.")]:
+                del sys.modules[name]
+            time.sleep(0.02 * (attempt + 1))
+    import liburing
+
+    return liburing
+
+
 def selftest() -> dict:
     """Load the binding, open a small ring, and report what the kernel supports."""
-    import liburing
+    liburing = load_liburing()
 
     try:
         from importlib.metadata import version
@@ -97,7 +116,7 @@ class UringJob:
     """
 
     def __init__(self, spec, setup_flags: int | None = None):
-        import liburing
+        liburing = load_liburing()
 
         from gpubench.bench.iofile import aligned_buffer, pattern_block
 
