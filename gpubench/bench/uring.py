@@ -61,13 +61,7 @@ def load_liburing():
 def selftest() -> dict:
     """Load the binding, open a small ring, and report what the kernel supports."""
     liburing = load_liburing()
-
-    try:
-        from importlib.metadata import version
-
-        binding_version = version("liburing")
-    except Exception:
-        binding_version = "unknown"
+    binding_version = str(getattr(liburing, "__version__", "unknown"))
     ring = liburing.io_uring()
     rc = liburing.io_uring_queue_init(8, ring, 0)
     if rc < 0:

@@ -30,6 +30,9 @@ def probe(src: Source, areas: Iterable[str] | None = None) -> Profile:
     unknown = sorted(asked - AREAS.keys())
     if unknown:
         raise UserError(f"unknown area {unknown[0]!r}; choose from: {', '.join(AREAS)}")
-    chosen = [a for a in AREAS if a in asked]
-    caps = [run_check(fn, src) for area in chosen for fn in import_module(AREAS[area]).CHECKS]
+    modules = [import_module(AREAS[area]) for area in AREAS if area in asked]
+    for module in modules:
+        if hasattr(module, "prefetch"):  # slow live checks start first and run alongside the rest
+            module.prefetch(src)
+    caps = [run_check(fn, src) for module in modules for fn in module.CHECKS]
     return Profile(root=str(src.root), capabilities=tuple(caps))

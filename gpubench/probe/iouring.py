@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 
-from gpubench.probe.checks import check, kernel_config
+from gpubench.probe.checks import check, kernel_config, memo
 from gpubench.probe.model import Findings
 from gpubench.probe.source import Source
 
@@ -53,31 +53,48 @@ def io_uring(src: Source, f: Findings):
     return f.yes(DISABLED_MEANING[0] if disabled == 0 else "")
 
 
-def binding_selftest(command: list[str] = SELFTEST, timeout: float = SELFTEST_TIMEOUT_S) -> dict:
-    """Load the binding in a child process: a SIGILL or SIGSEGV there is an answer, not a crash here."""
+def start_selftest(command: list[str] = SELFTEST) -> subprocess.Popen | str:
+    """Start loading the binding in a child process; an error message when it cannot start."""
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return {"loaded": False, "error": f"the binding check did not finish within {timeout:.0f} s"}
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     except OSError as e:
-        return {"loaded": False, "error": f"could not start the binding check: {e}"}
-    if proc.returncode < 0:
-        sig = signal.Signals(-proc.returncode).name
+        return f"could not start the binding check: {e}"
+
+
+def binding_selftest(child: subprocess.Popen | str | None = None, timeout: float = SELFTEST_TIMEOUT_S) -> dict:
+    """The child's answer: a SIGILL or SIGSEGV there is a verdict, not a crash here."""
+    child = start_selftest() if child is None else child
+    if isinstance(child, str):
+        return {"loaded": False, "error": child}
+    try:
+        stdout, stderr = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        return {"loaded": False, "error": f"the binding check did not finish within {timeout:.0f} s"}
+    if child.returncode < 0:
+        sig = signal.Signals(-child.returncode).name
         return {"loaded": False, "signal": sig, "error": f"the child process died with {sig} while loading liburing"}
-    last = (proc.stderr.strip().splitlines() or [""])[-1]
-    if proc.returncode != 0:
+    last = (stderr.strip().splitlines() or [""])[-1]
+    if child.returncode != 0:
         if "ModuleNotFoundError" in last and "liburing" in last:
             return {"loaded": False, "missing": True, "error": "the liburing binding is not installed"}
-        return {"loaded": False, "error": last or f"exit status {proc.returncode}"}
+        return {"loaded": False, "error": last or f"exit status {child.returncode}"}
     try:
-        return json.loads(proc.stdout)
+        return json.loads(stdout)
     except ValueError:
-        return {"loaded": False, "error": f"unreadable answer from the binding check: {proc.stdout[:200]!r}"}
+        return {"loaded": False, "error": f"unreadable answer from the binding check: {stdout[:200]!r}"}
+
+
+def prefetch(src: Source) -> None:
+    """Start the binding check first, so that it runs while the other areas are read."""
+    if src.live:
+        memo(src, "iouring_selftest", start_selftest)
 
 
 @check("iouring", "io_uring binding")
 def io_uring_binding(src: Source, f: Findings):
-    out = src.command("iouring_binding", binding_selftest)
+    out = src.command("iouring_binding", lambda: binding_selftest(memo(src, "iouring_selftest", start_selftest)))
     if out is None:
         f.saw("binding check", "not recorded in this snapshot")
         return f.unknown("the binding check was not recorded in this snapshot", "record the snapshot with gpubench snapshot")
