@@ -64,7 +64,6 @@ def run_job(opts: JobOptions, progress: Progress, profile: Profile | None = None
     """Probe, plan, run, store. Returns the stored run (status complete or interrupted)."""
     profile = profile or probe(Source("/"))
     planned = plan(profile, opts.keys, opts.size, opts.params)  # bad parameters fail here, before the DB is touched
-    progress.planned(planned)
     policy = RepeatPolicy.for_size(opts.size)
     started = time.time()
     run = Run(
@@ -79,6 +78,7 @@ def run_job(opts: JobOptions, progress: Progress, profile: Profile | None = None
     telemetry = _open_telemetry(profile, opts, progress)
     with Store.open(opts.db, create=True) as store, sigterm_as_interrupt():
         run_id = store.begin_run(run)
+        progress.planned(planned)
         status = RunStatus.COMPLETE
         try:
             _run_all(store, run_id, planned, profile, opts, policy, progress, telemetry)
