@@ -267,11 +267,11 @@ def _tier_params(topo: Topology, mem: MemNode, cpu: MemNode, kernel: str) -> dic
     if kernel == "chase":
         advertised = hmat.get("read_latency_ns")
         out["advertised"] = float(advertised) if advertised is not None else None
-        out["advertised_what"] = "HMAT access0 read latency (ns)"
+        out["advertised_what"] = "HMAT access0 read latency (ns)" if advertised is not None else None
     else:
         advertised = hmat.get("read_bandwidth_mbps")
         out["advertised"] = advertised / 1000.0 if advertised is not None else None
-        out["advertised_what"] = "HMAT access0 read bandwidth (GB/s)"
+        out["advertised_what"] = "HMAT access0 read bandwidth (GB/s)" if advertised is not None else None
     out["topology"] = topo.source
     return out
 

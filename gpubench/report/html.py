@@ -100,7 +100,8 @@ def format_p_value(p: float | None) -> str:
 
 
 def format_params(params: dict[str, Any]) -> list[str]:
-    return [f"{key}={value}" for key, value in params.items()]
+    """key=value chips; parameters that are unset (None) say nothing and are left out."""
+    return [f"{key}={value}" for key, value in params.items() if value is not None]
 
 
 def _scalar_text(value: Any) -> str:
