@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# A Slurm batch job: probe and benchmark one GPU node, keep the history on shared storage, and
+# compare with the run labelled BASELINE_LABEL (exit 3 on a significant regression).
+#   sbatch --nodelist=gpu-node-07 ci/templates/slurm-gpubench.sh
+#SBATCH --job-name=gpubench
+#SBATCH --nodes=1
+#SBATCH --exclusive
+#SBATCH --gres=gpu:all
+#SBATCH --time=01:00:00
+#SBATCH --output=gpubench-%j.log
+set -euo pipefail
+
+export GPUBENCH_DB=${GPUBENCH_DB:-$HOME/gpubench/$(hostname -s).db}
+label="$(uname -r) job $SLURM_JOB_ID"
+
+gpubench probe
+gpubench run --label "$label" --cool-down --reports-dir "$HOME/gpubench/reports"
+
+if [ -n "${BASELINE_RUN:-}" ]; then
+  gpubench compare "$BASELINE_RUN" latest --threshold 5% --fail-on-regression
+fi
