@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -14,6 +13,7 @@ try:  # recent typer vendors click
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
+from gpubench.cli_common import emit_json
 from gpubench.errors import UserError
 
 app = typer.Typer(
@@ -27,9 +27,6 @@ app = typer.Typer(
 
 AreaOpt = typer.Option(None, "--area", "-a", metavar="AREA", help="Probe only this area (repeatable): kernel, iouring, gpu, hmm, p2p, gds, cxl, iommu.")
 
-
-def _emit_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 @app.command()
@@ -45,7 +42,7 @@ def probe(
     def show(src: Source) -> None:
         profile = run_probe(src, area)
         if as_json:
-            _emit_json(profile.to_dict())
+            emit_json(profile.to_dict())
         else:
             from gpubench.report.terminal import profile_table, stdout_console
 
@@ -141,7 +138,7 @@ def run(
         stored = run_job(opts, progress)
     paths = [] if no_report else _write_reports(stored, reports_dir)
     if as_json:
-        _emit_json(stored.to_dict())
+        emit_json(stored.to_dict())
     else:
         from gpubench.report.tables import results_table
         from gpubench.report.terminal import stdout_console

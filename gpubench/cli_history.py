@@ -6,20 +6,19 @@ Only `import` may create or write the result database; the others open it read-o
 from __future__ import annotations
 
 import enum
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from gpubench.cli_common import JsonOpt
 from gpubench.errors import UserError
+from gpubench.files import write_new
 
 DbOpt = typer.Option(
     None, "--db", metavar="PATH", help="Result history (default: $GPUBENCH_DB, else $XDG_DATA_HOME/gpubench/results.db)."
 )
-JsonOpt = typer.Option(False, "--json", help="Print JSON only on stdout.")
 ForceOpt = typer.Option(False, "--force", help="Replace output files that already exist.")
 
 
@@ -57,35 +56,16 @@ def parse_threshold(text: str) -> float:
 
 
 def write_file(path: Path, text: str, force: bool) -> None:
-    """Write atomically: readers see the old file or the whole new one, never a part. An existing
-    file is kept unless force is given."""
+    """Write atomically; an existing file is kept unless force is given."""
     path = path.expanduser()
     if path.is_dir():
         raise UserError(f"{path} is a directory; give a file name")
-    if path.exists() and not force:
-        raise UserError(f"{path} already exists; pass --force to replace it")
-    directory = path.parent
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)
-        if force:
-            os.replace(temporary, path)
-        else:
-            os.link(temporary, path)  # fails rather than replace a file created meanwhile
+        write_new(path, text, replace=force)
     except FileExistsError:
         raise UserError(f"{path} already exists; pass --force to replace it") from None
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 def _emit(text: str) -> None:

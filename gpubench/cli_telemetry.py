@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import sys
+import os
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
+from gpubench.cli_common import JsonOpt, emit_json
 from gpubench.errors import UserError
 
-JsonOpt = typer.Option(False, "--json", help="Print JSON only on stdout.")
 HzOpt = typer.Option(10.0, "--hz", min=0.1, max=1000.0, help="Samples per second.")
 
-
-def _emit_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
 def _fmt(value: Any, unit: str, digits: int = 1) -> str:
@@ -70,7 +66,7 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
         finally:
             tel.close()
         if as_json:
-            _emit_json(data)
+            emit_json(data)
             return
         for name in data["samplers"]:
             typer.echo(f"{name:<10} readable")
@@ -91,6 +87,8 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
 
         if out.exists():
             raise UserError(f"{out} already exists; choose another name or remove it first")
+        if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+            raise UserError(f"cannot write {out}: {out.parent} is not a writable directory")
         tel = open_telemetry(None, hz)
         try:
             if not tel.samplers:
@@ -98,19 +96,24 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
             typer.echo(f"recording {seconds:g} s at {hz:g} Hz from {', '.join(tel.samplers)}", err=True)
             with tel.around("record", baseline_s=0.0, cooldown_timeout_s=0.0) as window:
                 tel.clock.sleep(seconds)
-            write_trace(out, window.trace())
+            try:
+                write_trace(out, window.trace())
+            except FileExistsError:
+                raise UserError(f"{out} appeared while recording; not replaced") from None
+            except OSError as e:
+                raise UserError(f"cannot write {out}: {e.strerror or e}") from None
             summary = window.summary()
         finally:
             tel.close()
         if as_json:
-            _emit_json({"trace": str(out), "samples": len(window.readings), "summary": summary})
+            emit_json({"trace": str(out), "samples": len(window.readings), "summary": summary})
         else:
             typer.echo(f"wrote {out} ({len(window.readings)} samples)", err=True)
 
     @telemetry_app.command("show")
     def show(
         trace: Path = typer.Argument(..., help="A trace written by `gpubench telemetry record`."),
-        bytes_moved: Optional[float] = typer.Option(None, "--bytes", help="Bytes the benchmark moved, for J/GB."),
+        bytes_moved: Optional[float] = typer.Option(None, "--bytes", min=1, help="Bytes the benchmark moved, for J/GB."),
         as_json: bool = JsonOpt,
     ) -> None:
         """Summarise a recorded trace: phases, peak and sustained power, energy, throttling, time to cool."""
@@ -119,7 +122,7 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
 
         summary = summarize(read_trace(trace), bytes_moved)
         if as_json:
-            _emit_json(summary)
+            emit_json(summary)
         else:
             typer.echo("\n".join(summary_lines(summary)))
 
@@ -136,7 +139,7 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
 
         result = calibrate(seconds, rounds, hz, workload, progress=lambda m: typer.echo(m, err=True))
         if as_json:
-            _emit_json(result.to_dict())
+            emit_json(result.to_dict())
             return
         mean_s = sum(result.without_s) / len(result.without_s)
         typer.echo(

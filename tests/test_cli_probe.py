@@ -128,3 +128,31 @@ def test_snapshot_scrubs_serials(tmp_path):
     assert b"UUID=(redacted)" in scrub("/proc/cmdline", b"root=UUID=0a1b-22 ro")
     cmdline = scrub("/proc/cmdline", b"quiet rdinit=/init -- --token s3cret\n")
     assert cmdline == b"quiet rdinit=/init -- (init arguments redacted)\n"
+
+
+def test_an_archive_cannot_write_through_its_own_links(tmp_path):
+    import io
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        link = tarfile.TarInfo("proc")
+        link.type, link.linkname = tarfile.SYMTYPE, str(outside)
+        tar.addfile(link)
+        payload = tarfile.TarInfo("proc/escaped.txt")
+        payload.size = 5
+        tar.addfile(payload, io.BytesIO(b"pwned"))
+    p = gpubench("probe", "--root", str(evil), "--area", "kernel")
+    assert p.returncode == 1
+    assert "would be written through a link" in p.stderr
+    assert list(outside.iterdir()) == []
+
+
+def test_a_truncated_archive_is_damaged_not_interrupted(tmp_path):
+    bad = tmp_path / "cut.tar.gz"
+    bad.write_bytes(b"\x1f\x8b")
+    p = gpubench("probe", "--root", str(bad))
+    assert p.returncode == 1
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"gpubench: error: --root {bad}: damaged archive")

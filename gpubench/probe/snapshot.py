@@ -15,6 +15,7 @@ from typing import Iterable, Iterator
 
 from gpubench import __version__
 from gpubench.errors import UserError
+from gpubench.files import write_new
 from gpubench.probe import Profile, probe
 from gpubench.probe.source import COMMANDS_DIR, Recording, Source, redact
 
@@ -40,24 +41,20 @@ def scrub(path: str, data: bytes) -> bytes:
 
 
 def write_snapshot(rec: Recording, out: Path, meta: dict) -> int:
-    """Write the archive next to `out`, then rename it into place. Returns the number of entries."""
+    """Write the archive whole, under a name nobody has taken. Returns the number of entries."""
     out = Path(out)
-    if out.exists():
-        raise UserError(f"{out} already exists; choose another name or remove it first")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise UserError(f"cannot write {out}: directory {parent} does not exist")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        n = _fill(tar, rec, meta)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".snapshot-", suffix=".tmp", dir=parent)
+        write_new(out, buffer.getvalue())
+    except FileExistsError:
+        raise UserError(f"{out} already exists; choose another name or remove it first") from None
     except OSError as e:
         raise UserError(f"cannot write {out}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
-            n = _fill(tar, rec, meta)
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
     return n
 
 
@@ -129,6 +126,8 @@ def open_root(path: Path) -> Iterator[Source]:
         is_tar = tarfile.is_tarfile(path)
     except OSError as e:
         raise UserError(f"--root {path}: cannot read it ({e.strerror or e})") from None
+    except (EOFError, tarfile.TarError) as e:
+        raise UserError(f"--root {path}: damaged archive ({e or 'cut short'})") from None
     if not is_tar:
         raise UserError(f"--root {path}: not a directory, nor a snapshot archive made by `gpubench snapshot`")
     with tempfile.TemporaryDirectory(prefix="gpubench-root-") as tmp:
@@ -137,22 +136,37 @@ def open_root(path: Path) -> Iterator[Source]:
 
 
 def _unpack(archive: Path, dest: Path) -> None:
-    """Regular files, directories and symlinks only; nothing may land outside `dest`."""
+    """Regular files, directories and symlinks only; nothing may land outside `dest`.
+
+    Links are kept as written (the probes only read their targets, never follow them out of the
+    snapshot), so no entry may be created through a link: each one's folder must resolve inside
+    `dest`, and files are created with O_EXCL | O_NOFOLLOW."""
+    base = os.path.realpath(dest)
+
+    def inside(path: Path) -> bool:
+        real = os.path.realpath(path)
+        return real == base or real.startswith(base + os.sep)
+
     try:
         with tarfile.open(archive) as tar:
             for m in tar:
                 name = os.path.normpath(m.name)
-                if name.startswith(("/", "..")) or os.path.isabs(name):
-                    raise UserError(f"--root {archive}: unsafe entry {m.name!r} in the archive")
                 target = dest / name
+                if name.startswith(("/", "..")) or os.path.isabs(name) or name == "." or not m.isdir() and not m.isfile() and not m.issym():
+                    if name == ".":
+                        continue
+                    raise UserError(f"--root {archive}: unsafe entry {m.name!r} in the archive")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not inside(target.parent) or os.path.islink(target):
+                    raise UserError(f"--root {archive}: entry {m.name!r} would be written through a link")
                 if m.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
+                    target.mkdir(exist_ok=True)
                 elif m.isfile():
-                    target.parent.mkdir(parents=True, exist_ok=True)
                     src = tar.extractfile(m)
-                    target.write_bytes(src.read() if src else b"")
-                elif m.issym():
-                    target.parent.mkdir(parents=True, exist_ok=True)
+                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+                    with os.fdopen(fd, "wb") as out:
+                        out.write(src.read() if src else b"")
+                else:
                     os.symlink(m.linkname, target)
     except (tarfile.TarError, OSError, EOFError) as e:
         raise UserError(f"--root {archive}: damaged archive ({e})") from None

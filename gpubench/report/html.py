@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from gpubench.errors import UserError
+from gpubench.files import write_new
 from gpubench.results.model import CaseComparison, Comparison, Result, ResultStatus, Run, RunStatus, Verdict
 
 VERDICT_CLASS = {
@@ -426,64 +425,30 @@ def report_stem(run: Run) -> str:
     return f"gpubench-run-{ident}-{stamp}"
 
 
-def _write_temp(directory: Path, text: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix=".gpubench-report-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(name, 0o644)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-    return Path(name)
-
-
-def _claim(temp: Path, target: Path) -> None:
-    """Give `temp`'s complete contents the name `target` in one step; FileExistsError rather than replacing.
-
-    `temp` itself stays (the caller removes it), so a lost race can retry under another name.
-    """
-    try:
-        os.link(temp, target)
-    except FileExistsError:
-        raise
-    except OSError:  # a filesystem without hard links: check, then rename a copy into place
-        if target.exists():
-            raise FileExistsError(target) from None
-        os.rename(_write_temp(target.parent, temp.read_text(encoding="utf-8")), target)
-
-
 def write_run_reports(run: Run, directory: Path) -> tuple[Path, Path]:
     """Write the run's HTML and JSON reports into `directory`; returns (html, json). Never overwrites a file."""
-    from gpubench.report.jsonreport import run_json
+    from gpubench.results.jsonio import run_to_json
 
-    html_text, json_text = render_run_html(run), run_json(run)
+    html_text, json_text = render_run_html(run), run_to_json(run)
     stem = report_stem(run)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        html_temp, json_temp = _write_temp(directory, html_text), _write_temp(directory, json_text)
-        try:
-            attempt = 1
-            while True:
-                name = stem if attempt == 1 else f"{stem}-{attempt}"
-                attempt += 1
-                html_path, json_path = directory / f"{name}.html", directory / f"{name}.json"
-                if html_path.exists() or json_path.exists():
-                    continue
-                try:
-                    _claim(html_temp, html_path)
-                except FileExistsError:
-                    continue
-                try:
-                    _claim(json_temp, json_path)
-                except FileExistsError:  # the JSON name was taken since the check: free the HTML name too
-                    html_path.unlink()
-                    continue
-                return html_path, json_path
-        finally:
-            html_temp.unlink(missing_ok=True)
-            json_temp.unlink(missing_ok=True)
+        attempt = 1
+        while True:
+            name = stem if attempt == 1 else f"{stem}-{attempt}"
+            attempt += 1
+            html_path, json_path = directory / f"{name}.html", directory / f"{name}.json"
+            if html_path.exists() or json_path.exists():
+                continue
+            try:
+                write_new(html_path, html_text)
+            except FileExistsError:
+                continue
+            try:
+                write_new(json_path, json_text)
+            except FileExistsError:  # the JSON name was taken since the check: free the HTML name too
+                html_path.unlink()
+                continue
+            return html_path, json_path
     except OSError as exc:
         raise UserError(f"cannot write the reports into {directory}: {exc.strerror or exc}") from exc

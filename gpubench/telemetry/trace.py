@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gpubench.errors import UserError
+from gpubench.files import write_new
 
 TRACE_FORMAT = "gpubench-telemetry-trace"
 TRACE_VERSION = 1
@@ -80,12 +81,15 @@ class Trace:
 
 
 def write_trace(path: Path, trace: Trace) -> None:
-    path.write_text(json.dumps(trace.to_dict(), separators=(",", ":")) + "\n", encoding="utf-8")
+    """Write the trace whole; FileExistsError rather than replace a file."""
+    write_new(path, json.dumps(trace.to_dict(), separators=(",", ":")) + "\n")
 
 
 def read_trace(path: Path) -> Trace:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
         return Trace.from_dict(data)
     except FileNotFoundError:
         raise UserError(f"telemetry trace {path} does not exist") from None

@@ -13,7 +13,7 @@ import pytest
 
 from gpubench.errors import UserError
 from gpubench.report.html import format_number, render_comparison_html, render_run_html, write_run_reports
-from gpubench.report.jsonreport import run_json
+from gpubench.results.jsonio import run_to_json as run_json
 from gpubench.results.model import SCHEMA_VERSION, Run, RunStatus, Verdict
 
 try:
@@ -108,7 +108,7 @@ def _assert_unique_ids(html: str) -> None:
 
 
 def test_html_module_does_not_import_matplotlib_until_it_draws() -> None:
-    code = "import sys, gpubench.report.html, gpubench.report.jsonreport; sys.exit('matplotlib' in sys.modules)"
+    code = "import sys, gpubench.report.html, gpubench.results.jsonio; sys.exit('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
