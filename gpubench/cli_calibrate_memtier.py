@@ -33,7 +33,7 @@ def calibrate_memtier_command(
     console = stderr_console()
     profile = probe(Source("/"), ["cxl"])
     result = calibrate(profile, size_mib=size, threads=threads, rounds=rounds, hops=hops, best_of=best_of,
-                       progress=lambda message: console.print(f"[dim]{message}[/dim]"))
+                       progress=lambda message: console.print(message, style="dim"))
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
         return
@@ -42,6 +42,7 @@ def calibrate_memtier_command(
 
 def _print_table(result) -> None:  # type: ignore[no-untyped-def]
     from rich.table import Table
+    from rich.text import Text
 
     from gpubench.report.terminal import stdout_console
 
@@ -58,7 +59,7 @@ def _print_table(result) -> None:  # type: ignore[no-untyped-def]
     for row in result.rows:
         q1, q3 = row.ratio_quartiles
         table.add_row(
-            f"{row.name}\n[dim]{row.gpubench_variant}\nvs {row.c_variant}[/dim]",
+            Text.assemble(row.name, "\n", (f"{row.gpubench_variant}\nvs {row.c_variant}", "dim")),
             f"{statistics.median(row.gpubench):.2f} {row.unit}",
             f"{statistics.median(row.c):.2f} {row.unit}",
             f"{row.ratio:.3f}",

@@ -21,7 +21,7 @@ def _describe(result: Result) -> str:
 
 class StderrProgress(JobProgress):
     def __init__(self) -> None:
-        self.console = Console(stderr=True, highlight=False)
+        self.console = Console(stderr=True, highlight=False, markup=False)
         self.live = self.console.is_terminal
         self.bar: Progress | None = None
         self.task = None

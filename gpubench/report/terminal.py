@@ -1,4 +1,7 @@
-"""Rich terminal rendering. Colour only on a TTY; NO_COLOR is honoured by rich itself."""
+"""Rich terminal rendering. Colour only on a TTY; NO_COLOR is honoured by rich itself.
+
+Consoles never read markup in strings: labels, reasons and case names are data, and a "[/x]" in
+one must print as it is. Styles are given with rich.text.Text instead."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ EVIDENCE_WIDTH = 100  # the table shortens long values; --json carries them whol
 
 
 def stdout_console() -> Console:
-    console = Console(highlight=False, soft_wrap=False)
+    console = Console(highlight=False, soft_wrap=False, markup=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 120  # piped into a file or a CI log: wider than the 80-column default
     return console
@@ -33,7 +36,7 @@ def _short(value: str, width: int = EVIDENCE_WIDTH) -> str:
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, markup=False)
 
 
 def profile_table(profile: Profile) -> Table:
