@@ -102,7 +102,8 @@ def run(
     Benchmarks whose needs are unmet are recorded as WAIVED with the reason. Each case is warmed
     up, then repeated until its spread settles (or a cap). Every result is committed to the
     history the moment it ends; Ctrl-C stops cleanly and keeps what finished.
-    Exit status: 0 all ran (or were waived), 1 a case failed or bad input, 130 interrupted."""
+    Exit status: 0 all ran (or were waived), 1 a case failed, bad input or no report, 2 usage,
+    130 interrupted."""
     from gpubench.bench.runner import parse_params, select
     from gpubench.job import JobOptions, run_job
     from gpubench.report.progress import StderrProgress
@@ -111,8 +112,10 @@ def run(
 
     if quick and full:
         raise click_exc.UsageError("--quick and --full exclude each other")
-    if telemetry_replay is not None and not telemetry_replay.is_file():
-        raise UserError(f"--telemetry-replay {telemetry_replay}: no such trace file")
+    if telemetry_replay is not None:
+        from gpubench.telemetry.trace import read_trace
+
+        read_trace(telemetry_replay)  # a bad trace fails here, in one line, before anything runs
     params = parse_params(param or [])
     flags = {"verify": verify, "drop_cache": drop_cache, "vs_fio": vs_fio, "allow_device_write": allow_device_write}
     generic = params.setdefault("*", {})
@@ -136,7 +139,12 @@ def run(
         raise UserError("no benchmark selected (check --only and --skip)")
     with StderrProgress() as progress:
         stored = run_job(opts, progress)
-    paths = [] if no_report else _write_reports(stored, reports_dir)
+    paths, report_problem = [], ""
+    if not no_report:
+        try:
+            paths = _write_reports(stored, reports_dir)
+        except UserError as e:
+            report_problem = str(e)
     if as_json:
         emit_json(stored.to_dict())
     else:
@@ -149,10 +157,12 @@ def run(
             console.print(f"report: {p}")
     for p in paths if as_json else ():
         typer.echo(f"report: {p}", err=True)
+    if report_problem:
+        typer.echo(f"gpubench: error: {report_problem}", err=True)
     if stored.status is RunStatus.INTERRUPTED:
         typer.echo(f"gpubench: run {stored.id} interrupted; completed results are kept", err=True)
         raise typer.Exit(130)
-    if any(r.status is ResultStatus.FAILED for r in stored.results):
+    if report_problem or any(r.status is ResultStatus.FAILED for r in stored.results):
         raise typer.Exit(1)
 
 
@@ -161,8 +171,9 @@ def _write_reports(run, directory: Path) -> list[Path]:
 
     try:
         return list(write_run_reports(run, directory))
-    except OSError as e:
-        raise UserError(f"results are stored, but the report could not be written to {directory}: {e.strerror or e}") from None
+    except (OSError, UserError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise UserError(f"results are stored, but the report could not be written to {directory}: {why}") from None
 
 
 calibrate_app = typer.Typer(

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 from gpubench.bench.interface import Context, Sample
 from gpubench.bench.runner import CaseRun, Planned, RepeatPolicy, options_for, plan, scratch_dir, waived_result
+from gpubench.errors import UserError
 from gpubench.probe import Profile, Source, probe
 from gpubench.results.metadata import capture
 from gpubench.results.model import Result, ResultStatus, Run, RunStatus
@@ -62,6 +63,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def run_job(opts: JobOptions, progress: Progress, profile: Profile | None = None) -> Run:
     """Probe, plan, run, store. Returns the stored run (status complete or interrupted)."""
+    if opts.scratch is not None and not opts.scratch.is_dir():
+        raise UserError(f"--scratch {opts.scratch}: not a directory")
     profile = profile or probe(Source("/"))
     planned = plan(profile, opts.keys, opts.size, opts.params)  # bad parameters fail here, before the DB is touched
     policy = RepeatPolicy.for_size(opts.size)
@@ -84,6 +87,9 @@ def run_job(opts: JobOptions, progress: Progress, profile: Profile | None = None
             _run_all(store, run_id, planned, profile, opts, policy, progress, telemetry)
         except KeyboardInterrupt:
             status = RunStatus.INTERRUPTED
+        except BaseException:  # the run stopped short: never stored as complete
+            status = RunStatus.INTERRUPTED
+            raise
         finally:
             if telemetry is not None:
                 telemetry.close()

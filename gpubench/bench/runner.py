@@ -3,6 +3,7 @@ and hand every result to a sink the moment it ends. It never knows which benchma
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from contextlib import nullcontext
@@ -14,11 +15,10 @@ from gpubench.bench import registry
 from gpubench.bench.interface import BenchFailure, Benchmark, Case, Context, Sample, Waived
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
-from gpubench.results.model import Result, ResultStatus
+from gpubench.results.model import WHOLE_BENCHMARK, Result, ResultStatus
 from gpubench.results.stats import summarize
 
 SIZES = ("quick", "default", "full")
-WHOLE_BENCHMARK = "*"  # the case name of a result that stands for a whole waived benchmark
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,9 @@ def plan(profile: Profile, keys: Iterable[str], size: str, params: dict[str, dic
     if size not in SIZES:
         raise UserError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
     shared = params.get("*", {})
+    keys = list(keys)
+    for key in params.keys() - {"*"} - set(keys):
+        raise UserError(f"parameters for {key!r}, which is not selected (see --only and --skip)")
     benches = {key: registry.load(key) for key in keys}
     unclaimed = [k for k in shared if not any(k in b.options for b in benches.values())]
     if unclaimed:
@@ -133,6 +136,8 @@ class CaseRun:
             with self.bench.prepare(self.case, self.ctx) as measure:
                 for _ in range(self.policy.warmup):
                     measure()
+                    if time.monotonic() > self.ctx.deadline:
+                        break
                 with self._window(measure) as window:
                     self._repeat(measure)
                 if window is not None:
@@ -169,15 +174,17 @@ class CaseRun:
         )
 
     def _repeat(self, measure: Callable[[], Sample]) -> None:
-        deadline = time.monotonic() + self.policy.case_timeout_s
+        """Repeat until the spread settles (after min_reps), the cap, or the case's deadline."""
         while len(self.samples) < self.policy.max_reps:
             sample = measure()
+            if not math.isfinite(sample.value):
+                raise BenchFailure(f"repetition {len(self.samples) + 1} measured {sample.value}: not a finite number")
             self.samples.append(sample)
             self.on_sample(len(self.samples), sample)
-            n = len(self.samples)
-            if n >= self.policy.min_reps and (
+            if time.monotonic() > self.ctx.deadline:
+                break
+            if len(self.samples) >= self.policy.min_reps and (
                 summarize([s.value for s in self.samples]).rel_spread <= self.policy.target_spread
-                or time.monotonic() > deadline
             ):
                 break
 

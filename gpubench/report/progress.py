@@ -8,11 +8,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from gpubench.bench.interface import Sample
 from gpubench.bench.runner import Planned
 from gpubench.job import Progress as JobProgress
-from gpubench.results.model import Result, ResultStatus
+from gpubench.results.model import WHOLE_BENCHMARK, Result, ResultStatus
 
 
 def _describe(result: Result) -> str:
-    name = f"{result.benchmark}/{result.case}" if result.case != "*" else result.benchmark
+    name = f"{result.benchmark}/{result.case}" if result.case != WHOLE_BENCHMARK else result.benchmark
     if result.status is ResultStatus.OK and result.summary:
         s = result.summary
         return f"{name}: {s.median:,.4g} {result.unit} (95% CI {s.ci_low:,.4g}-{s.ci_high:,.4g}, n={s.n})"
@@ -59,7 +59,7 @@ class StderrProgress(JobProgress):
     def result(self, result: Result) -> None:
         line = _describe(result)
         if self.bar is not None:
-            if result.case != "*":
+            if result.case != WHOLE_BENCHMARK:
                 self.bar.advance(self.task)
             self.bar.console.print(line)
         else:

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import replace
 from typing import Sequence
 
-from gpubench.results.model import CaseComparison, Comparison, Result, ResultStatus, Run, Verdict
+from gpubench.results.model import WHOLE_BENCHMARK, CaseComparison, Comparison, Result, ResultStatus, Run, Verdict
 
 ALPHA = 0.05
 BOOTSTRAP_ROUNDS = 4000
@@ -33,7 +34,7 @@ def compare(base: Run, new: Run, threshold: float = 0.05) -> Comparison:
     if not (0.0 <= threshold < 1.0) or math.isnan(threshold):
         raise ValueError(f"threshold must be a fraction in [0, 1), got {threshold}")
     base_by_key = _by_key(base.results)
-    new_by_key = _by_key(new.results)
+    new_by_key = _with_whole_waivers(_by_key(new.results), base_by_key)
     keys = list(base_by_key) + [k for k in new_by_key if k not in base_by_key]
     cases = tuple(compare_case(base_by_key.get(k), new_by_key.get(k), threshold) for k in keys)
     return Comparison(base=base, new=new, threshold=threshold, cases=cases)
@@ -44,6 +45,21 @@ def _by_key(results: Sequence[Result]) -> dict[tuple[str, str], Result]:
     for result in results:
         by_key.setdefault(result.key, result)  # a repeated case keeps its first result
     return by_key
+
+
+def _with_whole_waivers(new: dict[tuple[str, str], Result], base: dict[tuple[str, str], Result]) -> dict[tuple[str, str], Result]:
+    """A benchmark waived as a whole (case WHOLE_BENCHMARK) stands for each case it ran in the base
+    run, so that those show as lost capabilities rather than as missing."""
+    out = dict(new)
+    for (bench, case), result in new.items():
+        if case != WHOLE_BENCHMARK or result.status is not ResultStatus.WAIVED:
+            continue
+        covered = [key for key in base if key[0] == bench and key[1] != WHOLE_BENCHMARK and key not in new]
+        for key in covered:
+            out[key] = replace(result, case=key[1], unit=base[key].unit, higher_is_better=base[key].higher_is_better)
+        if covered:
+            del out[(bench, case)]
+    return out
 
 
 def compare_case(base: Result | None, new: Result | None, threshold: float) -> CaseComparison:
@@ -69,9 +85,9 @@ def compare_case(base: Result | None, new: Result | None, threshold: float) -> C
         return verdict(Verdict.NOT_COMPARABLE, "only in the new run")
     if new is None:
         return verdict(Verdict.NOT_COMPARABLE, "missing from the new run")
-    if base.status is ResultStatus.OK and new.status is ResultStatus.WAIVED:
+    if base.status is ResultStatus.OK and new.status in (ResultStatus.WAIVED, ResultStatus.FAILED):
         why = f": {new.reason}" if new.reason else ""
-        return verdict(Verdict.LOST, f"lost capability: ran in the base run, waived in the new run{why}")
+        return verdict(Verdict.LOST, f"lost capability: ran in the base run, {new.status.value} in the new run{why}")
     for side, result in (("base", base), ("new", new)):
         if result.status is not ResultStatus.OK:
             why = f": {result.reason}" if result.reason else ""
@@ -109,7 +125,7 @@ def compare_case(base: Result | None, new: Result | None, threshold: float) -> C
     if p_value < ALPHA and (improved or degraded):
         return verdict(Verdict.BETTER if improved else Verdict.WORSE, f"{effect} beyond the {threshold:.1%} threshold, p = {p_value:.3g}", **numbers)
     if p_value < ALPHA:
-        return verdict(Verdict.SAME, f"significant, but within the {threshold:.0%} threshold", **numbers)
+        return verdict(Verdict.SAME, f"significant, but within the {threshold:.1%} threshold", **numbers)
     return verdict(Verdict.SAME, "within the noise", **numbers)
 
 

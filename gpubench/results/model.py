@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SCHEMA_VERSION = 1
+WHOLE_BENCHMARK = "*"  # the case name of a result that stands for a whole benchmark (e.g. waived)
 
 
 class ResultStatus(str, enum.Enum):

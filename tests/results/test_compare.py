@@ -6,7 +6,8 @@ import pytest
 from history_factories import build_result, build_run, noisy
 
 from gpubench.results.compare import compare, ratio_confidence_interval, smallest_possible_p
-from gpubench.results.model import ResultStatus, Verdict
+from gpubench.results.model import Result, ResultStatus, Run, RunStatus, Verdict
+from gpubench.results.stats import summarize
 
 
 def _one(base_result, new_result, threshold: float = 0.05):
@@ -55,7 +56,7 @@ def test_significant_but_below_threshold_is_same() -> None:
     case = _one(build_result(samples=noisy(1000.0, spread=0.001, seed=1)), build_result(samples=noisy(980.0, spread=0.001, seed=2)))
     assert case.p_value < 0.05
     assert case.verdict is Verdict.SAME
-    assert "within the 5% threshold" in case.note
+    assert "within the 5.0% threshold" in case.note
     # the same change counts with a smaller threshold
     assert _one(case.base, case.new, threshold=0.01).verdict is Verdict.WORSE
 
@@ -88,8 +89,7 @@ def test_ok_to_waived_is_a_lost_capability() -> None:
 def test_waived_failed_or_missing_sides_are_not_comparable() -> None:
     ok = build_result("a", samples=noisy(100.0))
     assert _one(build_result("a", status=ResultStatus.WAIVED), ok).verdict is Verdict.NOT_COMPARABLE
-    failed = _one(ok, build_result("a", status=ResultStatus.FAILED, reason="EIO"))
-    assert failed.verdict is Verdict.NOT_COMPARABLE and "failed in the new run: EIO" in failed.note
+    assert _one(build_result("a", status=ResultStatus.FAILED, reason="EIO"), ok).verdict is Verdict.NOT_COMPARABLE
     comparison = compare(build_run((build_result("only-base"),)), build_run((build_result("only-new"),)))
     assert [(c.case, c.verdict, c.note) for c in comparison.cases] == [
         ("only-base", Verdict.NOT_COMPARABLE, "missing from the new run"),
@@ -118,3 +118,33 @@ def test_bootstrap_interval_is_reproducible() -> None:
 def test_threshold_is_validated() -> None:
     with pytest.raises(ValueError):
         compare(build_run(), build_run(), threshold=-0.1)
+
+
+def test_a_benchmark_waived_whole_is_a_lost_capability_for_each_case_it_ran():
+    from dataclasses import replace as _replace
+
+    from gpubench.bench.runner import waived_result
+    from gpubench.results.model import Verdict
+
+    samples = (10.0, 10.5, 9.8, 10.1, 10.3)
+    ok = Result("memcpy", "h2d-pinned", {"size": 1}, "GB/s", True, ResultStatus.OK, samples=samples, summary=summarize(samples))
+    base = Run("a" * 32, "", 0.0, 1.0, RunStatus.COMPLETE, {}, {}, (ok, _replace(ok, case="d2h-pinned")))
+    new = _replace(base, uid="b" * 32, results=(waived_result("memcpy", "no NVIDIA GPU found"),))
+    cmp = compare(base, new)
+    assert [(c.case, c.verdict) for c in cmp.cases] == [("h2d-pinned", Verdict.LOST), ("d2h-pinned", Verdict.LOST)]
+    assert "no NVIDIA GPU found" in cmp.cases[0].note
+    assert len(cmp.regressions) == 2
+
+
+def test_ok_then_failed_is_a_regression():
+    from dataclasses import replace as _replace
+
+    from gpubench.results.model import Verdict
+
+    samples = (10.0, 10.5, 9.8, 10.1, 10.3)
+    ok = Result("iouring", "read", {}, "MB/s", True, ResultStatus.OK, samples=samples, summary=summarize(samples))
+    base = Run("a" * 32, "", 0.0, 1.0, RunStatus.COMPLETE, {}, {}, (ok,))
+    failed = _replace(ok, status=ResultStatus.FAILED, reason="verify mismatch", samples=(), summary=None)
+    cmp = compare(base, _replace(base, uid="b" * 32, results=(failed,)))
+    assert cmp.cases[0].verdict is Verdict.LOST and "failed in the new run: verify mismatch" in cmp.cases[0].note
+    assert cmp.regressions
