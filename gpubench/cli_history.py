@@ -205,23 +205,24 @@ def compare_command(
 
     Exit status: 0 done, 3 a regression with --fail-on-regression, 1 error, 2 usage."""
     fraction = parse_threshold(threshold)
-    for requested in (html, junit):
-        if requested is not None and requested.exists() and not force:
-            raise UserError(f"{requested} already exists; pass --force to replace it")
     from gpubench.results.compare import compare
 
     with _open_readonly(db) as store:
         base_run = store.get_run(base)
         new_runs = [store.get_run(ref) for ref in new]
+    html_targets = [] if html is None else [
+        html if len(new_runs) == 1 else html.with_name(f"{html.stem}-{run.id}{html.suffix or '.html'}") for run in new_runs
+    ]
+    for requested in html_targets + ([junit] if junit is not None else []):
+        if requested.exists() and not force:
+            raise UserError(f"{requested} already exists; pass --force to replace it")
     comparisons = [compare(base_run, new_run, fraction) for new_run in new_runs]
 
     html_pages = []
-    if html is not None:
+    if html_targets:
         from gpubench.report.html import render_comparison_html
 
-        for comparison in comparisons:
-            target = html if len(comparisons) == 1 else html.with_name(f"{html.stem}-{comparison.new.id}{html.suffix or '.html'}")
-            html_pages.append((target, render_comparison_html(comparison)))
+        html_pages = [(target, render_comparison_html(c)) for target, c in zip(html_targets, comparisons)]
     junit_text = None
     if junit is not None:
         from gpubench.report.junit import comparison_junit

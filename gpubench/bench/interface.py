@@ -7,7 +7,6 @@ gpubench.bench.registry.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -74,8 +73,3 @@ class Benchmark(Protocol):
     def prepare(self, case: Case, ctx: Context) -> AbstractContextManager[Callable[[], Sample]]:
         """Set up the case (scratch files, buffers, rings); yield a callable measuring one repetition;
         tear down on exit, also after an error or Ctrl-C. Raise Waived or BenchFailure as they apply."""
-
-
-def params_of(obj: Any) -> dict[str, Any]:
-    """A dataclass of typed parameters as a plain dict (what results store)."""
-    return dataclasses.asdict(obj)

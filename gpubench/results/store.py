@@ -431,12 +431,13 @@ class Store:
                 if row is None:
                     raise UserError(f"the result history {self.path} has no runs yet")
                 return row
-            if ref.isdigit() and len(ref) < UID_PREFIX_MIN:
+            is_id = ref.isdigit() and int(ref) < 1 << 63  # SQLite integers are 64-bit
+            if is_id and len(ref) < UID_PREFIX_MIN:
                 row = self._db.execute(f"{select} WHERE id = ?", (int(ref),)).fetchone()
                 if row is None:
                     raise UserError(f"no run {ref} in {self.path} (see: gpubench list)")
                 return row
-            if ref.isdigit():
+            if is_id:
                 row = self._db.execute(f"{select} WHERE id = ?", (int(ref),)).fetchone()
                 if row is not None:
                     return row
