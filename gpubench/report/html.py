@@ -14,6 +14,7 @@ from typing import Any, Iterable, Sequence
 
 from gpubench.errors import UserError
 from gpubench.files import write_new
+from gpubench.report import formats
 from gpubench.results.model import CaseComparison, Comparison, Result, ResultStatus, Run, RunStatus, Verdict
 
 VERDICT_CLASS = {
@@ -60,44 +61,6 @@ def _svg(markup: str | None) -> Any:
 # ---------------------------------------------------------------- formatting
 
 
-def format_number(value: float | None) -> str:
-    """Readable at a glance: 4 significant digits, thousands grouped, exponent only when far from 1."""
-    if value is None or not isinstance(value, (int, float)) or math.isnan(value):
-        return NOT_AVAILABLE
-    if math.isinf(value):
-        return "∞" if value > 0 else "-∞"
-    magnitude = abs(value)
-    if magnitude == 0:
-        return "0"
-    if 1000 <= magnitude < 1e12:
-        return f"{value:,.0f}"
-    if 1e-3 <= magnitude < 1000:
-        return f"{value:.4g}"
-    return f"{value:.3e}"
-
-
-def format_time(timestamp: float | None) -> str:
-    if timestamp is None or not timestamp:
-        return NOT_AVAILABLE
-    return _dt.datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None or seconds < 0 or math.isnan(seconds):
-        return NOT_AVAILABLE
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
-
-
-def format_p_value(p: float | None) -> str:
-    if p is None or math.isnan(p):
-        return NOT_AVAILABLE
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def format_params(params: dict[str, Any]) -> list[str]:
     """key=value chips; parameters that are unset (None) say nothing and are left out."""
     return [f"{key}={value}" for key, value in params.items() if value is not None]
@@ -109,7 +72,7 @@ def _scalar_text(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return format_number(value)
+        return formats.number(value, NOT_AVAILABLE)
     return str(value)
 
 
@@ -144,9 +107,9 @@ def run_header(run: Run) -> dict[str, Any]:
         "label": run.label,
         "uid": run.uid,
         "local_id": run.id,
-        "started": format_time(run.started),
-        "ended": format_time(run.ended) if run.ended is not None else "not recorded",
-        "duration": format_duration(duration),
+        "started": formats.when(run.started, NOT_AVAILABLE),
+        "ended": formats.when(run.ended, NOT_AVAILABLE) if run.ended is not None else "not recorded",
+        "duration": formats.duration(duration, NOT_AVAILABLE),
         "status": run.status.value,
         "notice": RUN_STATUS_NOTICE[run.status],
         "counts": counts,
@@ -186,9 +149,9 @@ def _result_row(result: Result) -> dict[str, Any]:
         "case": result.case,
         "params": format_params(result.params),
         "status": result.status.value,
-        "median": f"{format_number(summary.median)} {result.unit}" if ok else NOT_AVAILABLE,
+        "median": f"{formats.number(summary.median, NOT_AVAILABLE)} {result.unit}" if ok else NOT_AVAILABLE,
         "direction": "higher is better" if result.higher_is_better else "lower is better",
-        "ci": f"{format_number(summary.ci_low)} – {format_number(summary.ci_high)}" if ok else NOT_AVAILABLE,
+        "ci": f"{formats.number(summary.ci_low, NOT_AVAILABLE)} – {formats.number(summary.ci_high, NOT_AVAILABLE)}" if ok else NOT_AVAILABLE,
         "spread": f"{summary.rel_spread * 100:.1f}%" if ok and math.isfinite(summary.rel_spread) else NOT_AVAILABLE,
         "n": summary.n if ok else len(result.samples),
         "reason": result.reason,
@@ -202,7 +165,7 @@ def _advertised(result: Result) -> str:
     claim = result.params.get("advertised")
     if not isinstance(claim, (int, float)) or not claim:
         return ""
-    text = f"{format_number(claim)} {result.unit}"
+    text = f"{formats.number(claim, NOT_AVAILABLE)} {result.unit}"
     if result.summary is not None:
         text += f" (measured {result.summary.median / claim:.0%})"
     return text
@@ -243,7 +206,7 @@ def telemetry_view(case: str, telemetry: dict[str, Any]) -> dict[str, Any] | Non
         return None
     summary = {k: v for k, v in telemetry.items() if k not in TELEMETRY_DRAWN_ELSEWHERE}
     events = [
-        f"{format_number(float(e['t']))} s {e.get('reason', '')}".strip()
+        f"{formats.number(float(e['t']), NOT_AVAILABLE)} s {e.get('reason', '')}".strip()
         for e in telemetry.get("events") or ()
         if isinstance(e, dict) and isinstance(e.get("t"), (int, float))
     ]
@@ -308,7 +271,7 @@ def _side_text(result: Result | None) -> str:
     if result is None:
         return "absent"
     if result.summary is not None:
-        return f"{format_number(result.summary.median)} {result.unit}"
+        return f"{formats.number(result.summary.median, NOT_AVAILABLE)} {result.unit}"
     return result.status.value
 
 
@@ -337,7 +300,7 @@ def _comparison_row(case: CaseComparison) -> dict[str, Any]:
         "ratio": f"{ratio:.3f}" if ratio is not None else NOT_AVAILABLE,
         "change": f"{(ratio - 1) * 100:+.1f}%" if ratio is not None else "",
         "ci": f"{case.ci_low:.3f} – {case.ci_high:.3f}" if has_ci else NOT_AVAILABLE,
-        "p": format_p_value(case.p_value),
+        "p": formats.p_value(case.p_value, NOT_AVAILABLE),
         "verdict": case.verdict.value,
         "verdict_class": VERDICT_CLASS[case.verdict],
         "notes": notes,

@@ -6,13 +6,13 @@ exhaustively, which a test checks.
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 from typing import Sequence
 
 from rich.table import Table
 from rich.text import Text
 
+from gpubench.report import formats
 from gpubench.results.model import CaseComparison, Comparison, ResultStatus, Run, RunStatus, Verdict
 from gpubench.results.store import RunListing
 
@@ -38,36 +38,6 @@ RESULT_COUNT_STYLE: dict[ResultStatus, str] = {
 }
 
 
-def format_value(value: float | None) -> str:
-    """A measured value, to about four significant digits, without exponents for everyday sizes."""
-    if value is None or not math.isfinite(value):
-        return ""
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.4g}"
-
-
-def format_time(timestamp: float | None) -> str:
-    if timestamp is None:
-        return ""
-    return _dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def format_duration(started: float, ended: float | None) -> str:
-    if ended is None:
-        return ""
-    seconds = max(0, round(ended - started))
-    minutes, seconds = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
-
-
-def format_p(p: float | None) -> str:
-    if p is None or not math.isfinite(p):
-        return ""
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def run_name(run: Run) -> str:
     ident = str(run.id) if run.id is not None else run.uid[:12]
     return f"run {ident}" + (f" ({run.label})" if run.label else "")
@@ -90,8 +60,8 @@ def runs_table(listings: Sequence[RunListing]) -> Table:
         table.add_row(
             str(run.id),
             run.uid[:12],
-            format_time(run.started),
-            format_duration(run.started, run.ended),
+            formats.when(run.started),
+            formats.duration(run.ended - run.started if run.ended else None),
             run.label,
             Text(run.status.value, style=RUN_STATUS_STYLE[run.status]),
             counts if counts else Text("none", style="dim"),
@@ -109,8 +79,8 @@ def run_header(run: Run) -> Table:
         ("run", f"{run.id if run.id is not None else ''}  uid {run.uid}"),
         ("label", run.label),
         ("status", Text(run.status.value, style=RUN_STATUS_STYLE[run.status])),
-        ("started", format_time(run.started)),
-        ("ended", f"{format_time(run.ended)} (took {format_duration(run.started, run.ended)})" if run.ended else ""),
+        ("started", formats.when(run.started)),
+        ("ended", f"{formats.when(run.ended)} (took {formats.duration(run.ended - run.started)})" if run.ended else ""),
     ]
     for key in ("hostname", "kernel", "distro", "cpu_model", "governor", "gpus", "nvidia_driver", "gpubench"):
         value = run.metadata.get(key)
@@ -134,8 +104,8 @@ def results_table(run: Run) -> Table:
             result.benchmark,
             result.case,
             Text(result.status.value, style=RESULT_COUNT_STYLE[result.status]),
-            f"{format_value(s.median)} {result.unit}" if s else "",
-            f"{format_value(s.ci_low)} - {format_value(s.ci_high)}" if s else "",
+            f"{formats.number(s.median)} {result.unit}" if s else "",
+            f"{formats.number(s.ci_low)} - {formats.number(s.ci_high)}" if s else "",
             str(s.n) if s else str(len(result.samples)),
             result.reason,
         )
@@ -145,7 +115,7 @@ def results_table(run: Run) -> Table:
 def _median_cell(result) -> str:  # type: ignore[no-untyped-def]
     if result is None or result.summary is None:
         return result.status.value if result is not None else "missing"
-    return format_value(result.summary.median)
+    return formats.number(result.summary.median)
 
 
 def format_change(ratio: float | None) -> str:
@@ -171,7 +141,7 @@ def comparison_table(comparison: Comparison) -> Table:
             _median_cell(case.new),
             format_change(case.ratio),
             _ci_cell(case),
-            format_p(case.p_value),
+            formats.p_value(case.p_value),
             Text(case.verdict.value, style=VERDICT_STYLE[case.verdict]),
             "" if case.verdict in (Verdict.BETTER, Verdict.WORSE) else case.note,
         )

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from gpubench.errors import UserError
-from gpubench.report.html import format_number, render_comparison_html, render_run_html, write_run_reports
+from gpubench.report.formats import number as format_number
+from gpubench.report.html import render_comparison_html, render_run_html, write_run_reports
 from gpubench.results.jsonio import run_to_json as run_json
 from gpubench.results.model import SCHEMA_VERSION, Run, RunStatus, Verdict
 

@@ -44,11 +44,14 @@ def test_runs_and_results_tables() -> None:
     assert run.uid in header and "AMD EPYC 7763" in header
 
 
-def test_format_value() -> None:
-    assert tables.format_value(12345.6) == "12,346"
-    assert tables.format_value(123.456) == "123.5"
-    assert tables.format_value(0.000123456) == "0.0001235"
-    assert tables.format_value(float("nan")) == ""
+def test_numbers_read_the_same_everywhere() -> None:
+    from gpubench.report import formats
+
+    assert formats.number(12345.6) == "12,346"
+    assert formats.number(123.456) == "123.5"
+    assert formats.number(0.000123456) == "1.235e-04"
+    assert formats.number(float("nan")) == ""
+    assert formats.number(None, "—") == "—"
 
 
 def test_csv_has_one_row_per_result_and_round_trips_samples() -> None:
