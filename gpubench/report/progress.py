@@ -8,6 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from gpubench.bench.interface import Sample
 from gpubench.bench.runner import Planned
 from gpubench.job import Progress as JobProgress
+from gpubench.report import formats
 from gpubench.results.model import WHOLE_BENCHMARK, Result, ResultStatus
 
 
@@ -15,7 +16,7 @@ def _describe(result: Result) -> str:
     name = f"{result.benchmark}/{result.case}" if result.case != WHOLE_BENCHMARK else result.benchmark
     if result.status is ResultStatus.OK and result.summary:
         s = result.summary
-        return f"{name}: {s.median:,.4g} {result.unit} (95% CI {s.ci_low:,.4g}-{s.ci_high:,.4g}, n={s.n})"
+        return f"{name}: {formats.number(s.median)} {result.unit} (95% CI {formats.number(s.ci_low)} - {formats.number(s.ci_high)}, n={s.n})"
     return f"{name}: {result.status.value.upper()} - {result.reason}"
 
 
@@ -54,7 +55,7 @@ class StderrProgress(JobProgress):
 
     def sample(self, key: str, case: str, rep: int, sample: Sample, unit: str) -> None:
         if self.bar is not None:
-            self.bar.update(self.task, description=f"{key}/{case} rep {rep}: {sample.value:,.4g} {unit}")
+            self.bar.update(self.task, description=f"{key}/{case} rep {rep}: {formats.number(sample.value)} {unit}")
 
     def result(self, result: Result) -> None:
         line = _describe(result)
