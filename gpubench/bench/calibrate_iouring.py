@@ -4,6 +4,12 @@ One interleaved run: every round measures each case once with gpubench and once 
 order alternates between rounds, so drift of a noisy disk hits both), on one shared file. The
 ratio per round is gpubench/fio; the median ratio and its spread over rounds are reported against
 the goals. fio runs with its default options, plus --invalidate=0 for the warm page-cache case.
+
+Warm means warm for both sides: the O_DIRECT cases' fio runs drop the file's cache (fio's default
+invalidate=1), and some machines reclaim page cache continuously even with memory free. So the
+file's pages are pinned (mlock) for the whole calibration when the limits allow, the file is read
+once more before every warm measurement, and the share of it in the page cache is recorded before
+and after each warm measurement, for gpubench and fio alike.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Callable
 
 from gpubench.bench import fio, iofile
 from gpubench.bench.interface import BenchFailure, Context, Waived
-from gpubench.bench.iouring import IoUring
+from gpubench.bench.iouring import IoUring, warm_file
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
 
@@ -56,6 +62,9 @@ class CaseOutcome:
     gpubench_mbps: list[float] = field(default_factory=list)
     fio_mbps: list[float] = field(default_factory=list)
     facts: dict = field(default_factory=dict)
+    # warm cases: (before, after) page-cache residency of the file, per round, per side
+    gpubench_resident: list[tuple[float, float]] = field(default_factory=list)
+    fio_resident: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def ratios(self) -> list[float]:
@@ -84,7 +93,14 @@ class CaseOutcome:
             "fio_median_mbps": statistics.median(self.fio_mbps) if self.fio_mbps else None,
             "goal_met": self.met,
             "gpubench_facts": self.facts,
+            "gpubench_resident": self.gpubench_resident,
+            "fio_resident": self.fio_resident,
         }
+
+    @property
+    def least_resident(self) -> float | None:
+        shares = [x for pair in self.gpubench_resident + self.fio_resident for x in pair]
+        return min(shares) if shares else None
 
 
 @dataclass
@@ -95,11 +111,13 @@ class Calibration:
     filesystem: str
     fio_version: str
     outcomes: list[CaseOutcome]
+    page_cache: str = ""  # "pinned (mlock)" or why the warm file could not be pinned
 
     def to_dict(self) -> dict:
         return {
             "runtime_s": self.runtime, "rounds": self.rounds, "file_size": self.file_size,
             "filesystem": self.filesystem, "fio_version": self.fio_version, "cores": os.cpu_count(),
+            "page_cache": self.page_cache,
             "cases": [o.to_dict() for o in self.outcomes],
         }
 
@@ -138,9 +156,14 @@ def calibrate(runtime: float, rounds: int, directory: Path | None = None, file_s
     progress(f"writing a {iofile.format_size(file_size)} file in {directory}")
     path = iofile.create_scratch(directory, file_size, 1 << 20, "data")
     outcomes = [CaseOutcome(c) for c in cases]
+    page_cache = ""
     try:
         iofile.sync_filesystem(path)
         with ExitStack() as stack:
+            if any(not c.direct for c in cases):
+                progress("pinning the file in the page cache for the warm cases")
+                pin = stack.enter_context(iofile.PinnedPages(path, file_size))
+                page_cache = "pinned (mlock)" if pin.pinned else f"not pinned: {pin.why_not}"
             measures = []
             for c in cases:
                 bench = IoUring()
@@ -159,6 +182,9 @@ def calibrate(runtime: float, rounds: int, directory: Path | None = None, file_s
                     order = ("gpubench", "fio") if (r + i) % 2 == 0 else ("fio", "gpubench")
                     for who in order:
                         progress(f"round {r + 1}/{rounds}: {c.key}: {who}")
+                        if not c.direct:
+                            warm_file(path, file_size)
+                            before = iofile.resident_fraction(path, file_size)
                         if who == "gpubench":
                             sample = measure()
                             outcome.gpubench_mbps.append(sample.value)
@@ -169,9 +195,12 @@ def calibrate(runtime: float, rounds: int, directory: Path | None = None, file_s
                                 outcome.fio_mbps.append(fio.run_fio(job, fio_bin).bw_mbps)
                             except fio.FioError as e:
                                 raise UserError(f"{c.key}: {e}") from None
+                        if not c.direct:
+                            shares = (before, iofile.resident_fraction(path, file_size))
+                            (outcome.gpubench_resident if who == "gpubench" else outcome.fio_resident).append(shares)
     finally:
         iofile.remove_scratch(path)
-    return Calibration(runtime, rounds, file_size, fstype, version, outcomes)
+    return Calibration(runtime, rounds, file_size, fstype, version, outcomes, page_cache)
 
 
 def _fio_version(binary: str) -> str:
@@ -189,7 +218,8 @@ def calibration_table(cal: Calibration):
     table = Table(title=f"gpubench io_uring vs fio {cal.fio_version} ({cal.rounds} interleaved rounds x "
                         f"{cal.runtime:g} s, {iofile.format_size(cal.file_size)} file on {cal.filesystem})")
     for name, justify in (("case", "left"), ("jobs", "right"), ("gpubench MB/s", "right"), ("fio MB/s", "right"),
-                          ("ratio", "right"), ("spread (min-max)", "right"), ("goal", "right"), ("", "left")):
+                          ("ratio", "right"), ("spread (min-max)", "right"), ("goal", "right"), ("", "left"),
+                          ("cached", "right")):
         table.add_column(name, justify=justify)
     for o in cal.outcomes:
         r = o.ratios
@@ -199,5 +229,9 @@ def calibration_table(cal: Calibration):
             f"{statistics.median(o.fio_mbps):.0f}" if o.fio_mbps else "-",
             f"{o.ratio:.2f}x", f"{min(r):.2f}-{max(r):.2f}" if r else "-", f">= {o.case.goal:g}x",
             "met" if o.met else "missed",
+            "-" if o.least_resident is None else f"{o.least_resident:.0%}",
         )
+    if cal.page_cache:
+        table.caption = (f"warm file: {cal.page_cache}; cached = the least share of the file in the page cache "
+                         f"before or after any warm measurement")
     return table

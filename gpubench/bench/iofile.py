@@ -133,6 +133,84 @@ def drop_file_cache(fd: int) -> None:
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
+def _libc_mapping():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+    libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+    libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+    libc.mlock.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+    return libc
+
+
+def _map_read_only(libc, path: Path | str, span: int) -> int | None:
+    import mmap
+
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        address = libc.mmap(None, span, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    finally:
+        os.close(fd)
+    return None if address in (None, ctypes.c_void_p(-1).value) else address
+
+
+def resident_fraction(path: Path | str, span: int) -> float:
+    """The share of [0, span) of a file that is in the page cache now (mincore on a read-only
+    mapping; nothing is read). -1.0 when the kernel cannot say."""
+    import mmap
+
+    if span <= 0:
+        return 1.0
+    libc = _libc_mapping()
+    address = _map_read_only(libc, path, span)
+    if address is None:
+        return -1.0
+    try:
+        pages = -(-span // mmap.PAGESIZE)
+        vector = (ctypes.c_ubyte * pages)()
+        if libc.mincore(address, span, vector) != 0:
+            return -1.0
+        return sum(b & 1 for b in bytes(vector)) / pages
+    finally:
+        libc.munmap(address, span)
+
+
+class PinnedPages:
+    """Holds [0, span) of a file in the page cache (mlock of a read-only mapping, which also
+    reads in what is missing) until closed. Some machines reclaim page cache continuously, even
+    with memory free, and a 'warm' run then turns partly cold while it runs. Pinning needs
+    CAP_IPC_LOCK or an RLIMIT_MEMLOCK above span; `why_not` says why it could not pin."""
+
+    def __init__(self, path: Path | str, span: int):
+        self.span, self.address, self.why_not = span, None, ""
+        libc = self._libc = _libc_mapping()
+        address = _map_read_only(libc, path, span)
+        if address is None:
+            self.why_not = f"mmap failed ({os.strerror(ctypes.get_errno())})"
+            return
+        if libc.mlock(address, span) != 0:
+            err = ctypes.get_errno()
+            libc.munmap(address, span)
+            self.why_not = f"mlock of {span} bytes refused ({os.strerror(err)})"
+            return
+        self.address = address
+
+    @property
+    def pinned(self) -> bool:
+        return self.address is not None
+
+    def close(self) -> None:
+        if self.address is not None:
+            self._libc.munmap(self.address, self.span)  # unmapping also unlocks
+            self.address = None
+
+    def __enter__(self) -> PinnedPages:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def aligned_buffer(size: int, alignment: int = 4096) -> bytearray:
     """A bytearray whose data starts on an `alignment` boundary.
 

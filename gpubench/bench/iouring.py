@@ -392,7 +392,7 @@ def _prepare(p: IoParams, ctx: Context) -> Iterator[Callable[[], Sample]]:
         if p.direct:
             iofile.sync_filesystem(path)
         elif not p.drop_cache and p.read_percent > 0:
-            _warm(path, span)
+            warm_file(path, span)
         spec = JobSpec(
             path=str(path), pattern=p.pattern, block_size=p.bs, queue_depth=p.qd, direct=p.direct, span=span,
             read_percent=p.read_percent, seconds=p.runtime, io_limit=p.io_size, verify=p.verify,
@@ -407,8 +407,9 @@ def _prepare(p: IoParams, ctx: Context) -> Iterator[Callable[[], Sample]]:
         iofile.remove_scratch(created)
 
 
-def _warm(path: Path, span: int) -> None:
-    """Read the file once so buffered reads measure the page cache, as fio does with invalidate=0."""
+def warm_file(path: Path, span: int) -> None:
+    """Read [0, span) of the file once so buffered reads measure the page cache (fio's
+    invalidate=0 leaves whatever is cached; warming first makes both sides see a warm file)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.posix_fadvise(fd, 0, span, os.POSIX_FADV_WILLNEED)
@@ -442,6 +443,10 @@ class _Measure:
                 iofile.drop_file_cache(fd)
             finally:
                 os.close(fd)
+        elif p.read_percent > 0 and not p.direct:
+            # warm means warm at every repetition: anything between repetitions (fio's default
+            # invalidate=1 in a cross-check, another case, memory pressure) may have evicted pages
+            warm_file(self.path, self.spec.span)
         seconds = p.runtime if not p.io_size else 3600.0  # io_size bounds the repetition instead
         left = self.ctx.time_left()
         if left < seconds:

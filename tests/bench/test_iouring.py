@@ -400,3 +400,24 @@ def test_an_unprivileged_user_gets_results(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert scratch_files(tmp_path) == []
+
+
+# --- page cache: residency and pinning (what makes a warm run warm) --------------------------
+
+def test_residency_follows_the_page_cache_and_pinning_holds_it(disk_dir):
+    path = iofile.create_scratch(disk_dir, 1 << 20, 1 << 20, "data")
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            iofile.drop_file_cache(fd)
+        finally:
+            os.close(fd)
+        assert iofile.resident_fraction(path, 1 << 20) < 0.5
+        with iofile.PinnedPages(path, 1 << 20) as pin:
+            if pin.pinned:
+                assert iofile.resident_fraction(path, 1 << 20) == 1.0
+            else:
+                assert "refused" in pin.why_not or "mmap failed" in pin.why_not
+        assert not pin.pinned
+    finally:
+        iofile.remove_scratch(path)
