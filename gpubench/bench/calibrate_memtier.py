@@ -286,6 +286,10 @@ def calibrate(
                     last[key] = ours[key]()
                 values[key][0].append(last[key].value)
                 values[key][1].append(c_value)
+        for key in ("triad streaming", "triad plain"):
+            timed_on = last[key].extra.get("thread_cpus")
+            if timed_on is not None and timed_on != sorted(cpus):
+                raise BenchFailure(f"gpubench's {key} ran with its threads on CPUs {timed_on}, the C reference on {sorted(cpus)}: not like with like")
         placement = {
             "gpubench": last["triad streaming"].extra.get("placement", ""),
             "C": ref.placement(node) if bound else "unverified: no memory policies on this kernel",

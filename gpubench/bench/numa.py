@@ -293,6 +293,17 @@ def _tasks() -> list[int]:
         return [0]
 
 
+def thread_cpus() -> list[int]:
+    """Every CPU that some thread of this process may run on now (the union of their affinities)."""
+    cpus: set[int] = set()
+    for tid in _tasks():
+        try:
+            cpus |= os.sched_getaffinity(tid)
+        except (ProcessLookupError, OSError):
+            continue
+    return sorted(cpus)
+
+
 @contextmanager
 def pinned(cpus: Iterable[int]) -> Iterator[list[int]]:
     """Pin every thread of this process (numba's workers included) to `cpus`; restore on exit.

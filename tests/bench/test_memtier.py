@@ -219,6 +219,27 @@ def test_tiny_real_run_measures_every_kernel_with_verified_placement(tmp_path):
     assert __import__("os").sched_getaffinity(0) == affinity
 
 
+def test_each_case_times_on_its_own_cpus_while_a_later_case_holds_a_narrower_pinning(tmp_path):
+    import os
+
+    allowed = os.sched_getaffinity(0)
+    profile = live_profile()
+    cpu_node = memtier.topology(profile).cpu_nodes[0]
+    cpus = [c for c in cpu_node.cpus if c in allowed]
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs of the first CPU node in this process's CPU set")
+    options = {**TINY, "kernels": "triad,chase", "threads": "2", "nodes": str(cpu_node.id), "cpu_nodes": str(cpu_node.id)}
+    triad, chase = memtier.MemTier().cases(profile, "quick", options)
+    bench = memtier.MemTier()
+    ctx = Context(tmp_path, profile)
+    with bench.prepare(triad, ctx) as stream_measure, bench.prepare(chase, ctx) as chase_measure:
+        assert numa.thread_cpus() == cpus[:1]  # the chase case pinned every thread to one CPU
+        assert stream_measure().extra["thread_cpus"] == sorted(cpus)
+        assert chase_measure().extra["thread_cpus"] == cpus[:1]
+        assert numa.thread_cpus() == cpus[:1]
+    assert os.sched_getaffinity(0) == allowed
+
+
 def test_calibration_builds_the_c_reference_and_compares_both_sides(tmp_path):
     import shutil
 

@@ -115,3 +115,29 @@ def test_pinned_moves_every_thread_and_restores_them():
     assert os.sched_getaffinity(0) == before
     assert seen["inside"] == set(target)
     assert seen["after"] == before
+
+
+def test_thread_cpus_is_the_union_of_every_threads_affinity():
+    before = os.sched_getaffinity(0)
+    if len(before) < 2:
+        pytest.skip("needs two CPUs in this process's CPU set")
+    first, second = sorted(before)[:2]
+    started = threading.Event()
+    stop = threading.Event()
+
+    def worker():
+        os.sched_setaffinity(0, {second})
+        started.set()
+        stop.wait(5)
+
+    with numa.pinned([first]):
+        assert numa.thread_cpus() == [first]
+        thread = threading.Thread(target=worker)
+        thread.start()
+        started.wait(5)
+        try:
+            assert numa.thread_cpus() == [first, second]
+        finally:
+            stop.set()
+            thread.join(5)
+    assert os.sched_getaffinity(0) == before
