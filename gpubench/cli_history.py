@@ -14,7 +14,7 @@ import typer
 
 from gpubench.cli_common import JsonOpt
 from gpubench.errors import UserError
-from gpubench.files import write_new
+from gpubench.files import write_user_file
 
 DbOpt = typer.Option(
     None, "--db", metavar="PATH", help="Result history (default: $GPUBENCH_DB, else $XDG_DATA_HOME/gpubench/results.db)."
@@ -53,19 +53,6 @@ def parse_threshold(text: str) -> float:
     if not (0.0 <= value < 1.0):
         raise typer.BadParameter(f"{text!r} must be between 0% and 100%")
     return value
-
-
-def write_file(path: Path, text: str, force: bool) -> None:
-    """Write atomically; an existing file is kept unless force is given."""
-    path = path.expanduser()
-    if path.is_dir():
-        raise UserError(f"{path} is a directory; give a file name")
-    try:
-        write_new(path, text, replace=force)
-    except FileExistsError:
-        raise UserError(f"{path} already exists; pass --force to replace it") from None
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def _emit(text: str) -> None:
@@ -150,7 +137,7 @@ def export_command(
     if output is None:
         _emit(text)
     else:
-        write_file(output, text, force)
+        write_user_file(output, text, force)
         typer.echo(f"wrote {output}", err=True)
 
 
@@ -242,10 +229,10 @@ def compare_command(
             console.print(comparison_table(comparison))
             console.print(verdict_counts(comparison))
     for target, page in html_pages:
-        write_file(target, page, force)
+        write_user_file(target, page, force)
         typer.echo(f"wrote {target}", err=True)
     if junit is not None and junit_text is not None:
-        write_file(junit, junit_text, force)
+        write_user_file(junit, junit_text, force)
         typer.echo(f"wrote {junit}", err=True)
 
     regressions = sum(len(c.regressions) for c in comparisons)

@@ -83,7 +83,9 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
         as_json: bool = JsonOpt,
     ) -> None:
         """Sample every readable source for a while and write a trace that `telemetry show` and `--replay` read."""
-        from gpubench.telemetry import open_telemetry, write_trace
+        from gpubench.files import write_user_file
+        from gpubench.telemetry import open_telemetry
+        from gpubench.telemetry.trace import trace_json
 
         if out.exists():
             raise UserError(f"{out} already exists; choose another name or remove it first")
@@ -96,12 +98,7 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
             typer.echo(f"recording {seconds:g} s at {hz:g} Hz from {', '.join(tel.samplers)}", err=True)
             with tel.around("record", baseline_s=0.0, cooldown_timeout_s=0.0) as window:
                 tel.clock.sleep(seconds)
-            try:
-                write_trace(out, window.trace())
-            except FileExistsError:
-                raise UserError(f"{out} appeared while recording; not replaced") from None
-            except OSError as e:
-                raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+            write_user_file(out, trace_json(window.trace()), taken="appeared while recording; not replaced")
             summary = window.summary()
         finally:
             tel.close()

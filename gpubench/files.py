@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from gpubench.errors import UserError
+
 
 def write_new(path: Path, data: str | bytes, replace: bool = False) -> None:
     """Write `data` to a temporary file beside `path`, sync it, then give it the name in one step.
@@ -36,3 +38,17 @@ def write_new(path: Path, data: str | bytes, replace: bool = False) -> None:
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def write_user_file(path: Path, data: str | bytes, replace: bool = False, taken: str = "") -> None:
+    """write_new for a file the user named: every failure is one UserError line. `taken` is what
+    to say when the name is already in use (default: pass --force)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"{path} is a directory; give a file name")
+    try:
+        write_new(path, data, replace=replace)
+    except FileExistsError:
+        raise UserError(f"{path} {taken or 'already exists; pass --force to replace it'}") from None
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None

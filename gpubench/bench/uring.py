@@ -297,7 +297,7 @@ class UringJob:
                                                    spec.path))
                         issuing = False
                         done -= 1
-                    if issuing:
+                    if issuing:  # the refill is inlined, as in the first fill above: a call per I/O costs more
                         if k == n_offs:
                             offs = refill()
                             k = 0

@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 
 from gpubench import __version__
 from gpubench.errors import UserError
-from gpubench.files import write_new
+from gpubench.files import write_user_file
 from gpubench.probe import Profile, probe
 from gpubench.probe.source import COMMANDS_DIR, Recording, Source, redact
 
@@ -49,12 +49,7 @@ def write_snapshot(rec: Recording, out: Path, meta: dict) -> int:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         n = _fill(tar, rec, meta)
-    try:
-        write_new(out, buffer.getvalue())
-    except FileExistsError:
-        raise UserError(f"{out} already exists; choose another name or remove it first") from None
-    except OSError as e:
-        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+    write_user_file(out, buffer.getvalue(), taken="already exists; choose another name or remove it first")
     return n
 
 

@@ -80,9 +80,13 @@ class Trace:
         )
 
 
+def trace_json(trace: Trace) -> str:
+    return json.dumps(trace.to_dict(), separators=(",", ":")) + "\n"
+
+
 def write_trace(path: Path, trace: Trace) -> None:
     """Write the trace whole; FileExistsError rather than replace a file."""
-    write_new(path, json.dumps(trace.to_dict(), separators=(",", ":")) + "\n")
+    write_new(path, trace_json(trace))
 
 
 def read_trace(path: Path) -> Trace:
