@@ -25,6 +25,23 @@ app = typer.Typer(
     "Start with `gpubench probe`; `gpubench run` probes, plans and runs every benchmark that applies.",
 )
 
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from gpubench import __version__
+
+        typer.echo(f"gpubench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    pass
+
+
 AreaOpt = typer.Option(None, "--area", "-a", metavar="AREA", help="Probe only this area (repeatable): kernel, iouring, gpu, hmm, p2p, gds, cxl, iommu.")
 
 

@@ -178,32 +178,45 @@ def import_command(
 
 
 def compare_command(
-    base: str = typer.Argument(..., metavar="BASE", help="The reference run: number, 'latest' or uid prefix."),
-    new: List[str] = typer.Argument(..., metavar="NEW", help="One or more runs to compare with BASE."),
+    base: str = typer.Argument(
+        ..., metavar="BASE", help="The reference: a run number, 'latest' or uid prefix; several runs as 1,2,3 (pooled)."
+    ),
+    new: List[str] = typer.Argument(..., metavar="NEW", help="One or more runs (or comma lists of runs) to compare with BASE."),
     threshold: str = typer.Option("5%", "--threshold", metavar="PCT", help="Smallest change that counts, e.g. 5% or 0.05."),
     fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 3 when any case is significantly worse or lost."),
     as_json: bool = JsonOpt,
-    html: Optional[Path] = typer.Option(None, "--html", metavar="OUT", help="Also write an HTML report (with several NEW runs: OUT-<run>.html each)."),
+    html: Optional[Path] = typer.Option(None, "--html", metavar="OUT", help="Also write an HTML report (with several NEW: OUT-<run>.html each)."),
     junit: Optional[Path] = typer.Option(None, "--junit", metavar="OUT", help="Also write JUnit XML (worse or lost = failure)."),
     force: bool = ForceOpt,
     db: Optional[Path] = DbOpt,
 ) -> None:
     """Compare runs case by case: medians, ratio with its 95% CI, Mann-Whitney p, verdict.
 
+    One run per side cannot tell a change from a machine that moves between runs (a shared or
+    noisy host). Name several runs of each configuration, e.g. `compare 1,2,3 4,5,6`: their
+    samples are pooled, and a change must also beat the spread between their medians.
+
     Exit status: 0 done, 3 a regression with --fail-on-regression, 1 error, 2 usage."""
     fraction = parse_threshold(threshold)
     from gpubench.results.compare import compare
+    from gpubench.results.model import Verdict
 
     with _open_readonly(db) as store:
-        base_run = store.get_run(base)
-        new_runs = [store.get_run(ref) for ref in new]
+        base_runs = _side(store, base, "BASE")
+        new_sides = [_side(store, ref, "NEW") for ref in new]
+    base_uids = {run.uid for run in base_runs}
+    for side in new_sides:
+        shared = [run for run in side if run.uid in base_uids]
+        if shared and (len(side) > 1 or len(base_runs) > 1):  # a run against itself alone is allowed: all same
+            raise UserError(f"run {shared[0].id} is on both sides of the comparison")
     html_targets = [] if html is None else [
-        html if len(new_runs) == 1 else html.with_name(f"{html.stem}-{run.id}{html.suffix or '.html'}") for run in new_runs
+        html if len(new_sides) == 1 else html.with_name(f"{html.stem}-{'+'.join(str(r.id) for r in side)}{html.suffix or '.html'}")
+        for side in new_sides
     ]
     for requested in html_targets + ([junit] if junit is not None else []):
         if requested.exists() and not force:
             raise UserError(f"{requested} already exists; pass --force to replace it")
-    comparisons = [compare(base_run, new_run, fraction) for new_run in new_runs]
+    comparisons = [compare(base_runs, side, fraction) for side in new_sides]
 
     html_pages = []
     if html_targets:
@@ -235,10 +248,31 @@ def compare_command(
         write_user_file(junit, junit_text, force)
         typer.echo(f"wrote {junit}", err=True)
 
+    changed = [c for c in comparisons if any(case.verdict in (Verdict.BETTER, Verdict.WORSE) for case in c.cases)]
+    if any(len(c.base_side) == 1 and len(c.new_side) == 1 for c in changed):
+        typer.echo(
+            "note: one run per side, so how far this machine moves between runs is unknown; "
+            "to rule that out, repeat each configuration and compare the sets (e.g. 1,2,3 4,5,6)",
+            err=True,
+        )
     regressions = sum(len(c.regressions) for c in comparisons)
     if regressions and fail_on_regression:
         typer.echo(f"{regressions} regression(s) beyond the {fraction:.1%} threshold", err=True)
         raise typer.Exit(3)
+
+
+def _side(store, refs: str, which: str) -> list:  # type: ignore[no-untyped-def]
+    """The runs one side of a comparison names: 'latest', '4' or '1,2,3'."""
+    names = [ref.strip() for ref in refs.split(",")]
+    if not all(names):
+        raise UserError(f"{which} {refs!r}: an empty run name; separate runs with commas, e.g. 1,2,3")
+    runs = [store.get_run(name) for name in names]
+    seen: set[str] = set()
+    for run in runs:
+        if run.uid in seen:
+            raise UserError(f"{which} {refs!r} names run {run.id} twice")
+        seen.add(run.uid)
+    return runs
 
 
 def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:

@@ -187,6 +187,53 @@ def test_compare_json_several_new_runs_and_junit(history: Path, tmp_path: Path) 
     assert xml.count("<failure") == 2 and xml.count("<testsuite ") == 2
 
 
+def _machine_that_moves(db: Path) -> None:
+    """Six runs of one configuration: each tight, but the machine sits 30% higher in some."""
+    levels = (1000.0, 1300.0, 1000.0, 1300.0, 1300.0, 1000.0)
+    runs = [
+        build_run((build_result("read", samples=noisy(level, seed=i)),), label="same kernel", started=1700000000.0 + i)
+        for i, level in enumerate(levels)
+    ]
+    _fill(db, *runs)
+
+
+def test_compare_pools_several_runs_per_side(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    _machine_that_moves(db)
+    single = _invoke("compare", "1", "2", "--fail-on-regression", "--db", str(db))
+    assert single.exit_code == 0 and "better" in single.stdout
+    assert "one run per side" in single.stderr
+    result = _invoke("compare", "1,2,3", "4,5,6", "--fail-on-regression", "--json", "--db", str(db))
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    comparison = document["comparisons"][0]
+    assert [r["id"] for r in comparison["base_runs"]] == [1, 2, 3]
+    assert [r["id"] for r in comparison["new_runs"]] == [4, 5, 6]
+    (case,) = comparison["cases"]
+    assert case["verdict"] == "same" and case["run_spread"] > 0.25
+    assert len(case["base_run_medians"]) == 3 and case["base"]["n"] == 36
+    assert "one run per side" not in result.stderr
+    table = _invoke("compare", "1,2,3", "4,5,6", "--db", str(db))
+    assert "runs 1,2,3 (same kernel) -> runs 4,5,6 (same kernel)" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("base", "new", "expected"),
+    [
+        ("1,2", "2,3", "run 2 is on both sides of the comparison"),
+        ("1,1", "2", "BASE '1,1' names run 1 twice"),
+        ("1,,2", "3", "BASE '1,,2': an empty run name"),
+        ("1,2", "9", "no run 9 in"),
+    ],
+)
+def test_compare_rejects_bad_run_sets(tmp_path: Path, base: str, new: str, expected: str) -> None:
+    db = tmp_path / "r.db"
+    _machine_that_moves(db)
+    before = db.read_bytes()
+    _assert_one_line_error(_gpubench("compare", base, new, "--db", str(db)), expected)
+    assert db.read_bytes() == before
+
+
 @pytest.mark.parametrize("threshold", ["5", "abc", "-3%", "150%"])
 def test_compare_rejects_bad_thresholds_as_usage_errors(history: Path, threshold: str) -> None:
     result = _invoke("compare", "1", "2", "--threshold", threshold, "--db", str(history))

@@ -16,6 +16,15 @@ def gpubench(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "gpubench", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
+def test_version_and_bare_command():
+    from gpubench import __version__
+
+    p = gpubench("--version")
+    assert p.returncode == 0 and p.stdout == f"gpubench {__version__}\n"
+    bare = gpubench()
+    assert bare.returncode == 2 and "--version" in bare.stdout + bare.stderr
+
+
 def test_probe_prints_the_table():
     p = gpubench("probe")
     assert p.returncode == 0, p.stderr

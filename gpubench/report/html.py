@@ -290,6 +290,9 @@ def _comparison_row(case: CaseComparison) -> dict[str, Any]:
         notes.append(f"both {status}: {reason}")
     else:
         notes += [f"{side} {status}: {reason}" for side, (status, reason) in explained.items()]
+    for side, medians in (("base", case.base_run_medians), ("new", case.new_run_medians)):
+        if medians:
+            notes.append(f"{side} run medians: " + ", ".join(formats.number(m, NOT_AVAILABLE) for m in medians))
     return {
         "case": case.case,
         "params": format_params(params),
@@ -369,6 +372,9 @@ def render_comparison_html(comparison: Comparison) -> str:
         "comparison.html.j2",
         base=run_header(comparison.base),
         new=run_header(comparison.new),
+        base_side=formats.side_name(comparison.base_side),
+        new_side=formats.side_name(comparison.new_side),
+        pooled=len(comparison.base_side) > 1 or len(comparison.new_side) > 1,
         threshold=f"{comparison.threshold * 100:g}%",
         verdict_counts=verdict_counts,
         regressions=[_comparison_row(c) | {"benchmark": c.benchmark} for c in comparison.regressions],

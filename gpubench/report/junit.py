@@ -10,6 +10,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Sequence
 
+from gpubench.report import formats
 from gpubench.results.model import Comparison, ResultStatus, Run, Verdict
 
 # characters XML 1.0 cannot carry at all, even escaped
@@ -27,10 +28,6 @@ def _element(parent: ET.Element, tag: str, text: str | None = None, **attributes
     return child
 
 
-def _run_name(run: Run) -> str:
-    return run.label.strip() or run.uid[:12]
-
-
 def _document(suites: list[ET.Element]) -> str:
     root = ET.Element("testsuites")
     for attribute in ("tests", "failures", "errors", "skipped"):
@@ -45,7 +42,7 @@ def _duration(started: float, ended: float) -> str:
 
 
 def run_junit(run: Run) -> str:
-    suite = ET.Element("testsuite", name=_text(f"gpubench run {_run_name(run)}"))
+    suite = ET.Element("testsuite", name=_text(f"gpubench run {run.label.strip() or run.uid[:12]}"))
     properties = _element(suite, "properties")
     _element(properties, "property", name="uid", value=run.uid)
     _element(properties, "property", name="status", value=run.status.value)
@@ -74,7 +71,7 @@ def run_junit(run: Run) -> str:
 def comparison_junit(comparisons: Sequence[Comparison]) -> str:
     suites = []
     for comparison in comparisons:
-        suite = ET.Element("testsuite", name=_text(f"gpubench compare {_run_name(comparison.base)} -> {_run_name(comparison.new)}"))
+        suite = ET.Element("testsuite", name=_text(f"gpubench compare {formats.side_name(comparison.base_side)} -> {formats.side_name(comparison.new_side)}"))
         counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
         for c in comparison.cases:
             counts["tests"] += 1

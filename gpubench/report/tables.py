@@ -38,11 +38,6 @@ RESULT_COUNT_STYLE: dict[ResultStatus, str] = {
 }
 
 
-def run_name(run: Run) -> str:
-    ident = str(run.id) if run.id is not None else run.uid[:12]
-    return f"run {ident}" + (f" ({run.label})" if run.label else "")
-
-
 def runs_table(listings: Sequence[RunListing]) -> Table:
     table = Table(title="Result history", expand=False)
     for name, justify in (("id", "right"), ("uid", "left"), ("started", "left"), ("took", "right"), ("label", "left"),
@@ -94,7 +89,7 @@ def run_header(run: Run) -> Table:
 
 def results_table(run: Run) -> Table:
     """One row per result: benchmark, case, status, median with unit, its 95% CI, n, reason."""
-    table = Table(title=f"Results of {run_name(run)}", expand=False)
+    table = Table(title=f"Results of {formats.run_name(run)}", expand=False)
     for name, justify in (("benchmark", "left"), ("case", "left"), ("status", "left"), ("median", "right"),
                           ("95% CI", "right"), ("n", "right"), ("reason", "left")):
         table.add_column(name, justify=justify, no_wrap=name not in ("reason", "case"))
@@ -127,7 +122,7 @@ def format_change(ratio: float | None) -> str:
 def comparison_table(comparison: Comparison) -> Table:
     """Medians of both runs, the change (new / base - 1) with its 95% CI, p, verdict. Notes are
     shown where the numbers alone do not explain the verdict."""
-    title = f"{run_name(comparison.base)} -> {run_name(comparison.new)} (threshold {comparison.threshold:.1%})"
+    title = f"{formats.side_name(comparison.base_side)} -> {formats.side_name(comparison.new_side)} (threshold {comparison.threshold:.1%})"
     table = Table(title=title, expand=False)
     for name, justify in (("benchmark", "left"), ("case", "left"), ("unit", "left"), ("base", "right"), ("new", "right"),
                           ("change", "right"), ("95% CI", "right"), ("p", "right"), ("verdict", "left"), ("note", "left")):

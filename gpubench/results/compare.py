@@ -13,31 +13,109 @@ The confidence interval of the ratio is a percentile bootstrap: each side is res
 replacement BOOTSTRAP_ROUNDS times, and the 2.5% and 97.5% quantiles of new median / base median
 are taken. The random generator has a fixed seed, so the same two runs always give the same
 interval.
+
+A side may hold several runs (repeated runs of one configuration). Their samples are pooled, and
+the runs tell what one run cannot: how far the machine moves between runs. A change then counts
+only beyond the larger of the threshold and the run-to-run spread (the distance between the
+highest and lowest run median of a side, relative to their median, the wider side's), and the
+confidence interval is a two-level bootstrap (runs with replacement, then samples within each).
+On a shared or noisy machine one run per side cannot tell a kernel change from the neighbours.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import replace
-from typing import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
 
 from gpubench.results.model import WHOLE_BENCHMARK, CaseComparison, Comparison, Result, ResultStatus, Run, Verdict
+from gpubench.results.stats import summarize
 
 ALPHA = 0.05
 BOOTSTRAP_ROUNDS = 4000
 BOOTSTRAP_SEED = 20240917
 
 
-def compare(base: Run, new: Run, threshold: float = 0.05) -> Comparison:
-    """Every case of either run, in the base run's order, then the new run's additions."""
+def compare(base: Run | Sequence[Run], new: Run | Sequence[Run], threshold: float = 0.05) -> Comparison:
+    """Every case of either side, in the base side's order, then the new side's additions."""
     if not (0.0 <= threshold < 1.0) or math.isnan(threshold):
         raise ValueError(f"threshold must be a fraction in [0, 1), got {threshold}")
-    base_by_key = _by_key(base.results)
-    new_by_key = _with_whole_waivers(_by_key(new.results), base_by_key)
-    keys = list(base_by_key) + [k for k in new_by_key if k not in base_by_key]
-    cases = tuple(compare_case(base_by_key.get(k), new_by_key.get(k), threshold) for k in keys)
-    return Comparison(base=base, new=new, threshold=threshold, cases=cases)
+    base_runs, new_runs = _runs(base), _runs(new)
+    base_sides = [_by_key(run.results) for run in base_runs]
+    base_keys: dict[tuple[str, str], Result] = {}
+    for side in base_sides:
+        for key, result in side.items():
+            base_keys.setdefault(key, result)
+    new_sides = [_with_whole_waivers(_by_key(run.results), base_keys) for run in new_runs]
+    keys = list(base_keys)
+    for side in new_sides:
+        keys += [k for k in side if k not in keys]
+    cases = []
+    for key in keys:
+        base_pool = _pool([side.get(key) for side in base_sides], base_runs, "base")
+        new_pool = _pool([side.get(key) for side in new_sides], new_runs, "new")
+        cases.append(compare_case(base_pool, new_pool, threshold))
+    return Comparison(
+        base=base_runs[0],
+        new=new_runs[0],
+        threshold=threshold,
+        cases=tuple(cases),
+        base_runs=base_runs if len(base_runs) > 1 else (),
+        new_runs=new_runs if len(new_runs) > 1 else (),
+    )
+
+
+def _runs(side: Run | Sequence[Run]) -> tuple[Run, ...]:
+    runs = (side,) if isinstance(side, Run) else tuple(side)
+    if not runs:
+        raise ValueError("each side of a comparison needs at least one run")
+    return runs
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """One side of a case: a single run's result, or several runs' results as one."""
+
+    result: Result | None
+    runs: tuple[tuple[float, ...], ...] = ()  # each run's samples, when there are several
+    problem: str = ""  # why these runs cannot stand together
+
+
+def _pool(results: list[Result | None], runs: Sequence[Run], side: str) -> Pooled:
+    if len(results) == 1:
+        return Pooled(results[0])
+    present = [r for r in results if r is not None]
+    if not present:
+        return Pooled(None)
+    names = [str(run.id) if run.id is not None else run.uid[:12] for run in runs]
+    first = present[0]
+    missing = [name for name, r in zip(names, results) if r is None]
+    if missing:
+        return Pooled(first, problem=f"missing from {side} run {', '.join(missing)}")
+    statuses: dict[str, list[str]] = {}
+    for name, r in zip(names, present):
+        statuses.setdefault(r.status.value, []).append(name)
+    if len(statuses) > 1:
+        return Pooled(first, problem=f"the {side} runs disagree: " + "; ".join(f"{s} in {', '.join(n)}" for s, n in statuses.items()))
+    for name, r in zip(names[1:], present[1:]):
+        if (r.params, r.unit, r.higher_is_better) != (first.params, first.unit, first.higher_is_better):
+            return Pooled(first, problem=f"{side} runs {names[0]} and {name} ran this case differently: " + _params_difference(first.params, r.params))
+    if first.status is not ResultStatus.OK:
+        return Pooled(first)
+    empty = [name for name, r in zip(names, present) if not r.samples]
+    if empty:
+        return Pooled(first, problem=f"no samples in {side} run {', '.join(empty)}")
+    samples = tuple(v for r in present for v in r.samples)
+    pooled = replace(
+        first,
+        samples=samples,
+        sample_metrics=tuple(m for r in present for m in r.sample_metrics),
+        summary=summarize(samples) if samples else None,
+        started=min(r.started for r in present),
+        ended=max(r.ended for r in present),
+    )
+    return Pooled(pooled, runs=tuple(r.samples for r in present))
 
 
 def _by_key(results: Sequence[Result]) -> dict[tuple[str, str], Result]:
@@ -62,13 +140,16 @@ def _with_whole_waivers(new: dict[tuple[str, str], Result], base: dict[tuple[str
     return out
 
 
-def compare_case(base: Result | None, new: Result | None, threshold: float) -> CaseComparison:
+def compare_case(base_side: Pooled | Result | None, new_side: Pooled | Result | None, threshold: float) -> CaseComparison:
+    base_pool = base_side if isinstance(base_side, Pooled) else Pooled(base_side)
+    new_pool = new_side if isinstance(new_side, Pooled) else Pooled(new_side)
+    base, new = base_pool.result, new_pool.result
     if base is None and new is None:
         raise ValueError("nothing to compare")
     either = base or new
     assert either is not None
 
-    def verdict(v: Verdict, note: str, **numbers: float | None) -> CaseComparison:
+    def verdict(v: Verdict, note: str, **numbers: Any) -> CaseComparison:
         return CaseComparison(
             benchmark=either.benchmark,
             case=either.case,
@@ -85,6 +166,9 @@ def compare_case(base: Result | None, new: Result | None, threshold: float) -> C
         return verdict(Verdict.NOT_COMPARABLE, "only in the new run")
     if new is None:
         return verdict(Verdict.NOT_COMPARABLE, "missing from the new run")
+    for pool in (base_pool, new_pool):
+        if pool.problem:
+            return verdict(Verdict.NOT_COMPARABLE, pool.problem)
     if base.status is ResultStatus.OK and new.status in (ResultStatus.WAIVED, ResultStatus.FAILED):
         why = f": {new.reason}" if new.reason else ""
         return verdict(Verdict.LOST, f"lost capability: ran in the base run, {new.status.value} in the new run{why}")
@@ -107,13 +191,25 @@ def compare_case(base: Result | None, new: Result | None, threshold: float) -> C
         return verdict(Verdict.NOT_COMPARABLE, "the base median is zero: no ratio")
 
     ratio = new_median / base_median
-    ci_low, ci_high = ratio_confidence_interval(base.samples, new.samples)
+    base_runs = base_pool.runs or (base.samples,)
+    new_runs = new_pool.runs or (new.samples,)
+    ci_low, ci_high = ratio_confidence_interval(base_runs, new_runs)
     p_value = rank_test(base.samples, new.samples)
-    numbers = dict(ratio=ratio, ci_low=ci_low, ci_high=ci_high, p_value=p_value)
+    spread = run_spread(base_runs, new_runs)
+    numbers = dict(
+        ratio=ratio,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        p_value=p_value,
+        base_run_medians=tuple(statistics.median(r) for r in base_pool.runs),
+        new_run_medians=tuple(statistics.median(r) for r in new_pool.runs),
+        run_spread=spread,
+    )
 
     change = ratio - 1.0
-    improved = change > threshold if base.higher_is_better else change < -threshold
-    degraded = change < -threshold if base.higher_is_better else change > threshold
+    floor = max(threshold, spread or 0.0)
+    improved = change > floor if base.higher_is_better else change < -floor
+    degraded = change < -floor if base.higher_is_better else change > floor
     effect = f"{change:+.1%}"
     smallest_p = smallest_possible_p(len(base.samples), len(new.samples))
     if smallest_p >= ALPHA:
@@ -123,10 +219,27 @@ def compare_case(base: Result | None, new: Result | None, threshold: float) -> C
             **numbers,
         )
     if p_value < ALPHA and (improved or degraded):
-        return verdict(Verdict.BETTER if improved else Verdict.WORSE, f"{effect} beyond the {threshold:.1%} threshold, p = {p_value:.3g}", **numbers)
+        beyond = f"the {threshold:.1%} threshold" if floor == threshold else f"the {floor:.1%} spread between runs"
+        return verdict(Verdict.BETTER if improved else Verdict.WORSE, f"{effect} beyond {beyond}, p = {p_value:.3g}", **numbers)
+    if p_value < ALPHA and abs(change) > threshold:
+        return verdict(Verdict.SAME, f"{effect} is within the {floor:.1%} spread between runs of one side", **numbers)
     if p_value < ALPHA:
         return verdict(Verdict.SAME, f"significant, but within the {threshold:.1%} threshold", **numbers)
     return verdict(Verdict.SAME, "within the noise", **numbers)
+
+
+def run_spread(base_runs: Sequence[Sequence[float]], new_runs: Sequence[Sequence[float]]) -> float | None:
+    """How far apart the run medians of one side lie, (highest - lowest) / their median, for the
+    wider side; None when neither side has two runs."""
+    spreads = []
+    for runs in (base_runs, new_runs):
+        if len(runs) < 2:
+            continue
+        medians = [statistics.median(r) for r in runs]
+        middle = statistics.median(medians)
+        if middle != 0:
+            spreads.append((max(medians) - min(medians)) / abs(middle))
+    return max(spreads) if spreads else None
 
 
 def _params_difference(base: dict, new: dict) -> str:
@@ -153,15 +266,15 @@ def smallest_possible_p(n_base: int, n_new: int) -> float:
     return min(1.0, 2.0 / math.comb(n_base + n_new, n_base))
 
 
-def ratio_confidence_interval(base: Sequence[float], new: Sequence[float]) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of median(new) / median(base), with a fixed seed."""
+def ratio_confidence_interval(base_runs: Sequence[Sequence[float]], new_runs: Sequence[Sequence[float]]) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of median(new) / median(base), with a fixed seed. Each side
+    is a list of runs' samples; with one run it is resampled as it is, with several the runs are
+    resampled first, then the samples of each chosen run."""
     import numpy as np
 
     rng = np.random.default_rng(BOOTSTRAP_SEED)
-    base_arr = np.asarray(base, dtype=float)
-    new_arr = np.asarray(new, dtype=float)
-    base_medians = np.median(rng.choice(base_arr, size=(BOOTSTRAP_ROUNDS, base_arr.size)), axis=1)
-    new_medians = np.median(rng.choice(new_arr, size=(BOOTSTRAP_ROUNDS, new_arr.size)), axis=1)
+    base_medians = _resampled_medians(rng, base_runs)
+    new_medians = _resampled_medians(rng, new_runs)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = new_medians / base_medians
     ratios = ratios[np.isfinite(ratios)]
@@ -169,3 +282,19 @@ def ratio_confidence_interval(base: Sequence[float], new: Sequence[float]) -> tu
         return (math.nan, math.nan)
     low, high = np.quantile(ratios, [0.025, 0.975])
     return float(low), float(high)
+
+
+def _resampled_medians(rng, runs: Sequence[Sequence[float]]):  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    if len(runs) == 1:
+        values = np.asarray(runs[0], dtype=float)
+        return np.median(rng.choice(values, size=(BOOTSTRAP_ROUNDS, values.size)), axis=1)
+    widest = max(len(r) for r in runs)
+    resampled = np.full((len(runs), BOOTSTRAP_ROUNDS, widest), np.nan)  # run x round x sample, NaN-padded
+    for i, r in enumerate(runs):
+        values = np.asarray(r, dtype=float)
+        resampled[i, :, : values.size] = rng.choice(values, size=(BOOTSTRAP_ROUNDS, values.size))
+    picked = rng.integers(0, len(runs), size=(BOOTSTRAP_ROUNDS, len(runs)))
+    rounds = resampled[picked, np.arange(BOOTSTRAP_ROUNDS)[:, None], :]
+    return np.nanmedian(rounds.reshape(BOOTSTRAP_ROUNDS, -1), axis=1)

@@ -237,6 +237,9 @@ def case_comparison_to_dict(case: CaseComparison) -> dict[str, Any]:
         "ci_high": _finite(case.ci_high),
         "p_value": _finite(case.p_value),
         "note": case.note,
+        "base_run_medians": [_finite(m) for m in case.base_run_medians],
+        "new_run_medians": [_finite(m) for m in case.new_run_medians],
+        "run_spread": _finite(case.run_spread),
     }
 
 
@@ -244,6 +247,8 @@ def comparison_to_dict(comparison: Comparison) -> dict[str, Any]:
     return {
         "base": _run_ref(comparison.base),
         "new": _run_ref(comparison.new),
+        "base_runs": [_run_ref(r) for r in comparison.base_side],
+        "new_runs": [_run_ref(r) for r in comparison.new_side],
         "threshold": comparison.threshold,
         "regressions": len(comparison.regressions),
         "cases": [case_comparison_to_dict(c) for c in comparison.cases],

@@ -177,14 +177,28 @@ class CaseComparison:
     ci_high: float | None = None
     p_value: float | None = None  # Mann-Whitney U, two-sided
     note: str = ""
+    # With several runs on a side: each run's median, and the run-to-run spread the change had to beat
+    base_run_medians: tuple[float, ...] = ()
+    new_run_medians: tuple[float, ...] = ()
+    run_spread: float | None = None
 
 
 @dataclass(frozen=True)
 class Comparison:
-    base: Run
+    base: Run  # the first run of each side stands for its machine (metadata, capabilities)
     new: Run
     threshold: float  # minimum relative effect that counts, e.g. 0.05
     cases: tuple[CaseComparison, ...]
+    base_runs: tuple[Run, ...] = ()  # every run of each side, `base`/`new` first; empty means just that one
+    new_runs: tuple[Run, ...] = ()
+
+    @property
+    def base_side(self) -> tuple[Run, ...]:
+        return self.base_runs or (self.base,)
+
+    @property
+    def new_side(self) -> tuple[Run, ...]:
+        return self.new_runs or (self.new,)
 
     @property
     def regressions(self) -> tuple[CaseComparison, ...]:

@@ -112,7 +112,9 @@ def test_regressions_collects_worse_and_lost() -> None:
 
 def test_bootstrap_interval_is_reproducible() -> None:
     base, new = noisy(100.0, seed=8), noisy(90.0, seed=9)
-    assert ratio_confidence_interval(base, new) == ratio_confidence_interval(base, new)
+    assert ratio_confidence_interval([base], [new]) == ratio_confidence_interval([base], [new])
+    runs = [noisy(100.0, seed=10), noisy(120.0, seed=11)]
+    assert ratio_confidence_interval(runs, [new]) == ratio_confidence_interval(runs, [new])
 
 
 def test_threshold_is_validated() -> None:
@@ -148,3 +150,81 @@ def test_ok_then_failed_is_a_regression():
     cmp = compare(base, _replace(base, uid="b" * 32, results=(failed,)))
     assert cmp.cases[0].verdict is Verdict.LOST and "failed in the new run: verify mismatch" in cmp.cases[0].note
     assert cmp.regressions
+
+
+def _runs(*sample_sets: tuple[float, ...], case: str = "randread-4k") -> list[Run]:
+    return [build_run((build_result(case, samples=samples),), id=i) for i, samples in enumerate(sample_sets, start=1)]
+
+
+def _sides(base_sets, new_sets, threshold: float = 0.05):
+    base = _runs(*base_sets)
+    new = [build_run(r.results, id=r.id + 10) for r in _runs(*new_sets)]
+    comparison = compare(base, new, threshold)
+    (case,) = comparison.cases
+    return comparison, case
+
+
+def test_a_machine_that_moves_between_runs_is_same_when_each_side_has_several_runs() -> None:
+    # each run tight (1%), but the machine sits 30% higher in some runs than in others: the
+    # situation one run per side calls a change
+    low, high = 1000.0, 1300.0
+    single = _one(build_result(samples=noisy(low, seed=1)), build_result(samples=noisy(high, seed=2)))
+    assert single.verdict is Verdict.BETTER
+    comparison, case = _sides(
+        [noisy(low, seed=1), noisy(high, seed=2), noisy(low, seed=3)],
+        [noisy(high, seed=4), noisy(high, seed=5), noisy(low, seed=6)],
+    )
+    assert case.verdict is Verdict.SAME
+    assert case.run_spread == pytest.approx(0.3, abs=0.03)
+    assert "spread between runs" in case.note
+    assert case.base_run_medians == pytest.approx((low, high, low), rel=0.02)
+    assert len(case.base.samples) == 36 and len(case.new.samples) == 36
+    assert [r.id for r in comparison.base_side] == [1, 2, 3]
+    assert [r.id for r in comparison.new_side] == [11, 12, 13]
+
+
+def test_a_change_beyond_the_run_to_run_spread_is_still_found() -> None:
+    comparison, case = _sides(
+        [noisy(1000.0, seed=1), noisy(1030.0, seed=2), noisy(1010.0, seed=3)],
+        [noisy(800.0, seed=4), noisy(810.0, seed=5)],
+        threshold=0.05,
+    )
+    assert case.verdict is Verdict.WORSE
+    assert "beyond the 5.0% threshold" in case.note  # the 3% run spread is below the threshold
+    assert case.ci_low < case.ratio < case.ci_high < 0.9
+    assert comparison.regressions == (case,)
+    _, wide = _sides([noisy(1000.0, seed=1), noisy(1100.0, seed=2)], [noisy(800.0, seed=4), noisy(790.0, seed=5)])
+    assert wide.verdict is Verdict.WORSE
+    assert wide.run_spread == pytest.approx(0.1, abs=0.01)
+    assert f"beyond the {wide.run_spread:.1%} spread between runs" in wide.note
+
+
+def test_the_interval_of_several_runs_is_wider_than_of_one() -> None:
+    one = ratio_confidence_interval([noisy(1000.0, seed=1)], [noisy(1000.0, seed=2)])
+    several = ratio_confidence_interval([noisy(1000.0, seed=1), noisy(1200.0, seed=3)], [noisy(1000.0, seed=2), noisy(1150.0, seed=4)])
+    assert several[1] - several[0] > 5 * (one[1] - one[0])
+    assert several[0] < 1.0 < several[1]
+
+
+def test_runs_of_one_side_that_disagree_are_not_comparable() -> None:
+    base = _runs(noisy(1000.0, seed=1), noisy(1000.0, seed=2))
+    waived = build_run((build_result(status=ResultStatus.WAIVED),), id=3)
+    new = [build_run(base[0].results, id=4)]
+    (case,) = compare([*base, waived], new).cases
+    assert case.verdict is Verdict.NOT_COMPARABLE
+    assert case.note == "the base runs disagree: ok in 1, 2; waived in 3"
+    other_params = build_run((build_result(params={"block_size": 8192}),), id=5)
+    (case,) = compare(base, [new[0], other_params]).cases
+    assert case.verdict is Verdict.NOT_COMPARABLE
+    assert "new runs 4 and 5 ran this case differently: block_size" in case.note
+    absent = build_run((build_result("other"),), id=6)
+    cases = {c.case: c for c in compare(base, [new[0], absent]).cases}
+    assert cases["randread-4k"].note == "missing from new run 6"
+    hollow = build_run((build_result(samples=(), summary=None),), id=7)
+    (case,) = compare(base, [new[0], hollow]).cases
+    assert case.note == "no samples in new run 7"
+
+
+def test_an_empty_side_is_refused() -> None:
+    with pytest.raises(ValueError):
+        compare([], build_run())
