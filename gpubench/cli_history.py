@@ -193,8 +193,8 @@ def compare_command(
     """Compare runs case by case: medians, ratio with its 95% CI, Mann-Whitney p, verdict.
 
     One run per side cannot tell a change from a machine that moves between runs (a shared or
-    noisy host). Name several runs of each configuration, e.g. `compare 1,2,3 4,5,6`: their
-    samples are pooled, and a change must also beat the spread between their medians.
+    noisy host). Name several runs of each configuration, e.g. `compare 1,2,3 4,5,6`: runs are
+    then the unit (a t-test on the logarithms of the run medians, Holm-adjusted over the cases).
 
     Exit status: 0 done, 3 a regression with --fail-on-regression, 1 error, 2 usage."""
     fraction = parse_threshold(threshold)

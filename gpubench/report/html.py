@@ -267,11 +267,13 @@ def render_run_html(run: Run) -> str:
 # ---------------------------------------------------------------- comparison
 
 
-def _side_text(result: Result | None) -> str:
+def _side_text(case: CaseComparison, side: str) -> str:
+    result = case.base if side == "base" else case.new
     if result is None:
         return "absent"
-    if result.summary is not None:
-        return f"{formats.number(result.summary.median, NOT_AVAILABLE)} {result.unit}"
+    level = case.level(side)
+    if level is not None:
+        return f"{formats.number(level, NOT_AVAILABLE)} {result.unit}"
     return result.status.value
 
 
@@ -298,8 +300,8 @@ def _comparison_row(case: CaseComparison) -> dict[str, Any]:
         "params": format_params(params),
         "unit": case.unit,
         "direction": "higher is better" if case.higher_is_better else "lower is better",
-        "base": _side_text(case.base),
-        "new": _side_text(case.new),
+        "base": _side_text(case, "base"),
+        "new": _side_text(case, "new"),
         "ratio": f"{ratio:.3f}" if ratio is not None else NOT_AVAILABLE,
         "change": f"{(ratio - 1) * 100:+.1f}%" if ratio is not None else "",
         "ci": f"{case.ci_low:.3f} – {case.ci_high:.3f}" if has_ci else NOT_AVAILABLE,

@@ -107,10 +107,12 @@ def results_table(run: Run) -> Table:
     return table
 
 
-def _median_cell(result) -> str:  # type: ignore[no-untyped-def]
-    if result is None or result.summary is None:
+def _level_cell(case: CaseComparison, side: str) -> str:
+    result = case.base if side == "base" else case.new
+    level = case.level(side)
+    if level is None:
         return result.status.value if result is not None else "missing"
-    return formats.number(result.summary.median)
+    return formats.number(level)
 
 
 def format_change(ratio: float | None) -> str:
@@ -132,8 +134,8 @@ def comparison_table(comparison: Comparison) -> Table:
             case.benchmark,
             case.case,
             case.unit + ("" if case.higher_is_better else " (lower)"),
-            _median_cell(case.base),
-            _median_cell(case.new),
+            _level_cell(case, "base"),
+            _level_cell(case, "new"),
             format_change(case.ratio),
             _ci_cell(case),
             formats.p_value(case.p_value),

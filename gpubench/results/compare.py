@@ -14,12 +14,15 @@ replacement BOOTSTRAP_ROUNDS times, and the 2.5% and 97.5% quantiles of new medi
 are taken. The random generator has a fixed seed, so the same two runs always give the same
 interval.
 
-A side may hold several runs (repeated runs of one configuration). Their samples are pooled, and
-the runs tell what one run cannot: how far the machine moves between runs. A change then counts
-only beyond the larger of the threshold and the run-to-run spread (the distance between the
-highest and lowest run median of a side, relative to their median, the wider side's), and the
-confidence interval is a two-level bootstrap (runs with replacement, then samples within each).
-On a shared or noisy machine one run per side cannot tell a kernel change from the neighbours.
+A side may hold several runs (repeated runs of one configuration), and then runs, not samples,
+are the unit: samples taken back to back within one run cannot show how far the machine moves
+between runs (on a shared host that can be far more than a run's own spread). The ratio is that
+of the geometric means of the run medians; the test is Student's t on the logarithms of the run
+medians (the two sides share one variance: same machine, same noise; it needs three runs in all);
+the 95% interval is the t interval of that difference. The p-values of these cases are adjusted
+with Holm's step-down method over all the cases of the comparison, so that the chance of calling
+anything better or worse when nothing changed stays near ALPHA for the whole comparison, not per
+case: what a CI gate needs.
 """
 
 from __future__ import annotations
@@ -51,11 +54,15 @@ def compare(base: Run | Sequence[Run], new: Run | Sequence[Run], threshold: floa
     keys = list(base_keys)
     for side in new_sides:
         keys += [k for k in side if k not in keys]
-    cases = []
-    for key in keys:
-        base_pool = _pool([side.get(key) for side in base_sides], base_runs, "base")
-        new_pool = _pool([side.get(key) for side in new_sides], new_runs, "new")
-        cases.append(compare_case(base_pool, new_pool, threshold))
+    pools = [
+        (_pool([side.get(key) for side in base_sides], base_runs, "base"), _pool([side.get(key) for side in new_sides], new_runs, "new"))
+        for key in keys
+    ]
+    cases = [compare_case(base_pool, new_pool, threshold) for base_pool, new_pool in pools]
+    over_runs = [i for i, case in enumerate(cases) if case.p_value is not None and (case.base_run_medians or case.new_run_medians)]
+    adjusted = holm([cases[i].p_value for i in over_runs])  # type: ignore[misc]
+    for i, p_value in zip(over_runs, adjusted):
+        cases[i] = compare_case(*pools[i], threshold, holm_adjusted=(p_value, len(over_runs)))
     return Comparison(
         base=base_runs[0],
         new=new_runs[0],
@@ -80,6 +87,12 @@ class Pooled:
     result: Result | None
     runs: tuple[tuple[float, ...], ...] = ()  # each run's samples, when there are several
     problem: str = ""  # why these runs cannot stand together
+
+    @property
+    def medians(self) -> tuple[float, ...]:
+        """Each run's median (one run: its own)."""
+        runs = self.runs or ((self.result.samples,) if self.result is not None and self.result.samples else ())
+        return tuple(statistics.median(r) for r in runs)
 
 
 def _pool(results: list[Result | None], runs: Sequence[Run], side: str) -> Pooled:
@@ -140,7 +153,13 @@ def _with_whole_waivers(new: dict[tuple[str, str], Result], base: dict[tuple[str
     return out
 
 
-def compare_case(base_side: Pooled | Result | None, new_side: Pooled | Result | None, threshold: float) -> CaseComparison:
+def compare_case(
+    base_side: Pooled | Result | None,
+    new_side: Pooled | Result | None,
+    threshold: float,
+    holm_adjusted: tuple[float, int] | None = None,
+) -> CaseComparison:
+    """One case. With several runs on a side, `holm_adjusted` is (its adjusted p, family size)."""
     base_pool = base_side if isinstance(base_side, Pooled) else Pooled(base_side)
     new_pool = new_side if isinstance(new_side, Pooled) else Pooled(new_side)
     base, new = base_pool.result, new_pool.result
@@ -190,27 +209,13 @@ def compare_case(base_side: Pooled | Result | None, new_side: Pooled | Result | 
     if base_median == 0:
         return verdict(Verdict.NOT_COMPARABLE, "the base median is zero: no ratio")
 
-    ratio = new_median / base_median
-    base_runs = base_pool.runs or (base.samples,)
-    new_runs = new_pool.runs or (new.samples,)
-    ci_low, ci_high = ratio_confidence_interval(base_runs, new_runs)
-    p_value = rank_test(base.samples, new.samples)
-    spread = run_spread(base_runs, new_runs)
-    numbers = dict(
-        ratio=ratio,
-        ci_low=ci_low,
-        ci_high=ci_high,
-        p_value=p_value,
-        base_run_medians=tuple(statistics.median(r) for r in base_pool.runs),
-        new_run_medians=tuple(statistics.median(r) for r in new_pool.runs),
-        run_spread=spread,
-    )
+    if (base_pool.runs or new_pool.runs) and all(m > 0 for m in base_pool.medians + new_pool.medians):
+        return _over_runs(verdict, base_pool, new_pool, base.higher_is_better, threshold, holm_adjusted)
 
-    change = ratio - 1.0
-    floor = max(threshold, spread or 0.0)
-    improved = change > floor if base.higher_is_better else change < -floor
-    degraded = change < -floor if base.higher_is_better else change > floor
-    effect = f"{change:+.1%}"
+    ratio = new_median / base_median
+    ci_low, ci_high = ratio_confidence_interval(base.samples, new.samples)
+    p_value = rank_test(base.samples, new.samples)
+    numbers = dict(ratio=ratio, ci_low=ci_low, ci_high=ci_high, p_value=p_value)
     smallest_p = smallest_possible_p(len(base.samples), len(new.samples))
     if smallest_p >= ALPHA:
         return verdict(
@@ -218,28 +223,63 @@ def compare_case(base_side: Pooled | Result | None, new_side: Pooled | Result | 
             f"too few samples to tell ({len(base.samples)} vs {len(new.samples)}: p can't go below {smallest_p:.2g})",
             **numbers,
         )
+    return _judge(verdict, ratio, p_value, base.higher_is_better, threshold, "within the noise", "", numbers)
+
+
+def _over_runs(verdict, base_pool: Pooled, new_pool: Pooled, higher_is_better: bool, threshold: float, holm_adjusted):  # type: ignore[no-untyped-def]
+    """Runs as the unit: Student's t on the logarithms of the run medians."""
+    from scipy import stats
+
+    base_logs = [math.log(m) for m in base_pool.medians]
+    new_logs = [math.log(m) for m in new_pool.medians]
+    numbers: dict[str, Any] = dict(base_run_medians=base_pool.medians, new_run_medians=new_pool.medians)
+    numbers.update(base_level=math.exp(statistics.fmean(base_logs)), new_level=math.exp(statistics.fmean(new_logs)))
+    difference = statistics.fmean(new_logs) - statistics.fmean(base_logs)
+    numbers["ratio"] = math.exp(difference)
+    runs = f"{len(base_logs)} vs {len(new_logs)} runs"
+    freedom = len(base_logs) + len(new_logs) - 2  # >= 1: one side has several runs
+    squares = sum((x - statistics.fmean(base_logs)) ** 2 for x in base_logs) + sum((x - statistics.fmean(new_logs)) ** 2 for x in new_logs)
+    error = math.sqrt(squares / freedom) * math.sqrt(1 / len(base_logs) + 1 / len(new_logs))
+    if error > 0:
+        p_value = float(2 * stats.t.sf(abs(difference) / error, freedom))
+        margin = float(stats.t.ppf(0.975, freedom)) * error
+    else:  # every run median equal on each side
+        p_value, margin = (1.0 if difference == 0 else 0.0), 0.0
+    numbers.update(ci_low=math.exp(difference - margin), ci_high=math.exp(difference + margin))
+    family = ""
+    if holm_adjusted is not None and holm_adjusted[1] > 1:
+        p_value, cases = holm_adjusted
+        family = f", Holm-adjusted over {cases} cases"
+    numbers["p_value"] = p_value
+    return _judge(verdict, numbers["ratio"], p_value, higher_is_better, threshold,
+                  f"within the run-to-run noise ({runs}{family})", f" ({runs}{family})", numbers)
+
+
+def _judge(verdict, ratio: float, p_value: float, higher_is_better: bool, threshold: float, noise: str, how: str, numbers: dict):  # type: ignore[no-untyped-def]
+    change = ratio - 1.0
+    improved = change > threshold if higher_is_better else change < -threshold
+    degraded = change < -threshold if higher_is_better else change > threshold
     if p_value < ALPHA and (improved or degraded):
-        beyond = f"the {threshold:.1%} threshold" if floor == threshold else f"the {floor:.1%} spread between runs"
-        return verdict(Verdict.BETTER if improved else Verdict.WORSE, f"{effect} beyond {beyond}, p = {p_value:.3g}", **numbers)
-    if p_value < ALPHA and abs(change) > threshold:
-        return verdict(Verdict.SAME, f"{effect} is within the {floor:.1%} spread between runs of one side", **numbers)
+        return verdict(
+            Verdict.BETTER if improved else Verdict.WORSE,
+            f"{change:+.1%} beyond the {threshold:.1%} threshold, p = {p_value:.3g}{how}",
+            **numbers,
+        )
     if p_value < ALPHA:
         return verdict(Verdict.SAME, f"significant, but within the {threshold:.1%} threshold", **numbers)
-    return verdict(Verdict.SAME, "within the noise", **numbers)
+    return verdict(Verdict.SAME, noise, **numbers)
 
 
-def run_spread(base_runs: Sequence[Sequence[float]], new_runs: Sequence[Sequence[float]]) -> float | None:
-    """How far apart the run medians of one side lie, (highest - lowest) / their median, for the
-    wider side; None when neither side has two runs."""
-    spreads = []
-    for runs in (base_runs, new_runs):
-        if len(runs) < 2:
-            continue
-        medians = [statistics.median(r) for r in runs]
-        middle = statistics.median(medians)
-        if middle != 0:
-            spreads.append((max(medians) - min(medians)) / abs(middle))
-    return max(spreads) if spreads else None
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment: the smallest p times m, the next times m - 1, ..., kept
+    non-decreasing in that order and at most 1."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [1.0] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def _params_difference(base: dict, new: dict) -> str:
@@ -266,15 +306,15 @@ def smallest_possible_p(n_base: int, n_new: int) -> float:
     return min(1.0, 2.0 / math.comb(n_base + n_new, n_base))
 
 
-def ratio_confidence_interval(base_runs: Sequence[Sequence[float]], new_runs: Sequence[Sequence[float]]) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of median(new) / median(base), with a fixed seed. Each side
-    is a list of runs' samples; with one run it is resampled as it is, with several the runs are
-    resampled first, then the samples of each chosen run."""
+def ratio_confidence_interval(base: Sequence[float], new: Sequence[float]) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of median(new) / median(base), with a fixed seed."""
     import numpy as np
 
     rng = np.random.default_rng(BOOTSTRAP_SEED)
-    base_medians = _resampled_medians(rng, base_runs)
-    new_medians = _resampled_medians(rng, new_runs)
+    base_arr = np.asarray(base, dtype=float)
+    new_arr = np.asarray(new, dtype=float)
+    base_medians = np.median(rng.choice(base_arr, size=(BOOTSTRAP_ROUNDS, base_arr.size)), axis=1)
+    new_medians = np.median(rng.choice(new_arr, size=(BOOTSTRAP_ROUNDS, new_arr.size)), axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = new_medians / base_medians
     ratios = ratios[np.isfinite(ratios)]
@@ -282,19 +322,3 @@ def ratio_confidence_interval(base_runs: Sequence[Sequence[float]], new_runs: Se
         return (math.nan, math.nan)
     low, high = np.quantile(ratios, [0.025, 0.975])
     return float(low), float(high)
-
-
-def _resampled_medians(rng, runs: Sequence[Sequence[float]]):  # type: ignore[no-untyped-def]
-    import numpy as np
-
-    if len(runs) == 1:
-        values = np.asarray(runs[0], dtype=float)
-        return np.median(rng.choice(values, size=(BOOTSTRAP_ROUNDS, values.size)), axis=1)
-    widest = max(len(r) for r in runs)
-    resampled = np.full((len(runs), BOOTSTRAP_ROUNDS, widest), np.nan)  # run x round x sample, NaN-padded
-    for i, r in enumerate(runs):
-        values = np.asarray(r, dtype=float)
-        resampled[i, :, : values.size] = rng.choice(values, size=(BOOTSTRAP_ROUNDS, values.size))
-    picked = rng.integers(0, len(runs), size=(BOOTSTRAP_ROUNDS, len(runs)))
-    rounds = resampled[picked, np.arange(BOOTSTRAP_ROUNDS)[:, None], :]
-    return np.nanmedian(rounds.reshape(BOOTSTRAP_ROUNDS, -1), axis=1)

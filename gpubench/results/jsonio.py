@@ -237,9 +237,10 @@ def case_comparison_to_dict(case: CaseComparison) -> dict[str, Any]:
         "ci_high": _finite(case.ci_high),
         "p_value": _finite(case.p_value),
         "note": case.note,
+        "base_level": _finite(case.base_level),
+        "new_level": _finite(case.new_level),
         "base_run_medians": [_finite(m) for m in case.base_run_medians],
         "new_run_medians": [_finite(m) for m in case.new_run_medians],
-        "run_spread": _finite(case.run_spread),
     }
 
 

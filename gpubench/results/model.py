@@ -177,10 +177,21 @@ class CaseComparison:
     ci_high: float | None = None
     p_value: float | None = None  # Mann-Whitney U, two-sided
     note: str = ""
-    # With several runs on a side: each run's median, and the run-to-run spread the change had to beat
+    # With several runs on a side (runs, not samples, are then the unit): each run's median, and
+    # what the ratio compares, the geometric mean of those
     base_run_medians: tuple[float, ...] = ()
     new_run_medians: tuple[float, ...] = ()
-    run_spread: float | None = None
+    base_level: float | None = None
+    new_level: float | None = None
+
+    def level(self, side: str) -> float | None:
+        """The value the ratio compares for 'base' or 'new': the run medians' geometric mean over
+        several runs, else the median of the run's samples."""
+        level = self.base_level if side == "base" else self.new_level
+        result = self.base if side == "base" else self.new
+        if level is None and result is not None and result.summary is not None:
+            level = result.summary.median
+        return level
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import random
 import pytest
 from history_factories import build_result, build_run, noisy
 
-from gpubench.results.compare import compare, ratio_confidence_interval, smallest_possible_p
+from gpubench.results.compare import compare, holm, ratio_confidence_interval, smallest_possible_p
 from gpubench.results.model import Result, ResultStatus, Run, RunStatus, Verdict
 from gpubench.results.stats import summarize
 
@@ -112,9 +112,7 @@ def test_regressions_collects_worse_and_lost() -> None:
 
 def test_bootstrap_interval_is_reproducible() -> None:
     base, new = noisy(100.0, seed=8), noisy(90.0, seed=9)
-    assert ratio_confidence_interval([base], [new]) == ratio_confidence_interval([base], [new])
-    runs = [noisy(100.0, seed=10), noisy(120.0, seed=11)]
-    assert ratio_confidence_interval(runs, [new]) == ratio_confidence_interval(runs, [new])
+    assert ratio_confidence_interval(base, new) == ratio_confidence_interval(base, new)
 
 
 def test_threshold_is_validated() -> None:
@@ -170,40 +168,77 @@ def test_a_machine_that_moves_between_runs_is_same_when_each_side_has_several_ru
     low, high = 1000.0, 1300.0
     single = _one(build_result(samples=noisy(low, seed=1)), build_result(samples=noisy(high, seed=2)))
     assert single.verdict is Verdict.BETTER
+    assert single.level("base") == single.base.summary.median and single.base_level is None
     comparison, case = _sides(
         [noisy(low, seed=1), noisy(high, seed=2), noisy(low, seed=3)],
         [noisy(high, seed=4), noisy(high, seed=5), noisy(low, seed=6)],
     )
     assert case.verdict is Verdict.SAME
-    assert case.run_spread == pytest.approx(0.3, abs=0.03)
-    assert "spread between runs" in case.note
+    assert case.note == "within the run-to-run noise (3 vs 3 runs)"
+    assert case.p_value > 0.05 and case.ci_low < 1.0 < case.ci_high
     assert case.base_run_medians == pytest.approx((low, high, low), rel=0.02)
+    # the ratio is that of the geometric means of the run medians
+    assert case.ratio == pytest.approx((high * high * low) ** (1 / 3) / (low * high * low) ** (1 / 3), rel=0.02)
+    assert case.ratio == pytest.approx(case.level("new") / case.level("base"))
+    assert case.level("base") == pytest.approx((low * high * low) ** (1 / 3), rel=0.02)
     assert len(case.base.samples) == 36 and len(case.new.samples) == 36
     assert [r.id for r in comparison.base_side] == [1, 2, 3]
     assert [r.id for r in comparison.new_side] == [11, 12, 13]
 
 
-def test_a_change_beyond_the_run_to_run_spread_is_still_found() -> None:
+def test_a_change_beyond_the_run_to_run_noise_is_found() -> None:
     comparison, case = _sides(
         [noisy(1000.0, seed=1), noisy(1030.0, seed=2), noisy(1010.0, seed=3)],
         [noisy(800.0, seed=4), noisy(810.0, seed=5)],
-        threshold=0.05,
     )
     assert case.verdict is Verdict.WORSE
-    assert "beyond the 5.0% threshold" in case.note  # the 3% run spread is below the threshold
+    assert case.note.startswith("-20.") and "beyond the 5.0% threshold" in case.note and "(3 vs 2 runs)" in case.note
     assert case.ci_low < case.ratio < case.ci_high < 0.9
     assert comparison.regressions == (case,)
-    _, wide = _sides([noisy(1000.0, seed=1), noisy(1100.0, seed=2)], [noisy(800.0, seed=4), noisy(790.0, seed=5)])
-    assert wide.verdict is Verdict.WORSE
-    assert wide.run_spread == pytest.approx(0.1, abs=0.01)
-    assert f"beyond the {wide.run_spread:.1%} spread between runs" in wide.note
+    # one new run against three: the base runs alone tell the noise
+    _, against_one = _sides([noisy(1000.0, seed=1), noisy(1030.0, seed=2), noisy(1010.0, seed=3)], [noisy(800.0, seed=4)])
+    assert against_one.verdict is Verdict.WORSE
+    assert against_one.new_run_medians == pytest.approx((800.0,), rel=0.01)
 
 
-def test_the_interval_of_several_runs_is_wider_than_of_one() -> None:
-    one = ratio_confidence_interval([noisy(1000.0, seed=1)], [noisy(1000.0, seed=2)])
-    several = ratio_confidence_interval([noisy(1000.0, seed=1), noisy(1200.0, seed=3)], [noisy(1000.0, seed=2), noisy(1150.0, seed=4)])
-    assert several[1] - several[0] > 5 * (one[1] - one[0])
-    assert several[0] < 1.0 < several[1]
+def test_the_same_change_on_a_noisier_machine_is_not_called() -> None:
+    _, case = _sides(
+        [noisy(1000.0, seed=1), noisy(1400.0, seed=2), noisy(900.0, seed=3)],
+        [noisy(800.0, seed=4), noisy(1150.0, seed=5), noisy(760.0, seed=6)],
+    )
+    assert case.ratio == pytest.approx(0.83, abs=0.02)
+    assert case.verdict is Verdict.SAME and case.p_value > 0.05
+    assert case.note == "within the run-to-run noise (3 vs 3 runs)"
+
+
+def test_holm_adjusts_over_every_case_of_the_comparison() -> None:
+    assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert holm([]) == []
+    # ten cases whose run-level p is modest on its own: after the adjustment none is called
+    names = [f"case{i}" for i in range(10)]
+
+    def side(levels: list[float], first_id: int) -> list[Run]:
+        return [
+            build_run(tuple(build_result(n, samples=noisy(level * (1 + 0.01 * i), seed=first_id * 100 + i)) for i, n in enumerate(names)), id=first_id + j)
+            for j, level in enumerate(levels)
+        ]
+
+    base, new = side([1000.0, 1100.0, 1050.0], 1), side([900.0, 960.0, 930.0], 11)
+    comparison = compare(base, new)
+    single_case = compare([build_run(r.results[:1], id=r.id) for r in base], [build_run(r.results[:1], id=r.id) for r in new])
+    (alone,) = single_case.cases
+    assert alone.verdict is Verdict.WORSE and alone.p_value < 0.05
+    first = comparison.cases[0]
+    assert first.p_value == pytest.approx(min(1.0, 10 * alone.p_value), rel=0.3) and first.p_value >= 0.05
+    assert {c.verdict for c in comparison.cases} == {Verdict.SAME}
+    assert "Holm-adjusted over 10 cases" in first.note
+
+
+def test_the_interval_over_runs_is_wider_than_within_one() -> None:
+    one = ratio_confidence_interval(noisy(1000.0, seed=1), noisy(1000.0, seed=2))
+    _, case = _sides([noisy(1000.0, seed=1), noisy(1200.0, seed=3)], [noisy(1000.0, seed=2), noisy(1150.0, seed=4)])
+    assert case.ci_high - case.ci_low > 5 * (one[1] - one[0])
+    assert case.ci_low < 1.0 < case.ci_high
 
 
 def test_runs_of_one_side_that_disagree_are_not_comparable() -> None:
