@@ -111,6 +111,7 @@ def run(
     cool_down: bool = typer.Option(False, "--cool-down", help="Before each case, wait until temperatures are back near idle."),
     pre_warm: bool = typer.Option(False, "--pre-warm", help="Bring the device to a steady state before measuring."),
     as_json: bool = typer.Option(False, "--json", help="Print the stored run as JSON only on stdout."),
+    repeat: int = typer.Option(1, "--repeat", min=1, max=100, metavar="N", help="Make N runs back to back, each stored on its own: compare them as a set (gpubench compare 1,2,3 ...) to tell a change from run-to-run noise."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML and JSON report into ./reports/."),
     reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", metavar="DIR", help="Where the HTML and JSON reports go."),
 ) -> None:
@@ -119,6 +120,7 @@ def run(
     Benchmarks whose needs are unmet are recorded as WAIVED with the reason. Each case is warmed
     up, then repeated until its spread settles (or a cap). Every result is committed to the
     history the moment it ends; Ctrl-C stops cleanly and keeps what finished.
+    With --repeat N, --json prints a list of the N runs.
     Exit status: 0 all ran (or were waived), 1 a case failed, bad input or no report, 2 usage,
     130 interrupted."""
     from gpubench.bench.runner import parse_params, select
@@ -154,17 +156,40 @@ def run(
     )
     if not opts.keys:
         raise UserError("no benchmark selected (check --only and --skip)")
-    with StderrProgress() as progress:
-        stored = run_job(opts, progress)
-    paths, report_problem = [], ""
-    if not no_report:
+    finished: list = []
+    problems: list[str] = []
+    for index in range(repeat):
+        if repeat > 1:
+            typer.echo(f"gpubench: run {index + 1} of {repeat}", err=True)
+        with StderrProgress() as progress:
+            stored = run_job(opts, progress)
+        finished.append(stored)
+        problems += _show_run(stored, None if no_report else reports_dir, as_json)
+        if stored.status is RunStatus.INTERRUPTED:
+            break
+    if as_json:
+        emit_json(finished[0].to_dict() if repeat == 1 else [r.to_dict() for r in finished])
+    for problem in problems:
+        typer.echo(f"gpubench: error: {problem}", err=True)
+    if repeat > 1:
+        ids = ",".join(str(r.id) for r in finished)
+        typer.echo(f"gpubench: stored runs {ids}; compare them as one side: gpubench compare {ids} OTHER_RUNS", err=True)
+    if finished[-1].status is RunStatus.INTERRUPTED:
+        typer.echo(f"gpubench: run {finished[-1].id} interrupted; completed results are kept", err=True)
+        raise typer.Exit(130)
+    if problems or any(r.status is ResultStatus.FAILED for run in finished for r in run.results):
+        raise typer.Exit(1)
+
+
+def _show_run(stored, reports_dir: Path | None, as_json: bool) -> list[str]:  # type: ignore[no-untyped-def]
+    """Write the run's reports and print its table (the table only without --json); the problems."""
+    paths, problems = [], []
+    if reports_dir is not None:
         try:
             paths = _write_reports(stored, reports_dir)
         except UserError as e:
-            report_problem = str(e)
-    if as_json:
-        emit_json(stored.to_dict())
-    else:
+            problems.append(str(e))
+    if not as_json:
         from gpubench.report.tables import results_table
         from gpubench.report.terminal import stdout_console
 
@@ -174,13 +199,7 @@ def run(
             console.print(f"report: {p}")
     for p in paths if as_json else ():
         typer.echo(f"report: {p}", err=True)
-    if report_problem:
-        typer.echo(f"gpubench: error: {report_problem}", err=True)
-    if stored.status is RunStatus.INTERRUPTED:
-        typer.echo(f"gpubench: run {stored.id} interrupted; completed results are kept", err=True)
-        raise typer.Exit(130)
-    if report_problem or any(r.status is ResultStatus.FAILED for r in stored.results):
-        raise typer.Exit(1)
+    return problems
 
 
 def _write_reports(run, directory: Path) -> list[Path]:

@@ -90,3 +90,22 @@ def test_a_run_stopped_by_an_error_is_never_stored_as_complete(tmp_path, monkeyp
         run_job(JobOptions(db=db, keys=("scripted",), size="quick", telemetry=False), Progress(), PROFILE)
     with Store.open(db, create=False, readonly=True) as store:
         assert store.get_run("latest").status is RunStatus.INTERRUPTED
+
+
+def test_run_repeat_stores_each_run_and_names_the_set(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from gpubench.cli import app
+
+    db = tmp_path / "results.db"
+    args = ["run", "--quick", "--only", "memtier", "-p", "memtier.kernels=chase", "-p", "memtier.chase_size=1MiB",
+            "-p", "memtier.hops=10000", "--repeat", "2", "--label", "twice", "--no-report", "--no-telemetry", "--db", str(db), "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.stdout)
+    assert [r["label"] for r in runs] == ["twice", "twice"] and runs[0]["uid"] != runs[1]["uid"]
+    assert "gpubench compare 1,2 OTHER_RUNS" in result.stderr
+    with Store.open(db, create=False, readonly=True) as store:
+        assert [r.n_results for r in store.list_runs()] == [1, 1]
