@@ -15,6 +15,7 @@ from typing import Any, Iterable, Sequence
 from gpubench.errors import UserError
 from gpubench.files import write_new
 from gpubench.report import formats
+from gpubench.report.matrix import pair_matrices
 from gpubench.results.model import CaseComparison, Comparison, Result, ResultStatus, Run, RunStatus, Verdict
 
 VERDICT_CLASS = {
@@ -238,6 +239,7 @@ def benchmark_sections(run: Run) -> list[dict[str, Any]]:
                 "rows": (rows := [_result_row(r) for r in results]),
                 "advertised": any(r["advertised"] for r in rows),
                 "charts": sample_charts,
+                "matrices": pair_matrices(results),
                 "telemetry": telemetry,
             }
         )
