@@ -179,9 +179,9 @@ def import_command(
 
 def compare_command(
     base: str = typer.Argument(
-        ..., metavar="BASE", help="The reference: a run number, 'latest' or uid prefix; several runs as 1,2,3 (pooled)."
+        ..., metavar="BASE", help="The reference: a run number, 'latest' or uid prefix; several runs as 1,2,3, or label:NAME for every complete run so labelled."
     ),
-    new: List[str] = typer.Argument(..., metavar="NEW", help="One or more runs (or comma lists of runs) to compare with BASE."),
+    new: List[str] = typer.Argument(..., metavar="NEW", help="One or more runs to compare with BASE, each given as BASE is."),
     threshold: str = typer.Option("5%", "--threshold", metavar="PCT", help="Smallest change that counts, e.g. 5% or 0.05."),
     fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 3 when any case is significantly worse or lost."),
     as_json: bool = JsonOpt,
@@ -262,17 +262,29 @@ def compare_command(
 
 
 def _side(store, refs: str, which: str) -> list:  # type: ignore[no-untyped-def]
-    """The runs one side of a comparison names: 'latest', '4' or '1,2,3'."""
+    """The runs one side of a comparison names: 'latest', '4', '1,2,3' or 'label:kernel 6.8'."""
     names = [ref.strip() for ref in refs.split(",")]
     if not all(names):
         raise UserError(f"{which} {refs!r}: an empty run name; separate runs with commas, e.g. 1,2,3")
-    runs = [store.get_run(name) for name in names]
+    runs = []
+    for name in names:
+        runs += _labelled(store, name[len("label:"):]) if name.startswith("label:") else [store.get_run(name)]
     seen: set[str] = set()
     for run in runs:
         if run.uid in seen:
             raise UserError(f"{which} {refs!r} names run {run.id} twice")
         seen.add(run.uid)
     return runs
+
+
+def _labelled(store, label: str) -> list:  # type: ignore[no-untyped-def]
+    """Every complete run with exactly this label, oldest first."""
+    from gpubench.results.model import RunStatus
+
+    listed = [r.run for r in reversed(store.list_runs()) if r.run.label == label and r.run.status is RunStatus.COMPLETE]
+    if not listed:
+        raise UserError(f"no complete run labelled {label!r} (see: gpubench list)")
+    return [store.get_run(str(run.id)) for run in listed]
 
 
 def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:

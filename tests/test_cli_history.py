@@ -19,7 +19,7 @@ from history_factories import build_result, build_run, noisy  # noqa: E402
 
 from gpubench.cli import app  # noqa: E402
 from gpubench.errors import UserError  # noqa: E402
-from gpubench.results.model import ResultStatus, Run  # noqa: E402
+from gpubench.results.model import ResultStatus, Run, RunStatus  # noqa: E402
 from gpubench.results.store import Store  # noqa: E402
 
 runner = CliRunner()
@@ -215,6 +215,20 @@ def test_compare_pools_several_runs_per_side(tmp_path: Path) -> None:
     assert "one run per side" not in result.stderr
     table = _invoke("compare", "1,2,3", "4,5,6", "--db", str(db))
     assert "runs 1,2,3 (same kernel) -> runs 4,5,6 (same kernel)" in table.stdout
+
+
+def test_compare_sides_by_label(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    runs = [build_run((build_result("read", samples=noisy(1000.0, seed=i)),), label=label, started=1700000000.0 + i)
+            for i, label in enumerate(["6.8", "6.8", "6.12", "6.8", "6.12", "6.12"])]
+    runs.append(build_run((), label="6.12", status=RunStatus.INTERRUPTED, started=1700000009.0))
+    _fill(db, *runs)
+    result = _invoke("compare", "label:6.8", "label:6.12", "--json", "--db", str(db))
+    assert result.exit_code == 0, result.stderr
+    comparison = json.loads(result.stdout)["comparisons"][0]
+    assert [r["id"] for r in comparison["base_runs"]] == [1, 2, 4]
+    assert [r["id"] for r in comparison["new_runs"]] == [3, 5, 6]  # the interrupted run 7 is left out
+    _assert_one_line_error(_gpubench("compare", "label:6.8", "label:7.0", "--db", str(db)), "no complete run labelled '7.0'")
 
 
 @pytest.mark.parametrize(
