@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A Slurm batch job: probe and benchmark one GPU node, keep the history on shared storage, and
-# compare with the baseline runs in BASELINE_RUN, e.g. 12,13,14 (exit 3 on a significant regression).
+# compare with the baseline runs in BASELINE_RUN, e.g. 12,13,14 or label:known-good (exit 3 on a
+# significant regression).
 #   sbatch --nodelist=gpu-node-07 ci/templates/slurm-gpubench.sh
 #SBATCH --job-name=gpubench
 #SBATCH --nodes=1
