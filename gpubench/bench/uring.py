@@ -8,10 +8,14 @@ builds made with recent Cython lack them, so the kernel's uapi numbers are used.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 # include/uapi/linux/io_uring.h, enum io_uring_op, in order
 OPCODES = (
@@ -42,20 +46,55 @@ def feature_names(mask: int) -> list[str]:
 
 def load_liburing():
     """Import the binding. Its loader (dynamic_import) rewrites a cache file under the package's
-    __pycache__ whenever it looks stale, and processes importing at the same moment can remove
-    the file under each other (FileNotFoundError): retry, from a clean slate."""
-    for attempt in range(8):
-        try:
-            import liburing
+    __pycache__ whenever it looks stale, without any locking: processes importing at the same
+    moment remove the file under each other (FileNotFoundError), and a retried import then finds
+    the loader marked as done and yields a bare module without the API. So gpubench's processes
+    take turns (a lock file), and a failed or bare import is forgotten, loader mark included,
+    and tried again."""
+    with _import_turn():
+        for attempt in range(8):
+            try:
+                import liburing
 
-            return liburing
-        except FileNotFoundError:
-            for name in [m for m in sys.modules if m == "liburing" or m.startswith("liburing.")]:
-                del sys.modules[name]
+                if hasattr(liburing, "io_uring"):
+                    return liburing
+            except FileNotFoundError:
+                pass
+            _forget_liburing()
             time.sleep(0.02 * (attempt + 1))
-    import liburing
+        import liburing
 
+    if not hasattr(liburing, "io_uring"):
+        raise ImportError("the liburing binding loaded without its API (no io_uring)")
     return liburing
+
+
+def _forget_liburing() -> None:
+    for name in [m for m in sys.modules if m == "liburing" or m.startswith("liburing.")]:
+        del sys.modules[name]
+    try:
+        from dynamic_import import check
+    except ImportError:
+        return
+    called = getattr(check, "IMPORTER_CALLED", {})
+    for path in [p for p in called if p.rstrip("/").endswith("/liburing")]:
+        del called[path]
+
+
+@contextmanager
+def _import_turn() -> Iterator[None]:
+    """One gpubench process at a time imports the binding (an flock on a file in the temp dir;
+    without one, no turns)."""
+    try:
+        fd = os.open(os.path.join(tempfile.gettempdir(), "gpubench-liburing-import.lock"), os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def selftest() -> dict:
