@@ -31,6 +31,9 @@ P2P_STATUS = {
     6: "unknown",
 }
 ADDRESSING_MODE = {0: "none", 1: "hmm", 2: "ats"}
+# nvmlGpuP2PCapsIndex_t (nvml.h). Not pynvml's constants: nvidia-ml-py defines
+# NVML_P2P_CAPS_INDEX_READ as the tuple (0,), which ctypes refuses as an argument.
+P2P_CAPS_INDEX = {"read": 0, "write": 1, "nvlink": 2}
 
 
 @dataclass(frozen=True)
@@ -176,13 +179,12 @@ def _query_initialised(nv: Any) -> dict[str, Any]:
         )
     out["devices"] = devices
     pairs: dict[str, dict[str, str]] = {}
-    caps = {"read": nv.NVML_P2P_CAPS_INDEX_READ, "write": nv.NVML_P2P_CAPS_INDEX_WRITE, "nvlink": nv.NVML_P2P_CAPS_INDEX_NVLINK}
     for a in range(count):
         for b in range(a + 1, count):
             if handles[a] is None or handles[b] is None:
                 continue
             pair = {}
-            for cap, index in caps.items():
+            for cap, index in P2P_CAPS_INDEX.items():
                 status = _attempt(errors, f"p2p {a}-{b} {cap}", nv.nvmlDeviceGetP2PStatus, handles[a], handles[b], index)
                 pair[cap] = P2P_STATUS.get(status, str(status)) if status is not None else "error"
             pairs[f"{a}-{b}"] = pair

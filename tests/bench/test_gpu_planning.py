@@ -1,14 +1,18 @@
 """The GPU data-path benchmarks (memcpy, p2p, gds, hmm) without a GPU: waiving on the probe
 snapshots (no GPU, one GPU, four GPUs with and without P2P, HMM on and off), planning and
-parameter validation, the KvikIO path and settings logic against stand-ins of both API
-generations, result shaping, and a whole `gpubench run` that waives all four."""
+parameter validation, NVML's P2P answers reaching p2p's routing, the KvikIO path and settings
+logic against stand-ins of both API generations, result shaping, and a whole `gpubench run` that
+waives all four."""
 
 from __future__ import annotations
 
+import ctypes
+import importlib.machinery
 import json
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -16,7 +20,7 @@ import pytest
 from gpubench.bench import gds, gpu_common, hmm, memcpy, p2p, params
 from gpubench.bench.interface import Case, Context, Waived
 from gpubench.errors import UserError
-from gpubench.probe import Source, probe
+from gpubench.probe import Source, nvidia, probe
 from gpubench.probe.model import Profile
 
 PROBES = Path(__file__).resolve().parents[2] / "probes"
@@ -261,6 +265,34 @@ def test_p2p_route():
     assert p2p.route("not supported") == "host"
     assert p2p.route("topology not supported") == "host"
     assert p2p.route(None) == "auto"
+
+
+def test_nvml_p2p_status_reaches_the_routing_despite_pynvmls_tuple_constant(monkeypatch):
+    """nvidia-ml-py defines NVML_P2P_CAPS_INDEX_READ as (0,), which ctypes will not pass; asking
+    with it made every pair's read status "error", and p2p then routed every pair through the host."""
+    def p2p_status(a, b, index):
+        if not isinstance(index, int):
+            raise ctypes.ArgumentError("argument 3: <class 'TypeError'>: Don't know how to convert parameter 3")
+        return 0
+
+    nv = types.ModuleType("pynvml")
+    nv.__spec__ = importlib.machinery.ModuleSpec("pynvml", None)
+    nv.NVML_P2P_CAPS_INDEX_READ, nv.NVML_P2P_CAPS_INDEX_WRITE, nv.NVML_P2P_CAPS_INDEX_NVLINK = (0,), 1, 2
+    nv.nvmlInit = nv.nvmlShutdown = lambda: None
+    nv.nvmlSystemGetDriverVersion = lambda: "570.124.06"
+    nv.nvmlSystemGetCudaDriverVersion_v2 = lambda: 12080
+    nv.nvmlDeviceGetCount = lambda: 2
+    nv.nvmlDeviceGetHandleByIndex = lambda i: i
+    nv.nvmlDeviceGetName = lambda h: b"NVIDIA H100 80GB HBM3"
+    nv.nvmlDeviceGetPciInfo = lambda h: types.SimpleNamespace(busId=H100_PCI[h].encode())
+    nv.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(total=85520809984)
+    nv.nvmlDeviceGetAddressingMode = lambda h: 1
+    nv.nvmlDeviceGetP2PStatus = p2p_status
+    monkeypatch.setitem(sys.modules, "pynvml", nv)
+    out = nvidia.query_nvml()
+    assert out["errors"] == {}
+    assert out["p2p"] == {"0-1": {"read": "ok", "write": "ok", "nvlink": "ok"}}
+    assert p2p.route(out["p2p"]["0-1"]["read"]) == "peer"
 
 
 @pytest.mark.parametrize("options, message", [
