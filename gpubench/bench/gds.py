@@ -365,6 +365,7 @@ def _baseline(cp: Any, path: Path, p: dict[str, Any], extra: dict[str, Any], sta
     stack.callback(pinned.close)
     host = memoryview(pinned.numpy())
     dev = cp.zeros(nbytes, dtype=cp.uint8)
+    g.wait_for_setup(cp)
     stream = cp.cuda.Stream(non_blocking=True)
     h2d = g.runtime_constant(cp, "memcpyHostToDevice", g.MEMCPY_HOST_TO_DEVICE)
     fd = os.open(path, os.O_RDONLY)

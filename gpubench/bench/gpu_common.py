@@ -214,6 +214,13 @@ def gpu_usable() -> str | None:
     return None if count > 0 else "CUDA sees no GPU"
 
 
+def free_device_memory(cp: Any) -> int:
+    """Free bytes on the current device once CuPy's pool has let go of its cached blocks: an
+    earlier case's buffers land there when their last reference goes, after that case's cleanup."""
+    cp.get_default_memory_pool().free_all_blocks()
+    return int(cp.cuda.runtime.memGetInfo()[0])
+
+
 def sm_count(cp: Any, ordinal: int) -> int:
     return int(cp.cuda.Device(ordinal).attributes["MultiProcessorCount"])
 
@@ -239,6 +246,12 @@ class PinnedHost:
         if self.ptr:
             self.cp.cuda.runtime.freeHost(self.ptr)
             self.ptr = 0
+
+
+def wait_for_setup(cp: Any) -> None:
+    """Wait until the current device has run what CuPy queued on its default stream (filling
+    buffers): the benchmarks' streams are non-blocking, so their copies would not wait for it."""
+    cp.cuda.Device().synchronize()
 
 
 def device_view(cp: Any, ptr: int, nbytes: int, device: int, owner: Any) -> Any:

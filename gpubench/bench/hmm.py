@@ -144,7 +144,7 @@ def _measurement(cp: Any, ordinal: int, p: dict[str, Any], stack: ExitStack) -> 
         raise Waived(f"CUDA reports pageableMemoryAccess = 0 on device {ordinal}, though the probe says HMM/ATS ({p['hmm_mode']}) is active")
     if placement == "managed-prefetch" and not managed_access:
         raise Waived(f"CUDA reports concurrentManagedAccess = 0 on device {ordinal}: managed memory cannot be prefetched here")
-    free, _ = runtime.memGetInfo()
+    free = g.free_device_memory(cp)
     if nbytes > free:
         raise Waived(f"needs {nbytes / g.MIB:.0f} MiB of GPU memory, {free / g.MIB:.0f} MiB free")
 
@@ -155,7 +155,7 @@ def _measurement(cp: Any, ordinal: int, p: dict[str, Any], stack: ExitStack) -> 
     kernel = cp.RawKernel(READ_KERNEL, "gpubench_read_sum")
     blocks = g.sm_count(cp, ordinal) * g.COPY_BLOCKS_PER_SM
     stream = cp.cuda.Stream(non_blocking=True)
-    total = cp.zeros(1, dtype=cp.uint64)
+    total = cp.empty(1, dtype=cp.uint64)  # zeroed on `stream` before every pass
     expected = nbytes // 4
     h2d = g.runtime_constant(cp, "memcpyHostToDevice", g.MEMCPY_HOST_TO_DEVICE)
 
@@ -197,13 +197,17 @@ def _measurement(cp: Any, ordinal: int, p: dict[str, Any], stack: ExitStack) -> 
             mapped = g.device_view(cp, pinned.device_ptr, nbytes, ordinal, pinned)
             reset, run = None, lambda: timed("kernel_s", lambda: read(mapped))
         else:
-            dev = cp.zeros(nbytes, dtype=cp.uint8)
+            dev = cp.empty(nbytes, dtype=cp.uint8)
 
             def copy() -> None:
                 runtime.memcpyAsync(dev.data.ptr, host_ptr, nbytes, h2d, stream.ptr)
                 stream.synchronize()
 
-            reset = lambda: dev.fill(0)
+            def reset() -> None:
+                with stream:  # the copy's stream: a fill on the default one could land after the copy
+                    dev.fill(0)
+                stream.synchronize()
+
             run = lambda: timed("copy_s", copy) + timed("kernel_s", lambda: read(dev))
     elif placement in ("managed", "managed-prefetch"):
         ptr = int(runtime.mallocManaged(nbytes))

@@ -7,7 +7,8 @@ Cases per GPU and size:
 and per engine:
   ce          the copy engines (cudaMemcpyAsync)
   sm          a copy kernel on the GPU's SMs, 16-byte words in a grid-stride loop; for host
-              memory the kernel reads or writes the mapped pinned buffer directly (zero-copy).
+              memory the kernel reads or writes the mapped pinned buffer directly (zero-copy);
+              in bidir each direction's kernel gets half the SMs, so both run at once.
               Pageable memory cannot be reached by a kernel without HMM (see the hmm benchmark).
 plus `d2d-cupy-reference`: the same device copy done by CuPy's own cupy.copyto, so a report can
 set the d2d figures against a reference copy from the same run.
@@ -155,7 +156,7 @@ def _measurement(cp: Any, ordinal: int, p: dict[str, Any], stack: ExitStack) -> 
 
     nbytes, iterations = int(p["size"]), int(p["iterations"])
     direction, host_memory, engine = p["direction"], p["host_memory"], p["engine"]
-    free, _total = cp.cuda.runtime.memGetInfo()
+    free = g.free_device_memory(cp)
     device_buffers = 2 if direction in ("d2d", "bidir") else 1
     if device_buffers * nbytes > free:
         raise Waived(f"needs {device_buffers * nbytes / g.MIB:.0f} MiB of GPU memory, {free / g.MIB:.0f} MiB free")
@@ -173,6 +174,7 @@ def _measurement(cp: Any, ordinal: int, p: dict[str, Any], stack: ExitStack) -> 
             buf.reshape(-1, SIZE_MULTIPLE)[:] = pattern
         else:
             buf.fill(0)
+        g.wait_for_setup(cp)
         return buf
 
     def host_buffer(filled: bool) -> tuple[int, Any, Any]:
@@ -192,7 +194,11 @@ def _measurement(cp: Any, ordinal: int, p: dict[str, Any], stack: ExitStack) -> 
             host[1].fill(0)
         return host
 
-    kernel = g.CopyKernel(cp, ordinal) if engine == "sm" else None
+    kernel = None
+    if engine == "sm":
+        # Two kernels that each fill every SM would run one after the other: bidir gives each half.
+        sms = max(1, g.sm_count(cp, ordinal) // 2) if direction == "bidir" else None
+        kernel = g.CopyKernel(cp, ordinal, sms)
     facts = {**g.device_facts(cp, ordinal), "timer": p["timer"], "engine": engine, "host_memory": host_memory}
     name = f"{direction}-{host_memory or 'device'}-{engine}"
 

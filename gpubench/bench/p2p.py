@@ -223,7 +223,7 @@ def _measurement(cp: Any, a: int, b: int, via: str, p: dict[str, Any], extra: di
     alloc_bytes = nbytes
     for device in (a, b):
         with cp.cuda.Device(device):
-            free, _ = runtime.memGetInfo()
+            free = g.free_device_memory(cp)
         needed = alloc_bytes * (2 if bidir else 1)
         if needed > free:
             raise Waived(f"needs {needed / g.MIB:.0f} MiB on CUDA device {device}, {free / g.MIB:.0f} MiB free")
@@ -235,6 +235,7 @@ def _measurement(cp: Any, a: int, b: int, via: str, p: dict[str, Any], extra: di
                 buf.reshape(-1, g.PATTERN_BYTES)[:] = cp.asarray(g.pattern(np))
             elif filled:
                 buf.fill(1)
+            g.wait_for_setup(cp)
             return buf
 
     def stream_on(device: int) -> Any:
