@@ -117,9 +117,10 @@ def run(
 ) -> None:
     """Probe, plan and run every benchmark that applies here; store the results and write a report.
 
-    Benchmarks whose needs are unmet are recorded as WAIVED with the reason. Each case is warmed
-    up, then repeated until its spread settles (or a cap). Every result is committed to the
-    history the moment it ends; Ctrl-C stops cleanly and keeps what finished.
+    Benchmarks whose needs are unmet are recorded as WAIVED with the reason. Every case is
+    measured in rounds spread over the run (each round visits every case once); within a round it
+    is warmed up, then repeated until its spread settles (or a cap). Each case's result is
+    committed to the history at the end of each round; Ctrl-C stops cleanly and keeps what finished.
     With --repeat N, --json prints a list of the N runs.
     Exit status: 0 all ran (or were waived), 1 a case failed, bad input or no report, 2 usage,
     130 interrupted."""

@@ -192,9 +192,9 @@ def compare_command(
 ) -> None:
     """Compare runs case by case: medians, ratio with its 95% CI, Mann-Whitney p, verdict.
 
-    One run per side cannot tell a change from a machine that moves between runs (a shared or
-    noisy host). Name several runs of each configuration, e.g. `compare 1,2,3 4,5,6`: runs are
-    then the unit (a t-test on the logarithms of the run medians, Holm-adjusted over the cases).
+    Each run measures every case in rounds spread over the run, and the rounds, not the samples,
+    are compared: a t-test on the logarithms of their medians, Holm-adjusted over the cases. A
+    side may be several runs of one configuration, e.g. `compare 1,2,3 4,5,6` or label:NAME.
 
     Exit status: 0 done, 3 a regression with --fail-on-regression, 1 error, 2 usage."""
     fraction = parse_threshold(threshold)
@@ -248,11 +248,10 @@ def compare_command(
         write_user_file(junit, junit_text, force)
         typer.echo(f"wrote {junit}", err=True)
 
-    changed = [c for c in comparisons if any(case.verdict in (Verdict.BETTER, Verdict.WORSE) for case in c.cases)]
-    if any(len(c.base_side) == 1 and len(c.new_side) == 1 for c in changed):
+    if any(case.verdict in (Verdict.BETTER, Verdict.WORSE) and not case.units for c in comparisons for case in c.cases):
         typer.echo(
-            "note: one run per side, so how far this machine moves between runs is unknown; "
-            "to rule that out, repeat each configuration and compare the sets (e.g. 1,2,3 4,5,6)",
+            "note: some cases were judged on one run of one round per side, so how far this machine moves "
+            "between runs is unknown; to rule that out, compare several runs per side (e.g. 1,2,3 4,5,6)",
             err=True,
         )
     regressions = sum(len(c.regressions) for c in comparisons)

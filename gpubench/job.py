@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from gpubench.bench.interface import Context, Sample
-from gpubench.bench.runner import CaseRun, Planned, RepeatPolicy, options_for, plan, scratch_dir, waived_result
+from gpubench.bench.runner import CaseRun, Planned, RepeatPolicy, merge_round, options_for, plan, scratch_dir, waived_result
 from gpubench.errors import UserError
 from gpubench.probe import Profile, Source, probe
 from gpubench.results.metadata import capture
@@ -40,10 +40,11 @@ class JobOptions:
 class Progress:
     """What a job tells its watcher; the CLI draws it on stderr."""
 
-    def planned(self, planned: list[Planned]) -> None: ...
+    def planned(self, planned: list[Planned], rounds: int = 1) -> None: ...
     def case_started(self, key: str, case: str, index: int, total: int) -> None: ...
     def sample(self, key: str, case: str, rep: int, sample: Sample, unit: str) -> None: ...
-    def result(self, result: Result) -> None: ...
+    def result(self, result: Result, final: bool = True) -> None:
+        """A case finished a round (final: its last, or it cannot go on), or a benchmark was waived."""
     def message(self, text: str) -> None: ...
 
 
@@ -81,7 +82,7 @@ def run_job(opts: JobOptions, progress: Progress, profile: Profile | None = None
     telemetry = _open_telemetry(profile, opts, progress)
     with Store.open(opts.db, create=True) as store, sigterm_as_interrupt():
         run_id = store.begin_run(run)
-        progress.planned(planned)
+        progress.planned(planned, policy.rounds)
         status = RunStatus.COMPLETE
         try:
             _run_all(store, run_id, planned, profile, opts, policy, progress, telemetry)
@@ -98,35 +99,48 @@ def run_job(opts: JobOptions, progress: Progress, profile: Profile | None = None
 
 
 def _run_all(store, run_id, planned, profile, opts, policy, progress, telemetry) -> None:
-    total = sum(len(p.cases) for p in planned)
+    total = sum(len(p.cases) for p in planned) * policy.rounds
+    merged: dict[tuple[str, str], Result] = {}
     index = 0
-    for p in planned:
-        if p.waived:
-            result = waived_result(p.key, p.waived)
-            store.add_result(run_id, result)
-            progress.result(result)
-            continue
-        options = options_for(p.benchmark, opts.params)
-        for case in p.cases:
-            index += 1
-            progress.case_started(p.key, case.name, index, total)
-            with scratch_dir(opts.scratch) as scratch:
-                ctx = Context(
-                    scratch=Path(scratch),
-                    profile=profile,
-                    options=options,
-                    deadline=time.monotonic() + policy.case_timeout_s,
-                    progress=progress.message,
-                    telemetry=telemetry,
-                )
-                on_sample: Callable[[int, Sample], None] = lambda rep, s, k=p.key, c=case: progress.sample(k, c.name, rep, s, c.unit)
-                result = CaseRun(
-                    p.key, p.benchmark, case, ctx, policy, on_sample, telemetry, opts.cool_down, opts.pre_warm
-                ).run()
-            store.add_result(run_id, result)
-            progress.result(result)
-            if result.status is ResultStatus.INTERRUPTED:
-                raise KeyboardInterrupt
+    for number in range(1, policy.rounds + 1):
+        if policy.rounds > 1:
+            progress.message(f"round {number} of {policy.rounds}")
+        for p in planned:
+            if p.waived:
+                if number == 1:
+                    result = waived_result(p.key, p.waived)
+                    store.add_result(run_id, result)
+                    progress.result(result)
+                continue
+            options = options_for(p.benchmark, opts.params)
+            for case in p.cases:
+                index += 1
+                earlier = merged.get((p.key, case.name))
+                if earlier is not None and earlier.status is not ResultStatus.OK:
+                    progress.result(earlier, final=False)  # failed or waived in an earlier round: done
+                    continue
+                progress.case_started(p.key, case.name, index, total)
+                result = _run_case(p, case, options, profile, opts, policy, progress, telemetry)
+                merged[(p.key, case.name)] = result = merge_round(earlier, result, number)
+                store.put_result(run_id, result)
+                progress.result(result, final=number == policy.rounds or result.status is not ResultStatus.OK)
+                if result.status is ResultStatus.INTERRUPTED:
+                    raise KeyboardInterrupt
+
+
+def _run_case(p, case, options, profile, opts, policy, progress, telemetry) -> Result:
+    """One round of one case, in a scratch directory of its own."""
+    with scratch_dir(opts.scratch) as scratch:
+        ctx = Context(
+            scratch=Path(scratch),
+            profile=profile,
+            options=options,
+            deadline=time.monotonic() + policy.round_timeout_s,
+            progress=progress.message,
+            telemetry=telemetry,
+        )
+        on_sample: Callable[[int, Sample], None] = lambda rep, s, k=p.key, c=case: progress.sample(k, c.name, rep, s, c.unit)
+        return CaseRun(p.key, p.benchmark, case, ctx, policy, on_sample, telemetry, opts.cool_down, opts.pre_warm).run()
 
 
 def _open_telemetry(profile: Profile, opts: JobOptions, progress: Progress):

@@ -202,7 +202,7 @@ def test_compare_pools_several_runs_per_side(tmp_path: Path) -> None:
     _machine_that_moves(db)
     single = _invoke("compare", "1", "2", "--fail-on-regression", "--db", str(db))
     assert single.exit_code == 0 and "better" in single.stdout
-    assert "one run per side" in single.stderr
+    assert "one run of one round per side" in single.stderr
     result = _invoke("compare", "1,2,3", "4,5,6", "--fail-on-regression", "--json", "--db", str(db))
     assert result.exit_code == 0, result.stderr
     document = json.loads(result.stdout)
@@ -210,9 +210,9 @@ def test_compare_pools_several_runs_per_side(tmp_path: Path) -> None:
     assert [r["id"] for r in comparison["base_runs"]] == [1, 2, 3]
     assert [r["id"] for r in comparison["new_runs"]] == [4, 5, 6]
     (case,) = comparison["cases"]
-    assert case["verdict"] == "same" and case["note"] == "within the run-to-run noise (3 vs 3 runs)"
-    assert len(case["base_run_medians"]) == 3 and case["base"]["n"] == 36
-    assert "one run per side" not in result.stderr
+    assert case["verdict"] == "same" and case["note"] == "within the noise between runs (3 vs 3 runs)"
+    assert len(case["base_medians"]) == 3 and case["base"]["n"] == 36
+    assert "one round per side" not in result.stderr
     table = _invoke("compare", "1,2,3", "4,5,6", "--db", str(db))
     assert "runs 1,2,3 (same kernel) -> runs 4,5,6 (same kernel)" in table.stdout
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from gpubench.bench import registry
-from gpubench.bench.interface import Case, Context, Sample
-from gpubench.bench.runner import CaseRun, RepeatPolicy, plan
+from gpubench.bench.interface import BenchFailure, Case, Context, Sample
+from gpubench.bench.runner import CaseRun, RepeatPolicy, merge_round, plan
 from gpubench.errors import UserError
 from gpubench.job import JobOptions, Progress, run_job
 from gpubench.probe.model import Profile
@@ -109,3 +109,70 @@ def test_run_repeat_stores_each_run_and_names_the_set(tmp_path):
     assert "gpubench compare 1,2 OTHER_RUNS" in result.stderr
     with Store.open(db, create=False, readonly=True) as store:
         assert [r.n_results for r in store.list_runs()] == [1, 1]
+
+
+VISITS: list[str] = []
+
+
+class Sweeping:
+    """Two cases; the second fails in the round given by its params; records every visit."""
+
+    key = "sweeping"
+    description = "two cases, visits recorded"
+    options = ()
+
+    def requires(self, profile):
+        return None
+
+    def cases(self, profile, size, options):
+        return [Case("a", {"fail_in": 0}, "units"), Case("b", {"fail_in": 2}, "units")]
+
+    @contextmanager
+    def prepare(self, case, ctx):
+        VISITS.append(case.name)
+        if case.params["fail_in"] and VISITS.count(case.name) == case.params["fail_in"]:
+            raise BenchFailure("verify mismatch")
+        level = 10.0 * VISITS.count(case.name)
+        yield lambda: Sample(level)
+
+
+class NeverHere:
+    key = "neverhere"
+    description = "always waived"
+    options = ()
+
+    def requires(self, profile):
+        return "needs hardware this machine lacks"
+
+
+def test_every_case_is_measured_in_rounds_that_sweep_the_plan(tmp_path, monkeypatch):
+    monkeypatch.setitem(registry.BENCHMARKS, "sweeping", f"{__name__}:Sweeping")
+    monkeypatch.setitem(registry.BENCHMARKS, "neverhere", f"{__name__}:NeverHere")
+    VISITS.clear()
+    db = tmp_path / "h.db"
+    run = run_job(JobOptions(db=db, keys=("neverhere", "sweeping"), size="quick", telemetry=False), Progress(), PROFILE)
+    rounds = RepeatPolicy.for_size("quick").rounds
+    assert rounds >= 2
+    # a, b, a, b(fails), a: b is not visited again once it failed
+    assert VISITS == ["a", "b", "a", "b"] + ["a"] * (rounds - 2)
+    assert [r.case for r in run.results] == ["*", "a", "b"]  # plan order, the waiver first as planned
+    waived, a, b = run.results
+    assert waived.status is ResultStatus.WAIVED
+    assert a.status is ResultStatus.OK
+    assert a.by_round() == tuple(tuple([10.0 * n] * len(group)) for n, group in enumerate(a.by_round(), start=1))
+    assert len(a.by_round()) == rounds and a.summary.n == len(a.samples)
+    assert b.status is ResultStatus.FAILED and b.reason == "round 2: verify mismatch"
+    assert b.by_round() == ((10.0,) * len(b.samples),)  # round 1's samples kept
+    with Store.open(db, create=False, readonly=True) as store:
+        stored = store.get_run("latest")
+    assert [r.case for r in stored.results] == ["*", "a", "b"] and stored.results[1].samples == a.samples
+
+
+def test_merge_round_tags_each_sample_with_its_round():
+    first = case_run("0,1,1,1")
+    second = case_run("0,2,2,2")
+    merged = merge_round(merge_round(None, first, 1), second, 2)
+    assert merged.samples == (1.0,) * 3 + (2.0,) * 3
+    assert [m["round"] for m in merged.sample_metrics] == [1, 1, 1, 2, 2, 2]
+    assert merged.by_round() == ((1.0,) * 3, (2.0,) * 3)
+    assert merged.summary.n == 6 and merged.started == first.started

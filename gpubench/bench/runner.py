@@ -7,7 +7,7 @@ import math
 import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -15,7 +15,7 @@ from gpubench.bench import registry
 from gpubench.bench.interface import BenchFailure, Benchmark, Case, Context, Sample, Waived
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
-from gpubench.results.model import WHOLE_BENCHMARK, Result, ResultStatus
+from gpubench.results.model import ROUND_KEY, WHOLE_BENCHMARK, Result, ResultStatus
 from gpubench.results.stats import summarize
 
 SIZES = ("quick", "default", "full")
@@ -23,21 +23,48 @@ SIZES = ("quick", "default", "full")
 
 @dataclass(frozen=True)
 class RepeatPolicy:
-    """Warm up, then repeat while the relative spread (IQR / median) is above the target, up to a cap."""
+    """Measure every case in `rounds` rounds: each round visits every case once, so the rounds of
+    one case lie a whole sweep of the plan apart and show how far the machine moves in between (a
+    comparison tests rounds, not back-to-back samples). Within a round: warm up, then repeat while
+    the relative spread (IQR / median) is above the target, up to a cap."""
 
+    rounds: int = 3
     warmup: int = 1
-    min_reps: int = 5  # 5 against 5 is the fewest that lets the rank test of `compare` reach p < 0.01
-    max_reps: int = 15
+    min_reps: int = 3  # per round
+    max_reps: int = 8  # per round
     target_spread: float = 0.05
-    case_timeout_s: float = 300.0
+    case_timeout_s: float = 300.0  # per case, all its rounds together
 
     @classmethod
     def for_size(cls, size: str) -> RepeatPolicy:
         if size == "quick":
-            return cls(warmup=1, min_reps=5, max_reps=7, target_spread=0.10, case_timeout_s=60.0)
+            return cls(rounds=3, warmup=1, min_reps=2, max_reps=3, target_spread=0.10, case_timeout_s=60.0)
         if size == "full":
-            return cls(warmup=2, min_reps=10, max_reps=30, target_spread=0.03, case_timeout_s=1200.0)
+            return cls(rounds=5, warmup=2, min_reps=4, max_reps=10, target_spread=0.03, case_timeout_s=1200.0)
         return cls()
+
+    @property
+    def round_timeout_s(self) -> float:
+        return self.case_timeout_s / self.rounds
+
+
+def merge_round(earlier: Result | None, result: Result, number: int) -> Result:
+    """A case's result after round `number`: the earlier rounds' samples and this round's, each
+    sample's metrics naming its round; status, reason and extras from this round."""
+    tagged = tuple({**m, ROUND_KEY: number} for m in result.sample_metrics)
+    reason = f"round {number}: {result.reason}" if result.reason and number > 1 else result.reason
+    if earlier is None:
+        return replace(result, sample_metrics=tagged, reason=reason)
+    samples = earlier.samples + result.samples
+    return replace(
+        result,
+        reason=reason,
+        samples=samples,
+        sample_metrics=earlier.sample_metrics + tagged,
+        summary=summarize(samples) if samples else None,
+        telemetry=earlier.telemetry or result.telemetry,
+        started=earlier.started,
+    )
 
 
 @dataclass(frozen=True)

@@ -294,9 +294,9 @@ def _comparison_row(case: CaseComparison) -> dict[str, Any]:
         notes.append(f"both {status}: {reason}")
     else:
         notes += [f"{side} {status}: {reason}" for side, (status, reason) in explained.items()]
-    for side, medians in (("base", case.base_run_medians), ("new", case.new_run_medians)):
+    for side, medians in (("base", case.base_medians), ("new", case.new_medians)):
         if medians:
-            notes.append(f"{side} run medians: " + ", ".join(formats.number(m, NOT_AVAILABLE) for m in medians))
+            notes.append(f"{side} medians of the {case.units}: " + ", ".join(formats.number(m, NOT_AVAILABLE) for m in medians))
     return {
         "case": case.case,
         "params": format_params(params),

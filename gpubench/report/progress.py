@@ -34,10 +34,12 @@ class StderrProgress(JobProgress):
         if self.bar is not None:
             self.bar.stop()
 
-    def planned(self, planned: list[Planned]) -> None:
-        total = sum(len(p.cases) for p in planned)
+    def planned(self, planned: list[Planned], rounds: int = 1) -> None:
+        cases = sum(len(p.cases) for p in planned)
+        total = cases * rounds
         waived = [p.key for p in planned if p.waived]
-        self.console.print(f"planned {total} case(s) in {len(planned) - len(waived)} benchmark(s)"
+        self.console.print(f"planned {cases} case(s) in {len(planned) - len(waived)} benchmark(s)"
+                           + (f", {rounds} rounds each" if rounds > 1 else "")
                            + (f"; waived: {', '.join(waived)}" if waived else ""))
         if self.live and total:
             self.bar = Progress(
@@ -57,11 +59,13 @@ class StderrProgress(JobProgress):
         if self.bar is not None:
             self.bar.update(self.task, description=f"{key}/{case} rep {rep}: {formats.number(sample.value)} {unit}")
 
-    def result(self, result: Result) -> None:
+    def result(self, result: Result, final: bool = True) -> None:
+        if self.bar is not None and result.case != WHOLE_BENCHMARK:
+            self.bar.advance(self.task)
+        if not final:
+            return
         line = _describe(result)
         if self.bar is not None:
-            if result.case != WHOLE_BENCHMARK:
-                self.bar.advance(self.task)
             self.bar.console.print(line)
         else:
             self.console.print("  " + line)

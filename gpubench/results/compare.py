@@ -14,13 +14,15 @@ replacement BOOTSTRAP_ROUNDS times, and the 2.5% and 97.5% quantiles of new medi
 are taken. The random generator has a fixed seed, so the same two runs always give the same
 interval.
 
-A side may hold several runs (repeated runs of one configuration), and then runs, not samples,
-are the unit: samples taken back to back within one run cannot show how far the machine moves
-between runs (on a shared host that can be far more than a run's own spread). The ratio is that
-of the geometric means of the run medians; the test is Student's t on the logarithms of the run
-medians (the two sides share one variance: same machine, same noise; it needs three runs in all);
-the 95% interval is the t interval of that difference. The p-values of these cases are adjusted
-with Holm's step-down method over all the cases of the comparison, so that the chance of calling
+gpubench measures every case in several rounds spread over a run (gpubench.bench.runner), and a
+side may hold several runs. Where a case's samples come in groups, the rounds of its runs (or,
+for runs stored without rounds, the runs themselves), groups and not samples are the unit:
+samples taken back to back cannot show how far the machine moves between rounds or runs, which
+on a shared host can be far more than their own spread. The ratio is that of the geometric means
+of the group medians; the test is Student's t on the logarithms of the group medians (the two
+sides share one variance: same machine, same noise; it needs three groups in all); the 95%
+interval is the t interval of that difference. The p-values of these cases are adjusted with
+Holm's step-down method over all the cases of the comparison, so that the chance of calling
 anything better or worse when nothing changed stays near ALPHA for the whole comparison, not per
 case: what a CI gate needs.
 """
@@ -59,10 +61,10 @@ def compare(base: Run | Sequence[Run], new: Run | Sequence[Run], threshold: floa
         for key in keys
     ]
     cases = [compare_case(base_pool, new_pool, threshold) for base_pool, new_pool in pools]
-    over_runs = [i for i, case in enumerate(cases) if case.p_value is not None and (case.base_run_medians or case.new_run_medians)]
-    adjusted = holm([cases[i].p_value for i in over_runs])  # type: ignore[misc]
-    for i, p_value in zip(over_runs, adjusted):
-        cases[i] = compare_case(*pools[i], threshold, holm_adjusted=(p_value, len(over_runs)))
+    grouped = [i for i, case in enumerate(cases) if case.p_value is not None and case.units]
+    adjusted = holm([cases[i].p_value for i in grouped])  # type: ignore[misc]
+    for i, p_value in zip(grouped, adjusted):
+        cases[i] = compare_case(*pools[i], threshold, holm_adjusted=(p_value, len(grouped)))
     return Comparison(
         base=base_runs[0],
         new=new_runs[0],
@@ -82,22 +84,36 @@ def _runs(side: Run | Sequence[Run]) -> tuple[Run, ...]:
 
 @dataclass(frozen=True)
 class Pooled:
-    """One side of a case: a single run's result, or several runs' results as one."""
+    """One side of a case: a single run's result, or several runs' results as one, and the groups
+    its samples came in (the rounds of its runs, or the runs themselves) when there are several."""
 
     result: Result | None
-    runs: tuple[tuple[float, ...], ...] = ()  # each run's samples, when there are several
+    groups: tuple[tuple[float, ...], ...] = ()
+    units: str = ""  # what a group is: "rounds" or "runs"
     problem: str = ""  # why these runs cannot stand together
 
     @property
     def medians(self) -> tuple[float, ...]:
-        """Each run's median (one run: its own)."""
-        runs = self.runs or ((self.result.samples,) if self.result is not None and self.result.samples else ())
-        return tuple(statistics.median(r) for r in runs)
+        """Each group's median (no groups: the one median of all samples)."""
+        groups = self.groups or ((self.result.samples,) if self.result is not None and self.result.samples else ())
+        return tuple(statistics.median(g) for g in groups)
+
+
+def _groups(results: Sequence[Result]) -> tuple[tuple[tuple[float, ...], ...], str]:
+    """Several runs: each run is a group (the rounds of one run lie closer in time than runs do,
+    so they would understate the noise between runs). One run: its rounds, if it has several."""
+    if len(results) > 1:
+        return tuple(r.samples for r in results), "runs"
+    rounds = results[0].by_round()
+    return (rounds, "rounds") if len(rounds) > 1 else ((), "")
 
 
 def _pool(results: list[Result | None], runs: Sequence[Run], side: str) -> Pooled:
     if len(results) == 1:
-        return Pooled(results[0])
+        result = results[0]
+        if result is None or result.status is not ResultStatus.OK or not result.samples:
+            return Pooled(result)
+        return Pooled(result, *_groups([result]))
     present = [r for r in results if r is not None]
     if not present:
         return Pooled(None)
@@ -128,7 +144,7 @@ def _pool(results: list[Result | None], runs: Sequence[Run], side: str) -> Poole
         started=min(r.started for r in present),
         ended=max(r.ended for r in present),
     )
-    return Pooled(pooled, runs=tuple(r.samples for r in present))
+    return Pooled(pooled, *_groups(present))
 
 
 def _by_key(results: Sequence[Result]) -> dict[tuple[str, str], Result]:
@@ -209,8 +225,10 @@ def compare_case(
     if base_median == 0:
         return verdict(Verdict.NOT_COMPARABLE, "the base median is zero: no ratio")
 
-    if (base_pool.runs or new_pool.runs) and all(m > 0 for m in base_pool.medians + new_pool.medians):
-        return _over_runs(verdict, base_pool, new_pool, base.higher_is_better, threshold, holm_adjusted)
+    if "runs" in (base_pool.units, new_pool.units):  # runs against runs: one run's rounds count as that run
+        base_pool, new_pool = (replace(p, groups=(), units="") if p.units == "rounds" else p for p in (base_pool, new_pool))
+    if (base_pool.groups or new_pool.groups) and all(m > 0 for m in base_pool.medians + new_pool.medians):
+        return _over_groups(verdict, base_pool, new_pool, base.higher_is_better, threshold, holm_adjusted)
 
     ratio = new_median / base_median
     ci_low, ci_high = ratio_confidence_interval(base.samples, new.samples)
@@ -226,18 +244,19 @@ def compare_case(
     return _judge(verdict, ratio, p_value, base.higher_is_better, threshold, "within the noise", "", numbers)
 
 
-def _over_runs(verdict, base_pool: Pooled, new_pool: Pooled, higher_is_better: bool, threshold: float, holm_adjusted):  # type: ignore[no-untyped-def]
-    """Runs as the unit: Student's t on the logarithms of the run medians."""
+def _over_groups(verdict, base_pool: Pooled, new_pool: Pooled, higher_is_better: bool, threshold: float, holm_adjusted):  # type: ignore[no-untyped-def]
+    """Rounds (or runs) as the unit: Student's t on the logarithms of their medians."""
     from scipy import stats
 
     base_logs = [math.log(m) for m in base_pool.medians]
     new_logs = [math.log(m) for m in new_pool.medians]
-    numbers: dict[str, Any] = dict(base_run_medians=base_pool.medians, new_run_medians=new_pool.medians)
+    units = "runs" if "runs" in (base_pool.units, new_pool.units) else "rounds"
+    numbers: dict[str, Any] = dict(units=units, base_medians=base_pool.medians, new_medians=new_pool.medians)
     numbers.update(base_level=math.exp(statistics.fmean(base_logs)), new_level=math.exp(statistics.fmean(new_logs)))
     difference = statistics.fmean(new_logs) - statistics.fmean(base_logs)
     numbers["ratio"] = math.exp(difference)
-    runs = f"{len(base_logs)} vs {len(new_logs)} runs"
-    freedom = len(base_logs) + len(new_logs) - 2  # >= 1: one side has several runs
+    runs = f"{len(base_logs)} vs {len(new_logs)} {units}"
+    freedom = len(base_logs) + len(new_logs) - 2  # >= 1: one side has several groups
     squares = sum((x - statistics.fmean(base_logs)) ** 2 for x in base_logs) + sum((x - statistics.fmean(new_logs)) ** 2 for x in new_logs)
     error = math.sqrt(squares / freedom) * math.sqrt(1 / len(base_logs) + 1 / len(new_logs))
     if error > 0:
@@ -252,7 +271,7 @@ def _over_runs(verdict, base_pool: Pooled, new_pool: Pooled, higher_is_better: b
         family = f", Holm-adjusted over {cases} cases"
     numbers["p_value"] = p_value
     return _judge(verdict, numbers["ratio"], p_value, higher_is_better, threshold,
-                  f"within the run-to-run noise ({runs}{family})", f" ({runs}{family})", numbers)
+                  f"within the noise between {units} ({runs}{family})", f" ({runs}{family})", numbers)
 
 
 def _judge(verdict, ratio: float, p_value: float, higher_is_better: bool, threshold: float, noise: str, how: str, numbers: dict):  # type: ignore[no-untyped-def]

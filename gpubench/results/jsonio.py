@@ -239,8 +239,9 @@ def case_comparison_to_dict(case: CaseComparison) -> dict[str, Any]:
         "note": case.note,
         "base_level": _finite(case.base_level),
         "new_level": _finite(case.new_level),
-        "base_run_medians": [_finite(m) for m in case.base_run_medians],
-        "new_run_medians": [_finite(m) for m in case.new_run_medians],
+        "units": case.units,
+        "base_medians": [_finite(m) for m in case.base_medians],
+        "new_medians": [_finite(m) for m in case.new_medians],
     }
 
 

@@ -57,6 +57,9 @@ class Summary:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__})
 
 
+ROUND_KEY = "round"  # in a sample's metrics: which round of the run took it (1, 2, ...)
+
+
 @dataclass(frozen=True)
 class Result:
     benchmark: str
@@ -77,6 +80,15 @@ class Result:
     @property
     def key(self) -> tuple[str, str]:
         return (self.benchmark, self.case)
+
+    def by_round(self) -> tuple[tuple[float, ...], ...]:
+        """The samples of each round of the run that took them (ROUND_KEY in a sample's metrics),
+        in round order; all in one round when the samples carry no round."""
+        rounds: dict[int, list[float]] = {}
+        for i, value in enumerate(self.samples):
+            metrics = self.sample_metrics[i] if i < len(self.sample_metrics) else {}
+            rounds.setdefault(int(metrics.get(ROUND_KEY, 0)), []).append(value)
+        return tuple(tuple(rounds[k]) for k in sorted(rounds))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -177,16 +189,17 @@ class CaseComparison:
     ci_high: float | None = None
     p_value: float | None = None  # Mann-Whitney U, two-sided
     note: str = ""
-    # With several runs on a side (runs, not samples, are then the unit): each run's median, and
-    # what the ratio compares, the geometric mean of those
-    base_run_medians: tuple[float, ...] = ()
-    new_run_medians: tuple[float, ...] = ()
+    # Where rounds or runs were the unit ("rounds" or "runs"; "" when samples were): each unit's
+    # median, and what the ratio compares, the geometric mean of those
+    units: str = ""
+    base_medians: tuple[float, ...] = ()
+    new_medians: tuple[float, ...] = ()
     base_level: float | None = None
     new_level: float | None = None
 
     def level(self, side: str) -> float | None:
-        """The value the ratio compares for 'base' or 'new': the run medians' geometric mean over
-        several runs, else the median of the run's samples."""
+        """The value the ratio compares for 'base' or 'new': the geometric mean of the medians of
+        the rounds or runs where those were the unit, else the median of the samples."""
         level = self.base_level if side == "base" else self.new_level
         result = self.base if side == "base" else self.new
         if level is None and result is not None and result.summary is not None:

@@ -334,6 +334,14 @@ class Store:
             self._require_run(db, run_id)
             self._insert_result(db, run_id, result)
 
+    def put_result(self, run_id: int, result: Result) -> None:
+        """Store a case's result, replacing the one stored for the same case of this run (the
+        case's earlier rounds), committed before this returns."""
+        with self._transaction() as db:
+            self._require_run(db, run_id)
+            db.execute("DELETE FROM results WHERE run_id = ? AND benchmark = ? AND case_name = ?", (run_id, result.benchmark, result.case))
+            self._insert_result(db, run_id, result)
+
     def finish_run(self, run_id: int, status: RunStatus, ended: float) -> None:
         with self._transaction() as db:
             self._require_run(db, run_id)
@@ -417,7 +425,7 @@ class Store:
             with self._errors():
                 rows = self._db.execute(
                     "SELECT benchmark, case_name, params, unit, higher_is_better, status, reason, samples, sample_metrics,"
-                    " extra, summary, telemetry, started, ended FROM results WHERE run_id = ? ORDER BY id",
+                    " extra, summary, telemetry, started, ended FROM results WHERE run_id = ? ORDER BY started, id",
                     (run.id,),
                 ).fetchall()
             run = dataclasses.replace(run, results=tuple(_result_from_row(r) for r in rows))

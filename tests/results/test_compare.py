@@ -174,9 +174,9 @@ def test_a_machine_that_moves_between_runs_is_same_when_each_side_has_several_ru
         [noisy(high, seed=4), noisy(high, seed=5), noisy(low, seed=6)],
     )
     assert case.verdict is Verdict.SAME
-    assert case.note == "within the run-to-run noise (3 vs 3 runs)"
+    assert case.note == "within the noise between runs (3 vs 3 runs)"
     assert case.p_value > 0.05 and case.ci_low < 1.0 < case.ci_high
-    assert case.base_run_medians == pytest.approx((low, high, low), rel=0.02)
+    assert case.base_medians == pytest.approx((low, high, low), rel=0.02)
     # the ratio is that of the geometric means of the run medians
     assert case.ratio == pytest.approx((high * high * low) ** (1 / 3) / (low * high * low) ** (1 / 3), rel=0.02)
     assert case.ratio == pytest.approx(case.level("new") / case.level("base"))
@@ -198,7 +198,7 @@ def test_a_change_beyond_the_run_to_run_noise_is_found() -> None:
     # one new run against three: the base runs alone tell the noise
     _, against_one = _sides([noisy(1000.0, seed=1), noisy(1030.0, seed=2), noisy(1010.0, seed=3)], [noisy(800.0, seed=4)])
     assert against_one.verdict is Verdict.WORSE
-    assert against_one.new_run_medians == pytest.approx((800.0,), rel=0.01)
+    assert against_one.new_medians == pytest.approx((800.0,), rel=0.01)
 
 
 def test_the_same_change_on_a_noisier_machine_is_not_called() -> None:
@@ -208,7 +208,7 @@ def test_the_same_change_on_a_noisier_machine_is_not_called() -> None:
     )
     assert case.ratio == pytest.approx(0.83, abs=0.02)
     assert case.verdict is Verdict.SAME and case.p_value > 0.05
-    assert case.note == "within the run-to-run noise (3 vs 3 runs)"
+    assert case.note == "within the noise between runs (3 vs 3 runs)"
 
 
 def test_holm_adjusts_over_every_case_of_the_comparison() -> None:
@@ -263,3 +263,36 @@ def test_runs_of_one_side_that_disagree_are_not_comparable() -> None:
 def test_an_empty_side_is_refused() -> None:
     with pytest.raises(ValueError):
         compare([], build_run())
+
+
+def _in_rounds(*levels: float, seed: int = 0) -> Result:
+    samples, metrics = [], []
+    for number, level in enumerate(levels, start=1):
+        for value in noisy(level, n=3, seed=seed + number):
+            samples.append(value)
+            metrics.append({"iops": value, "round": number})
+    return build_result(samples=tuple(samples), sample_metrics=tuple(metrics))
+
+
+def test_the_rounds_of_one_run_are_the_unit() -> None:
+    moving = _one(_in_rounds(1000.0, 1300.0, 1000.0, seed=1), _in_rounds(1300.0, 1300.0, 1000.0, seed=5))
+    assert moving.units == "rounds" and moving.verdict is Verdict.SAME
+    assert moving.note == "within the noise between rounds (3 vs 3 rounds)"
+    assert moving.base_medians == pytest.approx((1000.0, 1300.0, 1000.0), rel=0.02)
+    slower = _one(_in_rounds(1000.0, 1020.0, 990.0, seed=1), _in_rounds(800.0, 810.0, 790.0, seed=5))
+    assert slower.verdict is Verdict.WORSE and "(3 vs 3 rounds)" in slower.note
+    # the same samples without their rounds are judged sample by sample, and call the move a change
+    flat = _one(
+        build_result(samples=_in_rounds(1000.0, 1000.0, 1000.0, seed=1).samples),
+        build_result(samples=_in_rounds(1300.0, 1300.0, 1300.0, seed=5).samples),
+    )
+    assert flat.units == "" and flat.verdict is Verdict.BETTER
+
+
+def test_with_several_runs_the_runs_are_the_unit_not_their_rounds() -> None:
+    base = [build_run((_in_rounds(1000.0, 1010.0, seed=i),), id=i) for i in (1, 2)]
+    new = [build_run((_in_rounds(1005.0, 995.0, seed=i),), id=i) for i in (3, 4)]
+    (case,) = compare(base, new).cases
+    assert case.units == "runs" and len(case.base_medians) == 2 and case.verdict is Verdict.SAME
+    (against_one,) = compare(base, new[:1]).cases
+    assert against_one.units == "runs" and len(against_one.new_medians) == 1
