@@ -9,13 +9,16 @@ and per size the baseline without KvikIO:
   baseline-read-cold / -warm   POSIX preadv into pinned host memory, then a host-to-device copy
 
 Which path ran is read from KvikIO itself, never guessed: KvikIO's compatibility mode
-(defaults.is_compat_mode_preferred, or defaults.get("compat_mode") / compat_mode() on older
-releases) means "posix-compat" (KvikIO's own POSIX reads and a bounce buffer); otherwise cuFile
+(defaults.is_compat_mode_preferred, or defaults.compat_mode() on older releases) means
+"posix-compat" (KvikIO's own POSIX reads and a bounce buffer), and so does a transfer smaller
+than KvikIO's gds_threshold (always done through POSIX) or, in compat mode AUTO, a file KvikIO
+could not open with O_DIRECT (CuFile.is_direct_io_supported, KvikIO 25.12+). Otherwise cuFile
 carries the I/O, and cuFile's driver properties (is_gds_available: nvidia-fs is loaded and the
-driver open) tell "gds" from "cufile-compat" (cuFile's own compatibility mode). The result's extra
-also names the file system, KvikIO's version, the thread count and task size KvikIO reports back,
-and the nvidia-fs version cuFile reports. With O_DIRECT (real GDS) the page cache is not used, so
-cold and warm should agree there.
+driver open) tell "gds" from "cufile-compat" (cuFile's own compatibility mode). One fallback
+KvikIO does not report: in AUTO, a file cuFile refuses to register also goes through POSIX.
+The result's extra also names the file system, KvikIO's version, the thread count, task size and
+GDS threshold KvikIO reports back, and the nvidia-fs version cuFile reports. With O_DIRECT (real
+GDS) the page cache is not used, so cold and warm should agree there.
 
 The scratch file lives in the case's scratch directory, or in --target / --param gds.target (a
 directory), and is removed afterwards. `--drop-cache` keeps only the cold reads.
@@ -69,8 +72,8 @@ KVIKIO_BENCHMARK_MODULES = ("kvikio.benchmarks.single_node_io",)
 # --- KvikIO, read through its documented settings --------------------------------------------
 
 def kvikio_compat(defaults: Any) -> bool | None:
-    """Whether KvikIO runs in its POSIX compatibility mode: is_compat_mode_preferred() (24.12+),
-    else the compat_mode setting (a bool on old releases, CompatMode ON/OFF/AUTO later)."""
+    """Whether KvikIO runs in its POSIX compatibility mode: is_compat_mode_preferred() (25.04+),
+    else the compat_mode setting (a bool up to 24.10, CompatMode ON/OFF/AUTO in 24.12 and 25.02)."""
     if hasattr(defaults, "is_compat_mode_preferred"):
         return bool(defaults.is_compat_mode_preferred())
     value = defaults.get("compat_mode") if hasattr(defaults, "get") else defaults.compat_mode()
@@ -81,10 +84,11 @@ def kvikio_compat(defaults: Any) -> bool | None:
 
 
 def kvikio_setting(defaults: Any, name: str) -> Any:
-    """A KvikIO setting ("num_threads", "task_size") under 25.x's get() or 24.x's functions."""
+    """A KvikIO setting ("num_threads", "task_size", "gds_threshold") under 25.x's get() or 24.x's
+    functions."""
     if hasattr(defaults, "get"):
         return defaults.get(name)
-    legacy = {"num_threads": "get_num_threads", "task_size": "task_size"}[name]
+    legacy = {"num_threads": "get_num_threads", "task_size": "task_size", "gds_threshold": "gds_threshold"}[name]
     return getattr(defaults, legacy)()
 
 
@@ -115,6 +119,17 @@ def cufile_properties(kvikio: Any) -> dict[str, Any]:
         except Exception:
             continue
     return out
+
+
+def file_compat(compat: bool | None, nbytes: int, gds_threshold: int | None, direct_io: bool | None) -> bool | None:
+    """KvikIO's compat answer for transfers of nbytes on one open file: below gds_threshold KvikIO
+    reads and writes through POSIX whatever the mode, and when KvikIO would otherwise use cuFile
+    (compat mode AUTO), a file it could not open with O_DIRECT falls back to POSIX."""
+    if gds_threshold is not None and nbytes < gds_threshold:
+        return True
+    if compat is False and direct_io is False:
+        return True
+    return compat
 
 
 def io_path(compat: bool | None, gds_available: bool | None) -> str:
@@ -314,23 +329,28 @@ def _kvikio_case(cp: Any, kvikio: Any, path: Path, p: dict[str, Any], extra: dic
     nbytes, iterations = int(p["size"]), int(p["iterations"])
     defaults = kvikio.defaults
     stack.enter_context(kvikio_settings(defaults, int(p["threads"]), int(p["task_size"])))
+    handle = kvikio.CuFile(path, "r+" if p["op"] == "write" else "r")
+    stack.callback(handle.close)
     compat = kvikio_compat(defaults)
-    props = cufile_properties(kvikio) if not compat else {}
+    threshold = kvikio_setting(defaults, "gds_threshold")
+    direct_io = handle.is_direct_io_supported() if hasattr(handle, "is_direct_io_supported") else None
+    this_file = file_compat(compat, nbytes, threshold, direct_io)
+    props = cufile_properties(kvikio) if not this_file else {}
     extra = {
         **extra,
-        "path": io_path(compat, props.get("gds_available")),
+        "path": io_path(this_file, props.get("gds_available")),
         "kvikio_version": getattr(kvikio, "__version__", None),
         "kvikio_compat_mode": compat,
         "kvikio_num_threads": kvikio_setting(defaults, "num_threads"),
         "kvikio_task_size": kvikio_setting(defaults, "task_size"),
+        "kvikio_gds_threshold": threshold,
+        "kvikio_direct_io": direct_io,
         "cufile": props,
         "probe_path": p["probe_path"],
     }
     buf = cp.zeros(nbytes, dtype=cp.uint8)
     if p["op"] == "write":
         buf.reshape(-1, g.PATTERN_BYTES)[:] = cp.asarray(g.pattern(np))
-        handle = kvikio.CuFile(path, "r+")
-        stack.callback(handle.close)
 
         def write() -> None:
             done = handle.write(buf)
@@ -340,9 +360,6 @@ def _kvikio_case(cp: Any, kvikio: Any, path: Path, p: dict[str, Any], extra: dic
 
         write()
         return lambda: g.bandwidth_sample(nbytes, g.wall_intervals(write, iterations), extra)
-
-    handle = kvikio.CuFile(path, "r")
-    stack.callback(handle.close)
 
     def read() -> None:
         done = handle.read(buf)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import ctypes
 import importlib.machinery
 import json
+import os
 import shutil
 import subprocess
 import sys
 import types
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -418,7 +420,7 @@ class Defaults25:
     """KvikIO 25.x: get()/set() and is_compat_mode_preferred()."""
 
     def __init__(self, compat: bool):
-        self.values = {"num_threads": 1, "task_size": 4 << 20, "compat_mode": "AUTO"}
+        self.values = {"num_threads": 1, "task_size": 4 << 20, "gds_threshold": 16 << 10, "compat_mode": "AUTO"}
         self.compat = compat
 
     def is_compat_mode_preferred(self):
@@ -458,6 +460,9 @@ class Defaults24:
 
     def task_size(self):
         return self.task
+
+    def gds_threshold(self):
+        return 1 << 20
 
     def set_num_threads(self, n):
         return self._setting("threads", n)
@@ -502,6 +507,7 @@ def test_kvikio_settings_apply_and_restore(make):
         assert gds.kvikio_setting(d, "task_size") == 16 << 20
     assert gds.kvikio_setting(d, "num_threads") == 1
     assert gds.kvikio_setting(d, "task_size") == 4 << 20
+    assert gds.kvikio_setting(d, "gds_threshold") in (16 << 10, 1 << 20)
 
 
 def test_io_path_from_kvikio_answers():
@@ -511,6 +517,69 @@ def test_io_path_from_kvikio_answers():
     assert gds.io_path(False, False) == "cufile-compat"
     assert gds.io_path(False, None) == "unknown"
     assert gds.io_path(None, True) == "unknown"
+
+
+def test_file_compat_for_one_file_and_size():
+    assert gds.file_compat(False, 8 << 10, 16 << 10, True) is True  # below gds_threshold: POSIX always
+    assert gds.file_compat(None, 8 << 10, 16 << 10, None) is True
+    assert gds.file_compat(False, 64 << 20, 16 << 10, False) is True  # AUTO, no O_DIRECT: POSIX
+    assert gds.file_compat(False, 64 << 20, 16 << 10, True) is False
+    assert gds.file_compat(False, 64 << 20, 16 << 10, None) is False  # KvikIO < 25.12 cannot tell
+    assert gds.file_compat(True, 64 << 20, 16 << 10, True) is True
+    assert gds.file_compat(None, 64 << 20, None, None) is None
+
+
+class FakeCuFile:
+    """kvikio.CuFile before 25.12 over a NumPy buffer: whole-file POSIX reads and writes."""
+
+    def __init__(self, path, flags):
+        self.fd = os.open(path, os.O_RDWR if "+" in flags else os.O_RDONLY)
+
+    def read(self, buf):
+        return os.preadv(self.fd, [buf], 0)
+
+    def write(self, buf):
+        return os.pwrite(self.fd, buf.tobytes(), 0)
+
+    def fileno(self):
+        return self.fd
+
+    def close(self):
+        os.close(self.fd)
+
+
+def fake_kvikio(direct_io: bool | None, gds_available: bool) -> types.SimpleNamespace:
+    cufile = FakeCuFile if direct_io is None else type("CuFile", (FakeCuFile,), {"is_direct_io_supported": lambda self: direct_io})
+    props = types.SimpleNamespace(is_gds_available=gds_available, allow_compat_mode=True, major_version=2, minor_version=24)
+    return types.SimpleNamespace(defaults=Defaults25(False), CuFile=cufile, cufile_driver=types.SimpleNamespace(properties=props),
+                                 __version__="26.10.00")
+
+
+@pytest.mark.parametrize("op, size, direct_io, gds_available, path", [
+    ("read", 64 << 10, True, True, "gds"),
+    ("read", 64 << 10, True, False, "cufile-compat"),
+    ("read", 64 << 10, False, True, "posix-compat"),  # the file could not be opened with O_DIRECT
+    ("read", 8 << 10, True, True, "posix-compat"),  # below KvikIO's gds_threshold (16K here)
+    ("read", 64 << 10, None, True, "gds"),  # KvikIO < 25.12: only the global answer
+    ("write", 64 << 10, False, True, "posix-compat"),
+])
+def test_kvikio_case_names_the_path_of_its_own_file(tmp_path, op, size, direct_io, gds_available, path):
+    import numpy as np
+
+    file = tmp_path / "f.bin"
+    gds._write_file(file, size)
+    params = {"size": size, "iterations": 2, "threads": 4, "task_size": 4 << 20, "op": op, "cache": "warm", "probe_path": "gds"}
+    kvikio = fake_kvikio(direct_io, gds_available)
+    cp = types.SimpleNamespace(zeros=np.zeros, asarray=np.asarray, asnumpy=np.asarray, uint8=np.uint8)
+    with ExitStack() as stack:
+        measure = gds._kvikio_case(cp, kvikio, file, params, {}, stack)
+        assert kvikio.defaults.values["num_threads"] == 4
+        sample = measure()
+    assert kvikio.defaults.values["num_threads"] == 1  # restored
+    assert sample.extra["path"] == path
+    assert sample.extra["kvikio_gds_threshold"] == 16 << 10
+    assert sample.extra["kvikio_direct_io"] is direct_io
+    assert (sample.extra["cufile"] != {}) == (path != "posix-compat")
 
 
 def test_cufile_properties_old_and_new_layouts():
