@@ -74,11 +74,14 @@ def gpu_p2p(src: Source, f: Findings):
         f.saw("NVML", f"unavailable: {info.get('reason')}")
         return f.unknown(f"NVML is unavailable ({info.get('reason')})", "pip install nvidia-ml-py (the NVIDIA driver provides libnvidia-ml.so)")
     raw_pairs = info.get("p2p") or {}
+    position = _by_pci_address(nvml_devices)
     pairs, details = {}, {}
-    for key in sorted(raw_pairs, key=lambda k: tuple(int(x) for x in k.split("-"))):
-        status = raw_pairs[key]
+    for nvml_key in sorted(raw_pairs, key=lambda k: tuple(int(x) for x in k.split("-"))):
+        status = raw_pairs[nvml_key]
         if not isinstance(status, dict):
-            raise ValueError(f"NVML P2P entry {key} is not an object")
+            raise ValueError(f"NVML P2P entry {nvml_key} is not an object")
+        a, b = (position.get(int(x), int(x)) for x in nvml_key.split("-"))
+        key = f"{min(a, b)}-{max(a, b)}"
         pairs[key] = str(status.get("read", "unknown"))
         details[key] = {k: str(v) for k, v in status.items()}
         f.saw(f"NVML P2P {key}", ", ".join(f"{k}={v}" for k, v in status.items()))
@@ -95,6 +98,15 @@ def gpu_p2p(src: Source, f: Findings):
         "no GPU pair supports P2P reads: " + ", ".join(sorted(set(pairs.values()))),
         "check `nvidia-smi topo -m`; with the IOMMU in translated mode, or ACS redirecting peer traffic, PCIe P2P is blocked",
     )
+
+
+def _by_pci_address(nvml_devices: list) -> dict[int, int]:
+    """NVML index -> the GPU's place in PCI address order, the numbering the benchmarks use (NVML
+    enumerates in PCI order by default, but CUDA_DEVICE_ORDER and the driver may differ)."""
+    known = [(d["pci"], d["index"]) for d in nvml_devices if isinstance(d, dict) and d.get("pci") and isinstance(d.get("index"), int)]
+    if len(known) != len(nvml_devices):
+        return {}
+    return {index: place for place, (_, index) in enumerate(sorted(known))}
 
 
 CHECKS = [pci_p2pdma, gpu_p2p]

@@ -343,6 +343,20 @@ def test_p2p_partial_and_unsupported_pairs(server: Path):
     assert "not supported" in c.why
 
 
+def test_p2p_pairs_are_numbered_by_pci_address_as_the_benchmarks_number_gpus(server: Path):
+    def nvml_enumerates_out_of_pci_order(data):
+        pcis = [d["pci"] for d in data["devices"]]
+        for device, pci in zip(data["devices"], [pcis[3], pcis[0], pcis[1], pcis[2]]):
+            device["pci"] = pci  # NVML's GPU 0 sits at the highest PCI address
+        data["p2p"]["0-1"]["read"] = "not supported"
+
+    edit_json(server / ".gpubench/commands/nvml.json", nvml_enumerates_out_of_pci_order)
+    c = cap(run(server), "gpu p2p")
+    # NVML's 0 is the benchmarks' 3 and NVML's 1 their 0: the bad pair is 0-3
+    assert c.details["pairs"]["0-3"] == "not supported"
+    assert c.details["pairs"]["0-1"] == "ok"
+
+
 def test_nvml_missing_or_garbage(server: Path):
     nvml_file = server / ".gpubench/commands/nvml.json"
     nvml_file.unlink()
