@@ -59,3 +59,9 @@ def side_name(runs) -> str:  # type: ignore[no-untyped-def]
     labels = {r.label for r in runs}
     shared = labels.pop() if len(labels) == 1 else ""
     return f"runs {idents}" + (f" ({shared})" if shared else "")
+
+
+def sample_count(result) -> str:  # type: ignore[no-untyped-def]
+    """'9' or, when the samples came in several rounds, '9 in 3 rounds'."""
+    rounds = len(result.by_round()) if result.samples else 0
+    return f"{len(result.samples)} in {rounds} rounds" if rounds > 1 else str(len(result.samples))

@@ -154,7 +154,7 @@ def _result_row(result: Result) -> dict[str, Any]:
         "direction": "higher is better" if result.higher_is_better else "lower is better",
         "ci": f"{formats.number(summary.ci_low, NOT_AVAILABLE)} – {formats.number(summary.ci_high, NOT_AVAILABLE)}" if ok else NOT_AVAILABLE,
         "spread": f"{summary.rel_spread * 100:.1f}%" if ok and math.isfinite(summary.rel_spread) else NOT_AVAILABLE,
-        "n": summary.n if ok else len(result.samples),
+        "n": formats.sample_count(result),
         "reason": result.reason,
         "advertised": _advertised(result),
     }

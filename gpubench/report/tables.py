@@ -101,7 +101,7 @@ def results_table(run: Run) -> Table:
             Text(result.status.value, style=RESULT_COUNT_STYLE[result.status]),
             f"{formats.number(s.median)} {result.unit}" if s else "",
             f"{formats.number(s.ci_low)} - {formats.number(s.ci_high)}" if s else "",
-            str(s.n) if s else str(len(result.samples)),
+            formats.sample_count(result),
             result.reason,
         )
     return table

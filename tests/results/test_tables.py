@@ -63,3 +63,13 @@ def test_csv_has_one_row_per_result_and_round_trips_samples() -> None:
     assert float(rows[0]["median"]) == 2.5
     assert rows[1]["status"] == "waived" and rows[1]["median"] == ""
     assert json.loads(rows[0]["params"]) == run.results[0].params
+
+
+def test_sample_counts_name_their_rounds() -> None:
+    from gpubench.report.formats import sample_count
+
+    plain = build_result(samples=(1.0, 2.0, 3.0))
+    assert sample_count(plain) == "3"
+    rounds = build_result(samples=(1.0, 2.0, 3.0, 4.0), sample_metrics=tuple({"round": r} for r in (1, 1, 2, 3)))
+    assert sample_count(rounds) == "4 in 3 rounds"
+    assert sample_count(build_result(status=ResultStatus.WAIVED)) == "0"
