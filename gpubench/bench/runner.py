@@ -31,7 +31,7 @@ class RepeatPolicy:
     rounds: int = 3
     warmup: int = 1
     min_reps: int = 3  # per round
-    max_reps: int = 8  # per round
+    max_reps: int = 5  # per round
     target_spread: float = 0.05
     case_timeout_s: float = 300.0  # per case, all its rounds together
 
@@ -40,7 +40,7 @@ class RepeatPolicy:
         if size == "quick":
             return cls(rounds=3, warmup=1, min_reps=2, max_reps=3, target_spread=0.10, case_timeout_s=60.0)
         if size == "full":
-            return cls(rounds=5, warmup=2, min_reps=4, max_reps=10, target_spread=0.03, case_timeout_s=1200.0)
+            return cls(rounds=5, warmup=2, min_reps=4, max_reps=8, target_spread=0.03, case_timeout_s=1200.0)
         return cls()
 
     @property
