@@ -103,6 +103,19 @@ def _thin(values: Sequence[float], cap: int) -> list[float]:
     return [values[int(i * step)] for i in range(cap)]
 
 
+def _round_lanes(result: Result) -> list[tuple[list[float], list[float]]]:
+    """(values, vertical offsets) per round: the rounds of a case in lanes, first on top, so that
+    a shift between rounds shows."""
+    rounds = result.by_round()
+    lane = 0.64 / len(rounds)
+    lanes = []
+    for k, group in enumerate(rounds):
+        values = [v for v in _thin(group, max(1, MAX_POINTS_PER_CASE // len(rounds))) if math.isfinite(v)]
+        center = 0.32 - lane * (k + 0.5)
+        lanes.append((values, [center + o for o in _spread_offsets(len(values), width=lane * 0.4)]))
+    return lanes
+
+
 def _use_log_scale(values: Sequence[float]) -> bool:
     positive = [v for v in values if v > 0 and math.isfinite(v)]
     return len(positive) == len(values) and len(values) > 1 and max(positive) / min(positive) > 100
@@ -115,11 +128,16 @@ def samples_chart(results: Sequence[Result], unit: str) -> str:
     rows = [r for r in results if any(math.isfinite(v) for v in r.samples)]
     if not rows:
         raise ValueError("samples_chart needs at least one result with samples")
-    with _figure(CHART_WIDTH, 0.35 + 0.7 * len(rows)) as fig:
+    with _figure(CHART_WIDTH, 0.35 + (0.95 if any(len(r.by_round()) > 1 for r in rows) else 0.7) * len(rows)) as fig:
         axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
         for ax, result in zip(axes, rows):
-            shown = [v for v in _thin(result.samples, MAX_POINTS_PER_CASE) if math.isfinite(v)]
-            ax.scatter(shown, _spread_offsets(len(shown)), s=14, color=COLOUR_POINT, alpha=0.7, linewidths=0, zorder=2)
+            shown = []
+            lanes = _round_lanes(result)
+            for k, (values, offsets) in enumerate(lanes):
+                ax.scatter(values, offsets, s=14, color=COLOUR_POINT, alpha=0.7, linewidths=0, zorder=2)
+                shown += values
+                if k:
+                    ax.axhline(0.32 - 0.64 * k / len(lanes), color="#d0d0d0", linewidth=0.6, linestyle=":", zorder=1)
             summary = result.summary
             if summary is not None:
                 if math.isfinite(summary.ci_low) and math.isfinite(summary.ci_high):
