@@ -111,6 +111,7 @@ def run(
     cool_down: bool = typer.Option(False, "--cool-down", help="Before each case, wait until temperatures are back near idle."),
     pre_warm: bool = typer.Option(False, "--pre-warm", help="Bring the device to a steady state before measuring."),
     as_json: bool = typer.Option(False, "--json", help="Print the stored run as JSON only on stdout."),
+    rounds: Optional[int] = typer.Option(None, "--rounds", min=1, max=50, metavar="N", help="Measure every case in N rounds spread over the run (default 3; 5 with --full); compare tests the rounds."),
     repeat: int = typer.Option(1, "--repeat", min=1, max=100, metavar="N", help="Make N runs back to back, each stored on its own: compare them as a set (gpubench compare 1,2,3 ...) to tell a change from run-to-run noise."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML and JSON report into ./reports/."),
     reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", metavar="DIR", help="Where the HTML and JSON reports go."),
@@ -154,6 +155,7 @@ def run(
         telemetry_replay=telemetry_replay,
         cool_down=cool_down,
         pre_warm=pre_warm,
+        rounds=rounds,
     )
     if not opts.keys:
         raise UserError("no benchmark selected (check --only and --skip)")

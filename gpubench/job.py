@@ -9,7 +9,7 @@ import signal
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -35,6 +35,7 @@ class JobOptions:
     telemetry_replay: Path | None = None
     cool_down: bool = False
     pre_warm: bool = False
+    rounds: int | None = None  # None: the size's default
 
 
 class Progress:
@@ -69,6 +70,8 @@ def run_job(opts: JobOptions, progress: Progress, profile: Profile | None = None
     profile = profile or probe(Source("/"))
     planned = plan(profile, opts.keys, opts.size, opts.params)  # bad parameters fail here, before the DB is touched
     policy = RepeatPolicy.for_size(opts.size)
+    if opts.rounds is not None:
+        policy = replace(policy, rounds=opts.rounds)
     started = time.time()
     run = Run(
         uid=uuid.uuid4().hex,

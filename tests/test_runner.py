@@ -101,7 +101,8 @@ def test_run_repeat_stores_each_run_and_names_the_set(tmp_path):
 
     db = tmp_path / "results.db"
     args = ["run", "--quick", "--only", "memtier", "-p", "memtier.kernels=chase", "-p", "memtier.chase_size=1MiB",
-            "-p", "memtier.hops=10000", "--repeat", "2", "--label", "twice", "--no-report", "--no-telemetry", "--db", str(db), "--json"]
+            "-p", "memtier.hops=10000", "--repeat", "2", "--rounds", "2", "--label", "twice", "--no-report", "--no-telemetry",
+            "--db", str(db), "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     runs = json.loads(result.stdout)
@@ -109,6 +110,8 @@ def test_run_repeat_stores_each_run_and_names_the_set(tmp_path):
     assert "gpubench compare 1,2 OTHER_RUNS" in result.stderr
     with Store.open(db, create=False, readonly=True) as store:
         assert [r.n_results for r in store.list_runs()] == [1, 1]
+        (chase,) = store.get_run("latest").results
+    assert len(chase.by_round()) == 2  # --rounds
 
 
 VISITS: list[str] = []
