@@ -64,15 +64,8 @@ def compare(base: Run | Sequence[Run], new: Run | Sequence[Run], threshold: floa
     grouped = [i for i, case in enumerate(cases) if case.p_value is not None and case.units]
     adjusted = holm([cases[i].p_value for i in grouped])  # type: ignore[misc]
     for i, p_value in zip(grouped, adjusted):
-        cases[i] = compare_case(*pools[i], threshold, holm_adjusted=(p_value, len(grouped)))
-    return Comparison(
-        base=base_runs[0],
-        new=new_runs[0],
-        threshold=threshold,
-        cases=tuple(cases),
-        base_runs=base_runs if len(base_runs) > 1 else (),
-        new_runs=new_runs if len(new_runs) > 1 else (),
-    )
+        cases[i] = _judge_groups(cases[i], p_value, len(grouped), threshold)
+    return Comparison(base_side=base_runs, new_side=new_runs, threshold=threshold, cases=tuple(cases))
 
 
 def _runs(side: Run | Sequence[Run]) -> tuple[Run, ...]:
@@ -169,15 +162,9 @@ def _with_whole_waivers(new: dict[tuple[str, str], Result], base: dict[tuple[str
     return out
 
 
-def compare_case(
-    base_side: Pooled | Result | None,
-    new_side: Pooled | Result | None,
-    threshold: float,
-    holm_adjusted: tuple[float, int] | None = None,
-) -> CaseComparison:
-    """One case. With several runs on a side, `holm_adjusted` is (its adjusted p, family size)."""
-    base_pool = base_side if isinstance(base_side, Pooled) else Pooled(base_side)
-    new_pool = new_side if isinstance(new_side, Pooled) else Pooled(new_side)
+def compare_case(base_pool: Pooled, new_pool: Pooled, threshold: float) -> CaseComparison:
+    """One case. Where groups (rounds or runs) are the unit, its p-value is the group test's own:
+    compare() adjusts it over all the cases and judges again."""
     base, new = base_pool.result, new_pool.result
     if base is None and new is None:
         raise ValueError("nothing to compare")
@@ -228,65 +215,68 @@ def compare_case(
     if "runs" in (base_pool.units, new_pool.units):  # runs against runs: one run's rounds count as that run
         base_pool, new_pool = (replace(p, groups=(), units="") if p.units == "rounds" else p for p in (base_pool, new_pool))
     if (base_pool.groups or new_pool.groups) and all(m > 0 for m in base_pool.medians + new_pool.medians):
-        return _over_groups(verdict, base_pool, new_pool, base.higher_is_better, threshold, holm_adjusted)
+        return _judge_groups(_over_groups(verdict(Verdict.SAME, ""), base_pool, new_pool), None, 1, threshold)
 
     ratio = new_median / base_median
     ci_low, ci_high = ratio_confidence_interval(base.samples, new.samples)
     p_value = rank_test(base.samples, new.samples)
-    numbers = dict(ratio=ratio, ci_low=ci_low, ci_high=ci_high, p_value=p_value)
+    measured = verdict(Verdict.SAME, "", ratio=ratio, ci_low=ci_low, ci_high=ci_high, p_value=p_value)
     smallest_p = smallest_possible_p(len(base.samples), len(new.samples))
     if smallest_p >= ALPHA:
-        return verdict(
-            Verdict.SAME,
-            f"too few samples to tell ({len(base.samples)} vs {len(new.samples)}: p can't go below {smallest_p:.2g})",
-            **numbers,
-        )
-    return _judge(verdict, ratio, p_value, base.higher_is_better, threshold, "within the noise", "", numbers)
+        note = f"too few samples to tell ({len(base.samples)} vs {len(new.samples)}: p can't go below {smallest_p:.2g})"
+        return replace(measured, note=note)
+    return _judge(measured, threshold, "within the noise", "")
 
 
-def _over_groups(verdict, base_pool: Pooled, new_pool: Pooled, higher_is_better: bool, threshold: float, holm_adjusted):  # type: ignore[no-untyped-def]
+def _over_groups(case: CaseComparison, base_pool: Pooled, new_pool: Pooled) -> CaseComparison:
     """Rounds (or runs) as the unit: Student's t on the logarithms of their medians."""
     from scipy import stats
 
     base_logs = [math.log(m) for m in base_pool.medians]
     new_logs = [math.log(m) for m in new_pool.medians]
-    units = "runs" if "runs" in (base_pool.units, new_pool.units) else "rounds"
-    numbers: dict[str, Any] = dict(units=units, base_medians=base_pool.medians, new_medians=new_pool.medians)
-    numbers.update(base_level=math.exp(statistics.fmean(base_logs)), new_level=math.exp(statistics.fmean(new_logs)))
     difference = statistics.fmean(new_logs) - statistics.fmean(base_logs)
-    numbers["ratio"] = math.exp(difference)
-    runs = f"{len(base_logs)} vs {len(new_logs)} {units}"
     freedom = len(base_logs) + len(new_logs) - 2  # >= 1: one side has several groups
     squares = sum((x - statistics.fmean(base_logs)) ** 2 for x in base_logs) + sum((x - statistics.fmean(new_logs)) ** 2 for x in new_logs)
     error = math.sqrt(squares / freedom) * math.sqrt(1 / len(base_logs) + 1 / len(new_logs))
     if error > 0:
         p_value = float(2 * stats.t.sf(abs(difference) / error, freedom))
         margin = float(stats.t.ppf(0.975, freedom)) * error
-    else:  # every run median equal on each side
+    else:  # every group median equal on each side
         p_value, margin = (1.0 if difference == 0 else 0.0), 0.0
-    numbers.update(ci_low=math.exp(difference - margin), ci_high=math.exp(difference + margin))
-    family = ""
-    if holm_adjusted is not None and holm_adjusted[1] > 1:
-        p_value, cases = holm_adjusted
-        family = f", Holm-adjusted over {cases} cases"
-    numbers["p_value"] = p_value
-    return _judge(verdict, numbers["ratio"], p_value, higher_is_better, threshold,
-                  f"within the noise between {units} ({runs}{family})", f" ({runs}{family})", numbers)
+    return replace(
+        case,
+        units="runs" if "runs" in (base_pool.units, new_pool.units) else "rounds",
+        base_medians=base_pool.medians,
+        new_medians=new_pool.medians,
+        base_level=math.exp(statistics.fmean(base_logs)),
+        new_level=math.exp(statistics.fmean(new_logs)),
+        ratio=math.exp(difference),
+        ci_low=math.exp(difference - margin),
+        ci_high=math.exp(difference + margin),
+        p_value=p_value,
+    )
 
 
-def _judge(verdict, ratio: float, p_value: float, higher_is_better: bool, threshold: float, noise: str, how: str, numbers: dict):  # type: ignore[no-untyped-def]
-    change = ratio - 1.0
-    improved = change > threshold if higher_is_better else change < -threshold
-    degraded = change < -threshold if higher_is_better else change > threshold
-    if p_value < ALPHA and (improved or degraded):
-        return verdict(
-            Verdict.BETTER if improved else Verdict.WORSE,
-            f"{change:+.1%} beyond the {threshold:.1%} threshold, p = {p_value:.3g}{how}",
-            **numbers,
-        )
-    if p_value < ALPHA:
-        return verdict(Verdict.SAME, f"significant, but within the {threshold:.1%} threshold", **numbers)
-    return verdict(Verdict.SAME, noise, **numbers)
+def _judge_groups(case: CaseComparison, p_value: float | None, family: int, threshold: float) -> CaseComparison:
+    """The verdict of a case tested over groups, with its p-value adjusted over `family` cases."""
+    if p_value is not None:
+        case = replace(case, p_value=p_value)
+    how = f" ({len(case.base_medians)} vs {len(case.new_medians)} {case.units}"
+    how += f", Holm-adjusted over {family} cases)" if family > 1 else ")"
+    return _judge(case, threshold, f"within the noise between {case.units}{how}", how)
+
+
+def _judge(case: CaseComparison, threshold: float, noise: str, how: str) -> CaseComparison:
+    assert case.ratio is not None and case.p_value is not None
+    change = case.ratio - 1.0
+    improved = change > threshold if case.higher_is_better else change < -threshold
+    degraded = change < -threshold if case.higher_is_better else change > threshold
+    if case.p_value < ALPHA and (improved or degraded):
+        verdict = Verdict.BETTER if improved else Verdict.WORSE
+        return replace(case, verdict=verdict, note=f"{change:+.1%} beyond the {threshold:.1%} threshold, p = {case.p_value:.3g}{how}")
+    if case.p_value < ALPHA:
+        return replace(case, verdict=Verdict.SAME, note=f"significant, but within the {threshold:.1%} threshold")
+    return replace(case, verdict=Verdict.SAME, note=noise)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

@@ -209,20 +209,19 @@ class CaseComparison:
 
 @dataclass(frozen=True)
 class Comparison:
-    base: Run  # the first run of each side stands for its machine (metadata, capabilities)
-    new: Run
+    base_side: tuple[Run, ...]  # the runs of each side, one or several
+    new_side: tuple[Run, ...]
     threshold: float  # minimum relative effect that counts, e.g. 0.05
     cases: tuple[CaseComparison, ...]
-    base_runs: tuple[Run, ...] = ()  # every run of each side, `base`/`new` first; empty means just that one
-    new_runs: tuple[Run, ...] = ()
 
     @property
-    def base_side(self) -> tuple[Run, ...]:
-        return self.base_runs or (self.base,)
+    def base(self) -> Run:
+        """The first run of a side stands for its machine (metadata, capabilities)."""
+        return self.base_side[0]
 
     @property
-    def new_side(self) -> tuple[Run, ...]:
-        return self.new_runs or (self.new,)
+    def new(self) -> Run:
+        return self.new_side[0]
 
     @property
     def regressions(self) -> tuple[CaseComparison, ...]:
