@@ -57,6 +57,18 @@ def test_round_trip_run_with_results(tmp_path: Path) -> None:
     assert back.results == run.results
 
 
+def test_put_result_replaces_a_case_s_earlier_rounds_and_keeps_the_plan_order(tmp_path: Path) -> None:
+    first = build_result("a", samples=(1.0, 2.0), started=10.0)
+    other = build_result("b", samples=(5.0,), started=11.0)
+    later = build_result("a", samples=(1.0, 2.0, 3.0), started=10.0)  # round 2 of "a", stored after "b"
+    with Store.open(tmp_path / "r.db") as store:
+        run_id = store.begin_run(build_run())
+        for result in (first, other, later):
+            store.put_result(run_id, result)
+        back = store.get_run(str(run_id))
+    assert [(r.case, r.samples) for r in back.results] == [("a", (1.0, 2.0, 3.0)), ("b", (5.0,))]
+
+
 def test_result_is_committed_before_the_run_finishes(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
     writer = Store.open(db)
