@@ -103,15 +103,18 @@ def _thin(values: Sequence[float], cap: int) -> list[float]:
     return [values[int(i * step)] for i in range(cap)]
 
 
+ROUND_LANES_TOP = 0.32  # the rounds' rows share [-0.32, 0.32] of a case's panel
+
+
 def _round_lanes(result: Result) -> list[tuple[list[float], list[float]]]:
     """(values, vertical offsets) per round: the rounds of a case in lanes, first on top, so that
     a shift between rounds shows."""
     rounds = result.by_round()
-    lane = 0.64 / len(rounds)
+    lane = 2 * ROUND_LANES_TOP / len(rounds)
     lanes = []
     for k, group in enumerate(rounds):
         values = [v for v in _thin(group, max(1, MAX_POINTS_PER_CASE // len(rounds))) if math.isfinite(v)]
-        center = 0.32 - lane * (k + 0.5)
+        center = ROUND_LANES_TOP - lane * (k + 0.5)
         lanes.append((values, [center + o for o in _spread_offsets(len(values), width=lane * 0.4)]))
     return lanes
 
@@ -137,7 +140,7 @@ def samples_chart(results: Sequence[Result], unit: str) -> str:
                 ax.scatter(values, offsets, s=14, color=COLOUR_POINT, alpha=0.7, linewidths=0, zorder=2)
                 shown += values
                 if k:
-                    ax.axhline(0.32 - 0.64 * k / len(lanes), color="#d0d0d0", linewidth=0.6, linestyle=":", zorder=1)
+                    ax.axhline(ROUND_LANES_TOP * (1 - 2 * k / len(lanes)), color="#d0d0d0", linewidth=0.6, linestyle=":", zorder=1)
             summary = result.summary
             if summary is not None:
                 if math.isfinite(summary.ci_low) and math.isfinite(summary.ci_high):
