@@ -121,7 +121,7 @@ def copy_plain(a, b, c, s, nthreads):
     nblocks = a.size // BLOCK
     for t in prange(nthreads):
         lo, hi = nblocks * t // nthreads * BLOCK, nblocks * (t + 1) // nthreads * BLOCK
-        a_t, b_t, c_t = a[lo:hi], b[lo:hi], c[lo:hi]
+        a_t, c_t = a[lo:hi], c[lo:hi]
         for i in range(a_t.size):
             c_t[i] = a_t[i]
     for i in range(nblocks * BLOCK, a.size):
