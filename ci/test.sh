@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need, then runs them.
 #   bash ci/test.sh            # the CPU suite (what CI runs)
-#   bash ci/test.sh -m gpu     # the GPU suite, on a machine with an NVIDIA GPU
+#   bash ci/test.sh -m gpu     # the GPU suite, on a machine with an NVIDIA GPU: installs the gpu
+#                              # extra too (GPUBENCH_GPU_EXTRA=gpu-cu13 for CUDA 13), and a GPU
+#                              # test that cannot run fails instead of skipping
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,5 +28,10 @@ fi
 venv=${GPUBENCH_TEST_VENV:-.venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-"$venv/bin/python" -m pip install -q ".[test]"
+extras=test
+if [[ " $* " == *" -m gpu "* ]]; then
+  extras="test,${GPUBENCH_GPU_EXTRA:-gpu}"
+  export GPUBENCH_REQUIRE_GPU=1
+fi
+"$venv/bin/python" -m pip install -q ".[$extras]"
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"

@@ -25,7 +25,7 @@ from gpubench.errors import UserError
 from gpubench.probe.model import Profile, Status
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
-INSTALL_HINT = "pip install 'gpubench[gpu]'"
+INSTALL_HINT = "pip install 'gpubench[gpu]' (CUDA 12) or 'gpubench[gpu-cu13]' (CUDA 13)"
 # `gpubench run` turns these flags into parameters of every benchmark; the GPU benchmarks accept
 # them (gds uses target and drop_cache) instead of rejecting a run that also measures storage.
 

@@ -14,7 +14,7 @@ from gpubench import __version__
 from gpubench.probe.model import Profile
 
 PACKAGES = ("numpy", "numba", "scipy", "liburing", "cupy-cuda12x", "cupy-cuda13x", "kvikio-cu12", "kvikio-cu13",
-            "numba-cuda", "nvidia-ml-py", "psutil", "typer", "rich")
+            "nvidia-ml-py", "psutil", "typer", "rich")
 
 
 def _read(path: str) -> str | None:

@@ -106,12 +106,12 @@ def test_four_gpus_run_all_four_when_cupy_is_installed(server, with_cupy):
 def test_without_cupy_the_reason_says_how_to_install(server, monkeypatch):
     monkeypatch.setattr(gpu_common, "find_spec", lambda name: None)
     for bench in BENCHES:
-        assert bench.requires(server) == "CuPy is not installed: pip install 'gpubench[gpu]'", bench.key
+        assert bench.requires(server) == f"CuPy is not installed: {gpu_common.INSTALL_HINT}", bench.key
 
 
 def test_gds_without_kvikio(server, monkeypatch):
     monkeypatch.setattr(gpu_common, "find_spec", lambda name: object() if name == "cupy" else None)
-    assert gds.Gds().requires(server) == "KvikIO is not installed: pip install 'gpubench[gpu]'"
+    assert gds.Gds().requires(server) == f"KvikIO is not installed: {gpu_common.INSTALL_HINT}"
     assert memcpy.Memcpy().requires(server) is None
 
 
@@ -667,7 +667,23 @@ def test_wall_intervals_runs_before_untimed():
 
 def test_gpu_usable_says_why_not_without_cupy(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)
-    assert gpu_common.gpu_usable() == "CuPy is not installed: pip install 'gpubench[gpu]'"
+    assert gpu_common.gpu_usable() == f"CuPy is not installed: {gpu_common.INSTALL_HINT}"
+
+
+@pytest.mark.parametrize("required, outcome", [("", "1 skipped"), ("1", "1 error")])
+def test_gpu_suite_fails_instead_of_skipping_when_a_gpu_is_required(tmp_path, required, outcome):
+    """What `bash ci/test.sh -m gpu` relies on: a GPU runner without CuPy must not pass by skipping."""
+    (tmp_path / "cupy.py").write_text("raise ImportError('no CuPy here')\n")  # the same on any machine
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])), GPUBENCH_REQUIRE_GPU=required)
+    suite = Path(__file__).with_name("test_gpu_real.py")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", "-k", "memcpy", str(suite)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )
+    assert outcome in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == (1 if required else 0)
+    if required:
+        assert "GPUBENCH_REQUIRE_GPU=1, but CuPy is not installed" in proc.stdout
 
 
 def test_importing_the_benchmarks_loads_no_gpu_library():

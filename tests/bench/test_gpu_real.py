@@ -1,11 +1,13 @@
 """The GPU data-path benchmarks for real, at small sizes: run with `pytest -m gpu` on a machine with
 an NVIDIA GPU and CuPy (KvikIO for gds). Each case goes through the same pipeline a `gpubench run`
 uses, so a pass means the case measured, checked its bytes and shaped its result. They skip,
-with the reason, where no GPU can be used. Figures are attached with record_property (see
+with the reason, where no GPU can be used; with GPUBENCH_REQUIRE_GPU=1 (`bash ci/test.sh -m gpu`
+sets it) they fail instead, so that a GPU runner missing CuPy or KvikIO cannot pass by skipping. Figures are attached with record_property (see
 --junitxml), never asserted: speed is measured by benchmarks, not by tests."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from importlib.util import find_spec
@@ -24,14 +26,20 @@ pytestmark = pytest.mark.gpu
 TINY = RepeatPolicy(warmup=1, min_reps=2, max_reps=2, target_spread=1.0, case_timeout_s=120.0)
 
 
+def cannot_run(why: str) -> None:
+    if os.environ.get("GPUBENCH_REQUIRE_GPU") == "1":
+        pytest.fail(f"GPUBENCH_REQUIRE_GPU=1, but {why}", pytrace=False)
+    pytest.skip(why)
+
+
 @pytest.fixture(scope="module")
 def live():
     why = gpu_common.gpu_usable()
     if why:
-        pytest.skip(why)
+        cannot_run(why)
     profile = probe(Source("/"), ["gpu", "hmm", "p2p", "gds"])
     if not gpu_common.nvidia_gpus(profile):
-        pytest.skip("the probe found no NVIDIA GPU")
+        cannot_run("the probe found no NVIDIA GPU")
     return profile
 
 
@@ -101,7 +109,7 @@ def test_hmm_placements(live, tmp_path, record_property):
 @pytest.fixture
 def kvikio_ready(live):
     if find_spec("kvikio") is None:
-        pytest.skip("KvikIO is not installed")
+        cannot_run("KvikIO is not installed")
     return live
 
 
