@@ -124,6 +124,8 @@ def _run_all(store, run_id, planned, profile, opts, policy, progress, telemetry)
                     continue
                 progress.case_started(p.key, case.name, index, total)
                 result = _run_case(p, case, options, profile, opts, policy, progress, telemetry)
+                if result.status is ResultStatus.INTERRUPTED and earlier is not None:
+                    raise KeyboardInterrupt  # its completed rounds stand as stored, as after a kill
                 merged[(p.key, case.name)] = result = merge_round(earlier, result, number)
                 store.put_result(run_id, result)
                 progress.result(result, final=number == policy.rounds or result.status is not ResultStatus.OK)

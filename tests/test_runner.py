@@ -171,6 +171,43 @@ def test_every_case_is_measured_in_rounds_that_sweep_the_plan(tmp_path, monkeypa
     assert [r.case for r in stored.results] == ["*", "a", "b"] and stored.results[1].samples == a.samples
 
 
+class StoppedInRoundTwo:
+    """One case; Ctrl-C arrives in the middle of its second round."""
+
+    key = "stopped"
+    description = "interrupted in round 2"
+    options = ()
+    visits = 0
+
+    def requires(self, profile):
+        return None
+
+    def cases(self, profile, size, options):
+        return [Case("a", {}, "units")]
+
+    @contextmanager
+    def prepare(self, case, ctx):
+        StoppedInRoundTwo.visits += 1
+        reps = iter(range(100))
+
+        def measure():
+            if StoppedInRoundTwo.visits == 2 and next(reps) == 2:
+                raise KeyboardInterrupt
+            return Sample(float(StoppedInRoundTwo.visits))
+
+        yield measure
+
+
+def test_ctrl_c_in_a_later_round_keeps_the_completed_rounds_as_they_were(tmp_path, monkeypatch):
+    monkeypatch.setitem(registry.BENCHMARKS, "stopped", f"{__name__}:StoppedInRoundTwo")
+    StoppedInRoundTwo.visits = 0
+    run = run_job(JobOptions(db=tmp_path / "h.db", keys=("stopped",), size="quick", telemetry=False), Progress(), PROFILE)
+    assert run.status is RunStatus.INTERRUPTED
+    (a,) = run.results
+    assert a.status is ResultStatus.OK and a.reason == ""  # what a kill at that moment would have left
+    assert len(a.by_round()) == 1 and set(a.samples) == {1.0}
+
+
 def test_merge_round_tags_each_sample_with_its_round():
     first = case_run("0,1,1,1")
     second = case_run("0,2,2,2")
