@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from gpubench.cli_common import emit_json
 
 
 def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
@@ -28,6 +28,6 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
         result = calibrate(runtime, rounds, directory, parse_size("calibrate iouring", "--size", size, default_unit=""),
                            progress=lambda m: typer.echo(m, err=True))
         if as_json:
-            sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+            emit_json(result.to_dict())
         else:
             stdout_console().print(calibration_table(result))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import statistics
-import sys
 from typing import Optional
 
 import typer
 
+from gpubench.cli_common import emit_json
 from gpubench.errors import UserError
 
 
@@ -35,7 +34,7 @@ def calibrate_memtier_command(
     result = calibrate(profile, size_mib=size, threads=threads, rounds=rounds, hops=hops, best_of=best_of,
                        progress=lambda message: console.print(message, style="dim"))
     if as_json:
-        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        emit_json(result.to_dict())
         return
     _print_table(result)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import typer
@@ -12,5 +11,7 @@ JsonOpt = typer.Option(False, "--json", help="Print JSON only on stdout.")
 
 def emit_json(data: object) -> None:
     """The one thing a --json command prints on stdout."""
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    from gpubench.results.jsonio import json_text
+
+    sys.stdout.write(json_text(data))
     sys.stdout.flush()

@@ -66,8 +66,6 @@ def list_command(
     as_json: bool = JsonOpt,
 ) -> None:
     """List the stored runs, most recent first."""
-    import json
-
     path = _db(db)
     if not path.exists():
         typer.echo(f"no result history at {path} yet: `gpubench run` creates it", err=True)
@@ -91,7 +89,9 @@ def list_command(
             }
             for e in listings
         ]
-        _emit(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+        from gpubench.results.jsonio import json_text
+
+        _emit(json_text(rows))
         return
     from gpubench.report.tables import runs_table
     from gpubench.report.terminal import stdout_console
@@ -179,7 +179,7 @@ def import_command(
 
 def compare_command(
     base: str = typer.Argument(
-        ..., metavar="BASE", help="The reference: a run number, 'latest' or uid prefix; several runs as 1,2,3, or label:NAME for every complete run so labelled."
+        ..., metavar="BASE", help="The reference: a run number, 'latest' or uid prefix; several runs as 1,2,3; or label:NAME, every complete run so labelled (NAME is the rest of the argument, commas included)."
     ),
     new: List[str] = typer.Argument(..., metavar="NEW", help="One or more runs to compare with BASE, each given as BASE is."),
     threshold: str = typer.Option("5%", "--threshold", metavar="PCT", help="Smallest change that counts, e.g. 5% or 0.05."),
@@ -190,7 +190,7 @@ def compare_command(
     force: bool = ForceOpt,
     db: Optional[Path] = DbOpt,
 ) -> None:
-    """Compare runs case by case: medians, ratio with its 95% CI, Mann-Whitney p, verdict.
+    """Compare runs case by case: medians, ratio with its 95% CI, p-value, verdict.
 
     Each run measures every case in rounds spread over the run, and the rounds, not the samples,
     are compared: a t-test on the logarithms of their medians, Holm-adjusted over the cases. A
@@ -213,7 +213,10 @@ def compare_command(
         html if len(new_sides) == 1 else html.with_name(f"{html.stem}-{'+'.join(str(r.id) for r in side)}{html.suffix or '.html'}")
         for side in new_sides
     ]
-    for requested in html_targets + ([junit] if junit is not None else []):
+    targets = html_targets + ([junit] if junit is not None else [])
+    for index, requested in enumerate(targets):
+        if any(requested.resolve() == other.resolve() for other in targets[:index]):
+            raise UserError(f"{requested} is named for two outputs; give --html and --junit different files, and each NEW once")
         if requested.exists() and not force:
             raise UserError(f"{requested} already exists; pass --force to replace it")
     comparisons = [compare(base_runs, side, fraction) for side in new_sides]
@@ -262,7 +265,7 @@ def compare_command(
 
 def _side(store, refs: str, which: str) -> list:  # type: ignore[no-untyped-def]
     """The runs one side of a comparison names: 'latest', '4', '1,2,3' or 'label:kernel 6.8'."""
-    names = [ref.strip() for ref in refs.split(",")]
+    names = [refs.strip()] if refs.strip().startswith("label:") else [ref.strip() for ref in refs.split(",")]
     if not all(names):
         raise UserError(f"{which} {refs!r}: an empty run name; separate runs with commas, e.g. 1,2,3")
     runs = []

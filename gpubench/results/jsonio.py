@@ -15,14 +15,30 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gpubench.errors import UserError
-from gpubench.results.model import SCHEMA_VERSION, CaseComparison, Comparison, Result, ResultStatus, Run, RunStatus, Summary
+from gpubench.results.model import ROUND_KEY, SCHEMA_VERSION, CaseComparison, Comparison, Result, ResultStatus, Run, RunStatus, Summary
 
 _UID = re.compile(r"^[0-9a-f]{8,64}$")
 MAX_IMPORT_BYTES = 512 * 1024 * 1024
+LAST_TIMESTAMP = 253402300800  # 10000-01-01 UTC
+
+
+def json_text(data: Any) -> str:
+    """Strict JSON: NaN and infinities, which JSON has no words for, are written as null."""
+    return json.dumps(_finite(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def run_to_json(run: Run) -> str:
-    return json.dumps(run.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    return json_text(run.to_dict())
 
 
 def read_run_file(path: Path) -> Run:
@@ -82,14 +98,15 @@ def run_from_dict(document: Any) -> Run:
     if not _UID.match(uid):
         raise InvalidDocument(f"uid: expected 8 to 64 lowercase hex digits, found {uid!r}")
     check.string("label", optional=True)
-    check.number("started")
-    check.number("ended", nullable=True)
+    check.timestamp("started")
+    check.timestamp("ended", nullable=True)
     check.choice("status", [s.value for s in RunStatus])
     check.mapping("metadata", optional=True)
     check.mapping("profile", optional=True)
     results = check.array("results", optional=True)
     for index, item in enumerate(results or ()):
         _check_result(item, f"results[{index}]")
+    _check_values(document)
     return Run.from_dict(document)
 
 
@@ -110,10 +127,13 @@ def _check_result(item: Any, where: str) -> None:
     for index, entry in enumerate(metrics):
         if not isinstance(entry, dict):
             raise InvalidDocument(f"{where}.sample_metrics[{index}]: expected an object, found {_kind(entry)}")
+        number = entry.get(ROUND_KEY, 1)
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise InvalidDocument(f"{where}.sample_metrics[{index}].{ROUND_KEY}: expected a round number (1, 2, ...), found {json.dumps(number)[:40]}")
     check.mapping("extra", optional=True)
     check.mapping("telemetry", optional=True)
-    check.number("started", optional=True)
-    check.number("ended", optional=True)
+    check.timestamp("started", optional=True)
+    check.timestamp("ended", optional=True)
     summary = item.get("summary")
     if summary is not None:
         if not isinstance(summary, dict):
@@ -152,6 +172,13 @@ class _Checker:
         if present and not (nullable and value is None):
             _number(value, self._at(name))
 
+    def timestamp(self, name: str, optional: bool = False, nullable: bool = False) -> None:
+        """Seconds since 1970, before the year 10000."""
+        self.number(name, optional, nullable)
+        value = self.obj.get(name)
+        if value is not None and not 0 <= value < LAST_TIMESTAMP:
+            raise InvalidDocument(f"{self._at(name)}: expected a time in seconds since 1970, found {value}")
+
     def boolean(self, name: str, optional: bool = False) -> None:
         present, value = self._get(name, optional)
         if present and not isinstance(value, bool):
@@ -181,6 +208,30 @@ def _number(value: Any, where: str) -> None:
         raise InvalidDocument(f"{where}: expected a finite number, found {value}")
 
 
+def _check_values(document: Any) -> None:
+    """Anywhere in the document (parameters and metadata too): numbers finite, text valid Unicode."""
+    pending = [(document, "")]
+    while pending:
+        value, where = pending.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidDocument(f"{where}: expected a finite number, found {value}")
+        if isinstance(value, str):
+            _text(value, where)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                _text(key, where)
+                pending.append((item, f"{where}.{key}" if where else key))
+        elif isinstance(value, list):
+            pending.extend((item, f"{where}[{index}]") for index, item in enumerate(value))
+
+
+def _text(value: str, where: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidDocument(f"{where or 'a key'}: not valid Unicode text (a lone surrogate at character {e.start})") from None
+
+
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
@@ -200,10 +251,6 @@ def _kind(value: Any) -> str:
 # --- comparisons --------------------------------------------------------------------------------
 
 
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
 def _run_ref(run: Run) -> dict[str, Any]:
     return {"id": run.id, "uid": run.uid, "label": run.label, "started": run.started, "status": run.status.value}
 
@@ -217,9 +264,9 @@ def _side(result: Result | None) -> dict[str, Any] | None:
         "reason": result.reason,
         "params": result.params,
         "n": len(result.samples),
-        "median": _finite(summary.median) if summary else None,
-        "ci_low": _finite(summary.ci_low) if summary else None,
-        "ci_high": _finite(summary.ci_high) if summary else None,
+        "median": summary.median if summary else None,
+        "ci_low": summary.ci_low if summary else None,
+        "ci_high": summary.ci_high if summary else None,
     }
 
 
@@ -232,16 +279,16 @@ def case_comparison_to_dict(case: CaseComparison) -> dict[str, Any]:
         "verdict": case.verdict.value,
         "base": _side(case.base),
         "new": _side(case.new),
-        "ratio": _finite(case.ratio),
-        "ci_low": _finite(case.ci_low),
-        "ci_high": _finite(case.ci_high),
-        "p_value": _finite(case.p_value),
+        "ratio": case.ratio,
+        "ci_low": case.ci_low,
+        "ci_high": case.ci_high,
+        "p_value": case.p_value,
         "note": case.note,
-        "base_level": _finite(case.base_level),
-        "new_level": _finite(case.new_level),
+        "base_level": case.base_level,
+        "new_level": case.new_level,
         "units": case.units,
-        "base_medians": [_finite(m) for m in case.base_medians],
-        "new_medians": [_finite(m) for m in case.new_medians],
+        "base_medians": list(case.base_medians),
+        "new_medians": list(case.new_medians),
     }
 
 
@@ -265,4 +312,4 @@ def comparisons_to_json(comparisons: Sequence[Comparison]) -> str:
         "regressions": sum(len(c.regressions) for c in comparisons),
         "comparisons": [comparison_to_dict(c) for c in comparisons],
     }
-    return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    return json_text(document)

@@ -14,7 +14,9 @@ from gpubench.results.model import SCHEMA_VERSION, ResultStatus
 
 def _document() -> dict:
     run = build_run((build_result("a"), build_result("w", status=ResultStatus.WAIVED)), label="ünïcode <b>")
-    return json.loads(run_to_json(run))
+    document = json.loads(run_to_json(run))
+    document["results"][0]["sample_metrics"] = [{"round": 1, "bytes": 4096} for _ in document["results"][0]["samples"]]
+    return document
 
 
 def test_json_round_trip_keeps_everything() -> None:
@@ -52,6 +54,14 @@ def _mutated(mutate) -> str:  # type: ignore[no-untyped-def]
         (_mutated(lambda d: d.update(results={"a": 1})), "results: expected a list, found an object"),
         (_mutated(lambda d: d["results"][0]["samples"].__setitem__(0, float("nan"))), "results[0].samples[0]: expected a finite number"),
         ('{"schema_version": 1, "kind": "comparisons", "comparisons": []}', "this is a comparison, not a run"),
+        (_mutated(lambda d: d["results"][0]["sample_metrics"][0].update(round="a")), "results[0].sample_metrics[0].round: expected a round number"),
+        (_mutated(lambda d: d["results"][0]["sample_metrics"][1].update(round=None)), "results[0].sample_metrics[1].round: expected a round number"),
+        (_mutated(lambda d: d["results"][0]["sample_metrics"][0].update(round=0)), "results[0].sample_metrics[0].round: expected a round number"),
+        (_mutated(lambda d: d["results"][0]["params"].update(x=float("nan"))), "results[0].params.x: expected a finite number, found nan"),
+        (_mutated(lambda d: d["metadata"].update(cpu={"mhz": float("inf")})), "metadata.cpu.mhz: expected a finite number, found inf"),
+        (_mutated(lambda d: d["results"][0].update(case="x\ud800y")), "results[0].case: not valid Unicode text"),
+        (_mutated(lambda d: d.update(started=1e20)), "started: expected a time in seconds since 1970, found 1e+20"),
+        (_mutated(lambda d: d["results"][0].update(ended=-5)), "results[0].ended: expected a time in seconds since 1970"),
     ],
 )
 def test_invalid_documents_are_one_clear_line(text: str, expected: str) -> None:
@@ -85,3 +95,9 @@ def test_comparison_json_is_strict_json() -> None:
     verdicts = {c["case"]: c["verdict"] for c in entry["cases"]}
     assert verdicts == {"a": "worse", "w": "lost capability"}
     assert entry["cases"][0]["base"]["median"] == pytest.approx(100.0, rel=0.02)
+
+
+def test_exports_are_strict_json_even_with_non_finite_values_stored() -> None:
+    run = build_run((build_result("a", extra={"p99_us": float("nan"), "peak": [1.0, float("inf")]}),))
+    document = json.loads(run_to_json(run), parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    assert document["results"][0]["extra"] == {"p99_us": None, "peak": [1.0, None]}
