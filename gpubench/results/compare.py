@@ -22,7 +22,7 @@ on a shared host can be far more than their own spread. The ratio is that of the
 of the group medians; the test is Student's t on the logarithms of the group medians (the two
 sides share one variance: same machine, same noise; it needs three groups in all); the 95%
 interval is the t interval of that difference. The p-values of these cases are adjusted with
-Holm's step-down method over all the cases of the comparison, so that the chance of calling
+Holm's step-down method over all the cases of the comparison so tested, so that the chance of calling
 anything better or worse when nothing changed stays near ALPHA for the whole comparison, not per
 case: what a CI gate needs.
 """
@@ -209,8 +209,8 @@ def compare_case(base_pool: Pooled, new_pool: Pooled, threshold: float) -> CaseC
         return verdict(Verdict.NOT_COMPARABLE, f"no samples in the {side} run")
     base_median = statistics.median(base.samples)
     new_median = statistics.median(new.samples)
-    if base_median == 0:
-        return verdict(Verdict.NOT_COMPARABLE, "the base median is zero: no ratio")
+    if base_median <= 0 or new_median <= 0:
+        return verdict(Verdict.NOT_COMPARABLE, f"a ratio needs positive medians (base {base_median:g}, new {new_median:g})")
 
     if "runs" in (base_pool.units, new_pool.units):  # runs against runs: one run's rounds count as that run
         base_pool, new_pool = (replace(p, groups=(), units="") if p.units == "rounds" else p for p in (base_pool, new_pool))

@@ -97,6 +97,13 @@ def test_waived_failed_or_missing_sides_are_not_comparable() -> None:
     ]
 
 
+def test_a_ratio_of_medians_that_are_not_positive_is_not_comparable() -> None:
+    negative = _one(build_result("a", samples=(-5.0, -5.1, -4.9)), build_result("a", samples=(-11.0, -11.1, -10.9)))
+    assert negative.verdict is Verdict.NOT_COMPARABLE and negative.note == "a ratio needs positive medians (base -5, new -11)"
+    zero = _one(build_result("a", samples=(0.0, 0.0, 0.0)), build_result("a", samples=noisy(10.0)))
+    assert zero.verdict is Verdict.NOT_COMPARABLE and zero.ratio is None
+
+
 def test_regressions_collects_worse_and_lost() -> None:
     base = build_run((build_result("a", samples=noisy(100.0, seed=1)), build_result("b", samples=noisy(100.0, seed=2)), build_result("c")))
     new = build_run(
