@@ -133,6 +133,8 @@ def run(
 
     if quick and full:
         raise click_exc.UsageError("--quick and --full exclude each other")
+    if not label.isprintable():  # control characters, or bytes that are not UTF-8
+        raise UserError(f"--label {label!r}: use printable UTF-8 text")
     if telemetry_replay is not None:
         from gpubench.telemetry.trace import read_trace
 

@@ -248,6 +248,24 @@ def test_compare_rejects_bad_run_sets(tmp_path: Path, base: str, new: str, expec
     assert db.read_bytes() == before
 
 
+def test_a_label_with_commas_is_one_label(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    _fill(db, *[build_run((build_result("read", samples=noisy(1000.0, seed=i)),), label=label, started=1700000000.0 + i)
+                for i, label in enumerate(["6.8,rc1", "6.8,rc1", "6.12"])])
+    result = _invoke("compare", "label:6.8,rc1", "3", "--json", "--db", str(db))
+    assert result.exit_code == 0, result.stderr
+    assert [r["id"] for r in json.loads(result.stdout)["comparisons"][0]["base_runs"]] == [1, 2]
+
+
+def test_compare_refuses_one_file_for_two_outputs_before_writing_any(history: Path, tmp_path: Path) -> None:
+    same = tmp_path / "out.xml"
+    _assert_one_line_error(_gpubench("compare", "1", "2", "--html", str(same), "--junit", str(same), "--force", "--db", str(history)),
+                           "is named for two outputs")
+    _assert_one_line_error(_gpubench("compare", "1", "2", "2", "--html", str(tmp_path / "d.html"), "--db", str(history)),
+                           "is named for two outputs")
+    assert [p.name for p in tmp_path.iterdir()] == ["results.db"]
+
+
 @pytest.mark.parametrize("threshold", ["5", "abc", "-3%", "150%"])
 def test_compare_rejects_bad_thresholds_as_usage_errors(history: Path, threshold: str) -> None:
     result = _invoke("compare", "1", "2", "--threshold", threshold, "--db", str(history))

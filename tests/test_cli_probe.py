@@ -65,6 +65,8 @@ def test_probe_imports_no_heavy_package():
         (["probe", "--bogus"], "No such option"),
         (["snapshot", "/proc/no-such-dir/x.tar.gz"], "cannot write"),
         (["snapshot", "pyproject.toml"], "already exists"),
+        (["run", "--label", "bad\udcfflabel", "--db", "/proc/no-such-dir/x.db"], "--label 'bad\\udcfflabel': use printable UTF-8 text"),
+        (["run", "--label", "two\nlines", "--db", "/proc/no-such-dir/x.db"], "use printable UTF-8 text"),
     ],
 )
 def test_bad_input_is_one_line_and_non_zero(args, needle):
