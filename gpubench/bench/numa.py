@@ -246,7 +246,9 @@ class NodeBuffer:
     """Anonymous, page-aligned memory bound to one NUMA node before anything touches it.
 
     Close it (or use it as a context manager) after every view of it is gone: mmap refuses to
-    unmap memory that a numpy array still points to, so a view can never outlive its pages."""
+    unmap memory that a numpy array still points to, so a view can never outlive its pages. Where
+    a view is still held (a traceback on its way out keeps the measuring frame's arrays), the pages
+    go with the last view instead."""
 
     def __init__(self, nbytes: int, node: int | None, hugepages: bool = True):
         if nbytes <= 0:
@@ -277,7 +279,10 @@ class NodeBuffer:
         return placement(self.address, self.nbytes, self.node, max_samples)
 
     def close(self) -> None:
-        self.map.close()
+        try:
+            self.map.close()
+        except BufferError:  # still viewed: unmapped when the mmap object goes, after its last view
+            pass
 
     def __enter__(self) -> NodeBuffer:
         return self

@@ -277,3 +277,22 @@ def test_calibrate_memtier_command_prints_json_only_and_refuses_bad_input():
     ok = runner.invoke(app, ["calibrate", "memtier", "--size", "1", "--threads", "1", "--rounds", "1", "--hops", "1000", "--best-of", "1", "--json"])
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)["rows"][0]["name"] == "triad, streaming stores"
+
+
+def test_ctrl_c_while_measuring_is_an_interruption_not_a_failure(tmp_path, monkeypatch, mk):
+    """The measuring frame, kept by the traceback, still views the buffers as they are closed."""
+    from gpubench.bench.runner import CaseRun, RepeatPolicy
+    from gpubench.results.model import ResultStatus
+
+    calls = []
+
+    def kernel(a, b, c):
+        calls.append(1)
+        if len(calls) == 2:  # the first call warms up in prepare
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(mk, "stream_kernel", lambda name, stores: kernel)
+    profile = live_profile()
+    case = memtier.MemTier().cases(profile, "quick", {**TINY, "kernels": "copy"})[0]
+    result = CaseRun("memtier", memtier.MemTier(), case, Context(tmp_path, profile), RepeatPolicy(warmup=0, min_reps=2, max_reps=2)).run()
+    assert result.status is ResultStatus.INTERRUPTED, result.reason
