@@ -22,9 +22,9 @@ on a shared host can be far more than their own spread. The ratio is that of the
 of the group medians; the test is Student's t on the logarithms of the group medians (the two
 sides share one variance: same machine, same noise; it needs three groups in all); the 95%
 interval is the t interval of that difference. The p-values of these cases are adjusted with
-Holm's step-down method over all the cases of the comparison so tested, so that the chance of calling
-anything better or worse when nothing changed stays near ALPHA for the whole comparison, not per
-case: what a CI gate needs.
+Holm's step-down method over all the cases of the comparison so tested, so that the chance of
+calling anything better or worse when nothing changed stays near ALPHA for the whole comparison,
+not per case: what a CI gate needs.
 """
 
 from __future__ import annotations
