@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gpubench.bench.interface import Sample
 from gpubench.bench.runner import Planned
 from gpubench.job import Progress as JobProgress
 from gpubench.report import formats
+from gpubench.report.terminal import stderr_console
 from gpubench.results.model import WHOLE_BENCHMARK, Result, ResultStatus
 
 
@@ -22,7 +22,7 @@ def _describe(result: Result) -> str:
 
 class StderrProgress(JobProgress):
     def __init__(self) -> None:
-        self.console = Console(stderr=True, highlight=False, markup=False)
+        self.console = stderr_console()
         self.live = self.console.is_terminal
         self.bar: Progress | None = None
         self.task = None

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gpubench.report import formats
+from gpubench.report.terminal import PROSE_WIDTH
 from gpubench.results.model import CaseComparison, Comparison, ResultStatus, Run, RunStatus, Verdict
 from gpubench.results.store import RunListing
 
@@ -38,11 +39,20 @@ RESULT_COUNT_STYLE: dict[ResultStatus, str] = {
 }
 
 
+def _add_column(table: Table, name: str, justify: str, wrap: bool, prose: bool = False) -> None:
+    """A column that may wrap is what a narrow terminal squeezes first; it folds a long word
+    rather than cut it. Prose also wraps at PROSE_WIDTH on a wide one."""
+    if wrap:
+        table.add_column(name, justify=justify, overflow="fold", max_width=PROSE_WIDTH if prose else None)
+    else:
+        table.add_column(name, justify=justify, no_wrap=True)
+
+
 def runs_table(listings: Sequence[RunListing]) -> Table:
     table = Table(title="Result history", expand=False)
     for name, justify in (("id", "right"), ("uid", "left"), ("started", "left"), ("took", "right"), ("label", "left"),
                           ("status", "left"), ("results", "left"), ("kernel", "left")):
-        table.add_column(name, justify=justify, no_wrap=name != "label")
+        _add_column(table, name, justify, wrap=name == "label", prose=True)
     for entry in listings:
         run = entry.run
         counts = Text()
@@ -92,7 +102,7 @@ def results_table(run: Run) -> Table:
     table = Table(title=f"Results of {formats.run_name(run)}", expand=False)
     for name, justify in (("benchmark", "left"), ("case", "left"), ("status", "left"), ("median", "right"),
                           ("95% CI", "right"), ("n", "right"), ("reason", "left")):
-        table.add_column(name, justify=justify, no_wrap=name not in ("reason", "case"))
+        _add_column(table, name, justify, wrap=name in ("case", "reason"), prose=name == "reason")
     for result in run.results:
         s = result.summary
         table.add_row(
@@ -128,7 +138,7 @@ def comparison_table(comparison: Comparison) -> Table:
     table = Table(title=title, expand=False)
     for name, justify in (("benchmark", "left"), ("case", "left"), ("unit", "left"), ("base", "right"), ("new", "right"),
                           ("change", "right"), ("95% CI", "right"), ("p", "right"), ("verdict", "left"), ("note", "left")):
-        table.add_column(name, justify=justify, no_wrap=name != "note")
+        _add_column(table, name, justify, wrap=name == "note", prose=True)
     for case in comparison.cases:
         table.add_row(
             case.benchmark,

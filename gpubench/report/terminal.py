@@ -22,12 +22,16 @@ STATUS_STYLE = {
 
 
 EVIDENCE_WIDTH = 100  # the table shortens long values; --json carries them whole
+PROSE_WIDTH = 80  # the widest a column of sentences (why / fix, reason, note) grows before it wraps
+PIPED_WIDTH = 1000  # not a terminal: rich would assume 80 columns and cut cells short
 
 
 def stdout_console() -> Console:
+    """Piped into a file or a CI log (and COLUMNS unset), a table takes the width its cells need;
+    only its prose columns wrap, at PROSE_WIDTH."""
     console = Console(highlight=False, soft_wrap=False, markup=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = 120  # piped into a file or a CI log: wider than the 80-column default
+        console.width = PIPED_WIDTH
     return console
 
 
@@ -36,7 +40,11 @@ def _short(value: str, width: int = EVIDENCE_WIDTH) -> str:
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False, markup=False)
+    """Messages wrap at word boundaries on a terminal; in a log each stays one line."""
+    console = Console(stderr=True, highlight=False, markup=False)
+    if not console.is_terminal:
+        console.soft_wrap = True
+    return console
 
 
 def profile_table(profile: Profile) -> Table:
@@ -45,8 +53,8 @@ def profile_table(profile: Profile) -> Table:
     table.add_column("area", style="dim", no_wrap=True)
     table.add_column("capability", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
-    table.add_column("evidence", ratio=3)
-    table.add_column("why / fix", ratio=2)
+    table.add_column("evidence", ratio=3, overflow="fold")
+    table.add_column("why / fix", ratio=2, max_width=PROSE_WIDTH, overflow="fold")
     for cap in profile.capabilities:
         evidence = Text("\n".join(_short(f"{e.source}: {e.value}") for e in cap.evidence))
         advice = Text(cap.why)

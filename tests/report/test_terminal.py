@@ -1,5 +1,6 @@
 """Terminal tables print data as data: a label that looks like rich markup is shown as it is."""
 
+from gpubench.report import formats
 from gpubench.report.tables import comparison_table, results_table
 from gpubench.report.terminal import stdout_console
 from gpubench.results.compare import compare
@@ -23,3 +24,41 @@ def test_markup_in_data_prints_verbatim(capsys):
     out = capsys.readouterr().out
     assert LABEL in out
     assert "read-[/x]" in out and "[red]no" in out
+
+
+LONG_CASE = "randread-4k-qd32-j1-buffered-registered-sqpoll-direct"
+LONG_REASON = "no NVIDIA GPU found (probe: gpus = no); install the driver and run `gpubench probe` again to see why not"
+
+
+def a_long_run(uid: str, status: ResultStatus, reason: str = "") -> Run:
+    samples = (10.0, 11.0, 10.5, 10.2, 10.8)
+    ok = status is ResultStatus.OK
+    results = (Result("iouring", LONG_CASE, {}, "MB/s", True, status, reason=reason,
+                      samples=samples if ok else (), summary=summarize(samples) if ok else None),)
+    return Run(uid, "", 0.0, 1.0, RunStatus.COMPLETE, {}, {}, results, id=1)
+
+
+def test_piped_tables_show_every_cell_in_full(capsys, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    console = stdout_console()
+    assert not console.is_terminal
+    console.print(results_table(a_long_run("a" * 32, ResultStatus.WAIVED, LONG_REASON)))
+    waived = compare(a_long_run("a" * 32, ResultStatus.WAIVED, LONG_REASON), a_long_run("b" * 32, ResultStatus.WAIVED, LONG_REASON))
+    console.print(comparison_table(waived))
+    measured = compare(a_long_run("a" * 32, ResultStatus.OK), a_long_run("b" * 32, ResultStatus.OK))
+    console.print(comparison_table(measured))
+    out = capsys.readouterr().out
+    cells = {cell.strip() for line in out.splitlines() for cell in line.split("│")}
+    assert "…" not in out
+    assert {LONG_CASE, "not comparable", "same", formats.p_value(measured.cases[0].p_value)} <= cells
+    notes = " ".join(line.split("│")[-2].strip() for line in out.splitlines() if line.count("│") == 11)
+    assert f"waived in the base run: {LONG_REASON}" in notes  # prose wraps at a word, all of it shown
+
+
+def test_piped_messages_on_stderr_are_not_wrapped(capsys, monkeypatch):
+    from gpubench.report.progress import StderrProgress
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    message = "planned 10 case(s) in 3 benchmark(s), 3 rounds each; " + "waived: " + ", ".join(["memcpy", "p2p", "gds", "hmm"] * 5)
+    StderrProgress().message(message)
+    assert capsys.readouterr().err == message + "\n"
