@@ -48,7 +48,7 @@ AreaOpt = typer.Option(None, "--area", "-a", metavar="AREA", help="Probe only th
 
 @app.command()
 def probe(
-    root: Optional[Path] = typer.Option(None, "--root", metavar="DIR|TAR", help="Read a recorded snapshot (directory or .tar.gz) instead of this machine."),
+    root: Optional[Path] = typer.Option(None, "--root", metavar="DIR|TAR", help="Read a recorded snapshot instead of this machine: a directory, or an archive written by `gpubench snapshot`."),
     area: Optional[List[str]] = AreaOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON only on stdout."),
 ) -> None:

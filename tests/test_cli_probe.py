@@ -148,6 +148,9 @@ def test_an_archive_cannot_write_through_its_own_links(tmp_path):
     outside.mkdir()
     evil = tmp_path / "evil.tar.gz"
     with tarfile.open(evil, "w:gz") as tar:
+        marker = tarfile.TarInfo(".gpubench/snapshot.json")
+        marker.size = 2
+        tar.addfile(marker, io.BytesIO(b"{}"))
         link = tarfile.TarInfo("proc")
         link.type, link.linkname = tarfile.SYMTYPE, str(outside)
         tar.addfile(link)
@@ -167,3 +170,33 @@ def test_a_truncated_archive_is_damaged_not_interrupted(tmp_path):
     assert p.returncode == 1
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"gpubench: error: --root {bad}: damaged archive")
+
+
+def test_an_archive_that_is_not_a_snapshot_is_refused(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text("hello\n")
+    plain = tmp_path / "plain.tar.gz"
+    with tarfile.open(plain, "w:gz") as tar:
+        tar.add(folder, arcname="notes")
+    p = gpubench("probe", "--root", str(plain))
+    assert p.returncode == 1 and p.stdout == ""
+    assert p.stderr.splitlines() == [
+        f"gpubench: error: --root {plain}: not a snapshot archive made by `gpubench snapshot` (it has no .gpubench/snapshot.json)"
+    ]
+
+
+def test_an_archive_is_shown_by_the_name_given(tmp_path):
+    out = tmp_path / "box.tar.gz"
+    assert gpubench("snapshot", "--area", "kernel", str(out)).returncode == 0
+    replayed = gpubench("probe", "--json", "--root", "box.tar.gz", "--area", "kernel", cwd=tmp_path)
+    assert json.loads(replayed.stdout)["root"] == "box.tar.gz"
+    assert "Capabilities (snapshot box.tar.gz)" in gpubench("probe", "--root", "box.tar.gz", "--area", "kernel", cwd=tmp_path).stdout
+    # a recorded snapshot directory packed by hand (entries named ./...) replays too
+    packed = tmp_path / "cpu-vm.tar.gz"
+    with tarfile.open(packed, "w:gz") as tar:
+        tar.add(REPO / "probes" / "cpu-vm", arcname=".")
+    by_hand = json.loads(gpubench("probe", "--json", "--root", str(packed)).stdout)
+    from_dir = json.loads(gpubench("probe", "--json", "--root", str(REPO / "probes" / "cpu-vm")).stdout)
+    assert by_hand["root"] == str(packed)
+    assert by_hand["capabilities"] == from_dir["capabilities"]

@@ -35,4 +35,4 @@ def probe(src: Source, areas: Iterable[str] | None = None) -> Profile:
         if hasattr(module, "prefetch"):  # slow live checks start first and run alongside the rest
             module.prefetch(src)
     caps = [run_check(fn, src) for module in modules for fn in module.CHECKS]
-    return Profile(root=str(src.root), capabilities=tuple(caps))
+    return Profile(root=src.name, capabilities=tuple(caps))

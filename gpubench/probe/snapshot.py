@@ -20,6 +20,7 @@ from gpubench.probe import Profile, probe
 from gpubench.probe.source import COMMANDS_DIR, Recording, Source, redact
 
 HOSTNAME = "/proc/sys/kernel/hostname"
+MARKER = ".gpubench/snapshot.json"  # in every archive `gpubench snapshot` has written
 _FS_UUID = re.compile(rb"\b((?:PART)?UUID)=[0-9A-Za-z-]+")
 
 
@@ -76,7 +77,7 @@ def _fill(tar: tarfile.TarFile, rec: Recording, meta: dict) -> int:
         add(path, "file", scrub(path, data))
     for name, output in rec.commands.items():
         add(f"{COMMANDS_DIR}/{name}.json", "file", json.dumps(output, indent=1, sort_keys=True).encode())
-    add(".gpubench/snapshot.json", "file", json.dumps(meta, indent=1, sort_keys=True).encode())
+    add(MARKER, "file", json.dumps(meta, indent=1, sort_keys=True).encode())
 
     now = time.time()
     for name in sorted(entries):
@@ -127,11 +128,11 @@ def open_root(path: Path) -> Iterator[Source]:
         raise UserError(f"--root {path}: not a directory, nor a snapshot archive made by `gpubench snapshot`")
     with tempfile.TemporaryDirectory(prefix="gpubench-root-") as tmp:
         _unpack(path, Path(tmp))
-        yield Source(tmp)
+        yield Source(tmp, name=str(path))
 
 
 def _unpack(archive: Path, dest: Path) -> None:
-    """Regular files, directories and symlinks only; nothing may land outside `dest`.
+    """A snapshot's regular files, directories and symlinks only; nothing may land outside `dest`.
 
     Links are kept as written (the probes only read their targets, never follow them out of the
     snapshot), so no entry may be created through a link: each one's folder must resolve inside
@@ -144,7 +145,10 @@ def _unpack(archive: Path, dest: Path) -> None:
 
     try:
         with tarfile.open(archive) as tar:
-            for m in tar:
+            members = tar.getmembers()
+            if not any(m.isfile() and os.path.normpath(m.name) == MARKER for m in members):
+                raise UserError(f"--root {archive}: not a snapshot archive made by `gpubench snapshot` (it has no {MARKER})")
+            for m in members:
                 name = os.path.normpath(m.name)
                 target = dest / name
                 if name.startswith(("/", "..")) or os.path.isabs(name) or name == "." or not m.isdir() and not m.isfile() and not m.issym():

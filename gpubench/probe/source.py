@@ -45,8 +45,9 @@ def redact(text: bytes) -> bytes:
 
 
 class Source:
-    def __init__(self, root: str | os.PathLike[str] = "/", record: bool = False):
+    def __init__(self, root: str | os.PathLike[str] = "/", record: bool = False, name: str | None = None):
         self.root = Path(root)
+        self.name = name or str(self.root)  # what the user named: an archive is read from a temporary copy
         self.live = self.root.resolve() == Path("/")
         self.recording = Recording() if record else None
         self._command_cache: dict[str, Any] = {}
