@@ -86,6 +86,9 @@ def run_job(opts: JobOptions, progress: Progress, profile: Profile | None = None
     with Store.open(opts.db, create=True) as store, sigterm_as_interrupt():
         run_id = store.begin_run(run)
         progress.planned(planned, policy.rounds)
+        note = thermal_note(opts, telemetry)
+        if note:
+            progress.message(note)
         status = RunStatus.COMPLETE
         try:
             _run_all(store, run_id, planned, profile, opts, policy, progress, telemetry)
@@ -146,6 +149,21 @@ def _run_case(p, case, options, profile, opts, policy, progress, telemetry) -> R
         )
         on_sample: Callable[[int, Sample], None] = lambda rep, s, k=p.key, c=case: progress.sample(k, c.name, rep, s, c.unit)
         return CaseRun(p.key, p.benchmark, case, ctx, policy, on_sample, telemetry, opts.cool_down, opts.pre_warm).run()
+
+
+def thermal_note(opts: JobOptions, telemetry) -> str | None:  # type: ignore[no-untyped-def]
+    """Why --cool-down and --pre-warm cannot do their work in this run; None when they can (or were not asked)."""
+    asked = " and ".join(flag for flag, on in (("--cool-down", opts.cool_down), ("--pre-warm", opts.pre_warm)) if on)
+    if not asked:
+        return None
+    if telemetry is None:
+        return f"{asked} cannot act in this run: telemetry is off" + ("" if opts.telemetry else " (--no-telemetry)")
+    if telemetry.thermal:
+        return None
+    readable = ", ".join(telemetry.samplers) or "nothing"
+    note = (f"{asked} cannot act here: no temperature or power reading (readable: {readable}; "
+            f"see gpubench telemetry sources)")
+    return note + ("; --pre-warm runs each case once before measuring" if opts.pre_warm else "")
 
 
 def _open_telemetry(profile: Profile, opts: JobOptions, progress: Progress):

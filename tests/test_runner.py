@@ -216,3 +216,58 @@ def test_merge_round_tags_each_sample_with_its_round():
     assert [m["round"] for m in merged.sample_metrics] == [1, 1, 1, 2, 2, 2]
     assert merged.by_round() == ((1.0,) * 3, (2.0,) * 3)
     assert merged.summary.n == 6 and merged.started == first.started
+
+
+class Messages(Progress):
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def message(self, text):
+        self.lines.append(text)
+
+
+class ClockOnly:
+    """A telemetry source with no temperature or power reading."""
+
+    name = "clockonly"
+
+    def read(self):
+        return {"cpu.mhz_mean": 2400.0}, ()
+
+    def describe(self):
+        return {}
+
+    def close(self):
+        pass
+
+
+class Thermometer(ClockOnly):
+    name = "thermometer"
+
+    def read(self):
+        return {"gpu0.temp_c": 40.0}, ()
+
+
+@pytest.mark.parametrize("flags,telemetry,expected", [
+    ({"cool_down": True, "pre_warm": True}, None,
+     "--cool-down and --pre-warm cannot act in this run: telemetry is off (--no-telemetry)"),
+    ({"cool_down": True}, ClockOnly,
+     "--cool-down cannot act here: no temperature or power reading (readable: clockonly; see gpubench telemetry sources)"),
+    ({"pre_warm": True}, ClockOnly,
+     "--pre-warm cannot act here: no temperature or power reading (readable: clockonly; see gpubench telemetry sources); "
+     "--pre-warm runs each case once before measuring"),
+    ({"cool_down": True, "pre_warm": True}, Thermometer, None),
+    ({}, None, None),
+])
+def test_cool_down_and_pre_warm_say_once_when_they_cannot_act(tmp_path, monkeypatch, flags, telemetry, expected):
+    from gpubench import job
+    from gpubench.telemetry.session import Telemetry
+
+    monkeypatch.setitem(registry.BENCHMARKS, "scripted", f"{__name__}:Scripted")
+    if telemetry is not None:
+        monkeypatch.setattr(job, "_open_telemetry", lambda profile, opts, progress: Telemetry([telemetry()]))
+    progress = Messages()
+    opts = JobOptions(db=tmp_path / "h.db", keys=("scripted",), size="quick", telemetry=telemetry is not None, **flags)
+    run_job(opts, progress, PROFILE)
+    notes = [line for line in progress.lines if "--cool-down" in line or "--pre-warm" in line]
+    assert notes == ([expected] if expected else [])
