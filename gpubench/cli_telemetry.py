@@ -11,12 +11,17 @@ import typer
 from gpubench.cli_common import JsonOpt, emit_json
 from gpubench.errors import UserError
 
-HzOpt = typer.Option(10.0, "--hz", min=0.1, max=1000.0, help="Samples per second.")
+HzOpt = typer.Option(10.0, "--hz", min=0.1, max=1000.0, help="Samples per second (CPU frequency is read at most once a second).")
 
 
 
 def _fmt(value: Any, unit: str, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:.{digits}f} {unit}"
+
+
+def rates_text(rates: dict[str, float], hz: float) -> str:
+    """Each source with the rate it is read at, e.g. "nvml at 10 Hz, cpufreq at 1 Hz (its cap)"."""
+    return ", ".join(f"{name} at {rate:g} Hz" + (" (its cap)" if rate < hz else "") for name, rate in rates.items())
 
 
 def summary_lines(s: dict[str, Any]) -> list[str]:
@@ -95,7 +100,7 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
         try:
             if not tel.samplers:
                 raise UserError("nothing to record: no telemetry source is readable here (" + "; ".join(f"{k}: {v}" for k, v in tel.not_available.items()) + ")")
-            typer.echo(f"recording {seconds:g} s at {hz:g} Hz from {', '.join(tel.samplers)}", err=True)
+            typer.echo(f"recording {seconds:g} s: {rates_text(tel.rates(), hz)}", err=True)
             with tel.around("record", baseline_s=0.0, cooldown_timeout_s=0.0) as window:
                 tel.clock.sleep(seconds)
             write_user_file(out, trace_json(window.trace()), taken="appeared while recording; not replaced")
@@ -140,7 +145,7 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
             return
         mean_s = sum(result.without_s) / len(result.without_s)
         typer.echo(
-            f"telemetry overhead at {result.hz:g} Hz ({', '.join(result.samplers)}), {result.workload} workload, "
+            f"telemetry overhead with {rates_text(result.rates, result.hz)}, {result.workload} workload, "
             f"{result.rounds} rounds of ~{mean_s:.2f} s runs:"
         )
         for label, s in (("with telemetry", result.overhead), ("control (none)", result.noise)):

@@ -7,7 +7,7 @@ thread also takes. The numpy workload spends its time in compiled code that rele
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from gpubench.errors import UserError
@@ -36,6 +36,7 @@ class Calibration:
     samples_taken: int
     sampling_s: float  # wall time spent inside the samplers, all samples together
     sampling_cpu_s: float  # CPU time the sampling thread used for them
+    rates: dict[str, float] = field(default_factory=dict)  # samples per second of each source
 
     @property
     def overhead_pct(self) -> tuple[float, ...]:
@@ -80,6 +81,7 @@ class Calibration:
             "workload": self.workload,
             "hz": self.hz,
             "samplers": list(self.samplers),
+            "rates_hz": dict(self.rates),
             "rounds": self.rounds,
             "work_units": self.work_units,
             "without_s": [round(x, 6) for x in self.without_s],
@@ -185,6 +187,7 @@ def calibrate(
             samples_taken=tel.sample_count - count0,
             sampling_s=tel.sample_seconds - spent0,
             sampling_cpu_s=tel.sample_cpu_seconds - cpu0,
+            rates=tel.rates(),
         )
     finally:
         if own:

@@ -171,6 +171,11 @@ class Telemetry:
     def failures(self) -> dict[str, str]:
         return dict(self._failures)
 
+    def rates(self) -> dict[str, float]:
+        """Samples per second of each source: the session's rate, or the source's own cap when lower."""
+        return {s.name: min(self.hz, 1.0 / getattr(s, "min_interval_s", 0.0)) if getattr(s, "min_interval_s", 0.0) else self.hz
+                for s in self._opened}
+
     def metadata(self) -> dict[str, Any]:
         counters: dict[str, Any] = {}
         devices: dict[str, Any] = {}

@@ -88,3 +88,43 @@ def test_calibrate_without_any_source_is_a_user_error(monkeypatch, tmp_path):
     telemetry = open_telemetry(None, root=tmp_path)
     with pytest.raises(UserError, match="nothing to measure"):
         calibrate(0.05, 1, telemetry=telemetry)
+
+
+class Thermometer:
+    name = "thermometer"
+
+    def read(self):
+        return {"gpu0.temp_c": 40.0}, ()
+
+    def describe(self):
+        return {}
+
+    def close(self):
+        pass
+
+
+class SlowClock(Thermometer):
+    """Capped the way cpufreq is: read at most once a second."""
+
+    name = "slowclock"
+    min_interval_s = 1.0
+
+    def read(self):
+        return {"cpu.mhz_mean": 2400.0}, ()
+
+
+def test_record_and_calibrate_say_the_rate_each_source_runs_at(runner, tmp_path, monkeypatch):
+    import gpubench.telemetry
+    from gpubench.telemetry.session import Telemetry
+
+    monkeypatch.setattr(gpubench.telemetry, "open_telemetry", lambda profile, hz: Telemetry([Thermometer(), SlowClock()], hz))
+    res = runner.invoke(app, ["telemetry", "record", str(tmp_path / "t.json"), "--seconds", "0.1", "--hz", "100"])
+    assert res.exit_code == 0, res.output
+    assert res.stderr.splitlines()[0] == "recording 0.1 s: thermometer at 100 Hz, slowclock at 1 Hz (its cap)"
+
+    import gpubench.telemetry.calibrate as calibrate_mod
+
+    monkeypatch.setattr(calibrate_mod, "open_telemetry", lambda profile, hz: Telemetry([SlowClock()], hz))
+    res = runner.invoke(app, ["calibrate", "telemetry", "--seconds", "0.05", "--rounds", "1", "--hz", "20"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.startswith("telemetry overhead with slowclock at 1 Hz (its cap), python workload")
