@@ -87,7 +87,7 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
         hz: float = HzOpt,
         as_json: bool = JsonOpt,
     ) -> None:
-        """Sample every readable source for a while and write a trace that `telemetry show` and `--replay` read."""
+        """Sample every readable source for a while and write a trace that `gpubench telemetry show` and `gpubench run --telemetry-replay` read."""
         from gpubench.files import write_user_file
         from gpubench.telemetry import open_telemetry
         from gpubench.telemetry.trace import trace_json
