@@ -50,6 +50,7 @@ from typing import Any, Callable, ClassVar, Iterator
 
 from gpubench.bench.params import check_options, format_size, parse_bool, parse_choices, parse_int, parse_ints, parse_sizes
 from gpubench.bench import gpu_common as g
+from gpubench.bench import iofile
 from gpubench.bench.interface import BenchFailure, Case, Context, Sample, Waived
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
@@ -286,6 +287,10 @@ def _write_file(path: Path, nbytes: int) -> None:
     """The scratch file: the 4 KiB pattern repeated, on stable storage."""
     import numpy as np
 
+    try:
+        iofile.check_free_space(path.parent, nbytes)
+    except iofile.DiskFull as e:
+        raise BenchFailure(str(e)) from None
     chunk = np.tile(g.pattern(np), min(nbytes, FILL_CHUNK) // g.PATTERN_BYTES).tobytes()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

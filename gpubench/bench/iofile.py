@@ -272,14 +272,26 @@ class DiskFull(Exception):
     """No space left where the scratch file goes (the message names the path and free space)."""
 
 
-def _disk_full(path: Path, wanted: int) -> DiskFull:
-    try:
-        free = free_bytes(path.parent)
-    except OSError:
-        free = -1
+def _disk_full(directory: Path, wanted: int, free: int | None = None) -> DiskFull:
+    if free is None:
+        try:
+            free = free_bytes(directory)
+        except OSError:
+            free = -1
     have = f"{free} bytes free" if free >= 0 else "free space unknown"
-    return DiskFull(f"no space left on {path.parent} for a {wanted}-byte scratch file ({have}); "
+    return DiskFull(f"no space left on {directory} for a {wanted}-byte scratch file ({have}); "
                     f"choose another target or a smaller size")
+
+
+def check_free_space(directory: Path, size: int) -> None:
+    """Refuse a scratch file larger than the space free in `directory`, before anything is written
+    (filling the filesystem first would hurt everything else on it)."""
+    try:
+        free = free_bytes(directory)
+    except OSError:
+        return  # the filesystem cannot say; creating the file will tell
+    if size > free:
+        raise _disk_full(directory, size, free)
 
 
 def create_scratch(directory: Path, size: int, block: int, fill: str, generation: int = 0,
@@ -288,7 +300,9 @@ def create_scratch(directory: Path, size: int, block: int, fill: str, generation
 
     fill 'none' leaves the preallocated extents unwritten (enough for write jobs); 'data' writes
     non-zero bytes once so reads touch real blocks; 'verify' writes the verify pattern.
+    A file larger than the free space is refused before it is created (DiskFull).
     On any failure the partial file is removed before the error propagates."""
+    check_free_space(directory, size)
     path = directory / f"{SCRATCH_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.dat"
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
     try:
@@ -296,7 +310,7 @@ def create_scratch(directory: Path, size: int, block: int, fill: str, generation
             os.posix_fallocate(fd, 0, size)
         except OSError as e:
             if e.errno == errno.ENOSPC:
-                raise _disk_full(path, size) from None
+                raise _disk_full(directory, size) from None
             if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                 raise
         if fill != "none":
@@ -313,10 +327,10 @@ def create_scratch(directory: Path, size: int, block: int, fill: str, generation
                     done = pwrite(fd, data, offset)
                 except OSError as e:
                     if e.errno == errno.ENOSPC:
-                        raise _disk_full(path, size) from None
+                        raise _disk_full(directory, size) from None
                     raise
                 if done <= 0:
-                    raise _disk_full(path, size)
+                    raise _disk_full(directory, size)
                 offset += done
         os.fsync(fd)
     except BaseException:

@@ -629,6 +629,17 @@ def test_drop_page_cache_and_scratch_file(tmp_path):
     assert gds.filesystem_of(tmp_path) is not None
 
 
+def test_gds_scratch_file_larger_than_the_free_space_is_refused_before_writing(tmp_path, monkeypatch):
+    from gpubench.bench import iofile
+    from gpubench.bench.interface import BenchFailure
+
+    monkeypatch.setattr(iofile, "free_bytes", lambda path: 1 << 20)
+    with pytest.raises(BenchFailure, match=rf"no space left on {tmp_path} for a 4194304-byte scratch file "
+                                           rf"\(1048576 bytes free\)"):
+        gds._write_file(tmp_path / "f.bin", 4 << 20)
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- shared helpers ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text, expected", [

@@ -229,6 +229,34 @@ def test_disk_full_while_filling_names_the_path(tmp_path):
     assert scratch_files(tmp_path) == []
 
 
+def test_scratch_file_larger_than_the_free_space_is_refused_before_writing(tmp_path, monkeypatch):
+    monkeypatch.setattr(iofile, "free_bytes", lambda path: 1 << 20)
+    written = []
+
+    def spy(fd, data, offset):
+        written.append(offset)
+        return os.pwrite(fd, data, offset)
+
+    with pytest.raises(iofile.DiskFull, match=rf"no space left on {tmp_path} for a 4194304-byte scratch file "
+                                              rf"\(1048576 bytes free\)"):
+        iofile.create_scratch(tmp_path, 4 << 20, 4096, "data", write=spy)
+    assert written == []
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("bench_cls", ENGINES)
+def test_oversized_case_fails_at_once_without_a_scratch_file(bench_cls, tmp_path, monkeypatch):
+    monkeypatch.setattr(iofile, "free_bytes", lambda path: 1 << 20)
+    created = []
+    monkeypatch.setattr(iofile.os, "posix_fallocate", lambda fd, offset, size: created.append(size))
+    case = one_case(bench_cls(), pattern="write", bs="4k", qd=1, direct=0, size="4M")
+    with pytest.raises(BenchFailure, match=rf"no space left on {tmp_path} .*\(1048576 bytes free\)"):
+        with bench_cls().prepare(case, ctx_for(tmp_path)):
+            pass
+    assert created == []
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_block_size_not_a_multiple_of_the_dio_alignment_is_a_user_error(disk_dir):
     align = iofile.dio_alignment(disk_dir).offset
     with pytest.raises(UserError, match=f"not a multiple of the O_DIRECT alignment {align} bytes"):
