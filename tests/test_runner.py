@@ -8,7 +8,7 @@ import pytest
 
 from gpubench.bench import registry
 from gpubench.bench.interface import BenchFailure, Case, Context, Sample
-from gpubench.bench.runner import CaseRun, RepeatPolicy, merge_round, plan
+from gpubench.bench.runner import CaseRun, RepeatPolicy, merge_round, parse_params, plan
 from gpubench.errors import UserError
 from gpubench.job import JobOptions, Progress, run_job
 from gpubench.probe.model import Profile
@@ -76,6 +76,28 @@ def test_parameters_for_a_benchmark_not_selected_are_refused(monkeypatch):
         plan(PROFILE, ["scripted"], "quick", {"memtier": {"size": "1"}})
     with pytest.raises(UserError, match="taken by none"):
         plan(PROFILE, ["scripted"], "quick", {"*": {"bogus": "1"}})
+
+
+@pytest.mark.parametrize("pair", ["iouring.bs=", "psync.qd= ", "direct=", "iouring.mix="])
+def test_an_empty_parameter_value_is_an_error_naming_the_parameter(pair):
+    key = pair.partition("=")[0]
+    with pytest.raises(UserError, match=rf"^--param '{pair}': {key}: empty value"):
+        parse_params([pair])
+
+
+def test_an_empty_parameter_value_ends_the_run_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    db = tmp_path / "results.db"
+    args = ["run", "--quick", "--only", "psync", "-p", "psync.bs=", "-p", "psync.size=1M", "-p", "psync.runtime=0.01",
+            "--rounds", "1", "--no-report", "--no-telemetry", "--db", str(db)]
+    proc = subprocess.run([sys.executable, "-m", "gpubench", *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr == ("gpubench: error: --param 'psync.bs=': psync.bs: empty value; "
+                           "give a value or leave the parameter out\n")
+    assert not db.exists()
 
 
 def test_a_run_stopped_by_an_error_is_never_stored_as_complete(tmp_path, monkeypatch):

@@ -82,6 +82,8 @@ def parse_params(pairs: Iterable[str]) -> dict[str, dict[str, str]]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--param {pair!r}: expected KEY=VALUE or BENCHMARK.KEY=VALUE")
+        if not value.strip():
+            raise UserError(f"--param {pair!r}: {key.strip()}: empty value; give a value or leave the parameter out")
         bench, dot, name = key.strip().rpartition(".")
         if dot and bench not in registry.BENCHMARKS:
             raise UserError(f"--param {pair!r}: no benchmark {bench!r}; known: {', '.join(registry.BENCHMARKS)}")
