@@ -207,7 +207,7 @@ def compare_command(
     base_uids = {run.uid for run in base_runs}
     for side in new_sides:
         shared = [run for run in side if run.uid in base_uids]
-        if shared and (len(side) > 1 or len(base_runs) > 1):  # a run against itself alone is allowed: all same
+        if shared:
             raise UserError(f"run {shared[0].id} is on both sides of the comparison")
     html_targets = [] if html is None else [
         html if len(new_sides) == 1 else html.with_name(f"{html.stem}-{'+'.join(str(r.id) for r in side)}{html.suffix or '.html'}")

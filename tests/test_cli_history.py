@@ -164,9 +164,6 @@ def test_compare_verdicts_and_exit_codes(history: Path, tmp_path: Path) -> None:
     result = _invoke("compare", "1", "2", "--fail-on-regression", "--db", str(history))
     assert result.exit_code == 3
     assert "2 regression(s)" in result.stderr
-    # noise only: same, and no failure
-    result = _invoke("compare", "1", "1", "--fail-on-regression", "--db", str(history))
-    assert result.exit_code == 0, result.stderr
     # a threshold above the slowdown turns the worse case into same; the lost capability still fails
     result = _invoke("compare", "1", "2", "--threshold", "25%", "--fail-on-regression", "--json", "--db", str(history))
     assert result.exit_code == 3
@@ -177,11 +174,20 @@ def test_compare_verdicts_and_exit_codes(history: Path, tmp_path: Path) -> None:
 
 
 def test_compare_json_several_new_runs_and_junit(history: Path, tmp_path: Path) -> None:
+    (noise_only,) = _fill(history, build_run(
+        (
+            build_result("read", samples=noisy(1000.0, seed=6)),
+            build_result("write", samples=noisy(500.0, seed=7)),
+            build_result("direct", samples=noisy(300.0, seed=8)),
+        ),
+        label="kernel 6.8 again",
+        started=1700200000.0,
+    ))
     junit = tmp_path / "compare.xml"
-    result = _invoke("compare", "1", "2", "1", "--json", "--threshold", "0.05", "--junit", str(junit), "--db", str(history))
+    result = _invoke("compare", "1", "2", str(noise_only), "--json", "--threshold", "0.05", "--junit", str(junit), "--db", str(history))
     assert result.exit_code == 0, result.stderr
     document = json.loads(result.stdout)
-    assert [c["new"]["id"] for c in document["comparisons"]] == [2, 1]
+    assert [c["new"]["id"] for c in document["comparisons"]] == [2, noise_only]
     assert [c["regressions"] for c in document["comparisons"]] == [2, 0]
     xml = junit.read_text()
     assert xml.count("<failure") == 2 and xml.count("<testsuite ") == 2
@@ -235,6 +241,8 @@ def test_compare_sides_by_label(tmp_path: Path) -> None:
     ("base", "new", "expected"),
     [
         ("1,2", "2,3", "run 2 is on both sides of the comparison"),
+        ("1", "1", "run 1 is on both sides of the comparison"),
+        ("6", "latest", "run 6 is on both sides of the comparison"),
         ("1,1", "2", "BASE '1,1' names run 1 twice"),
         ("1,,2", "3", "BASE '1,,2': an empty run name"),
         ("1,2", "9", "no run 9 in"),
