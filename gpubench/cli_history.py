@@ -196,6 +196,8 @@ def compare_command(
     are compared: a t-test on the logarithms of their medians, Holm-adjusted over the cases. A
     side may be several runs of one configuration, e.g. `compare 1,2,3 4,5,6` or label:NAME.
 
+    A note on stderr counts the cases missing from a side (not judged) and names interrupted runs.
+
     Exit status: 0 done, 3 a regression with --fail-on-regression, 1 error, 2 usage."""
     fraction = parse_threshold(threshold)
     from gpubench.results.compare import compare
@@ -257,10 +259,32 @@ def compare_command(
             "between runs is unknown; to rule that out, compare several runs per side (e.g. 1,2,3 4,5,6)",
             err=True,
         )
+    for note in _incomplete_notes(comparisons):
+        typer.echo(note, err=True)
     regressions = sum(len(c.regressions) for c in comparisons)
     if regressions and fail_on_regression:
         typer.echo(f"{regressions} regression(s) beyond the {fraction:.1%} threshold", err=True)
         raise typer.Exit(3)
+
+
+def _incomplete_notes(comparisons) -> list[str]:  # type: ignore[no-untyped-def]
+    """One line for cases missing from a side, one for interrupted runs: neither is judged, so a
+    CI log must say that the gate passed without them."""
+    from gpubench.results.compare import missing_from_a_side
+    from gpubench.results.model import RunStatus
+
+    notes = []
+    missing = sum(missing_from_a_side(case) for c in comparisons for case in c.cases)
+    if missing:
+        notes.append(f"note: {missing} case(s) not compared because one side lacks them (verdict 'not comparable'); "
+                     f"no regression is reported for them")
+    runs = {run.uid: run for c in comparisons for run in c.base_side + c.new_side}
+    interrupted = [str(run.id) for run in runs.values() if run.status is RunStatus.INTERRUPTED]
+    if interrupted:
+        one = len(interrupted) == 1
+        notes.append(f"note: {'run' if one else 'runs'} {', '.join(interrupted)} {'was' if one else 'were'} interrupted: "
+                     f"compared only as far as {'it' if one else 'they'} got")
+    return notes
 
 
 def _side(store, refs: str, which: str) -> list:  # type: ignore[no-untyped-def]

@@ -173,6 +173,29 @@ def test_compare_verdicts_and_exit_codes(history: Path, tmp_path: Path) -> None:
     assert document["comparisons"][0]["threshold"] == 0.25
 
 
+def test_compare_notes_cases_missing_from_a_side_and_interrupted_runs(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    both = build_result("read", samples=noisy(1000.0, seed=1))
+    base = build_run((both, build_result("write", benchmark="psync", samples=noisy(10.0, seed=2))))
+    lacking = build_run((build_result("read", samples=noisy(1000.0, seed=3)),), started=1700000200.0)
+    stopped = build_run((build_result("read", samples=noisy(1000.0, seed=4)),), status=RunStatus.INTERRUPTED, started=1700000300.0)
+    _fill(db, base, lacking, stopped)
+    missing_note = ("note: 1 case(s) not compared because one side lacks them (verdict 'not comparable'); "
+                    "no regression is reported for them\n")
+    result = _invoke("compare", "1", "2", "--fail-on-regression", "--json", "--db", str(db))
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["comparisons"][0]["cases"][1]["verdict"] == "not comparable"
+    assert result.stderr == missing_note
+    result = _invoke("compare", "1", "2", "3", "--fail-on-regression", "--db", str(db))
+    assert result.exit_code == 0
+    assert "1 same, 1 not comparable" in result.stdout and "note:" not in result.stdout
+    assert result.stderr == missing_note.replace("1 case(s)", "2 case(s)") + (
+        "note: run 3 was interrupted: compared only as far as it got\n")
+    result = _invoke("compare", "2", "3", "--fail-on-regression", "--db", str(db))
+    assert result.exit_code == 0
+    assert result.stderr == "note: run 3 was interrupted: compared only as far as it got\n"
+
+
 def test_compare_json_several_new_runs_and_junit(history: Path, tmp_path: Path) -> None:
     (noise_only,) = _fill(history, build_run(
         (

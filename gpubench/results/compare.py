@@ -228,6 +228,13 @@ def compare_case(base_pool: Pooled, new_pool: Pooled, threshold: float) -> CaseC
     return _judge(measured, threshold, "within the noise", "")
 
 
+def missing_from_a_side(case: CaseComparison) -> bool:
+    """Not comparable because one side lacks the case (all its runs, or some of them)."""
+    if case.verdict is not Verdict.NOT_COMPARABLE:
+        return False
+    return case.base is None or case.new is None or case.note.startswith("missing from")
+
+
 def _over_groups(case: CaseComparison, base_pool: Pooled, new_pool: Pooled) -> CaseComparison:
     """Rounds (or runs) as the unit: Student's t on the logarithms of their medians."""
     from scipy import stats
