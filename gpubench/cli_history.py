@@ -14,7 +14,7 @@ import typer
 
 from gpubench.cli_common import JsonOpt
 from gpubench.errors import UserError
-from gpubench.files import write_user_file
+from gpubench.files import check_output_path, write_user_file
 
 DbOpt = typer.Option(
     None, "--db", metavar="PATH", help="Result history (default: $GPUBENCH_DB, else $XDG_DATA_HOME/gpubench/results.db)."
@@ -219,6 +219,7 @@ def compare_command(
     for index, requested in enumerate(targets):
         if any(requested.resolve() == other.resolve() for other in targets[:index]):
             raise UserError(f"{requested} is named for two outputs; give --html and --junit different files, and each NEW once")
+        check_output_path(requested)
         if requested.exists() and not force:
             raise UserError(f"{requested} already exists; pass --force to replace it")
     comparisons = [compare(base_runs, side, fraction) for side in new_sides]

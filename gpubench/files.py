@@ -52,3 +52,15 @@ def write_user_file(path: Path, data: str | bytes, replace: bool = False, taken:
         raise UserError(f"{path} {taken or 'already exists; pass --force to replace it'}") from None
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def check_output_path(path: Path) -> None:
+    """Refuse, before any work is shown, an output file that could not be written: one whose
+    directory is missing or not a directory, or a name that is a directory."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"{path} is a directory; give a file name")
+    if not path.parent.exists():
+        raise UserError(f"cannot write {path}: no directory {path.parent}")
+    if not path.parent.is_dir():
+        raise UserError(f"cannot write {path}: {path.parent} is not a directory")

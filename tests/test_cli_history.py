@@ -297,6 +297,17 @@ def test_compare_refuses_one_file_for_two_outputs_before_writing_any(history: Pa
     assert [p.name for p in tmp_path.iterdir()] == ["results.db"]
 
 
+def test_compare_refuses_an_output_it_cannot_write_before_printing_anything(history: Path, tmp_path: Path) -> None:
+    (tmp_path / "plain-file").write_text("")
+    _assert_one_line_error(_gpubench("compare", "1", "2", "--html", str(tmp_path / "missing" / "d.html"), "--db", str(history)),
+                           f"cannot write {tmp_path / 'missing' / 'd.html'}: no directory {tmp_path / 'missing'}")
+    _assert_one_line_error(_gpubench("compare", "1", "2", "--junit", str(tmp_path / "plain-file" / "d.xml"), "--db", str(history)),
+                           f"{tmp_path / 'plain-file'} is not a directory")
+    _assert_one_line_error(_gpubench("compare", "1", "2", "--json", "--junit", str(tmp_path), "--db", str(history)),
+                           f"{tmp_path} is a directory; give a file name")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain-file", "results.db"]
+
+
 @pytest.mark.parametrize("threshold", ["5", "abc", "-3%", "150%"])
 def test_compare_rejects_bad_thresholds_as_usage_errors(history: Path, threshold: str) -> None:
     result = _invoke("compare", "1", "2", "--threshold", threshold, "--db", str(history))
