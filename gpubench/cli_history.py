@@ -126,7 +126,7 @@ def show_command(
 def export_command(
     run: str = typer.Argument(..., metavar="RUN", help="Run number, 'latest', or 6+ hex digits of its uid."),
     fmt: ExportFormat = typer.Option(..., "--format", "-f", case_sensitive=False, help="json (importable), csv, junit or prometheus (node_exporter textfile)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", help="Write here (atomically) instead of stdout."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", help="Write here (atomically) instead of stdout; - means stdout."),
     force: bool = ForceOpt,
     db: Optional[Path] = DbOpt,
 ) -> None:
@@ -134,7 +134,7 @@ def export_command(
     with _open_readonly(db) as store:
         found = store.get_run(run)
     text = render_export(found, fmt)
-    if output is None:
+    if output is None or str(output) == "-":
         _emit(text)
     else:
         write_user_file(output, text, force)

@@ -137,6 +137,15 @@ def test_export_formats_to_stdout(history: Path, fmt: str) -> None:
     assert result.stderr == ""
 
 
+def test_export_output_dash_is_stdout(history: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    expected = _invoke("export", "1", "-f", "json", "--db", str(history)).stdout
+    result = _invoke("export", "1", "-f", "json", "-o", "-", "--db", str(history))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == expected and result.stderr == ""
+    assert not (tmp_path / "-").exists()
+
+
 def test_export_never_overwrites_without_force(history: Path, tmp_path: Path) -> None:
     target = tmp_path / "out.prom"
     target.write_text("keep me")
