@@ -123,6 +123,10 @@ def _check_result(item: Any, where: str) -> None:
     samples = check.array("samples", optional=True) or []
     for index, value in enumerate(samples):
         _number(value, f"{where}.samples[{index}]")
+        if value < 0:  # MB/s, IOPS, GB/s, ns, us, J: no gpubench measurement is negative
+            raise InvalidDocument(f"{where}.samples[{index}]: expected a measurement of zero or more, found {value}")
+    if item["status"] == ResultStatus.OK.value and not samples:
+        raise InvalidDocument(f"{where}.samples: a result with status ok needs samples")
     metrics = check.array("sample_metrics", optional=True) or []
     for index, entry in enumerate(metrics):
         if not isinstance(entry, dict):
@@ -144,6 +148,8 @@ def _check_result(item: Any, where: str) -> None:
             _number(summary[name], f"{where}.summary.{name}")
         if isinstance(summary["n"], float) and not summary["n"].is_integer():
             raise InvalidDocument(f"{where}.summary.n: expected a whole number")
+        if summary["n"] != len(samples):
+            raise InvalidDocument(f"{where}.summary.n: {summary['n']}, but the result has {len(samples)} samples")
 
 
 class _Checker:

@@ -62,6 +62,11 @@ def _mutated(mutate) -> str:  # type: ignore[no-untyped-def]
         (_mutated(lambda d: d["results"][0].update(case="x\ud800y")), "results[0].case: not valid Unicode text"),
         (_mutated(lambda d: d.update(started=1e20)), "started: expected a time in seconds since 1970, found 1e+20"),
         (_mutated(lambda d: d["results"][0].update(ended=-5)), "results[0].ended: expected a time in seconds since 1970"),
+        (_mutated(lambda d: d["results"][0].update(samples=[], sample_metrics=[])), "results[0].samples: a result with status ok needs samples"),
+        (_mutated(lambda d: d["results"][0].pop("samples")), "results[0].samples: a result with status ok needs samples"),
+        (_mutated(lambda d: d["results"][0]["samples"].__setitem__(1, -1)), "results[0].samples[1]: expected a measurement of zero or more, found -1"),
+        (_mutated(lambda d: d["results"][0]["summary"].update(n=4)), "results[0].summary.n: 4, but the result has 5 samples"),
+        (_mutated(lambda d: d["results"][1].update(summary=d["results"][0]["summary"])), "results[1].summary.n: 5, but the result has 0 samples"),
     ],
 )
 def test_invalid_documents_are_one_clear_line(text: str, expected: str) -> None:
