@@ -86,6 +86,22 @@ def test_list(history: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("label", ["", "6.8-rc1"])
+def test_list_keeps_every_column_header_when_the_table_must_wrap(tmp_path: Path, label: str) -> None:
+    db = tmp_path / "r.db"
+    statuses = [ResultStatus.OK] * 48 + [ResultStatus.WAIVED] * 12 + [ResultStatus.FAILED] * 2 + [ResultStatus.INTERRUPTED]
+    _fill(db, build_run(tuple(build_result(f"c{i}", status=s) for i, s in enumerate(statuses)), label=label,
+                        status=RunStatus.INTERRUPTED, metadata={"kernel": "6.18.44-fc-v657"}))
+    result = _invoke("list", "--db", str(db), env={"COLUMNS": "110"})
+    assert result.exit_code == 0, result.stderr
+    header = result.stdout.splitlines()[2].split()
+    assert header == ["┃", "id", "┃", "uid", "┃", "started", "┃", "took", "┃", "label", "┃", "status", "┃", "results",
+                      "┃", "kernel", "┃"]
+    assert all(len(line) <= 110 for line in result.stdout.splitlines())
+    if label:
+        assert label in result.stdout
+
+
 def test_list_json_on_missing_history_is_empty_and_creates_nothing(tmp_path: Path) -> None:
     db = tmp_path / "none" / "r.db"
     result = _invoke("list", "--db", str(db), "--json")

@@ -40,10 +40,11 @@ RESULT_COUNT_STYLE: dict[ResultStatus, str] = {
 
 
 def _add_column(table: Table, name: str, justify: str, wrap: bool, prose: bool = False) -> None:
-    """A column that may wrap is what a narrow terminal squeezes first; it folds a long word
-    rather than cut it. Prose also wraps at PROSE_WIDTH on a wide one."""
+    """A column that may wrap is what a narrow terminal squeezes first, down to its header's width
+    (never to nothing); it folds a long word rather than cut it. Prose also wraps at PROSE_WIDTH
+    on a wide one."""
     if wrap:
-        table.add_column(name, justify=justify, overflow="fold", max_width=PROSE_WIDTH if prose else None)
+        table.add_column(name, justify=justify, overflow="fold", min_width=len(name), max_width=PROSE_WIDTH if prose else None)
     else:
         table.add_column(name, justify=justify, no_wrap=True)
 
@@ -52,7 +53,7 @@ def runs_table(listings: Sequence[RunListing]) -> Table:
     table = Table(title="Result history", expand=False)
     for name, justify in (("id", "right"), ("uid", "left"), ("started", "left"), ("took", "right"), ("label", "left"),
                           ("status", "left"), ("results", "left"), ("kernel", "left")):
-        _add_column(table, name, justify, wrap=name == "label", prose=True)
+        _add_column(table, name, justify, wrap=name in ("label", "results", "kernel"), prose=True)
     for entry in listings:
         run = entry.run
         counts = Text()
