@@ -51,7 +51,7 @@ def parse_threshold(text: str) -> float:
     if not raw.endswith("%") and value >= 1.0:
         raise typer.BadParameter(f"{text!r} is ambiguous: write {raw}% for a percentage, or a fraction below 1")
     if not (0.0 <= value < 1.0):
-        raise typer.BadParameter(f"{text!r} must be between 0% and 100%")
+        raise typer.BadParameter(f"{text!r} must be at least 0% and below 100%")
     return value
 
 

@@ -340,6 +340,13 @@ def test_compare_rejects_bad_thresholds_as_usage_errors(history: Path, threshold
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize("threshold", ["100%", "-3%", "150%"])
+def test_compare_threshold_out_of_range_says_it_must_be_below_100_percent(history: Path, threshold: str) -> None:
+    result = _invoke("compare", "1", "2", "--threshold", threshold, "--db", str(history))
+    assert result.exit_code == 2
+    assert f"'{threshold}' must be at least 0% and below 100%" in result.stderr
+
+
 def test_compare_html(history: Path, tmp_path: Path) -> None:
     html_module = pytest.importorskip("gpubench.report.html", reason="the HTML report module is not in this checkout")
     if not hasattr(html_module, "render_comparison_html"):
