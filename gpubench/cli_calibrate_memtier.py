@@ -8,15 +8,14 @@ from typing import Optional
 import typer
 
 from gpubench.cli_common import emit_json
-from gpubench.errors import UserError
 
 
 def calibrate_memtier_command(
     size: float = typer.Option(256, "--size", metavar="MiB", help="Each triad array and the chase buffer, in MiB (far above the last-level cache)."),
-    threads: Optional[int] = typer.Option(None, "--threads", metavar="N", help="Triad threads (default: every CPU of the first CPU node)."),
-    rounds: int = typer.Option(5, "--rounds", metavar="N", help="Interleaved rounds; the table gives the median, quartiles and range of the per-round ratios."),
-    hops: int = typer.Option(5_000_000, "--hops", metavar="N", help="Dependent loads per chase measurement."),
-    best_of: int = typer.Option(5, "--best-of", metavar="K", help="Triad passes per measurement; the fastest counts, as in STREAM."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, metavar="N", help="Triad threads (default: every CPU of the first CPU node)."),
+    rounds: int = typer.Option(5, "--rounds", min=1, metavar="N", help="Interleaved rounds; the table gives the median, quartiles and range of the per-round ratios."),
+    hops: int = typer.Option(5_000_000, "--hops", min=1, metavar="N", help="Dependent loads per chase measurement."),
+    best_of: int = typer.Option(5, "--best-of", min=1, metavar="K", help="Triad passes per measurement; the fastest counts, as in STREAM."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only on stdout."),
 ) -> None:
     """Compare memtier's triad GB/s and pointer-chase ns with C (cc -O3 -fopenmp -march=native), in one run.
@@ -27,8 +26,6 @@ def calibrate_memtier_command(
     from gpubench.probe import Source, probe
     from gpubench.report.terminal import stderr_console
 
-    if hops < 1 or best_of < 1:
-        raise UserError("calibrate memtier: --hops and --best-of must be at least 1")
     console = stderr_console()
     profile = probe(Source("/"), ["cxl"])
     result = calibrate(profile, size_mib=size, threads=threads, rounds=rounds, hops=hops, best_of=best_of,

@@ -270,8 +270,10 @@ def test_calibrate_memtier_command_prints_json_only_and_refuses_bad_input():
     from gpubench.cli import app
 
     runner = CliRunner()
-    bad = runner.invoke(app, ["calibrate", "memtier", "--rounds", "0"])
-    assert bad.exit_code != 0 and isinstance(bad.exception, UserError) and "--rounds" in str(bad.exception)
+    for command in ("memtier", "iouring"):  # a count below 1 is a usage error in both
+        for option in ("--rounds", "--threads", "--hops", "--best-of") if command == "memtier" else ("--rounds",):
+            bad = runner.invoke(app, ["calibrate", command, option, "0"])
+            assert bad.exit_code == 2 and option in bad.output, (command, option, bad.output)
     if not (shutil.which("cc") or shutil.which("gcc")):
         pytest.skip("no C compiler (apt: gcc)")
     ok = runner.invoke(app, ["calibrate", "memtier", "--size", "1", "--threads", "1", "--rounds", "1", "--hops", "1000", "--best-of", "1", "--json"])
