@@ -241,6 +241,9 @@ class Store:
             )
         if app_id != APPLICATION_ID and (tables or version):
             raise UserError(f"{self.path} is an SQLite database, but not a gpubench result history")
+        if version == 0 and tables:
+            raise UserError(f"{self.path} has tables but no gpubench schema version (PRAGMA user_version is 0): "
+                            f"not a gpubench result history, or a damaged one")
         if version == 0 and existed and self.readonly:
             raise UserError(f"{self.path} is empty, not a gpubench result history")
         if not self.readonly:

@@ -297,6 +297,30 @@ def test_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
     assert db.read_bytes() == before
 
 
+def test_tables_without_a_schema_version_are_not_called_empty(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    with Store.open(db) as store:
+        store.import_run(build_run((build_result(),)))
+    raw = sqlite3.connect(db)
+    raw.execute("PRAGMA user_version = 0")
+    raw.commit()
+    raw.close()
+    before = db.read_bytes()
+    for kwargs in ({"create": False, "readonly": True}, {"create": True}):
+        with pytest.raises(UserError) as err:
+            Store.open(db, **kwargs)
+        assert str(err.value) == (f"{db} has tables but no gpubench schema version (PRAGMA user_version is 0): "
+                                  f"not a gpubench result history, or a damaged one")
+    assert db.read_bytes() == before
+
+
+def test_an_empty_database_file_is_called_empty(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    db.write_bytes(b"")
+    with pytest.raises(UserError, match="is empty, not a gpubench result history"):
+        Store.open(db, create=False, readonly=True)
+
+
 def test_missing_file_is_not_created_by_readers(tmp_path: Path) -> None:
     db = tmp_path / "none.db"
     with pytest.raises(UserError, match="no result history"):
