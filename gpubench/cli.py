@@ -102,7 +102,7 @@ def run(
     target: Optional[Path] = typer.Option(None, "--target", metavar="PATH", help="Directory or file the I/O benchmarks use (default: a scratch directory)."),
     verify: bool = typer.Option(False, "--verify", help="I/O benchmarks write a checksummed pattern and fail on any mismatch."),
     drop_cache: bool = typer.Option(False, "--drop-cache", help="Drop the scratch file's page cache before reads (cold cache)."),
-    vs_fio: bool = typer.Option(False, "--vs-fio", help="Run the same I/O jobs through fio and store its figures beside gpubench's."),
+    vs_fio: bool = typer.Option(False, "--vs-fio", help="Run the same I/O jobs through fio and store its figures beside gpubench's (fio's without verification, also with --verify)."),
     allow_device_write: bool = typer.Option(False, "--allow-device-write", help="Allow writes when --target is a block device (destroys its data)."),
     scratch: Optional[Path] = typer.Option(None, "--scratch", metavar="DIR", help="Where cases keep their temporary files (default: $TMPDIR)."),
     telemetry: bool = typer.Option(True, "--telemetry/--no-telemetry", help="Sample power, temperature and clocks around each case."),

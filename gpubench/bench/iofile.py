@@ -341,6 +341,17 @@ def create_scratch(directory: Path, size: int, block: int, fill: str, generation
     return path
 
 
+def write_pattern(path: Path, size: int, block: int) -> None:
+    """Write the verify pattern over [0, size) of an existing file again, and sync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        for offset in range(0, size - size % block, block):
+            os.pwrite(fd, pattern_block(offset, block), offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def remove_scratch(path: Path | None) -> None:
     if path is None:
         return

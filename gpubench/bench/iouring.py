@@ -462,8 +462,11 @@ class _Measure:
         if p.vs_fio and self.fio is None:
             from gpubench.bench import fio
 
-            self.ctx.progress("running the same job through fio (io_uring and psync)")
+            unverified = ", without verification (fio cannot check gpubench's pattern)" if p.verify else ""
+            self.ctx.progress(f"running the same job through fio (io_uring and psync){unverified}")
             self.fio = fio.cross_check(p, str(self.path), self.spec.span, seconds)
+            if p.verify and p.writes:  # fio's writes replaced the pattern the next repetitions verify
+                iofile.write_pattern(self.path, self.spec.span, self.spec.block_size)
         if self.fio is not None:
             sample.extra["fio"] = self.fio
         return sample

@@ -67,6 +67,17 @@ def test_fio_missing_is_said_clearly(monkeypatch):
     assert fio.cross_check(_params(), "f.dat", 1 << 20, 0.1) == {"skipped": "fio is not installed"}
 
 
+def test_fio_figures_say_they_are_unverified(monkeypatch):
+    recorded = fio.parse_fio_json((DATA / "fio-io_uring-randrw-4k-qd8-j2-direct.json").read_text())
+    monkeypatch.setattr(fio, "fio_binary", lambda: "fio")
+    monkeypatch.setattr(fio, "run_fio", lambda job, binary: recorded)
+    out = fio.cross_check(_params(verify=True), "f.dat", 1 << 20, 0.1)
+    assert set(out) == {"io_uring", "psync"}
+    for engine in ("io_uring", "psync"):
+        assert out[engine]["verify"] is False
+        assert not any("verify" in option for option in out[engine]["options"])
+
+
 @pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed")
 def test_a_real_fio_run_is_read_back(tmp_path):
     target = tmp_path / "data.dat"

@@ -159,6 +159,32 @@ def test_verify_catches_a_block_corrupted_between_write_and_read_back(bench_cls,
     assert scratch_files(disk_dir) == []
 
 
+@pytest.mark.parametrize("bench_cls", ENGINES)
+@pytest.mark.parametrize("pattern", ["read", "randrw"])
+def test_vs_fio_under_verify_says_fio_does_not_verify_and_keeps_the_pattern(bench_cls, pattern, disk_dir, monkeypatch):
+    """fio cannot check gpubench's pattern, and a job of fio's that writes overwrites it (fio is
+    simulated here, writing its own data, so that it need not be installed)."""
+    from gpubench.bench import fio
+
+    def fio_writing_its_own_data(params, filename, span, seconds):
+        if params.writes:
+            fd = os.open(filename, os.O_WRONLY)
+            os.pwrite(fd, b"\x5a" * span, 0)
+            os.close(fd)
+        return {"psync": {"bw_mbps": 1.0, "verify": False}}
+
+    monkeypatch.setattr(fio, "cross_check", fio_writing_its_own_data)
+    bench = bench_cls()
+    case = one_case(bench, pattern=pattern, bs="4k", qd=2, direct=0, verify=1, vs_fio=1, io_size="256k")
+    messages = []
+    ctx = Context(scratch=disk_dir, profile=profile(), progress=messages.append)
+    with bench.prepare(case, ctx) as measure:
+        samples = [measure() for _ in range(3)]
+    assert all(s.extra["fio"] == {"psync": {"bw_mbps": 1.0, "verify": False}} for s in samples)
+    assert [m for m in messages if m.startswith("running")] == [
+        "running the same job through fio (io_uring and psync), without verification (fio cannot check gpubench's pattern)"]
+
+
 def test_verify_pattern_names_offset_and_crc():
     block = bytearray(iofile.pattern_block(4096, 512, generation=3))
     assert iofile.block_problem(block, 4096) is None
