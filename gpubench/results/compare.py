@@ -163,8 +163,8 @@ def _with_whole_waivers(new: dict[tuple[str, str], Result], base: dict[tuple[str
 
 
 def compare_case(base_pool: Pooled, new_pool: Pooled, threshold: float) -> CaseComparison:
-    """One case. Where groups (rounds or runs) are the unit, its p-value is the group test's own:
-    compare() adjusts it over all the cases and judges again."""
+    """One case. Where groups (rounds or runs) are the unit, it is measured but not judged: its
+    p-value is the group test's own, which compare() adjusts over all such cases before judging."""
     base, new = base_pool.result, new_pool.result
     if base is None and new is None:
         raise ValueError("nothing to compare")
@@ -215,7 +215,7 @@ def compare_case(base_pool: Pooled, new_pool: Pooled, threshold: float) -> CaseC
     if "runs" in (base_pool.units, new_pool.units):  # runs against runs: one run's rounds count as that run
         base_pool, new_pool = (replace(p, groups=(), units="") if p.units == "rounds" else p for p in (base_pool, new_pool))
     if (base_pool.groups or new_pool.groups) and all(m > 0 for m in base_pool.medians + new_pool.medians):
-        return _judge_groups(_over_groups(verdict(Verdict.SAME, ""), base_pool, new_pool), None, 1, threshold)
+        return _over_groups(verdict(Verdict.SAME, ""), base_pool, new_pool)  # judged by compare(), over all such cases
 
     ratio = new_median / base_median
     ci_low, ci_high = ratio_confidence_interval(base.samples, new.samples)
@@ -226,13 +226,6 @@ def compare_case(base_pool: Pooled, new_pool: Pooled, threshold: float) -> CaseC
         note = f"too few samples to tell ({len(base.samples)} vs {len(new.samples)}: p can't go below {smallest_p:.2g})"
         return replace(measured, note=note)
     return _judge(measured, threshold, "within the noise", "")
-
-
-def missing_from_a_side(case: CaseComparison) -> bool:
-    """Not comparable because one side lacks the case (all its runs, or some of them)."""
-    if case.verdict is not Verdict.NOT_COMPARABLE:
-        return False
-    return case.base is None or case.new is None or case.note.startswith("missing from")
 
 
 def _over_groups(case: CaseComparison, base_pool: Pooled, new_pool: Pooled) -> CaseComparison:
@@ -255,8 +248,6 @@ def _over_groups(case: CaseComparison, base_pool: Pooled, new_pool: Pooled) -> C
         units="runs" if "runs" in (base_pool.units, new_pool.units) else "rounds",
         base_medians=base_pool.medians,
         new_medians=new_pool.medians,
-        base_level=math.exp(statistics.fmean(base_logs)),
-        new_level=math.exp(statistics.fmean(new_logs)),
         ratio=math.exp(difference),
         ci_low=math.exp(difference - margin),
         ci_high=math.exp(difference + margin),
@@ -264,10 +255,9 @@ def _over_groups(case: CaseComparison, base_pool: Pooled, new_pool: Pooled) -> C
     )
 
 
-def _judge_groups(case: CaseComparison, p_value: float | None, family: int, threshold: float) -> CaseComparison:
+def _judge_groups(case: CaseComparison, p_value: float, family: int, threshold: float) -> CaseComparison:
     """The verdict of a case tested over groups, with its p-value adjusted over `family` cases."""
-    if p_value is not None:
-        case = replace(case, p_value=p_value)
+    case = replace(case, p_value=p_value)
     how = f" ({len(case.base_medians)} vs {len(case.new_medians)} {case.units}"
     how += f", Holm-adjusted over {family} cases)" if family > 1 else ")"
     return _judge(case, threshold, f"within the noise between {case.units}{how}", how)

@@ -7,6 +7,7 @@ gpubench.results.store.
 from __future__ import annotations
 
 import enum
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,15 +188,21 @@ class CaseComparison:
     ratio: float | None = None  # new median / base median
     ci_low: float | None = None  # 95% confidence interval of the ratio
     ci_high: float | None = None
-    p_value: float | None = None  # Mann-Whitney U, two-sided
+    p_value: float | None = None  # two-sided: t over rounds or runs (Holm-adjusted), else Mann-Whitney U over samples
     note: str = ""
     # Where rounds or runs were the unit ("rounds" or "runs"; "" when samples were): each unit's
     # median, and what the ratio compares, the geometric mean of those
     units: str = ""
     base_medians: tuple[float, ...] = ()
     new_medians: tuple[float, ...] = ()
-    base_level: float | None = None
-    new_level: float | None = None
+
+    @property
+    def base_level(self) -> float | None:
+        return statistics.geometric_mean(self.base_medians) if self.base_medians else None
+
+    @property
+    def new_level(self) -> float | None:
+        return statistics.geometric_mean(self.new_medians) if self.new_medians else None
 
     def level(self, side: str) -> float | None:
         """The value the ratio compares for 'base' or 'new': the geometric mean of the medians of
@@ -226,3 +233,9 @@ class Comparison:
     @property
     def regressions(self) -> tuple[CaseComparison, ...]:
         return tuple(c for c in self.cases if c.verdict in (Verdict.WORSE, Verdict.LOST))
+
+    @property
+    def missing(self) -> tuple[CaseComparison, ...]:
+        """Cases not judged because a run of either side lacks them."""
+        held = [{result.key for result in run.results} for run in self.base_side + self.new_side]
+        return tuple(c for c in self.cases if c.verdict is Verdict.NOT_COMPARABLE and any((c.benchmark, c.case) not in keys for keys in held))
