@@ -212,9 +212,8 @@ def _write_reports(run, directory: Path) -> list[Path]:
 
     try:
         return list(write_run_reports(run, directory))
-    except (OSError, UserError) as e:
-        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise UserError(f"results are stored, but the report could not be written to {directory}: {why}") from None
+    except UserError as e:
+        raise UserError(f"results are stored, but {e}") from None
 
 
 calibrate_app = typer.Typer(
