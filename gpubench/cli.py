@@ -13,7 +13,7 @@ try:  # recent typer vendors click
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
-from gpubench.cli_common import emit_json
+from gpubench.cli_common import JsonOpt, emit_json
 from gpubench.errors import UserError
 
 app = typer.Typer(
@@ -50,7 +50,7 @@ AreaOpt = typer.Option(None, "--area", "-a", metavar="AREA", help="Probe only th
 def probe(
     root: Optional[Path] = typer.Option(None, "--root", metavar="DIR|TAR", help="Read a recorded snapshot instead of this machine: a directory, or an archive written by `gpubench snapshot`."),
     area: Optional[List[str]] = AreaOpt,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON only on stdout."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Show what this kernel can do for GPU data paths: a verdict per capability, with evidence and a fix."""
     from gpubench.probe import Source, probe as run_probe

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from gpubench.cli_common import emit_json
+from gpubench.cli_common import JsonOpt, emit_json
 
 
 def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
@@ -15,7 +15,7 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
     def iouring(
         runtime: float = typer.Option(10.0, "--runtime", min=0.1, help="Seconds per measurement."),
         rounds: int = typer.Option(3, "--rounds", min=1, help="Interleaved rounds (gpubench and fio once per case each)."),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON only on stdout."),
+        as_json: bool = JsonOpt,
         directory: Optional[Path] = typer.Option(None, "--dir", metavar="PATH", help="Directory on a disk-backed filesystem for the test file (default: the temporary directory)."),
         size: str = typer.Option("1g", "--size", help="Size of the test file, e.g. 512m, 1g."),
     ) -> None:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from gpubench.cli_common import emit_json
+from gpubench.cli_common import JsonOpt, emit_json
 
 
 def calibrate_memtier_command(
@@ -16,7 +16,7 @@ def calibrate_memtier_command(
     rounds: int = typer.Option(5, "--rounds", min=1, metavar="N", help="Interleaved rounds; the table gives the median, quartiles and range of the per-round ratios."),
     hops: int = typer.Option(5_000_000, "--hops", min=1, metavar="N", help="Dependent loads per chase measurement."),
     best_of: int = typer.Option(5, "--best-of", min=1, metavar="K", help="Triad passes per measurement; the fastest counts, as in STREAM."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON only on stdout."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Compare memtier's triad GB/s and pointer-chase ns with C (cc -O3 -fopenmp -march=native), in one run.
 

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from gpubench.cli_common import JsonOpt
+from gpubench.cli_common import JsonOpt, emit_json
 from gpubench.errors import UserError
 from gpubench.files import check_output_path, write_user_file
 
@@ -70,7 +70,7 @@ def list_command(
     if not path.exists():
         typer.echo(f"no result history at {path} yet: `gpubench run` creates it", err=True)
         if as_json:
-            _emit("[]\n")
+            emit_json([])
         return
     with _open_readonly(path) as store:
         listings = store.list_runs(limit)
@@ -89,9 +89,7 @@ def list_command(
             }
             for e in listings
         ]
-        from gpubench.results.jsonio import json_text
-
-        _emit(json_text(rows))
+        emit_json(rows)
         return
     from gpubench.report.tables import runs_table
     from gpubench.report.terminal import stdout_console
@@ -111,9 +109,7 @@ def show_command(
     with _open_readonly(db) as store:
         found = store.get_run(run)
     if as_json:
-        from gpubench.results.jsonio import run_to_json
-
-        _emit(run_to_json(found))
+        emit_json(found.to_dict())
         return
     from gpubench.report.tables import results_table, run_header
     from gpubench.report.terminal import stdout_console
