@@ -65,3 +65,14 @@ def sample_count(result) -> str:  # type: ignore[no-untyped-def]
     """'9' or, when the samples came in several rounds, '9 in 3 rounds'."""
     rounds = len(result.by_round()) if result.samples else 0
     return f"{len(result.samples)} in {rounds} rounds" if rounds > 1 else str(len(result.samples))
+
+
+def side_value(case, side: str, with_unit: bool = False) -> str:  # type: ignore[no-untyped-def]
+    """One side of a compared case: the value its ratio compares, else why there is none."""
+    result = case.base if side == "base" else case.new
+    if result is None:
+        return "missing"
+    level = case.level(side)
+    if level is None:
+        return result.status.value
+    return f"{number(level)} {result.unit}" if with_unit else number(level)

@@ -269,16 +269,6 @@ def render_run_html(run: Run) -> str:
 # ---------------------------------------------------------------- comparison
 
 
-def _side_text(case: CaseComparison, side: str) -> str:
-    result = case.base if side == "base" else case.new
-    if result is None:
-        return "absent"
-    level = case.level(side)
-    if level is not None:
-        return f"{formats.number(level, NOT_AVAILABLE)} {result.unit}"
-    return result.status.value
-
-
 def _comparison_row(case: CaseComparison) -> dict[str, Any]:
     ratio = case.ratio if case.ratio is not None and math.isfinite(case.ratio) else None
     has_ci = case.ci_low is not None and case.ci_high is not None
@@ -302,8 +292,8 @@ def _comparison_row(case: CaseComparison) -> dict[str, Any]:
         "params": format_params(params),
         "unit": case.unit,
         "direction": "higher is better" if case.higher_is_better else "lower is better",
-        "base": _side_text(case, "base"),
-        "new": _side_text(case, "new"),
+        "base": formats.side_value(case, "base", with_unit=True),
+        "new": formats.side_value(case, "new", with_unit=True),
         "ratio": f"{ratio:.3f}" if ratio is not None else NOT_AVAILABLE,
         "change": f"{(ratio - 1) * 100:+.1f}%" if ratio is not None else "",
         "ci": f"{case.ci_low:.3f} – {case.ci_high:.3f}" if has_ci else NOT_AVAILABLE,

@@ -118,14 +118,6 @@ def results_table(run: Run) -> Table:
     return table
 
 
-def _level_cell(case: CaseComparison, side: str) -> str:
-    result = case.base if side == "base" else case.new
-    level = case.level(side)
-    if level is None:
-        return result.status.value if result is not None else "missing"
-    return formats.number(level)
-
-
 def format_change(ratio: float | None) -> str:
     if ratio is None or not math.isfinite(ratio):
         return ""
@@ -145,8 +137,8 @@ def comparison_table(comparison: Comparison) -> Table:
             case.benchmark,
             case.case,
             case.unit + ("" if case.higher_is_better else " (lower)"),
-            _level_cell(case, "base"),
-            _level_cell(case, "new"),
+            formats.side_value(case, "base"),
+            formats.side_value(case, "new"),
             format_change(case.ratio),
             _ci_cell(case),
             formats.p_value(case.p_value),
