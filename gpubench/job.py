@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from gpubench.bench.interface import Context, Sample
-from gpubench.bench.runner import CaseRun, Planned, RepeatPolicy, merge_round, options_for, plan, scratch_dir, waived_result
+from gpubench.bench.runner import CaseRun, Planned, RepeatPolicy, merge_round, plan, scratch_dir, waived_result
 from gpubench.errors import UserError
 from gpubench.probe import Profile, Source, probe
 from gpubench.results.metadata import capture
@@ -118,7 +118,6 @@ def _run_all(store, run_id, planned, profile, opts, policy, progress, telemetry)
                     store.add_result(run_id, result)
                     progress.result(result)
                 continue
-            options = options_for(p.benchmark, opts.params)
             for case in p.cases:
                 index += 1
                 earlier = merged.get((p.key, case.name))
@@ -126,7 +125,7 @@ def _run_all(store, run_id, planned, profile, opts, policy, progress, telemetry)
                     progress.result(earlier, final=False)  # failed or waived in an earlier round: done
                     continue
                 progress.case_started(p.key, case.name, index, total)
-                result = _run_case(p, case, options, profile, opts, policy, progress, telemetry)
+                result = _run_case(p, case, profile, opts, policy, progress, telemetry)
                 if result.status is ResultStatus.INTERRUPTED and earlier is not None:
                     raise KeyboardInterrupt  # its completed rounds stand as stored, as after a kill
                 merged[(p.key, case.name)] = result = merge_round(earlier, result, number)
@@ -136,13 +135,13 @@ def _run_all(store, run_id, planned, profile, opts, policy, progress, telemetry)
                     raise KeyboardInterrupt
 
 
-def _run_case(p, case, options, profile, opts, policy, progress, telemetry) -> Result:
+def _run_case(p, case, profile, opts, policy, progress, telemetry) -> Result:
     """One round of one case, in a scratch directory of its own."""
     with scratch_dir(opts.scratch) as scratch:
         ctx = Context(
             scratch=Path(scratch),
             profile=profile,
-            options=options,
+            options=p.options,
             deadline=time.monotonic() + policy.round_timeout_s,
             progress=progress.message,
             telemetry=telemetry,

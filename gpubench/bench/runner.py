@@ -73,6 +73,7 @@ class Planned:
     benchmark: Benchmark | None
     cases: tuple[Case, ...] = ()
     waived: str = ""  # why the whole benchmark cannot run here
+    options: dict[str, str] = field(default_factory=dict)  # its parameters, as its cases were planned with
 
 
 def parse_params(pairs: Iterable[str]) -> dict[str, dict[str, str]]:
@@ -119,7 +120,8 @@ def plan(profile: Profile, keys: Iterable[str], size: str, params: dict[str, dic
         if reason:
             planned.append(Planned(key, bench, waived=reason))
             continue
-        planned.append(Planned(key, bench, tuple(bench.cases(profile, size, options_for(bench, params)))))
+        options = options_for(bench, params)
+        planned.append(Planned(key, bench, tuple(bench.cases(profile, size, options)), options=options))
     return planned
 
 
