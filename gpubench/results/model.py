@@ -88,7 +88,7 @@ class Result:
         rounds: dict[int, list[float]] = {}
         for i, value in enumerate(self.samples):
             metrics = self.sample_metrics[i] if i < len(self.sample_metrics) else {}
-            rounds.setdefault(int(metrics.get(ROUND_KEY, 0)), []).append(value)
+            rounds.setdefault(int(metrics.get(ROUND_KEY, 1)), []).append(value)
         return tuple(tuple(rounds[k]) for k in sorted(rounds))
 
     def to_dict(self) -> dict[str, Any]:
