@@ -24,7 +24,7 @@ from typing import Callable
 
 from gpubench.bench import fio, iofile
 from gpubench.bench.interface import BenchFailure, Context, Waived
-from gpubench.bench.iouring import IoUring, warm_file
+from gpubench.bench.iouring import IoUring
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
 
@@ -183,7 +183,7 @@ def calibrate(runtime: float, rounds: int, directory: Path | None = None, file_s
                     for who in order:
                         progress(f"round {r + 1}/{rounds}: {c.key}: {who}")
                         if not c.direct:
-                            warm_file(path, file_size)
+                            iofile.warm_file(path, file_size)
                             before = iofile.resident_fraction(path, file_size)
                         if who == "gpubench":
                             sample = measure()

@@ -155,24 +155,6 @@ def parse_kvikio_report(text: str) -> dict[str, float]:
     return out
 
 
-def filesystem_of(path: Path) -> str | None:
-    """The type of the file system holding `path`, from the longest matching /proc/self/mounts entry."""
-    try:
-        mounts = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return None
-    best, fstype = "", None
-    target = str(path.resolve())
-    for line in mounts:
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        mount = fields[1].replace("\\040", " ")
-        if (target == mount or target.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
-            best, fstype = mount, fields[2]
-    return fstype
-
-
 # --- planning --------------------------------------------------------------------------------
 
 def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
@@ -252,9 +234,9 @@ class Gds:
             stack.enter_context(cp.cuda.Device(ordinal))
             stack.callback(cp.get_default_memory_pool().free_all_blocks)
             path = directory / f"gpubench-gds-{os.getpid()}.bin"
-            stack.callback(_remove, path)
+            stack.callback(iofile.remove_scratch, path)
             _write_file(path, int(p["size"]))
-            extra = {**g.device_facts(cp, ordinal), "filesystem": filesystem_of(directory), "engine": p["engine"], "timer": "wall"}
+            extra = {**g.device_facts(cp, ordinal), "filesystem": _filesystem(directory), "engine": p["engine"], "timer": "wall"}
             if kvikio is None:
                 yield _baseline(cp, path, p, extra, stack)
             else:
@@ -276,11 +258,9 @@ def _load_kvikio() -> Any:
     return kvikio
 
 
-def _remove(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+def _filesystem(directory: Path) -> str | None:
+    mount = iofile.mount_of(directory)
+    return mount.fstype if mount else None
 
 
 def _write_file(path: Path, nbytes: int) -> None:
@@ -306,22 +286,6 @@ def _write_file(path: Path, nbytes: int) -> None:
         raise BenchFailure(f"cannot write the scratch file {path} ({nbytes} bytes): {e.strerror}") from None
     finally:
         os.close(fd)
-
-
-def drop_page_cache(path: Path) -> None:
-    """Evict the file's pages from the page cache (clean pages only, so flush first)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fdatasync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
-def _warm_page_cache(path: Path) -> None:
-    with open(path, "rb", buffering=0) as f:
-        while f.read(FILL_CHUNK):
-            pass
 
 
 def _check_device(cp: Any, np: Any, buf: Any, nbytes: int, name: str) -> None:
@@ -371,9 +335,9 @@ def _kvikio_case(cp: Any, kvikio: Any, path: Path, p: dict[str, Any], extra: dic
         if done != nbytes:
             raise BenchFailure(f"KvikIO read {done} of {nbytes} bytes")
 
-    before = (lambda: drop_page_cache(path)) if p["cache"] == "cold" else None
+    before = (lambda: iofile.drop_path_cache(path)) if p["cache"] == "cold" else None
     if before is None:
-        _warm_page_cache(path)
+        iofile.warm_file(path, nbytes)
     read()
     _check_device(cp, np, buf, nbytes, f"KvikIO read ({extra['path']})")
     return lambda: g.bandwidth_sample(nbytes, g.wall_intervals(read, iterations, before), extra)
@@ -409,9 +373,9 @@ def _baseline(cp: Any, path: Path, p: dict[str, Any], extra: dict[str, Any], sta
         phases["read_s"].append(t1 - t0)
         phases["h2d_s"].append(time.perf_counter() - t1)
 
-    before = (lambda: drop_page_cache(path)) if p["cache"] == "cold" else None
+    before = (lambda: iofile.drop_path_cache(path)) if p["cache"] == "cold" else None
     if before is None:
-        _warm_page_cache(path)
+        iofile.warm_file(path, nbytes)
     read_and_copy()
     _check_device(cp, np, dev, nbytes, "POSIX read + copy")
 

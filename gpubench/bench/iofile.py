@@ -133,6 +133,30 @@ def drop_file_cache(fd: int) -> None:
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
+def drop_path_cache(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        drop_file_cache(fd)
+    finally:
+        os.close(fd)
+
+
+def warm_file(path: Path, span: int) -> None:
+    """Read [0, span) of the file once, so that buffered reads measure the page cache."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.posix_fadvise(fd, 0, span, os.POSIX_FADV_WILLNEED)
+        buf = bytearray(1 << 20)
+        offset = 0
+        while offset < span:
+            n = os.preadv(fd, [buf], offset)
+            if n <= 0:
+                break
+            offset += n
+    finally:
+        os.close(fd)
+
+
 def _libc_mapping():
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mmap.restype = ctypes.c_void_p

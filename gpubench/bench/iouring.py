@@ -391,8 +391,6 @@ def _prepare(p: IoParams, ctx: Context) -> Iterator[Callable[[], Sample]]:
         span -= span % p.bs
         if p.direct:
             iofile.sync_filesystem(path)
-        elif not p.drop_cache and p.read_percent > 0:
-            warm_file(path, span)
         spec = JobSpec(
             path=str(path), pattern=p.pattern, block_size=p.bs, queue_depth=p.qd, direct=p.direct, span=span,
             read_percent=p.read_percent, seconds=p.runtime, io_limit=p.io_size, verify=p.verify,
@@ -405,23 +403,6 @@ def _prepare(p: IoParams, ctx: Context) -> Iterator[Callable[[], Sample]]:
         if pool is not None:
             pool.close()
         iofile.remove_scratch(created)
-
-
-def warm_file(path: Path, span: int) -> None:
-    """Read [0, span) of the file once so buffered reads measure the page cache (fio's
-    invalidate=0 leaves whatever is cached; warming first makes both sides see a warm file)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.posix_fadvise(fd, 0, span, os.POSIX_FADV_WILLNEED)
-        buf = bytearray(1 << 20)
-        offset = 0
-        while offset < span:
-            n = os.preadv(fd, [buf], offset)
-            if n <= 0:
-                break
-            offset += n
-    finally:
-        os.close(fd)
 
 
 class _Measure:
@@ -438,15 +419,11 @@ class _Measure:
         p = self.p
         self.generation += 1
         if p.drop_cache:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                iofile.drop_file_cache(fd)
-            finally:
-                os.close(fd)
+            iofile.drop_path_cache(self.path)
         elif p.read_percent > 0 and not p.direct:
-            # warm means warm at every repetition: anything between repetitions (fio's default
-            # invalidate=1 in a cross-check, another case, memory pressure) may have evicted pages
-            warm_file(self.path, self.spec.span)
+            # warm means warm at every repetition: anything between repetitions (another case,
+            # memory pressure) may have evicted pages
+            iofile.warm_file(self.path, self.spec.span)
         seconds = p.runtime if not p.io_size else 3600.0  # io_size bounds the repetition instead
         left = self.ctx.time_left()
         if left < seconds:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from gpubench.bench import gds, gpu_common, hmm, memcpy, p2p, params
+from gpubench.bench import gds, gpu_common, hmm, iofile, memcpy, p2p, params
 from gpubench.bench.interface import Case, Context, Waived
 from gpubench.errors import UserError
 from gpubench.probe import Source, nvidia, probe
@@ -625,12 +625,11 @@ def test_drop_page_cache_and_scratch_file(tmp_path):
     import numpy as np
 
     assert data == np.tile(gpu_common.pattern(np), 3).tobytes()
-    gds.drop_page_cache(path)  # must not fail on a real file system
-    assert gds.filesystem_of(tmp_path) is not None
+    iofile.drop_path_cache(path)  # must not fail on a real file system
+    assert iofile.mount_of(tmp_path) is not None
 
 
 def test_gds_scratch_file_larger_than_the_free_space_is_refused_before_writing(tmp_path, monkeypatch):
-    from gpubench.bench import iofile
     from gpubench.bench.interface import BenchFailure
 
     monkeypatch.setattr(iofile, "free_bytes", lambda path: 1 << 20)
