@@ -338,24 +338,7 @@ def create_scratch(directory: Path, size: int, block: int, fill: str, generation
             if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                 raise
         if fill != "none":
-            chunk = 1 << 20 if fill == "data" else block
-            filler = secrets.token_bytes(chunk) if fill == "data" else b""
-            pwrite = write or os.pwrite
-            offset = 0
-            while offset < size:
-                if fill == "verify":
-                    data = pattern_block(offset, block, generation)
-                else:
-                    data = filler[: min(chunk, size - offset)]
-                try:
-                    done = pwrite(fd, data, offset)
-                except OSError as e:
-                    if e.errno == errno.ENOSPC:
-                        raise _disk_full(directory, size) from None
-                    raise
-                if done <= 0:
-                    raise _disk_full(directory, size)
-                offset += done
+            _fill(fd, directory, size, block, fill, generation, write or os.pwrite)
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -365,12 +348,30 @@ def create_scratch(directory: Path, size: int, block: int, fill: str, generation
     return path
 
 
+def _fill(fd: int, directory: Path, size: int, block: int, fill: str, generation: int,
+          pwrite: Callable[[int, bytes, int], int]) -> None:
+    """Write [0, size): random bytes for fill 'data', the verify pattern for fill 'verify'."""
+    chunk = 1 << 20 if fill == "data" else block
+    filler = secrets.token_bytes(chunk) if fill == "data" else b""
+    offset = 0
+    while offset < size:
+        data = pattern_block(offset, block, generation) if fill == "verify" else filler[: min(chunk, size - offset)]
+        try:
+            done = pwrite(fd, data, offset)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise _disk_full(directory, size) from None
+            raise
+        if done <= 0:
+            raise _disk_full(directory, size)
+        offset += done
+
+
 def write_pattern(path: Path, size: int, block: int) -> None:
     """Write the verify pattern over [0, size) of an existing file again, and sync it."""
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
-        for offset in range(0, size - size % block, block):
-            os.pwrite(fd, pattern_block(offset, block), offset)
+        _fill(fd, path.parent, size - size % block, block, "verify", 0, os.pwrite)
         os.fsync(fd)
     finally:
         os.close(fd)
