@@ -84,9 +84,9 @@ def trace_json(trace: Trace) -> str:
     return json.dumps(trace.to_dict(), separators=(",", ":")) + "\n"
 
 
-def write_trace(path: Path, trace: Trace) -> None:
-    """Write the trace whole; FileExistsError rather than replace a file."""
-    write_new(path, trace_json(trace))
+def write_trace(path: Path, trace: Trace, replace: bool = False) -> None:
+    """Write the trace whole; FileExistsError rather than replace a file, unless `replace`."""
+    write_new(path, trace_json(trace), replace)
 
 
 def read_trace(path: Path) -> Trace:

@@ -125,10 +125,10 @@ def rapl_wrap_trace() -> Trace:
 
 def main() -> None:
     DATA.mkdir(exist_ok=True)
-    write_trace(DATA / "h100_throttled.json", gpu_trace(seed=1, sustained_w=650.0, hot_c=80.0, throttle=True, cool_tau_s=6.0, cooldown_s=25.0))
-    write_trace(DATA / "h100_steady.json", gpu_trace(seed=2, sustained_w=520.0, hot_c=66.0, throttle=False, cool_tau_s=5.0, cooldown_s=20.0))
-    write_trace(DATA / "h100_never_cools.json", gpu_trace(seed=3, sustained_w=650.0, hot_c=80.0, throttle=True, cool_tau_s=20.0, cooldown_s=10.0))
-    write_trace(DATA / "rapl_wrap.json", rapl_wrap_trace())
+    write_trace(DATA / "h100_throttled.json", gpu_trace(seed=1, sustained_w=650.0, hot_c=80.0, throttle=True, cool_tau_s=6.0, cooldown_s=25.0), replace=True)
+    write_trace(DATA / "h100_steady.json", gpu_trace(seed=2, sustained_w=520.0, hot_c=66.0, throttle=False, cool_tau_s=5.0, cooldown_s=20.0), replace=True)
+    write_trace(DATA / "h100_never_cools.json", gpu_trace(seed=3, sustained_w=650.0, hot_c=80.0, throttle=True, cool_tau_s=20.0, cooldown_s=10.0), replace=True)
+    write_trace(DATA / "rapl_wrap.json", rapl_wrap_trace(), replace=True)
 
 
 if __name__ == "__main__":
