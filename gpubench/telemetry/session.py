@@ -173,8 +173,10 @@ class Telemetry:
 
     def rates(self) -> dict[str, float]:
         """Samples per second of each source: the session's rate, or the source's own cap when lower."""
-        return {s.name: min(self.hz, 1.0 / getattr(s, "min_interval_s", 0.0)) if getattr(s, "min_interval_s", 0.0) else self.hz
-                for s in self._opened}
+        return {s.name: 1.0 / self._interval(s) for s in self._opened}
+
+    def _interval(self, sampler: Any) -> float:
+        return max(self.period, getattr(sampler, "min_interval_s", 0.0) or 0.0)
 
     def metadata(self) -> dict[str, Any]:
         counters: dict[str, Any] = {}
@@ -233,7 +235,7 @@ class Telemetry:
 
     def _wake_period(self) -> float:
         """Wake no more often than the most frequent source needs: every wake-up takes the interpreter lock."""
-        intervals = [max(self.period, getattr(s, "min_interval_s", 0.0) or 0.0) for s in self._live]
+        intervals = [self._interval(s) for s in self._live]
         return min(intervals) if intervals else self.period
 
     def _run(self) -> None:
