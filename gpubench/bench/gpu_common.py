@@ -24,10 +24,8 @@ from gpubench.bench.params import split_items
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile, Status
 
-KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
+MIB, GIB = 1 << 20, 1 << 30
 INSTALL_HINT = "pip install 'gpubench[gpu]' (CUDA 12) or 'gpubench[gpu-cu13]' (CUDA 13)"
-# `gpubench run` turns these flags into parameters of every benchmark; the GPU benchmarks accept
-# them (gds uses target and drop_cache) instead of rejecting a run that also measures storage.
 
 # CUDA runtime enumerators (cuda_runtime_api.h); CuPy exports most of them, these are fallbacks.
 MEMCPY_HOST_TO_DEVICE = 1
@@ -35,10 +33,7 @@ MEMCPY_DEVICE_TO_HOST = 2
 MEMCPY_DEVICE_TO_DEVICE = 3
 HOST_ALLOC_PORTABLE = 1
 HOST_ALLOC_MAPPED = 2
-HOST_REGISTER_PORTABLE = 1
-HOST_REGISTER_MAPPED = 2
 ERROR_PEER_ACCESS_ALREADY_ENABLED = 704
-CPU_DEVICE_ID = -1
 DEV_ATTR_PAGEABLE_MEMORY_ACCESS = 88
 DEV_ATTR_CONCURRENT_MANAGED_ACCESS = 89
 

@@ -134,7 +134,6 @@ SETUP_COOP_TASKRUN = 1 << 8
 SETUP_SINGLE_ISSUER = 1 << 12
 SETUP_DEFER_TASKRUN = 1 << 13
 SQE_FIXED_FILE = 1 << 0
-MAX_QUEUE_DEPTH = 4096  # gpubench's ceiling (the kernel allows 32768 SQ entries)
 LATENCY_QUANTUM_SHIFT = 5  # the loop counts latencies in 32 ns steps
 
 
@@ -258,7 +257,6 @@ class UringJob:
         Offsets come from a list filled in bulk; latencies go into an int64 array that numpy
         folds into the histogram."""
         import array
-        import time
 
         from gpubench.bench.iofile import JobTotals, LatencyHistogram, io_error
 
@@ -382,8 +380,6 @@ class UringJob:
 
     def _run_general(self, seconds: float, io_limit: int, generation: int, reap_batch: int):
         """Any mix of reads and writes, with or without verify."""
-        import time
-
         from gpubench.bench.iofile import (
             JobTotals, LatencyHistogram, block_problem, io_error, pattern_block,
         )

@@ -29,7 +29,6 @@ class Cell:
 @dataclass(frozen=True)
 class Matrix:
     title: str
-    unit: str
     devices: tuple[str, ...]  # "0 (NVIDIA H100)": index and model, rows and columns alike
     rows: tuple[tuple[Cell, ...], ...]
 
@@ -73,7 +72,7 @@ def _matrix(kind: str, size: Any, unit: str, results: list[Result]) -> Matrix:
     size_text = f" {format_size(size)}" if isinstance(size, int) and not isinstance(size, bool) else ""
     title = f"{kind or 'pairs'}{size_text} ({unit}{', both directions together' if both_ways else ''})"
     devices = tuple(f"{d} ({models[d]})" if models[d] else str(d) for d in order)
-    return Matrix(title, unit, devices, tuple(tuple(row) for row in cells))
+    return Matrix(title, devices, tuple(tuple(row) for row in cells))
 
 
 def _cell(result: Result) -> Cell:
