@@ -48,7 +48,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
-from gpubench.bench.params import check_options, format_size, parse_bool, parse_choices, parse_int, parse_ints, parse_sizes
+from gpubench.bench.params import check_options, format_size, parse_bool, parse_choices, parse_ints, parse_sizes
 from gpubench.bench import gpu_common as g
 from gpubench.bench import iofile
 from gpubench.bench.interface import BenchFailure, Case, Context, Sample, Waived
@@ -162,7 +162,7 @@ def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
     gpus = g.nvidia_gpus(profile)
     if not gpus:
         raise UserError(f"{BENCH}: the probe found no NVIDIA GPU")
-    sizes = parse_sizes(BENCH, "sizes", options["sizes"], g.PATTERN_BYTES) if "sizes" in options else DEFAULT_SIZES[size]
+    sizes, iterations = g.sizes_and_iterations(BENCH, options, size, DEFAULT_SIZES, DEFAULT_ITERATIONS)
     threads = parse_ints(BENCH, "threads", options["threads"], 1, MAX_THREADS) if "threads" in options else DEFAULT_THREADS[size]
     task_sizes = parse_sizes(BENCH, "task_sizes", options["task_sizes"], g.PATTERN_BYTES) if "task_sizes" in options else DEFAULT_TASK_SIZES[size]
     ops = parse_choices(BENCH, "ops", options["ops"], OPS) if "ops" in options else list(OPS)
@@ -173,7 +173,6 @@ def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
     else:
         caches = list(CACHES)
     baseline = parse_bool(BENCH, "baseline", options["baseline"]) if "baseline" in options else True
-    iterations = parse_int(BENCH, "iterations", options["iterations"], 1, 10_000) if "iterations" in options else DEFAULT_ITERATIONS[size]
     gpu = g.parse_gpus(BENCH, "gpu", options["gpu"], gpus)[0] if "gpu" in options else 0
     target = options.get("target") or None
     if target is not None and not Path(target).is_dir():

@@ -20,12 +20,16 @@ from importlib.util import find_spec
 from typing import Any, Callable
 
 from gpubench.bench.interface import BenchFailure, Sample, Waived
-from gpubench.bench.params import split_items
+from gpubench.bench.params import parse_int, parse_sizes, split_items
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile, Status
 
 MIB, GIB = 1 << 20, 1 << 30
 INSTALL_HINT = "pip install 'gpubench[gpu]' (CUDA 12) or 'gpubench[gpu-cu13]' (CUDA 13)"
+MAX_ITERATIONS = 10_000
+# memcpy and p2p time the same kinds of copies: the same sizes and counts for both
+COPY_SIZES = {"quick": [32 * MIB], "default": [256 * MIB], "full": [64 * MIB, 256 * MIB, GIB]}
+COPY_ITERATIONS = {"quick": 5, "default": 10, "full": 20}
 
 # CUDA runtime enumerators (cuda_runtime_api.h); CuPy exports most of them, these are fallbacks.
 MEMCPY_HOST_TO_DEVICE = 1
@@ -370,3 +374,13 @@ def check_copy(np: Any, name: str, head: Any, tail: Any) -> None:
     expected = pattern(np)
     if not (np.array_equal(head, expected) and np.array_equal(tail, expected)):
         raise BenchFailure(f"{name}: the copied buffer does not hold the source's bytes")
+
+
+def sizes_and_iterations(bench: str, options: dict[str, str], size: str, sizes: dict[str, list[int]],
+                         iterations: dict[str, int]) -> tuple[list[int], int]:
+    """The transfer sizes and the timed transfers per repetition: the options', else the run
+    size's defaults. Sizes are whole multiples of the 4 KiB check pattern."""
+    return (
+        parse_sizes(bench, "sizes", options["sizes"], PATTERN_BYTES) if "sizes" in options else sizes[size],
+        parse_int(bench, "iterations", options["iterations"], 1, MAX_ITERATIONS) if "iterations" in options else iterations[size],
+    )

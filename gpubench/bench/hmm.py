@@ -35,7 +35,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, ClassVar, Iterator
 
-from gpubench.bench.params import check_options, format_size, parse_choices, parse_int, parse_sizes
+from gpubench.bench.params import check_options, format_size, parse_choices
 from gpubench.bench import gpu_common as g
 from gpubench.bench.interface import BenchFailure, Case, Context, Sample, Waived
 from gpubench.errors import UserError
@@ -81,8 +81,7 @@ def system_memory_waiver(profile: Profile) -> str | None:
 def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
     check_options(BENCH, options, OPTIONS)
     gpus = g.nvidia_gpus(profile)
-    sizes = parse_sizes(BENCH, "sizes", options["sizes"], g.PATTERN_BYTES) if "sizes" in options else DEFAULT_SIZES[size]
-    iterations = parse_int(BENCH, "iterations", options["iterations"], 1, 10_000) if "iterations" in options else DEFAULT_ITERATIONS[size]
+    sizes, iterations = g.sizes_and_iterations(BENCH, options, size, DEFAULT_SIZES, DEFAULT_ITERATIONS)
     if not gpus:
         raise UserError(f"{BENCH}: the probe found no NVIDIA GPU")
     gpu = g.parse_gpus(BENCH, "gpu", options["gpu"], gpus)[0] if "gpu" in options else 0

@@ -38,7 +38,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator
 
-from gpubench.bench.params import check_options, format_size, parse_bool, parse_choices, parse_int, parse_sizes
+from gpubench.bench.params import check_options, format_size, parse_bool, parse_choices
 from gpubench.bench import gpu_common as g
 from gpubench.bench.interface import Case, Context, Sample, Waived
 from gpubench.errors import UserError
@@ -49,10 +49,6 @@ OPTIONS = ("sizes", "iterations", "gpus", "directions", "memory", "engines", "re
 DIRECTIONS = ("h2d", "d2h", "d2d", "bidir")
 MEMORY = ("pageable", "pinned")
 ENGINES = ("ce", "sm")
-SIZE_MULTIPLE = g.PATTERN_BYTES
-CHECK_BYTES = g.PATTERN_BYTES
-DEFAULT_SIZES = {"quick": [32 * g.MIB], "default": [256 * g.MIB], "full": [64 * g.MIB, 256 * g.MIB, g.GIB]}
-DEFAULT_ITERATIONS = {"quick": 5, "default": 10, "full": 20}
 
 
 @dataclass(frozen=True)
@@ -95,8 +91,7 @@ def copy_matrix(directions: list[str], memory: list[str], engines: list[str], re
 def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
     check_options(BENCH, options, OPTIONS)
     gpus = g.nvidia_gpus(profile)
-    sizes = parse_sizes(BENCH, "sizes", options["sizes"], SIZE_MULTIPLE) if "sizes" in options else DEFAULT_SIZES[size]
-    iterations = parse_int(BENCH, "iterations", options["iterations"], 1, 10_000) if "iterations" in options else DEFAULT_ITERATIONS[size]
+    sizes, iterations = g.sizes_and_iterations(BENCH, options, size, g.COPY_SIZES, g.COPY_ITERATIONS)
     if "gpus" in options:
         chosen = g.parse_gpus(BENCH, "gpus", options["gpus"], gpus)
     else:
@@ -171,7 +166,7 @@ def _measurement(cp: Any, ordinal: int, p: dict[str, Any], stack: ExitStack) -> 
     def device_buffer(filled: bool) -> Any:
         buf = cp.empty(nbytes, dtype=cp.uint8)
         if filled:
-            buf.reshape(-1, SIZE_MULTIPLE)[:] = pattern
+            buf.reshape(-1, g.PATTERN_BYTES)[:] = pattern
         else:
             buf.fill(0)
         g.wait_for_setup(cp)
@@ -228,9 +223,9 @@ def _measurement(cp: Any, ordinal: int, p: dict[str, Any], stack: ExitStack) -> 
             g.event_intervals(cp, stream, op, 1)
             measure = lambda: g.bandwidth_sample(nbytes, g.event_intervals(cp, stream, op, iterations), facts)
         if direction == "h2d":
-            g.check_copy(np, name, cp.asnumpy(dev[:CHECK_BYTES]), cp.asnumpy(dev[-CHECK_BYTES:]))
+            g.check_copy(np, name, cp.asnumpy(dev[:g.PATTERN_BYTES]), cp.asnumpy(dev[-g.PATTERN_BYTES:]))
         else:
-            g.check_copy(np, name, host_view[:CHECK_BYTES].copy(), host_view[-CHECK_BYTES:].copy())
+            g.check_copy(np, name, host_view[:g.PATTERN_BYTES].copy(), host_view[-g.PATTERN_BYTES:].copy())
         return measure
 
     if direction == "d2d":
@@ -242,7 +237,7 @@ def _measurement(cp: Any, ordinal: int, p: dict[str, Any], stack: ExitStack) -> 
         else:
             op = lambda: cp.copyto(dst_dev, src_dev)
         g.event_intervals(cp, stream, op, 1)
-        g.check_copy(np, name, cp.asnumpy(dst_dev[:CHECK_BYTES]), cp.asnumpy(dst_dev[-CHECK_BYTES:]))
+        g.check_copy(np, name, cp.asnumpy(dst_dev[:g.PATTERN_BYTES]), cp.asnumpy(dst_dev[-g.PATTERN_BYTES:]))
         return lambda: g.bandwidth_sample(nbytes, g.event_intervals(cp, stream, op, iterations), facts)
 
     # bidir: h2d into one device buffer while d2h drains another, each on its own stream
@@ -255,8 +250,8 @@ def _measurement(cp: Any, ordinal: int, p: dict[str, Any], stack: ExitStack) -> 
     else:
         ops = [ce(up_dev.data.ptr, up_ptr, h2d, stream), ce(down_ptr, down_dev.data.ptr, d2h, other)]
     g.concurrent_intervals(cp, [ordinal, ordinal], [stream, other], ops, 1)
-    g.check_copy(np, f"{name} h2d", cp.asnumpy(up_dev[:CHECK_BYTES]), cp.asnumpy(up_dev[-CHECK_BYTES:]))
-    g.check_copy(np, f"{name} d2h", down_view[:CHECK_BYTES].copy(), down_view[-CHECK_BYTES:].copy())
+    g.check_copy(np, f"{name} h2d", cp.asnumpy(up_dev[:g.PATTERN_BYTES]), cp.asnumpy(up_dev[-g.PATTERN_BYTES:]))
+    g.check_copy(np, f"{name} d2h", down_view[:g.PATTERN_BYTES].copy(), down_view[-g.PATTERN_BYTES:].copy())
 
     def bidir() -> Sample:
         total, each = g.concurrent_intervals(cp, [ordinal, ordinal], [stream, other], ops, iterations)

@@ -35,7 +35,7 @@ from contextlib import ExitStack, contextmanager
 from itertools import permutations
 from typing import Any, Callable, ClassVar, Iterator
 
-from gpubench.bench.params import check_options, format_size, parse_choices, parse_int, parse_sizes
+from gpubench.bench.params import check_options, format_size, parse_choices, parse_int
 from gpubench.bench import gpu_common as g
 from gpubench.bench.interface import Case, Context, Sample, Waived
 from gpubench.errors import UserError
@@ -44,8 +44,6 @@ from gpubench.probe.model import Profile
 BENCH = "p2p"
 OPTIONS = ("sizes", "iterations", "pairs", "kinds", "latency_bytes")
 KINDS = ("uni-ce", "uni-sm", "bidir-ce", "bidir-sm", "latency-ce")
-DEFAULT_SIZES = {"quick": [32 * g.MIB], "default": [256 * g.MIB], "full": [64 * g.MIB, 256 * g.MIB, g.GIB]}
-DEFAULT_ITERATIONS = {"quick": 5, "default": 10, "full": 20}
 LATENCY_BATCH = 100
 LATENCY_INTERVALS = {"quick": 20, "default": 50, "full": 100}
 MAX_LATENCY_BYTES = 1 << 20
@@ -89,8 +87,7 @@ def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
     gpus = g.nvidia_gpus(profile)
     if len(gpus) < 2:
         raise UserError(f"{BENCH}: needs >= 2 GPUs (probe: {len(gpus)})")
-    sizes = parse_sizes(BENCH, "sizes", options["sizes"], g.PATTERN_BYTES) if "sizes" in options else DEFAULT_SIZES[size]
-    iterations = parse_int(BENCH, "iterations", options["iterations"], 1, 10_000) if "iterations" in options else DEFAULT_ITERATIONS[size]
+    sizes, iterations = g.sizes_and_iterations(BENCH, options, size, g.COPY_SIZES, g.COPY_ITERATIONS)
     if "pairs" in options:
         pairs = parse_pairs(options["pairs"], len(gpus))
     else:

@@ -161,7 +161,7 @@ def test_memcpy_quick_plan(server):
     by_name = {c.name: c for c in cases}
     pageable = by_name["h2d-pageable-ce-32M-gpu0"].params
     assert pageable["timer"] == "wall" and pageable["gpu_pci"] == H100_PCI[0] and pageable["size"] == 32 << 20
-    assert pageable["iterations"] == memcpy.DEFAULT_ITERATIONS["quick"]
+    assert pageable["iterations"] == gpu_common.COPY_ITERATIONS["quick"]
     assert by_name["h2d-pinned-ce-32M-gpu0"].params["timer"] == "cuda-event"
     assert by_name["bidir-pinned-ce-32M-gpu0"].params["bytes_per_iteration"] == 2 * (32 << 20)
     assert all(c.unit == "GB/s" and c.higher_is_better for c in cases)
