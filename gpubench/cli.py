@@ -135,10 +135,6 @@ def run(
         raise click_exc.UsageError("--quick and --full exclude each other")
     if not label.isprintable():  # control characters, or bytes that are not UTF-8
         raise UserError(f"--label {label!r}: use printable UTF-8 text")
-    if telemetry_replay is not None:
-        from gpubench.telemetry.trace import read_trace
-
-        read_trace(telemetry_replay)  # a bad trace fails here, in one line, before anything runs
     params = parse_params(param or [])
     flags = {"verify": verify, "drop_cache": drop_cache, "vs_fio": vs_fio, "allow_device_write": allow_device_write}
     generic = params.setdefault("*", {})

@@ -172,6 +172,8 @@ def _open_telemetry(profile: Profile, opts: JobOptions, progress: Progress):
 
     try:
         return open_telemetry(profile, hz=opts.telemetry_hz, replay=opts.telemetry_replay)
+    except UserError:  # a replay trace asked for that cannot be read: bad input, before anything runs
+        raise
     except Exception as e:  # telemetry must never stop a benchmark
         progress.message(f"telemetry off: {e}")
         return None

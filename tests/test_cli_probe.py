@@ -67,6 +67,8 @@ def test_probe_imports_no_heavy_package():
         (["snapshot", "pyproject.toml"], "already exists"),
         (["run", "--label", "bad\udcfflabel", "--db", "/proc/no-such-dir/x.db"], "--label 'bad\\udcfflabel': use printable UTF-8 text"),
         (["run", "--label", "two\nlines", "--db", "/proc/no-such-dir/x.db"], "use printable UTF-8 text"),
+        (["run", "--only", "memtier", "--telemetry-replay", "no-such-trace.json", "--db", "/proc/no-such-dir/x.db"],
+         "telemetry trace no-such-trace.json does not exist"),
     ],
 )
 def test_bad_input_is_one_line_and_non_zero(args, needle):
