@@ -342,8 +342,13 @@ class Store:
         case's earlier rounds), committed before this returns."""
         with self._transaction() as db:
             self._require_run(db, run_id)
-            db.execute("DELETE FROM results WHERE run_id = ? AND benchmark = ? AND case_name = ?", (run_id, result.benchmark, result.case))
-            self._insert_result(db, run_id, result)
+            row = _result_row(result)
+            updated = db.execute(
+                f"UPDATE results SET {', '.join(f'{column} = ?' for column in row)} WHERE run_id = ? AND benchmark = ? AND case_name = ?",
+                (*row.values(), run_id, result.benchmark, result.case),
+            )
+            if updated.rowcount == 0:
+                self._insert_result(db, run_id, result)
 
     def finish_run(self, run_id: int, status: RunStatus, ended: float) -> None:
         with self._transaction() as db:
@@ -394,27 +399,8 @@ class Store:
 
     @staticmethod
     def _insert_result(db: sqlite3.Connection, run_id: int, result: Result) -> None:
-        db.execute(
-            "INSERT INTO results (run_id, benchmark, case_name, params, unit, higher_is_better, status, reason, samples,"
-            " sample_metrics, extra, summary, telemetry, started, ended) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                run_id,
-                result.benchmark,
-                result.case,
-                _dumps(result.params),
-                result.unit,
-                int(bool(result.higher_is_better)),
-                ResultStatus(result.status).value,
-                result.reason,
-                _dumps(list(result.samples)),
-                _dumps([dict(m) for m in result.sample_metrics]),
-                _dumps(result.extra),
-                _dumps(result.summary.to_dict()) if result.summary else None,
-                _dumps(result.telemetry),
-                float(result.started),
-                float(result.ended),
-            ),
-        )
+        row = {"run_id": run_id, "benchmark": result.benchmark, "case_name": result.case, **_result_row(result)}
+        db.execute(f"INSERT INTO results ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -428,7 +414,7 @@ class Store:
             with self._errors():
                 rows = self._db.execute(
                     "SELECT benchmark, case_name, params, unit, higher_is_better, status, reason, samples, sample_metrics,"
-                    " extra, summary, telemetry, started, ended FROM results WHERE run_id = ? ORDER BY started, id",
+                    " extra, summary, telemetry, started, ended FROM results WHERE run_id = ? ORDER BY id",
                     (run.id,),
                 ).fetchall()
             run = dataclasses.replace(run, results=tuple(_result_from_row(r) for r in rows))
@@ -574,3 +560,21 @@ def _check_writable(path: Path, exists: bool) -> None:
             raise UserError(f"cannot create the directory {directory} for the result database: {e.strerror or e}") from None
     if not os.access(directory, os.W_OK | os.X_OK):
         raise UserError(f"cannot write to the result database {path}: its directory {directory} is read-only (SQLite needs it for its journal)")
+
+
+def _result_row(result: Result) -> dict[str, Any]:
+    """A result's columns beside its run and case."""
+    return {
+        "params": _dumps(result.params),
+        "unit": result.unit,
+        "higher_is_better": int(bool(result.higher_is_better)),
+        "status": ResultStatus(result.status).value,
+        "reason": result.reason,
+        "samples": _dumps(list(result.samples)),
+        "sample_metrics": _dumps([dict(m) for m in result.sample_metrics]),
+        "extra": _dumps(result.extra),
+        "summary": _dumps(result.summary.to_dict()) if result.summary else None,
+        "telemetry": _dumps(result.telemetry),
+        "started": float(result.started),
+        "ended": float(result.ended),
+    }
