@@ -301,12 +301,10 @@ def _side(store, refs: str, which: str) -> list:  # type: ignore[no-untyped-def]
 
 def _labelled(store, label: str) -> list:  # type: ignore[no-untyped-def]
     """Every complete run with exactly this label, oldest first."""
-    from gpubench.results.model import RunStatus
-
-    listed = [r.run for r in reversed(store.list_runs()) if r.run.label == label and r.run.status is RunStatus.COMPLETE]
-    if not listed:
+    runs = store.complete_runs_labelled(label)
+    if not runs:
         raise UserError(f"no complete run labelled {label!r} (see: gpubench list)")
-    return [store.get_run(str(run.id)) for run in listed]
+    return runs
 
 
 def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:

@@ -451,6 +451,13 @@ class Store:
             raise UserError(f"uid prefix {prefix} matches runs {ids}: give more digits")
         return rows[0]
 
+    def complete_runs_labelled(self, label: str) -> list[Run]:
+        """Every complete run with exactly this label, with its results, oldest first."""
+        with self._errors():
+            ids = [row[0] for row in self._db.execute(
+                "SELECT id FROM runs WHERE label = ? AND status = ? ORDER BY started, id", (label, RunStatus.COMPLETE.value))]
+        return [self.get_run(str(run_id)) for run_id in ids]
+
     def list_runs(self, limit: int | None = None) -> list[RunListing]:
         """Runs, most recently started first, without their results but with counts of them."""
         query = f"SELECT {self._RUN_COLUMNS} FROM runs ORDER BY started DESC, id DESC"
