@@ -81,10 +81,10 @@ def snapshot(
     """Record exactly the files and command outputs the probes read, so `probe --root OUT` replays them.
 
     No environment, no serial numbers or UUIDs, no hostname unless asked."""
+    from gpubench.files import NAME_TAKEN, check_output_path
     from gpubench.probe.snapshot import record, snapshot_meta, write_snapshot
 
-    if out.exists():
-        raise UserError(f"{out} already exists; choose another name or remove it first")
+    check_output_path(out, taken=NAME_TAKEN)
     profile, rec = record(area, hostname)
     n = write_snapshot(rec, out, snapshot_meta(profile, area))
     typer.echo(f"wrote {out} ({n} entries); replay with: gpubench probe --root {out}", err=True)

@@ -215,9 +215,7 @@ def compare_command(
     for index, requested in enumerate(targets):
         if any(requested.resolve() == other.resolve() for other in targets[:index]):
             raise UserError(f"{requested} is named for two outputs; give --html and --junit different files, and each NEW once")
-        check_output_path(requested)
-        if requested.exists() and not force:
-            raise UserError(f"{requested} already exists; pass --force to replace it")
+        check_output_path(requested, force)
     comparisons = [compare(base_runs, side, fraction) for side in new_sides]
 
     html_pages = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -88,14 +87,11 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
         as_json: bool = JsonOpt,
     ) -> None:
         """Sample every readable source for a while and write a trace that `gpubench telemetry show` and `gpubench run --telemetry-replay` read."""
-        from gpubench.files import write_user_file
+        from gpubench.files import NAME_TAKEN, check_output_path, write_user_file
         from gpubench.telemetry import open_telemetry
         from gpubench.telemetry.trace import trace_json
 
-        if out.exists():
-            raise UserError(f"{out} already exists; choose another name or remove it first")
-        if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
-            raise UserError(f"cannot write {out}: {out.parent} is not a writable directory")
+        check_output_path(out, taken=NAME_TAKEN)
         tel = open_telemetry(None, hz)
         try:
             if not tel.samplers:

@@ -40,6 +40,9 @@ def write_new(path: Path, data: str | bytes, replace: bool = False) -> None:
             os.unlink(temporary)
 
 
+NAME_TAKEN = "already exists; choose another name or remove it first"  # for outputs with no --force
+
+
 def write_user_file(path: Path, data: str | bytes, replace: bool = False, taken: str = "") -> None:
     """write_new for a file the user named: every failure is one UserError line. `taken` is what
     to say when the name is already in use (default: pass --force)."""
@@ -54,13 +57,19 @@ def write_user_file(path: Path, data: str | bytes, replace: bool = False, taken:
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
 
 
-def check_output_path(path: Path) -> None:
-    """Refuse, before any work is shown, an output file that could not be written: one whose
-    directory is missing or not a directory, or a name that is a directory."""
+def check_output_path(path: Path, replace: bool = False, taken: str = "") -> None:
+    """Refuse, before any work is done or shown, an output file write_user_file would refuse or
+    fail on: a name in use (unless `replace`; `taken` as there), a directory, or a directory to
+    put it in that is missing, not a directory or not writable."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise UserError(f"{path} is a directory; give a file name")
-    if not path.parent.exists():
-        raise UserError(f"cannot write {path}: no directory {path.parent}")
-    if not path.parent.is_dir():
-        raise UserError(f"cannot write {path}: {path.parent} is not a directory")
+    if path.exists() and not replace:
+        raise UserError(f"{path} {taken or 'already exists; pass --force to replace it'}")
+    parent = path.parent
+    if not parent.exists():
+        raise UserError(f"cannot write {path}: no directory {parent}")
+    if not parent.is_dir():
+        raise UserError(f"cannot write {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"cannot write {path}: directory {parent} is not writable")

@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 
 from gpubench import __version__
 from gpubench.errors import UserError
-from gpubench.files import write_user_file
+from gpubench.files import NAME_TAKEN, write_user_file
 from gpubench.probe import Profile, probe
 from gpubench.probe.source import COMMANDS_DIR, Recording, Source, redact
 
@@ -43,14 +43,10 @@ def scrub(path: str, data: bytes) -> bytes:
 
 def write_snapshot(rec: Recording, out: Path, meta: dict) -> int:
     """Write the archive whole, under a name nobody has taken. Returns the number of entries."""
-    out = Path(out)
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"cannot write {out}: directory {parent} does not exist")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         n = _fill(tar, rec, meta)
-    write_user_file(out, buffer.getvalue(), taken="already exists; choose another name or remove it first")
+    write_user_file(out, buffer.getvalue(), taken=NAME_TAKEN)
     return n
 
 
