@@ -47,15 +47,14 @@ def p_value(p: float | None, missing: str = "") -> str:
 
 def run_name(run) -> str:  # type: ignore[no-untyped-def]
     """'run 4 (kernel 6.8)': the local number, else the uid's start, and the label when there is one."""
-    ident = str(run.id) if run.id is not None else run.uid[:12]
-    return f"run {ident}" + (f" ({run.label})" if run.label else "")
+    return f"run {run.ident}" + (f" ({run.label})" if run.label else "")
 
 
 def side_name(runs) -> str:  # type: ignore[no-untyped-def]
     """One run by its name; several as 'runs 1,2,3', with their label when they share one."""
     if len(runs) == 1:
         return run_name(runs[0])
-    idents = ",".join(str(r.id) if r.id is not None else r.uid[:12] for r in runs)
+    idents = ",".join(r.ident for r in runs)
     labels = {r.label for r in runs}
     shared = labels.pop() if len(labels) == 1 else ""
     return f"runs {idents}" + (f" ({shared})" if shared else "")

@@ -110,7 +110,7 @@ def _pool(results: list[Result | None], runs: Sequence[Run], side: str) -> Poole
     present = [r for r in results if r is not None]
     if not present:
         return Pooled(None)
-    names = [str(run.id) if run.id is not None else run.uid[:12] for run in runs]
+    names = [run.ident for run in runs]
     first = present[0]
     missing = [name for name, r in zip(names, results) if r is None]
     if missing:

@@ -141,6 +141,11 @@ class Run:
     results: tuple[Result, ...] = ()
     id: int | None = None  # local row id in one database; not exported
 
+    @property
+    def ident(self) -> str:
+        """How to name it to the user: its local number, else the start of its uid."""
+        return str(self.id) if self.id is not None else self.uid[:12]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
