@@ -51,6 +51,9 @@ def load_liburing():
     the loader marked as done and yields a bare module without the API. So gpubench's processes
     take turns (a lock file), and a failed or bare import is forgotten, loader mark included,
     and tried again."""
+    loaded = sys.modules.get("liburing")
+    if loaded is not None and hasattr(loaded, "io_uring"):
+        return loaded
     with _import_turn():
         for attempt in range(8):
             try:
