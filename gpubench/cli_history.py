@@ -97,7 +97,8 @@ def list_command(
     if not listings:
         typer.echo(f"no runs in {path} yet", err=True)
         return
-    stdout_console().print(runs_table(listings))
+    console = stdout_console()
+    console.print(runs_table(listings, console.width))
 
 
 def show_command(

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,21 @@ def test_list_keeps_every_column_header_when_the_table_must_wrap(tmp_path: Path,
     assert all(len(line) <= 110 for line in result.stdout.splitlines())
     if label:
         assert label in result.stdout
+
+
+def test_list_fits_80_columns_with_every_column_and_the_uid_whole(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    run = build_run((build_result("c0"), build_result("c1", status=ResultStatus.WAIVED)), label="6.8-rc1",
+                    metadata={"kernel": "6.18.44-fc-v657"})
+    _fill(db, run)
+    result = _invoke("list", "--db", str(db), env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[2].split() == ["┃", "id", "┃", "uid", "┃", "started", "┃", "took", "┃", "label", "┃", "status", "┃",
+                                "results", "┃", "kernel", "┃"]
+    assert all(len(line) <= 80 and line[-1] in "┓┃┩│┘" for line in lines[1:])  # nothing cut at the right edge
+    assert run.uid[:12] in result.stdout
+    assert time.strftime("%Y-%m-%d", time.localtime(run.started)) in result.stdout
 
 
 def test_list_json_on_missing_history_is_empty_and_creates_nothing(tmp_path: Path) -> None:

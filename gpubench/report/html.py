@@ -383,9 +383,8 @@ def render_comparison_html(comparison: Comparison) -> str:
 
 
 def report_stem(run: Run) -> str:
-    ident = str(run.id) if run.id is not None else run.uid[:8]
     stamp = _dt.datetime.fromtimestamp(run.started).strftime("%Y%m%d-%H%M%S")
-    return f"gpubench-run-{ident}-{stamp}"
+    return f"gpubench-run-{run.ident}-{stamp}"
 
 
 def write_run_reports(run: Run, directory: Path) -> tuple[Path, Path]:

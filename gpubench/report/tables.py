@@ -49,31 +49,62 @@ def _add_column(table: Table, name: str, justify: str, wrap: bool, prose: bool =
         table.add_column(name, justify=justify, no_wrap=True)
 
 
-def runs_table(listings: Sequence[RunListing]) -> Table:
+RUN_COLUMNS = (("id", "right"), ("uid", "left"), ("started", "left"), ("took", "right"), ("label", "left"),
+               ("status", "left"), ("results", "left"), ("kernel", "left"))
+RUN_COLUMNS_KEPT_WHOLE = ("id", "uid", "status")  # the handles a user copies, and a one-word status
+# On a narrow terminal the other columns give way in this order, each down to its floor:
+# the start first splits into date and time, then the counts and the label wrap between words,
+# then the kernel and the duration fold, and last the start's time splits from its zone.
+RUN_COLUMNS_GIVE_WAY = (("started", len("00:00:00 UTC")), ("results", 0), ("label", 0), ("kernel", 0), ("took", 0),
+                        ("started", len("2026-01-01")))
+
+
+def runs_table(listings: Sequence[RunListing], width: int | None = None) -> Table:
+    """The history, one run a row, fitted to `width` (the terminal's) when given: an 80-column
+    terminal shows every column."""
+    rows = [_run_row(entry) for entry in listings]
+    names = [name for name, _ in RUN_COLUMNS]
+    columns = dict(zip(names, zip(*rows))) if rows else {name: () for name in names}
+    natural = {name: max([len(name)] + [Text(cell).cell_len if isinstance(cell, str) else cell.cell_len for cell in cells])
+               for name, cells in columns.items()}
+    widths = {name: min(w, PROSE_WIDTH) for name, w in natural.items() if name not in RUN_COLUMNS_KEPT_WHOLE}
+    if width is not None:
+        budget = width - (len(names) + 1) - 2 * len(names) - sum(natural[n] for n in RUN_COLUMNS_KEPT_WHOLE)
+        for name, floor in RUN_COLUMNS_GIVE_WAY:
+            excess = sum(widths.values()) - budget
+            if excess <= 0:
+                break
+            widths[name] = max(len(name), floor, widths[name] - excess)
     table = Table(title="Result history", expand=False)
-    for name, justify in (("id", "right"), ("uid", "left"), ("started", "left"), ("took", "right"), ("label", "left"),
-                          ("status", "left"), ("results", "left"), ("kernel", "left")):
-        _add_column(table, name, justify, wrap=name in ("label", "results", "kernel"), prose=True)
-    for entry in listings:
-        run = entry.run
-        counts = Text()
-        for status in ResultStatus:
-            count = entry.counts.get(status.value, 0)
-            if count:
-                if counts:
-                    counts.append(" ")
-                counts.append(f"{count} {status.value}", style=RESULT_COUNT_STYLE[status])
-        table.add_row(
-            str(run.id),
-            run.uid[:12],
-            formats.when(run.started),
-            formats.duration(run.ended - run.started if run.ended else None),
-            run.label,
-            Text(run.status.value, style=RUN_STATUS_STYLE[run.status]),
-            counts if counts else Text("none", style="dim"),
-            str(run.metadata.get("kernel") or ""),
-        )
+    for name, justify in RUN_COLUMNS:
+        if name in widths:
+            table.add_column(name, justify=justify, overflow="fold", width=widths[name])
+        else:
+            table.add_column(name, justify=justify, no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
     return table
+
+
+def _run_row(entry: RunListing) -> tuple[str | Text, ...]:
+    run = entry.run
+    counts = Text()
+    for status in ResultStatus:
+        count = entry.counts.get(status.value, 0)
+        if count:
+            if counts:
+                counts.append(" ")
+            counts.append(f"{count} {status.value}", style=RESULT_COUNT_STYLE[status])
+    return (
+        str(run.id),
+        run.uid[:12],
+        formats.when(run.started),
+        formats.duration(run.ended - run.started if run.ended else None),
+        run.label,
+        Text(run.status.value, style=RUN_STATUS_STYLE[run.status]),
+        counts if counts else Text("none", style="dim"),
+        str(run.metadata.get("kernel") or ""),
+    )
 
 
 def run_header(run: Run) -> Table:

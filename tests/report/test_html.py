@@ -224,7 +224,7 @@ def test_write_run_reports_writes_html_and_json_without_overwriting(sample_run: 
 
 def test_write_run_reports_uses_the_uid_without_a_local_id(sample_run: Run, tmp_path: Path) -> None:
     html_path, _ = write_run_reports(replace(sample_run, id=None), tmp_path)
-    assert html_path.name.startswith(f"gpubench-run-{sample_run.uid[:8]}-")
+    assert html_path.name.startswith(f"gpubench-run-{sample_run.uid[:12]}-")
 
 
 def test_write_run_reports_into_an_impossible_directory_is_a_user_error(sample_run: Run, tmp_path: Path) -> None:
