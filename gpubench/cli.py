@@ -192,10 +192,10 @@ def _show_run(stored, reports_dir: Path | None, as_json: bool) -> list[str]:  # 
             problems.append(str(e))
     if not as_json:
         from gpubench.report.tables import results_table
-        from gpubench.report.terminal import stdout_console
+        from gpubench.report.terminal import fit, stdout_console
 
         console = stdout_console()
-        console.print(results_table(stored))
+        console.print(fit(results_table(stored), console.width))
         for p in paths:
             console.print(f"report: {p}")
     for p in paths if as_json else ():

@@ -92,13 +92,13 @@ def list_command(
         emit_json(rows)
         return
     from gpubench.report.tables import runs_table
-    from gpubench.report.terminal import stdout_console
+    from gpubench.report.terminal import fit, stdout_console
 
     if not listings:
         typer.echo(f"no runs in {path} yet", err=True)
         return
     console = stdout_console()
-    console.print(runs_table(listings, console.width))
+    console.print(fit(runs_table(listings), console.width))
 
 
 def show_command(
@@ -113,11 +113,11 @@ def show_command(
         emit_json(found.to_dict())
         return
     from gpubench.report.tables import results_table, run_header
-    from gpubench.report.terminal import stdout_console
+    from gpubench.report.terminal import fit, stdout_console
 
     console = stdout_console()
     console.print(run_header(found))
-    console.print(results_table(found))
+    console.print(fit(results_table(found), console.width))
 
 
 def export_command(
@@ -236,11 +236,11 @@ def compare_command(
         _emit(comparisons_to_json(comparisons))
     else:
         from gpubench.report.tables import comparison_table, verdict_counts
-        from gpubench.report.terminal import stdout_console
+        from gpubench.report.terminal import fit, stdout_console
 
         console = stdout_console()
         for comparison in comparisons:
-            console.print(comparison_table(comparison))
+            console.print(fit(comparison_table(comparison), console.width))
             console.print(verdict_counts(comparison))
     for target, page in html_pages:
         write_user_file(target, page, force)

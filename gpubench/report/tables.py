@@ -39,50 +39,25 @@ RESULT_COUNT_STYLE: dict[ResultStatus, str] = {
 }
 
 
-def _add_column(table: Table, name: str, justify: str, wrap: bool, prose: bool = False) -> None:
-    """A column that may wrap is what a narrow terminal squeezes first, down to its header's width
-    (never to nothing); it folds a long word rather than cut it. Prose also wraps at PROSE_WIDTH
-    on a wide one."""
+def _add_column(table: Table, name: str, justify: str, wrap: bool, prose: bool = False, min_width: int = 0) -> None:
+    """A column that may wrap is what a narrow terminal squeezes (terminal.fit), down to its
+    header's width or min_width, never to nothing; it folds a long word rather than cut it. Prose
+    also wraps at PROSE_WIDTH on a wide one."""
     if wrap:
-        table.add_column(name, justify=justify, overflow="fold", min_width=len(name), max_width=PROSE_WIDTH if prose else None)
+        table.add_column(name, justify=justify, overflow="fold", min_width=max(len(name), min_width),
+                         max_width=PROSE_WIDTH if prose else None)
     else:
         table.add_column(name, justify=justify, no_wrap=True)
 
 
-RUN_COLUMNS = (("id", "right"), ("uid", "left"), ("started", "left"), ("took", "right"), ("label", "left"),
-               ("status", "left"), ("results", "left"), ("kernel", "left"))
-RUN_COLUMNS_KEPT_WHOLE = ("id", "uid", "status")  # the handles a user copies, and a one-word status
-# On a narrow terminal the other columns give way in this order, each down to its floor:
-# the start first splits into date and time, then the counts and the label wrap between words,
-# then the kernel and the duration fold, and last the start's time splits from its zone.
-RUN_COLUMNS_GIVE_WAY = (("started", len("00:00:00 UTC")), ("results", 0), ("label", 0), ("kernel", 0), ("took", 0),
-                        ("started", len("2026-01-01")))
-
-
-def runs_table(listings: Sequence[RunListing], width: int | None = None) -> Table:
-    """The history, one run a row, fitted to `width` (the terminal's) when given: an 80-column
-    terminal shows every column."""
-    rows = [_run_row(entry) for entry in listings]
-    names = [name for name, _ in RUN_COLUMNS]
-    columns = dict(zip(names, zip(*rows))) if rows else {name: () for name in names}
-    natural = {name: max([len(name)] + [Text(cell).cell_len if isinstance(cell, str) else cell.cell_len for cell in cells])
-               for name, cells in columns.items()}
-    widths = {name: min(w, PROSE_WIDTH) for name, w in natural.items() if name not in RUN_COLUMNS_KEPT_WHOLE}
-    if width is not None:
-        budget = width - (len(names) + 1) - 2 * len(names) - sum(natural[n] for n in RUN_COLUMNS_KEPT_WHOLE)
-        for name, floor in RUN_COLUMNS_GIVE_WAY:
-            excess = sum(widths.values()) - budget
-            if excess <= 0:
-                break
-            widths[name] = max(len(name), floor, widths[name] - excess)
+def runs_table(listings: Sequence[RunListing]) -> Table:
     table = Table(title="Result history", expand=False)
-    for name, justify in RUN_COLUMNS:
-        if name in widths:
-            table.add_column(name, justify=justify, overflow="fold", width=widths[name])
-        else:
-            table.add_column(name, justify=justify, no_wrap=True)
-    for row in rows:
-        table.add_row(*row)
+    for name, justify in (("id", "right"), ("uid", "left"), ("started", "left"), ("took", "right"), ("label", "left"),
+                          ("status", "left"), ("results", "left"), ("kernel", "left")):
+        _add_column(table, name, justify, wrap=name not in ("id", "uid", "status"), prose=True,
+                    min_width=len("2026-01-01") if name == "started" else 0)  # a start splits into date and time
+    for entry in listings:
+        table.add_row(*_run_row(entry))
     return table
 
 
@@ -134,7 +109,7 @@ def results_table(run: Run) -> Table:
     table = Table(title=f"Results of {formats.run_name(run)}", expand=False)
     for name, justify in (("benchmark", "left"), ("case", "left"), ("status", "left"), ("median", "right"),
                           ("95% CI", "right"), ("n", "right"), ("reason", "left")):
-        _add_column(table, name, justify, wrap=name in ("case", "reason"), prose=name == "reason")
+        _add_column(table, name, justify, wrap=name not in ("status", "n"), prose=name == "reason")
     for result in run.results:
         s = result.summary
         table.add_row(
@@ -162,7 +137,7 @@ def comparison_table(comparison: Comparison) -> Table:
     table = Table(title=title, expand=False)
     for name, justify in (("benchmark", "left"), ("case", "left"), ("unit", "left"), ("base", "right"), ("new", "right"),
                           ("change", "right"), ("95% CI", "right"), ("p", "right"), ("verdict", "left"), ("note", "left")):
-        _add_column(table, name, justify, wrap=name == "note", prose=True)
+        _add_column(table, name, justify, wrap=name not in ("base", "new", "change", "p"), prose=name == "note")
     for case in comparison.cases:
         table.add_row(
             case.benchmark,

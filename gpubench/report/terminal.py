@@ -23,6 +23,7 @@ STATUS_STYLE = {
 
 EVIDENCE_WIDTH = 100  # the table shortens long values; --json carries them whole
 PROSE_WIDTH = 80  # the widest a column of sentences (why / fix, reason, note) grows before it wraps
+PROSE_FLOOR = 24  # on a narrow terminal, sentences wrap down to this before other columns give way
 PIPED_WIDTH = 1000  # not a terminal: rich would assume 80 columns and cut cells short
 
 
@@ -45,6 +46,39 @@ def stderr_console() -> Console:
     if not console.is_terminal:
         console.soft_wrap = True
     return console
+
+
+def fit(table: Table, width: int) -> Table:
+    """Give the columns that may wrap widths that fit the table into `width`, where rich alone
+    would shrink every column alike, cutting numbers to "…" and pushing the edge off-screen. They
+    give way in three steps, the widest first in each: sentences (a column with a max_width) wrap
+    down to PROSE_FLOOR, then every column wraps down to its longest word, then words fold down
+    to the column's header or its min_width."""
+    if not all(isinstance(cell, (str, Text)) for column in table.columns for cell in column.cells):
+        return table
+    natural, prose, word, floor = [], [], [], []
+    for column in table.columns:
+        header = Text(str(column.header)).cell_len
+        lines = [line for cell in column.cells for line in (Text(cell) if isinstance(cell, str) else cell).split("\n")]
+        longest = max([header] + [Text(w).cell_len for line in lines for w in line.plain.split()])
+        widest = min(max([header] + [line.cell_len for line in lines]), column.max_width or width)
+        natural.append(widest)
+        floor.append(min(max(header, column.min_width or 0), widest))
+        word.append(min(max(longest, floor[-1]), widest))
+        prose.append(min(max(word[-1], PROSE_FLOOR), widest) if column.max_width else widest)
+    widths = list(natural)
+    budget = width - (len(widths) + 1) - 2 * len(widths)  # the box's rules and each cell's padding
+    for limit in (prose, word, floor):
+        while sum(widths) > budget:
+            shrinkable = [i for i, column in enumerate(table.columns) if not column.no_wrap and widths[i] > limit[i]]
+            if not shrinkable:
+                break
+            widths[max(shrinkable, key=lambda i: widths[i])] -= 1
+    if widths != natural:
+        for column, column_width in zip(table.columns, widths):
+            if not column.no_wrap:
+                column.width = column_width
+    return table
 
 
 def profile_table(profile: Profile) -> Table:
