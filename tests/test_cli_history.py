@@ -118,18 +118,19 @@ def test_list_fits_80_columns_with_every_column_and_the_uid_whole(tmp_path: Path
     assert time.strftime("%Y-%m-%d", time.localtime(run.started)) in result.stdout
 
 
+@pytest.mark.parametrize("columns", [80, 100])
 @pytest.mark.parametrize("command", ["compare", "show"])
-def test_tables_fit_a_100_column_terminal_without_cutting_a_number(tmp_path: Path, command: str) -> None:
+def test_tables_fit_the_terminal_without_cutting_a_number(tmp_path: Path, command: str, columns: int) -> None:
     db = tmp_path / "r.db"
     cases = ("randread-4k-qd32-j1-buffered", "read-128k-qd8-j1-direct")
     base = build_run(tuple(build_result(c, samples=noisy(2000.0, seed=i)) for i, c in enumerate(cases))
                      + (build_result("*", status=ResultStatus.WAIVED, reason="no NVIDIA GPU found (probe: gpus = no)"),))
     new = build_run(tuple(build_result(c, samples=noisy(1000.0, seed=i + 5)) for i, c in enumerate(cases)))
     _fill(db, base, new)
-    result = _invoke(command, *(("1", "2") if command == "compare" else ("1",)), "--db", str(db), env={"COLUMNS": "100"})
+    result = _invoke(command, *(("1", "2") if command == "compare" else ("1",)), "--db", str(db), env={"COLUMNS": str(columns)})
     assert result.exit_code == 0, result.stderr
     table = [line for line in result.stdout.splitlines() if line[:1] in "┏┃┡│└"]
-    assert table and all(len(line) <= 100 and line[-1] in "┓┃┩│┘" for line in table)
+    assert table and all(len(line) <= columns and line[-1] in "┓┃┩│┘" for line in table)
     assert "…" not in result.stdout
     assert "-50." in result.stdout if command == "compare" else "2,0" in result.stdout
 

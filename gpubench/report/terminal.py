@@ -66,19 +66,29 @@ def fit(table: Table, width: int) -> Table:
         floor.append(min(max(header, column.min_width or 0), widest))
         word.append(min(max(longest, floor[-1]), widest))
         prose.append(min(max(word[-1], PROSE_FLOOR), widest) if column.max_width else widest)
-    widths = list(natural)
-    budget = width - (len(widths) + 1) - 2 * len(widths)  # the box's rules and each cell's padding
-    for limit in (prose, word, floor):
-        while sum(widths) > budget:
-            shrinkable = [i for i, column in enumerate(table.columns) if not column.no_wrap and widths[i] > limit[i]]
-            if not shrinkable:
-                break
-            widths[max(shrinkable, key=lambda i: widths[i])] -= 1
+    widths = _give_way(natural, (prose, word, floor), [not column.no_wrap for column in table.columns],
+                       width - (len(natural) + 1) - 2 * len(natural))  # the box's rules and each cell's padding
+    if sum(widths) > width - (len(natural) + 1) - 2 * len(natural):
+        table.padding = (0, 0)  # too narrow for padding: the rules alone part the columns
+        widths = _give_way(natural, (prose, word, floor), [not column.no_wrap for column in table.columns], width - (len(natural) + 1))
     if widths != natural:
         for column, column_width in zip(table.columns, widths):
             if not column.no_wrap:
                 column.width = column_width
     return table
+
+
+def _give_way(natural: list[int], limits: tuple[list[int], ...], may_wrap: list[bool], budget: int) -> list[int]:
+    """Narrow the columns that may wrap until they fit `budget`, step by step, each step down to its
+    limits, the widest column first."""
+    widths = list(natural)
+    for limit in limits:
+        while sum(widths) > budget:
+            shrinkable = [i for i, wraps in enumerate(may_wrap) if wraps and widths[i] > limit[i]]
+            if not shrinkable:
+                break
+            widths[max(shrinkable, key=lambda i: widths[i])] -= 1
+    return widths
 
 
 def profile_table(profile: Profile) -> Table:
