@@ -53,7 +53,8 @@ def fit(table: Table, width: int) -> Table:
     would shrink every column alike, cutting numbers to "…" and pushing the edge off-screen. They
     give way in three steps, the widest first in each: sentences (a column with a max_width) wrap
     down to PROSE_FLOOR, then every column wraps down to its longest word, then words fold down
-    to the column's header or its min_width."""
+    to the column's header or its min_width. Where that is still too wide, the cells lose their
+    padding and the steps are taken again."""
     if not all(isinstance(cell, (str, Text)) for column in table.columns for cell in column.cells):
         return table
     natural, prose, word, floor = [], [], [], []
@@ -66,11 +67,12 @@ def fit(table: Table, width: int) -> Table:
         floor.append(min(max(header, column.min_width or 0), widest))
         word.append(min(max(longest, floor[-1]), widest))
         prose.append(min(max(word[-1], PROSE_FLOOR), widest) if column.max_width else widest)
-    widths = _give_way(natural, (prose, word, floor), [not column.no_wrap for column in table.columns],
-                       width - (len(natural) + 1) - 2 * len(natural))  # the box's rules and each cell's padding
-    if sum(widths) > width - (len(natural) + 1) - 2 * len(natural):
-        table.padding = (0, 0)  # too narrow for padding: the rules alone part the columns
-        widths = _give_way(natural, (prose, word, floor), [not column.no_wrap for column in table.columns], width - (len(natural) + 1))
+    may_wrap = [not column.no_wrap for column in table.columns]
+    inside_rules = width - (len(natural) + 1)
+    widths = _give_way(natural, (prose, word, floor), may_wrap, inside_rules - 2 * len(natural))  # a space each side
+    if sum(widths) > inside_rules - 2 * len(natural):
+        table.padding = (0, 0)
+        widths = _give_way(natural, (prose, word, floor), may_wrap, inside_rules)
     if widths != natural:
         for column, column_width in zip(table.columns, widths):
             if not column.no_wrap:
