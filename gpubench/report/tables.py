@@ -57,29 +57,25 @@ def runs_table(listings: Sequence[RunListing]) -> Table:
         _add_column(table, name, justify, wrap=name not in ("id", "uid", "status"), prose=True,
                     min_width=len("2026-01-01") if name == "started" else 0)  # a start splits into date and time
     for entry in listings:
-        table.add_row(*_run_row(entry))
+        run = entry.run
+        counts = Text()
+        for status in ResultStatus:
+            count = entry.counts.get(status.value, 0)
+            if count:
+                if counts:
+                    counts.append(" ")
+                counts.append(f"{count} {status.value}", style=RESULT_COUNT_STYLE[status])
+        table.add_row(
+            str(run.id),
+            run.uid[:12],
+            formats.when(run.started),
+            formats.duration(run.ended - run.started if run.ended else None),
+            run.label,
+            Text(run.status.value, style=RUN_STATUS_STYLE[run.status]),
+            counts if counts else Text("none", style="dim"),
+            str(run.metadata.get("kernel") or ""),
+        )
     return table
-
-
-def _run_row(entry: RunListing) -> tuple[str | Text, ...]:
-    run = entry.run
-    counts = Text()
-    for status in ResultStatus:
-        count = entry.counts.get(status.value, 0)
-        if count:
-            if counts:
-                counts.append(" ")
-            counts.append(f"{count} {status.value}", style=RESULT_COUNT_STYLE[status])
-    return (
-        str(run.id),
-        run.uid[:12],
-        formats.when(run.started),
-        formats.duration(run.ended - run.started if run.ended else None),
-        run.label,
-        Text(run.status.value, style=RUN_STATUS_STYLE[run.status]),
-        counts if counts else Text("none", style="dim"),
-        str(run.metadata.get("kernel") or ""),
-    )
 
 
 def run_header(run: Run) -> Table:
