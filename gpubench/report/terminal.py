@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -54,14 +55,12 @@ def fit(table: Table, width: int) -> Table:
     give way in three steps, the widest first in each: sentences (a column with a max_width) wrap
     down to PROSE_FLOOR, then every column wraps down to its longest word, then words fold down
     to the column's header or its min_width. Where that is still too wide, the cells lose their
-    padding and the steps are taken again."""
-    if not all(isinstance(cell, (str, Text)) for column in table.columns for cell in column.cells):
-        return table
+    padding and the steps are taken again. Cells are str or Text, as every table here makes them."""
     natural, prose, word, floor = [], [], [], []
     for column in table.columns:
-        header = Text(str(column.header)).cell_len
+        header = cell_len(str(column.header))
         lines = [line for cell in column.cells for line in (Text(cell) if isinstance(cell, str) else cell).split("\n")]
-        longest = max([header] + [Text(w).cell_len for line in lines for w in line.plain.split()])
+        longest = max([header] + [cell_len(w) for line in lines for w in line.plain.split()])
         widest = min(max([header] + [line.cell_len for line in lines]), column.max_width or width)
         natural.append(widest)
         floor.append(min(max(header, column.min_width or 0), widest))
@@ -69,8 +68,9 @@ def fit(table: Table, width: int) -> Table:
         prose.append(min(max(word[-1], PROSE_FLOOR), widest) if column.max_width else widest)
     may_wrap = [not column.no_wrap for column in table.columns]
     inside_rules = width - (len(natural) + 1)
-    widths = _give_way(natural, (prose, word, floor), may_wrap, inside_rules - 2 * len(natural))  # a space each side
-    if sum(widths) > inside_rules - 2 * len(natural):
+    padded = inside_rules - 2 * len(natural)  # a space each side of every cell
+    widths = _give_way(natural, (prose, word, floor), may_wrap, padded)
+    if sum(widths) > padded:
         table.padding = (0, 0)
         widths = _give_way(natural, (prose, word, floor), may_wrap, inside_rules)
     if widths != natural:
