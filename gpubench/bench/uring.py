@@ -295,6 +295,9 @@ class UringJob:
         for ud in range(1, qd + 1):
             if issued >= limit:
                 break
+            if k == n_offs:
+                offs, k = refill(), 0
+                n_offs = len(offs)
             off = offs[k]
             k += 1
             slot_offset[ud] = off
@@ -339,8 +342,8 @@ class UringJob:
                         done -= 1
                     if issuing:  # the refill is inlined, as in the first fill above: a call per I/O costs more
                         if k == n_offs:
-                            offs = refill()
-                            k = 0
+                            offs, k = refill(), 0
+                            n_offs = len(offs)
                         off = offs[k]
                         k += 1
                         slot_offset[ud] = off

@@ -402,6 +402,40 @@ def test_completion_ring_wraps_many_times_without_losing_a_completion(disk_dir):
     assert sample.extra["ring"]["entries"] == 4
 
 
+
+@needs_ring
+@pytest.mark.parametrize("left", [3, 6], ids=["fewer-than-qd", "more-than-qd"])
+def test_a_repetition_starting_on_a_few_leftover_offsets_draws_a_block_only_when_it_runs_out(left, tmp_path):
+    """A repetition continues the offsets the last one drew but left unused. With fewer left than
+    the queue depth the first fill must refill (it raised IndexError); after the refill the loop
+    must count the new block's length, not the leftover's (it drew a whole new block every
+    `left` I/Os)."""
+    from gpubench.bench.uring import UringJob
+
+    block = 65536  # offsets UringJob draws at a time
+    path = tmp_path / "f"
+    path.write_bytes(bytes(1 << 20))
+    spec = iofile.JobSpec(path=str(path), pattern="randread", block_size=4096, queue_depth=4, direct=False, span=1 << 20)
+    job = UringJob(spec)
+    draws = 0
+    draw = job.next_offset
+
+    def counted() -> int:
+        nonlocal draws
+        draws += 1
+        return draw()
+
+    job.next_offset = counted
+    try:
+        first = job.run(60.0, io_limit=(block - left) * 4096)
+        second = job.run(60.0, io_limit=200 * 4096)
+    finally:
+        job.close()
+    assert (first.ios, second.ios) == (block - left, 200)
+    assert not first.problem and not second.problem
+    assert draws == 2 * block
+
+
 _NO_MEMLOCK = """
 import json, resource, sys
 from pathlib import Path
