@@ -193,12 +193,12 @@ def compare_command(
     are compared: a t-test on the logarithms of their medians, Holm-adjusted over the cases. A
     side may be several runs of one configuration, e.g. `compare 1,2,3 4,5,6` or label:NAME.
 
-    A note on stderr counts the cases missing from a side (not judged) and names interrupted runs.
+    Notes on stderr count the cases missing from a side (not judged), name interrupted runs, and
+    say when a better or worse rests on one run per side.
 
     Exit status: 0 done, 3 a regression with --fail-on-regression, 1 error, 2 usage."""
     fraction = parse_threshold(threshold)
     from gpubench.results.compare import compare
-    from gpubench.results.model import Verdict
 
     with _open_readonly(db) as store:
         base_runs = _side(store, base, "BASE")
@@ -249,18 +249,27 @@ def compare_command(
         write_user_file(junit, junit_text, force)
         typer.echo(f"wrote {junit}", err=True)
 
-    if any(case.verdict in (Verdict.BETTER, Verdict.WORSE) and not case.units for c in comparisons for case in c.cases):
-        typer.echo(
-            "note: some cases were judged on one run of one round per side, so how far this machine moves "
-            "between runs is unknown; to rule that out, compare several runs per side (e.g. 1,2,3 4,5,6)",
-            err=True,
-        )
-    for note in _incomplete_notes(comparisons):
+    for note in _single_run_notes(comparisons) + _incomplete_notes(comparisons):
         typer.echo(note, err=True)
     regressions = sum(len(c.regressions) for c in comparisons)
     if regressions and fail_on_regression:
         typer.echo(f"{regressions} regression(s) beyond the {fraction:.1%} threshold", err=True)
         raise typer.Exit(3)
+
+
+def _single_run_notes(comparisons) -> list[str]:  # type: ignore[no-untyped-def]
+    """One line when a better or worse rests on one run per side: the rounds of a run lie seconds
+    apart, and a machine that drifts for longer than a run moves all of them together."""
+    from gpubench.results.model import Verdict
+
+    judged = [case for c in comparisons for case in c.cases
+              if case.verdict in (Verdict.BETTER, Verdict.WORSE) and case.units != "runs"]
+    if not judged:
+        return []
+    basis = "one run of one round per side" if any(not case.units for case in judged) else "the rounds of one run per side"
+    return [f"note: {len(judged)} case(s) were judged better or worse on {basis}, so how far this machine moves "
+            f"between runs is unknown; to rule that out, compare several runs per side "
+            f"(gpubench run --repeat 3, then e.g. compare 1,2,3 4,5,6)"]
 
 
 def _incomplete_notes(comparisons) -> list[str]:  # type: ignore[no-untyped-def]

@@ -284,6 +284,26 @@ def _machine_that_moves(db: Path) -> None:
     _fill(db, *runs)
 
 
+
+def test_a_verdict_on_the_rounds_of_one_run_per_side_says_so(tmp_path: Path) -> None:
+    """Tight rounds on either side, 30% apart: called better, and stderr says the verdict rests on
+    one run per side; with several runs per side (each its own level) the note is gone."""
+    def rounds_at(level: float, seed: int):  # type: ignore[no-untyped-def]
+        samples = noisy(level, seed=seed)[:6]
+        return build_result("read", samples=samples, sample_metrics=tuple({"round": 1 + i // 2} for i in range(6)))
+
+    db = tmp_path / "r.db"
+    _fill(db, *(build_run((rounds_at(level, i),), started=1700000000.0 + i)
+                for i, level in enumerate((1000.0, 1300.0, 1000.0, 1300.0))))
+    single = _invoke("compare", "1", "2", "--db", str(db))
+    assert single.exit_code == 0 and "better" in single.stdout
+    assert "note: 1 case(s) were judged better or worse on the rounds of one run per side" in single.stderr
+    assert "--repeat 3" in single.stderr
+    pooled = _invoke("compare", "1,3", "2,4", "--db", str(db))
+    assert pooled.exit_code == 0, pooled.stderr
+    assert "one run per side" not in pooled.stderr
+
+
 def test_compare_pools_several_runs_per_side(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
     _machine_that_moves(db)
