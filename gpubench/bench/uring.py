@@ -295,9 +295,6 @@ class UringJob:
         for ud in range(1, qd + 1):
             if issued >= limit:
                 break
-            if k == n_offs:
-                offs, k = refill(), 0
-                n_offs = len(offs)
             off = offs[k]
             k += 1
             slot_offset[ud] = off
@@ -340,7 +337,7 @@ class UringJob:
                                                    spec.path))
                         issuing = False
                         done -= 1
-                    if issuing:  # the refill is inlined, as in the first fill above: a call per I/O costs more
+                    if issuing:  # the next I/O is prepared inline, as in the first fill above: a call per I/O costs more
                         if k == n_offs:
                             offs, k = refill(), 0
                             n_offs = len(offs)
@@ -376,13 +373,15 @@ class UringJob:
         return JobTotals(reads, writes, done * bs, (now - start) / 1e9, hist, facts, problem)
 
     def _offset_block(self) -> list[int]:
-        """The next offsets, many at a time (what a repetition left over comes first)."""
-        left = getattr(self, "_offsets_left", None)
-        if left:
-            self._offsets_left = None
+        """The next offsets, many at a time: what a repetition left over comes first, with a fresh
+        block behind it when fewer than a queue's worth are left (the first fill takes that many
+        without looking for the end)."""
+        left = getattr(self, "_offsets_left", None) or []
+        self._offsets_left = None
+        if len(left) >= self.spec.queue_depth:
             return left
         draw = self.next_offset
-        return [draw() for _ in range(65536)]
+        return left + [draw() for _ in range(65536)]
 
     def _run_general(self, seconds: float, io_limit: int, generation: int, reap_batch: int):
         """Any mix of reads and writes, with or without verify."""

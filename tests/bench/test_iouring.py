@@ -407,9 +407,9 @@ def test_completion_ring_wraps_many_times_without_losing_a_completion(disk_dir):
 @pytest.mark.parametrize("left", [3, 6], ids=["fewer-than-qd", "more-than-qd"])
 def test_a_repetition_starting_on_a_few_leftover_offsets_draws_a_block_only_when_it_runs_out(left, tmp_path):
     """A repetition continues the offsets the last one drew but left unused. With fewer left than
-    the queue depth the first fill must refill (it raised IndexError); after the refill the loop
-    must count the new block's length, not the leftover's (it drew a whole new block every
-    `left` I/Os)."""
+    the queue depth the first fill must still find a queue's worth (it raised IndexError); after a
+    refill the loop must count the new block's length, not the leftover's (it drew a whole new
+    block every `left` I/Os)."""
     from gpubench.bench.uring import UringJob
 
     block = 65536  # offsets UringJob draws at a time
