@@ -193,11 +193,13 @@ def compare_command(
     are compared: a t-test on the logarithms of their medians, Holm-adjusted over the cases. A
     side may be several runs of one configuration, e.g. `compare 1,2,3 4,5,6` or label:NAME.
 
-    Notes on stderr count the cases missing from a side (not judged), name interrupted runs, and
-    say when a better or worse rests on one run per side.
+    Notes on stderr count the cases missing from a side (not judged), name interrupted runs, say
+    when a better or worse rests on one run per side, and when the machine itself ran at another
+    speed on the two sides (a fixed CPU reference timed before every repetition).
 
     Exit status: 0 done, 3 a regression with --fail-on-regression, 1 error, 2 usage."""
     fraction = parse_threshold(threshold)
+    from gpubench.report.formats import machine_speed_note
     from gpubench.results.compare import compare
 
     with _open_readonly(db) as store:
@@ -248,8 +250,8 @@ def compare_command(
     if junit is not None and junit_text is not None:
         write_user_file(junit, junit_text, force)
         typer.echo(f"wrote {junit}", err=True)
-
-    for note in _single_run_notes(comparisons) + _incomplete_notes(comparisons):
+    speed_notes = [f"note: {n}" for n in map(machine_speed_note, comparisons) if n]
+    for note in speed_notes + _single_run_notes(comparisons) + _incomplete_notes(comparisons):
         typer.echo(note, err=True)
     regressions = sum(len(c.regressions) for c in comparisons)
     if regressions and fail_on_regression:

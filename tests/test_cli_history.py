@@ -304,6 +304,29 @@ def test_a_verdict_on_the_rounds_of_one_run_per_side_says_so(tmp_path: Path) -> 
     assert "one run per side" not in pooled.stderr
 
 
+def test_compare_says_when_the_machine_itself_ran_at_another_speed(tmp_path: Path) -> None:
+    """The CPU reference each sample carries: 30% apart between the sides is said on stderr, in the
+    JSON and in the HTML; 2% apart (within the threshold) is not said."""
+    def run_on(speed: float, i: int) -> Run:
+        metrics = tuple({"round": 1 + k // 2, "host_speed": speed + k} for k in range(6))
+        result = build_result("read", samples=noisy(1000.0, seed=i)[:6], sample_metrics=metrics)
+        return build_run((result,), started=1700000000.0 + i)
+
+    db = tmp_path / "m.db"
+    _fill(db, run_on(6000.0, 0), run_on(4200.0, 1), run_on(5880.0, 2))
+    slower = _invoke("compare", "1", "2", "--db", str(db), "--html", str(tmp_path / "c.html"))
+    assert slower.exit_code == 0, slower.stderr
+    assert ("note: by a fixed CPU reference timed before every repetition, the machine itself ran 30% slower in "
+            "run 2 (kernel 6.8) than in run 1 (kernel 6.8): 4,202 vs 6,002 MB/s.") in slower.stderr
+    assert "By a fixed CPU reference timed before every repetition, the machine itself ran 30% slower" in (tmp_path / "c.html").read_text()
+    document = json.loads(_invoke("compare", "1", "2", "--db", str(db), "--json").stdout)
+    assert document["comparisons"][0]["machine_speed"] == {"base": 6002.5, "new": 4202.5}
+    steady = _invoke("compare", "1", "3", "--db", str(db))
+    assert steady.exit_code == 0 and "machine itself" not in steady.stderr  # 2%: within the 5% threshold
+    shown = _invoke("show", "2", "--db", str(db))
+    assert "machine speed" in shown.stdout and "4,202 MB/s by a fixed CPU reference" in shown.stdout
+
+
 def test_compare_pools_several_runs_per_side(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
     _machine_that_moves(db)

@@ -1,12 +1,13 @@
 """The run pipeline around any benchmark: repetitions, deadlines, bad samples, stored status."""
 
+import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from gpubench.bench import registry
+from gpubench.bench import hostspeed, registry
 from gpubench.bench.interface import BenchFailure, Case, Context, Sample
 from gpubench.bench.runner import CaseRun, RepeatPolicy, merge_round, parse_params, plan
 from gpubench.errors import UserError
@@ -68,6 +69,20 @@ def test_a_non_finite_sample_fails_the_case_and_keeps_the_others():
     assert "not a finite number" in result.reason
     assert result.samples == (1.0, 2.0)
     assert result.summary is not None and result.summary.n == 2
+
+
+def test_each_sample_carries_the_machines_speed_read_just_before_it(monkeypatch):
+    readings = iter(range(100, 200))
+    monkeypatch.setattr(hostspeed, "reference", lambda: float(next(readings)))
+    result = case_run("9,1,1,1,1")  # the warm-up (9) reads none
+    assert [m["host_speed"] for m in result.sample_metrics] == [100.0, 101.0, 102.0]
+
+
+def test_the_machine_reference_is_the_work_of_its_faster_pass(monkeypatch):
+    assert math.isfinite(hostspeed.reference()) and hostspeed.reference() > 0
+    ticks = iter([0.0, 0.004, 1.0, 1.002])  # passes of 4 ms and 2 ms
+    monkeypatch.setattr(hostspeed.time, "perf_counter", lambda: next(ticks))
+    assert hostspeed.reference() == pytest.approx(64 * 65536 / 0.002 / 1e6)
 
 
 def test_parameters_for_a_benchmark_not_selected_are_refused(monkeypatch):

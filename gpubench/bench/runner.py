@@ -11,11 +11,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from gpubench.bench import registry
+from gpubench.bench import hostspeed, registry
 from gpubench.bench.interface import BenchFailure, Benchmark, Case, Context, Sample, Waived
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
-from gpubench.results.model import ROUND_KEY, WHOLE_BENCHMARK, Result, ResultStatus
+from gpubench.results.model import HOST_SPEED_KEY, ROUND_KEY, WHOLE_BENCHMARK, Result, ResultStatus
 from gpubench.results.stats import summarize
 
 SIZES = ("quick", "default", "full")
@@ -205,11 +205,14 @@ class CaseRun:
         )
 
     def _repeat(self, measure: Callable[[], Sample]) -> None:
-        """Repeat until the spread settles (after min_reps), the cap, or the case's deadline."""
+        """Repeat until the spread settles (after min_reps), the cap, or the case's deadline; each
+        sample carries the machine's own speed, timed just before it (bench.hostspeed)."""
         while len(self.samples) < self.policy.max_reps:
+            speed = hostspeed.reference()
             sample = measure()
             if not math.isfinite(sample.value):
                 raise BenchFailure(f"repetition {len(self.samples) + 1} measured {sample.value}: not a finite number")
+            sample = replace(sample, metrics={**sample.metrics, HOST_SPEED_KEY: speed})
             self.samples.append(sample)
             self.on_sample(len(self.samples), sample)
             if time.monotonic() > self.ctx.deadline:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import statistics
+
+from gpubench.results.model import machine_speed_readings
 
 
 def number(value: float | None, missing: str = "") -> str:
@@ -58,6 +61,32 @@ def side_name(runs) -> str:  # type: ignore[no-untyped-def]
     labels = {r.label for r in runs}
     shared = labels.pop() if len(labels) == 1 else ""
     return f"runs {idents}" + (f" ({shared})" if shared else "")
+
+
+MACHINE_REFERENCE = "a fixed CPU reference timed before every repetition"  # see gpubench.bench.hostspeed
+
+
+def machine_speed(run) -> str | None:  # type: ignore[no-untyped-def]
+    """The machine's own speed through a run, by the machine reference: its median and 10th-90th
+    percentile (how steady the machine was); None for runs without it."""
+    speeds = machine_speed_readings([run])
+    if len(speeds) < 2:
+        return None
+    tenth, *_, ninetieth = statistics.quantiles(speeds, n=10)
+    return (f"{number(statistics.median(speeds))} MB/s by {MACHINE_REFERENCE} "
+            f"(10th-90th percentile {number(tenth)}-{number(ninetieth)})")
+
+
+def machine_speed_note(comparison) -> str | None:  # type: ignore[no-untyped-def]
+    """A sentence when the machine itself ran at a different speed on the two sides, beyond the
+    comparison's threshold, by the machine reference; else None."""
+    base, new = comparison.machine_speeds
+    if not base or not new or abs(new / base - 1) <= comparison.threshold:
+        return None
+    return (f"by {MACHINE_REFERENCE}, the machine itself ran {abs(new / base - 1):.0%} "
+            f"{'faster' if new > base else 'slower'} in {side_name(comparison.new_side)} than in "
+            f"{side_name(comparison.base_side)}: {new:,.0f} vs {base:,.0f} MB/s. Cases that lean on the CPU move with "
+            f"it, whether the kernel (CPU governor, mitigations) or other load on the host is the cause")
 
 
 def sample_count(result) -> str:  # type: ignore[no-untyped-def]

@@ -115,6 +115,7 @@ def run_header(run: Run) -> dict[str, Any]:
         "notice": RUN_STATUS_NOTICE[run.status],
         "counts": counts,
         "benchmarks": len({r.benchmark for r in run.results}),
+        "machine_speed": formats.machine_speed(run),
     }
 
 
@@ -341,6 +342,10 @@ def capability_changes(base: dict[str, Any], new: dict[str, Any]) -> tuple[list[
     return changes, len(set(base_caps) | set(new_caps))
 
 
+def _sentence(text: str | None) -> str | None:
+    return f"{text[:1].upper()}{text[1:]}." if text else None
+
+
 def render_comparison_html(comparison: Comparison) -> str:
     from gpubench.report import charts
 
@@ -373,6 +378,9 @@ def render_comparison_html(comparison: Comparison) -> str:
         verdict_counts=verdict_counts,
         regressions=[_comparison_row(c) | {"benchmark": c.benchmark} for c in comparison.regressions],
         sections=sections,
+        machine_speeds=[formats.number(x) for x in comparison.machine_speeds] if all(comparison.machine_speeds) else None,
+        machine_speed_note=_sentence(formats.machine_speed_note(comparison)),
+        machine_reference=formats.MACHINE_REFERENCE,
         metadata=metadata_diff(comparison.base.metadata, comparison.new.metadata),
         capability_changes=changes,
         capabilities_compared=compared,

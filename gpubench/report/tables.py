@@ -94,6 +94,7 @@ def run_header(run: Run) -> Table:
         value = run.metadata.get(key)
         if value not in (None, "", [], {}):
             rows.append((key.replace("_", " "), ", ".join(map(str, value)) if isinstance(value, list) else str(value)))
+    rows.append(("machine speed", formats.machine_speed(run) or ""))
     for name, value in rows:
         if value != "":
             grid.add_row(name, value)

@@ -305,6 +305,7 @@ def comparison_to_dict(comparison: Comparison) -> dict[str, Any]:
         "base_runs": [_run_ref(r) for r in comparison.base_side],
         "new_runs": [_run_ref(r) for r in comparison.new_side],
         "threshold": comparison.threshold,
+        "machine_speed": dict(zip(("base", "new"), comparison.machine_speeds)),
         "regressions": len(comparison.regressions),
         "cases": [case_comparison_to_dict(c) for c in comparison.cases],
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import statistics
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 SCHEMA_VERSION = 1
 WHOLE_BENCHMARK = "*"  # the case name of a result that stands for a whole benchmark (e.g. waived)
@@ -59,6 +59,7 @@ class Summary:
 
 
 ROUND_KEY = "round"  # in a sample's metrics: which round of the run took it (1, 2, ...)
+HOST_SPEED_KEY = "host_speed"  # in a sample's metrics: the machine's own speed just before it, MB/s (bench.hostspeed)
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,18 @@ class Run:
         )
 
 
+def machine_speed_readings(runs: Iterable[Run]) -> list[float]:
+    """The machine's own speed before each repetition of the runs (HOST_SPEED_KEY), MB/s; none for
+    runs stored before the reference existed."""
+    return [m[HOST_SPEED_KEY] for run in runs for r in run.results for m in r.sample_metrics if HOST_SPEED_KEY in m]
+
+
+def machine_speed(runs: Iterable[Run]) -> float | None:
+    """The median of machine_speed_readings; None without readings."""
+    readings = machine_speed_readings(runs)
+    return statistics.median(readings) if readings else None
+
+
 class Verdict(str, enum.Enum):
     BETTER = "better"
     WORSE = "worse"
@@ -234,6 +247,11 @@ class Comparison:
     @property
     def new(self) -> Run:
         return self.new_side[0]
+
+    @property
+    def machine_speeds(self) -> tuple[float | None, float | None]:
+        """The machine's own speed on the base and the new side (machine_speed)."""
+        return machine_speed(self.base_side), machine_speed(self.new_side)
 
     @property
     def regressions(self) -> tuple[CaseComparison, ...]:
