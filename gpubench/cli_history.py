@@ -193,9 +193,10 @@ def compare_command(
     are compared: a t-test on the logarithms of their medians, Holm-adjusted over the cases. A
     side may be several runs of one configuration, e.g. `compare 1,2,3 4,5,6` or label:NAME.
 
-    Notes on stderr count the cases missing from a side (not judged), name interrupted runs, say
-    when a better or worse rests on one run per side, and when the machine itself ran at another
-    speed on the two sides (a fixed CPU reference timed before every repetition).
+    Notes on stderr (with --json, also in its "notes") count the cases missing from a side (not
+    judged), name interrupted runs, say when a better or worse rests on one run per side, and when
+    the machine itself ran at another speed on the two sides (a fixed CPU reference timed before
+    every repetition).
 
     Exit status: 0 done, 3 a regression with --fail-on-regression, 1 error, 2 usage."""
     fraction = parse_threshold(threshold)
@@ -220,6 +221,7 @@ def compare_command(
             raise UserError(f"{requested} is named for two outputs; give --html and --junit different files, and each NEW once")
         check_output_path(requested, force)
     comparisons = [compare(base_runs, side, fraction) for side in new_sides]
+    notes = [n for n in map(machine_speed_note, comparisons) if n] + _single_run_notes(comparisons) + _incomplete_notes(comparisons)
 
     html_pages = []
     if html_targets:
@@ -235,7 +237,7 @@ def compare_command(
     if as_json:
         from gpubench.results.jsonio import comparisons_to_json
 
-        _emit(comparisons_to_json(comparisons))
+        _emit(comparisons_to_json(comparisons, notes))
     else:
         from gpubench.report.tables import comparison_table, verdict_counts
         from gpubench.report.terminal import fit, stdout_console
@@ -250,9 +252,8 @@ def compare_command(
     if junit is not None and junit_text is not None:
         write_user_file(junit, junit_text, force)
         typer.echo(f"wrote {junit}", err=True)
-    speed_notes = [f"note: {n}" for n in map(machine_speed_note, comparisons) if n]
-    for note in speed_notes + _single_run_notes(comparisons) + _incomplete_notes(comparisons):
-        typer.echo(note, err=True)
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
     regressions = sum(len(c.regressions) for c in comparisons)
     if regressions and fail_on_regression:
         typer.echo(f"{regressions} regression(s) beyond the {fraction:.1%} threshold", err=True)
@@ -269,7 +270,7 @@ def _single_run_notes(comparisons) -> list[str]:  # type: ignore[no-untyped-def]
     if not judged:
         return []
     basis = "one run of one round per side" if any(not case.units for case in judged) else "the rounds of one run per side"
-    return [f"note: {len(judged)} case(s) were judged better or worse on {basis}, so how far this machine moves "
+    return [f"{len(judged)} case(s) were judged better or worse on {basis}, so how far this machine moves "
             f"between runs is unknown; to rule that out, compare several runs per side "
             f"(gpubench run --repeat 3, then e.g. compare 1,2,3 4,5,6)"]
 
@@ -282,13 +283,13 @@ def _incomplete_notes(comparisons) -> list[str]:  # type: ignore[no-untyped-def]
     notes = []
     missing = sum(len(c.missing) for c in comparisons)
     if missing:
-        notes.append(f"note: {missing} case(s) not compared because one side lacks them (verdict 'not comparable'); "
+        notes.append(f"{missing} case(s) not compared because one side lacks them (verdict 'not comparable'); "
                      f"no regression is reported for them")
     runs = {run.uid: run for c in comparisons for run in c.base_side + c.new_side}
     interrupted = [str(run.id) for run in runs.values() if run.status is RunStatus.INTERRUPTED]
     if interrupted:
         one = len(interrupted) == 1
-        notes.append(f"note: {'run' if one else 'runs'} {', '.join(interrupted)} {'was' if one else 'were'} interrupted: "
+        notes.append(f"{'run' if one else 'runs'} {', '.join(interrupted)} {'was' if one else 'were'} interrupted: "
                      f"compared only as far as {'it' if one else 'they'} got")
     return notes
 

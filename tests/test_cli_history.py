@@ -242,8 +242,10 @@ def test_compare_notes_cases_missing_from_a_side_and_interrupted_runs(tmp_path: 
                     "no regression is reported for them\n")
     result = _invoke("compare", "1", "2", "--fail-on-regression", "--json", "--db", str(db))
     assert result.exit_code == 0
-    assert json.loads(result.stdout)["comparisons"][0]["cases"][1]["verdict"] == "not comparable"
+    document = json.loads(result.stdout)
+    assert document["comparisons"][0]["cases"][1]["verdict"] == "not comparable"
     assert result.stderr == missing_note
+    assert document["notes"] == [missing_note.removeprefix("note: ").rstrip("\n")]
     result = _invoke("compare", "1", "2", "3", "--fail-on-regression", "--db", str(db))
     assert result.exit_code == 0
     assert "1 same, 1 not comparable" in result.stdout and "note:" not in result.stdout
@@ -321,6 +323,7 @@ def test_compare_says_when_the_machine_itself_ran_at_another_speed(tmp_path: Pat
     assert "By a fixed CPU reference timed before every repetition, the machine itself ran 30% slower" in (tmp_path / "c.html").read_text()
     document = json.loads(_invoke("compare", "1", "2", "--db", str(db), "--json").stdout)
     assert document["comparisons"][0]["machine_speed"] == {"base": 6002.5, "new": 4202.5}
+    assert [n for n in document["notes"] if n.startswith("by a fixed CPU reference")]  # the stderr notes, in the JSON
     steady = _invoke("compare", "1", "3", "--db", str(db))
     assert steady.exit_code == 0 and "machine itself" not in steady.stderr  # 2%: within the 5% threshold
     shown = _invoke("show", "2", "--db", str(db))

@@ -311,12 +311,14 @@ def comparison_to_dict(comparison: Comparison) -> dict[str, Any]:
     }
 
 
-def comparisons_to_json(comparisons: Sequence[Comparison]) -> str:
-    """`gpubench compare --json`: one entry per new run, all against the same base."""
+def comparisons_to_json(comparisons: Sequence[Comparison], notes: Sequence[str] = ()) -> str:
+    """`gpubench compare --json`: one entry per new run, all against the same base, and the notes
+    the terminal prints on stderr."""
     document = {
         "schema_version": SCHEMA_VERSION,
         "kind": "comparisons",
         "regressions": sum(len(c.regressions) for c in comparisons),
+        "notes": list(notes),
         "comparisons": [comparison_to_dict(c) for c in comparisons],
     }
     return json_text(document)
