@@ -3,9 +3,11 @@
 On a shared or virtual machine the host slows every process down for seconds at a time (busy
 neighbours on the same cores), and a kernel can do the same for user space (CPU frequency governor,
 mitigations). Either way every case that leans on the CPU moves with it. The reference is CRC-32
-over a buffer that stays in the CPU cache: no system call, no memory traffic, nothing else. Its
-readings, kept with each sample (HOST_SPEED_KEY), let a comparison say when the machine itself
-ran at a different speed on the two sides (results.model.machine_speed).
+over a buffer that stays in the CPU cache: no system call, no memory traffic, nothing else. It
+times the CPU while it runs (the faster of two short passes), so processes competing for the same
+CPUs inside the machine do not slow it. Its readings, kept with each sample (HOST_SPEED_KEY), let a
+comparison say when the machine itself ran at a different speed on the two sides
+(results.model.machine_speed).
 """
 
 from __future__ import annotations

@@ -86,7 +86,8 @@ def machine_speed_note(comparison) -> str | None:  # type: ignore[no-untyped-def
     return (f"by {MACHINE_REFERENCE}, the machine itself ran {abs(new / base - 1):.0%} "
             f"{'faster' if new > base else 'slower'} in {side_name(comparison.new_side)} than in "
             f"{side_name(comparison.base_side)}: {new:,.0f} vs {base:,.0f} MB/s. Cases that lean on the CPU move with "
-            f"it, whether the kernel (CPU governor, mitigations) or other load on the host is the cause")
+            f"it. The kernel (CPU governor, mitigations) moves it, and so does a virtual machine's host; processes "
+            f"sharing this machine's CPUs do not, as it times the CPU while it runs")
 
 
 def sample_count(result) -> str:  # type: ignore[no-untyped-def]
