@@ -191,11 +191,15 @@ def _show_run(stored, reports_dir: Path | None, as_json: bool) -> list[str]:  # 
         except UserError as e:
             problems.append(str(e))
     if not as_json:
+        from gpubench.report.formats import machine_speed
         from gpubench.report.tables import results_table
         from gpubench.report.terminal import fit, stdout_console
 
         console = stdout_console()
         console.print(fit(results_table(stored), console.width))
+        speed = machine_speed(stored)
+        if speed:
+            console.print(f"machine speed: {speed}")
         for p in paths:
             console.print(f"report: {p}")
     for p in paths if as_json else ():

@@ -151,6 +151,20 @@ def test_run_repeat_stores_each_run_and_names_the_set(tmp_path):
     assert len(chase.by_round()) == 2  # --rounds
 
 
+def test_run_prints_the_machines_speed_under_its_table(tmp_path):
+    from typer.testing import CliRunner
+
+    from gpubench.cli import app
+
+    args = ["run", "--quick", "--only", "memtier", "-p", "memtier.kernels=chase", "-p", "memtier.chase_size=1MiB",
+            "-p", "memtier.hops=10000", "--rounds", "1", "--no-report", "--no-telemetry", "--db", str(tmp_path / "r.db")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    table, speed = result.stdout.split("machine speed: ")
+    speed = " ".join(speed.split())  # however the console wrapped it
+    assert "chase" in table and " MB/s by a fixed CPU reference timed before every repetition (10th-90th percentile " in speed
+
+
 VISITS: list[str] = []
 
 
