@@ -48,7 +48,7 @@ def parse_threshold(text: str) -> float:
         value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not a threshold: give a percentage like 5% or a fraction like 0.05") from None
-    if not raw.endswith("%") and value >= 1.0:
+    if not raw.endswith("%") and 1.0 <= value < 100.0:
         raise typer.BadParameter(f"{text!r} is ambiguous: write {raw}% for a percentage, or a fraction below 1")
     if not (0.0 <= value < 1.0):
         raise typer.BadParameter(f"{text!r} must be at least 0% and below 100%")
@@ -190,8 +190,8 @@ def compare_command(
     """Compare runs case by case: medians, ratio with its 95% CI, p-value, verdict.
 
     Each run measures every case in rounds spread over the run, and the rounds, not the samples,
-    are compared: a t-test on the logarithms of their medians, Holm-adjusted over the cases. A
-    side may be several runs of one configuration, e.g. `compare 1,2,3 4,5,6` or label:NAME.
+    are compared: a t-test on the logarithms of their medians, Holm-adjusted over the cases; the
+    base and new columns are the geometric means of those medians. A side may be several runs of one configuration, e.g. `compare 1,2,3 4,5,6` or label:NAME.
 
     Notes on stderr (with --json, also in its "notes") count the cases missing from a side (not
     judged), name interrupted runs, say when a better or worse rests on one run per side, and when
@@ -260,31 +260,38 @@ def compare_command(
         raise typer.Exit(3)
 
 
+def _which(comparison, comparisons) -> str:  # type: ignore[no-untyped-def]
+    """'1 -> 3: ' to open a note about one of several comparisons; nothing when there is one."""
+    from gpubench.report.formats import side_name
+
+    return f"{side_name(comparison.base_side)} -> {side_name(comparison.new_side)}: " if len(comparisons) > 1 else ""
+
+
 def _single_run_notes(comparisons) -> list[str]:  # type: ignore[no-untyped-def]
-    """One line when a better or worse rests on one run per side: the rounds of a run lie seconds
-    apart, and a machine that drifts for longer than a run moves all of them together."""
+    """One line per comparison where a better or worse rests on one run per side: the rounds of a
+    run lie seconds apart, and a machine that drifts for longer than a run moves all of them together."""
     from gpubench.results.model import Verdict
 
-    judged = [case for c in comparisons for case in c.cases
-              if case.verdict in (Verdict.BETTER, Verdict.WORSE) and case.units != "runs"]
-    if not judged:
-        return []
-    basis = "one run of one round per side" if any(not case.units for case in judged) else "the rounds of one run per side"
-    return [f"{len(judged)} case(s) were judged better or worse on {basis}, so how far this machine moves "
-            f"between runs is unknown; to rule that out, compare several runs per side "
-            f"(gpubench run --repeat 3, then e.g. compare 1,2,3 4,5,6)"]
+    notes = []
+    for comparison in comparisons:
+        judged = [case for case in comparison.cases
+                  if case.verdict in (Verdict.BETTER, Verdict.WORSE) and case.units != "runs"]
+        if not judged:
+            continue
+        basis = "one run of one round per side" if any(not case.units for case in judged) else "the rounds of one run per side"
+        notes.append(f"{_which(comparison, comparisons)}{len(judged)} case(s) were judged better or worse on {basis}, "
+                     f"so how far this machine moves between runs is unknown; to rule that out, compare several runs "
+                     f"per side (gpubench run --repeat 3, then e.g. compare 1,2,3 4,5,6)")
+    return notes
 
 
 def _incomplete_notes(comparisons) -> list[str]:  # type: ignore[no-untyped-def]
-    """One line for cases missing from a side, one for interrupted runs: neither is judged, so a
-    CI log must say that the gate passed without them."""
+    """Lines for cases missing from a side, one for interrupted runs: neither is judged, so a CI
+    log must say that the gate passed without them."""
     from gpubench.results.model import RunStatus
 
-    notes = []
-    missing = sum(len(c.missing) for c in comparisons)
-    if missing:
-        notes.append(f"{missing} case(s) not compared because one side lacks them (verdict 'not comparable'); "
-                     f"no regression is reported for them")
+    notes = [f"{_which(c, comparisons)}{len(c.missing)} case(s) not compared because one side lacks them "
+             f"(verdict 'not comparable'); no regression is reported for them" for c in comparisons if c.missing]
     runs = {run.uid: run for c in comparisons for run in c.base_side + c.new_side}
     interrupted = [str(run.id) for run in runs.values() if run.status is RunStatus.INTERRUPTED]
     if interrupted:

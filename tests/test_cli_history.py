@@ -249,8 +249,8 @@ def test_compare_notes_cases_missing_from_a_side_and_interrupted_runs(tmp_path: 
     result = _invoke("compare", "1", "2", "3", "--fail-on-regression", "--db", str(db))
     assert result.exit_code == 0
     assert "1 same, 1 not comparable" in result.stdout and "note:" not in result.stdout
-    assert result.stderr == missing_note.replace("1 case(s)", "2 case(s)") + (
-        "note: run 3 was interrupted: compared only as far as it got\n")
+    assert result.stderr == "".join(missing_note.replace("note: ", f"note: run 1 (kernel 6.8) -> run {new} (kernel 6.8): ")
+                                    for new in (2, 3)) + "note: run 3 was interrupted: compared only as far as it got\n"
     result = _invoke("compare", "2", "3", "--fail-on-regression", "--db", str(db))
     assert result.exit_code == 0
     assert result.stderr == "note: run 3 was interrupted: compared only as far as it got\n"
@@ -301,6 +301,10 @@ def test_a_verdict_on_the_rounds_of_one_run_per_side_says_so(tmp_path: Path) -> 
     assert single.exit_code == 0 and "better" in single.stdout
     assert "note: 1 case(s) were judged better or worse on the rounds of one run per side" in single.stderr
     assert "--repeat 3" in single.stderr
+    several_new = _invoke("compare", "1", "2", "3", "--db", str(db))
+    assert several_new.exit_code == 0
+    assert "note: run 1 (kernel 6.8) -> run 2 (kernel 6.8): 1 case(s) were judged better or worse" in several_new.stderr
+    assert "-> run 3" not in several_new.stderr  # 1 against 3 is the same level: nothing to say
     pooled = _invoke("compare", "1,3", "2,4", "--db", str(db))
     assert pooled.exit_code == 0, pooled.stderr
     assert "one run per side" not in pooled.stderr
@@ -419,11 +423,17 @@ def test_compare_rejects_bad_thresholds_as_usage_errors(history: Path, threshold
     assert result.stdout == ""
 
 
-@pytest.mark.parametrize("threshold", ["100%", "-3%", "150%"])
+@pytest.mark.parametrize("threshold", ["100%", "-3%", "150%", "100", "inf", "nan"])
 def test_compare_threshold_out_of_range_says_it_must_be_below_100_percent(history: Path, threshold: str) -> None:
     result = _invoke("compare", "1", "2", "--threshold", threshold, "--db", str(history))
     assert result.exit_code == 2
     assert f"'{threshold}' must be at least 0% and below 100%" in result.stderr
+
+
+def test_compare_bare_whole_number_threshold_suggests_the_percentage(history: Path) -> None:
+    result = _invoke("compare", "1", "2", "--threshold", "5", "--db", str(history))
+    assert result.exit_code == 2
+    assert "'5' is ambiguous: write 5% for a percentage" in result.stderr
 
 
 def test_compare_html(history: Path, tmp_path: Path) -> None:
