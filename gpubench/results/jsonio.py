@@ -64,7 +64,8 @@ def run_from_json(raw: bytes | str, source: str = "input") -> Run:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UserError(f"{source} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        what = e.msg.removesuffix(" at")  # "Unterminated string starting at": the position follows
+        raise UserError(f"{source} is not valid JSON: {what} at line {e.lineno} column {e.colno}") from None
     except RecursionError:
         raise UserError(f"{source} is not a gpubench export: nested too deeply") from None
     try:

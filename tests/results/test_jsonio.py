@@ -39,6 +39,7 @@ def _mutated(mutate) -> str:  # type: ignore[no-untyped-def]
     ("text", "expected"),
     [
         ('{"uid": "abc", ', "not valid JSON: Expecting property name enclosed in double quotes at line 1"),
+        ('{"uid": "ab', "not valid JSON: Unterminated string starting at line 1 column 9"),
         ("[1, 2]", "expected a JSON object holding one run, found a list"),
         (_mutated(lambda d: d.pop("schema_version")), "no schema_version"),
         (_mutated(lambda d: d.update(schema_version=SCHEMA_VERSION + 1)), f"schema_version {SCHEMA_VERSION + 1} is newer"),
