@@ -422,7 +422,7 @@ class RaplSampler:
             if not energy.exists():
                 continue
             if _read_text(energy) is None:
-                problems.append(str(energy.relative_to(root)))
+                problems.append("/" + str(energy.relative_to(root)))
                 continue
             parts = zone.name.split(":")[1:]
             name = _slug(_read_text(zone / "name") or zone.name)
@@ -438,7 +438,7 @@ class RaplSampler:
                     f"RAPL energy counters are readable by root only here ({problems[0]}); "
                     "run as root or grant read access to energy_uj"
                 )
-            raise SamplerUnavailable("no RAPL powercap zone (sys/class/powercap/intel-rapl:*) on this machine")
+            raise SamplerUnavailable("no RAPL powercap zone (/sys/class/powercap/intel-rapl:*) on this machine")
 
     @classmethod
     def open(cls, root: Path = Path("/")) -> RaplSampler:

@@ -457,13 +457,13 @@ def open_telemetry(
     attempt(
         "nvml",
         NvmlSampler.open,
-        _ruled_out_by_profile(profile, "gpus", "nvidia driver") or (None if nvidia_present else "no NVIDIA driver loaded (proc/driver/nvidia is absent)"),
+        _ruled_out_by_profile(profile, "gpus", "nvidia driver") or (None if nvidia_present else "no NVIDIA driver loaded (/proc/driver/nvidia is absent)"),
     )
     amd_present = (root / "sys/module/amdgpu").exists()
     attempt(
         "amdsmi",
         AmdSmiSampler.open,
-        _ruled_out_by_profile(profile, "gpus") or (None if amd_present else "no amdgpu driver loaded (sys/module/amdgpu is absent)"),
+        _ruled_out_by_profile(profile, "gpus") or (None if amd_present else "no amdgpu driver loaded (/sys/module/amdgpu is absent)"),
     )
     attempt("hwmon", lambda: HwmonSampler(root))
     attempt("rapl", lambda: RaplSampler(root))

@@ -128,3 +128,12 @@ def test_record_and_calibrate_say_the_rate_each_source_runs_at(runner, tmp_path,
     res = runner.invoke(app, ["calibrate", "telemetry", "--seconds", "0.05", "--rounds", "1", "--hz", "20"])
     assert res.exit_code == 0, res.output
     assert res.stdout.startswith("telemetry overhead with slowclock at 1 Hz (its cap), python workload")
+
+
+def test_unavailable_sources_name_absolute_paths(tmp_path):
+    from gpubench.telemetry.session import open_telemetry
+
+    reasons = open_telemetry(None, root=tmp_path).not_available
+    assert "(/proc/driver/nvidia is absent)" in reasons["nvml"]
+    assert "(/sys/module/amdgpu is absent)" in reasons["amdsmi"]
+    assert "(/sys/class/powercap/intel-rapl:*)" in reasons["rapl"]
