@@ -21,7 +21,9 @@ samples taken back to back cannot show how far the machine moves between rounds 
 on a shared host can be far more than their own spread. The ratio is that of the geometric means
 of the group medians; the test is Student's t on the logarithms of the group medians (the two
 sides share one variance: same machine, same noise; it needs three groups in all); the 95%
-interval is the t interval of that difference. The p-values of these cases are adjusted with
+interval is the t interval of that difference. Where the group medians of each side are all
+equal (a coarse metric), there is no spread between groups to test against, and the case is
+judged sample by sample as above. The p-values of these cases are adjusted with
 Holm's step-down method over all the cases of the comparison so tested, so that the chance of
 calling anything better or worse when nothing changed stays near ALPHA for the whole comparison,
 not per case: what a CI gate needs.
@@ -214,7 +216,7 @@ def compare_case(base_pool: Pooled, new_pool: Pooled, threshold: float) -> CaseC
 
     if "runs" in (base_pool.units, new_pool.units):  # runs against runs: one run's rounds count as that run
         base_pool, new_pool = (replace(p, groups=(), units="") if p.units == "rounds" else p for p in (base_pool, new_pool))
-    if (base_pool.groups or new_pool.groups) and all(m > 0 for m in base_pool.medians + new_pool.medians):
+    if (base_pool.groups or new_pool.groups) and all(m > 0 for m in base_pool.medians + new_pool.medians) and _groups_vary(base_pool, new_pool):
         return _over_groups(verdict(Verdict.SAME, ""), base_pool, new_pool)  # judged by compare(), over all such cases
 
     ratio = new_median / base_median
@@ -228,6 +230,12 @@ def compare_case(base_pool: Pooled, new_pool: Pooled, threshold: float) -> CaseC
     return _judge(measured, threshold, "within the noise", "")
 
 
+def _groups_vary(*pools: Pooled) -> bool:
+    """Whether the group medians of some side differ: where every group of each side has the same
+    median, there is no spread between groups to test against, and the samples have to decide."""
+    return any(len(set(pool.medians)) > 1 for pool in pools)
+
+
 def _over_groups(case: CaseComparison, base_pool: Pooled, new_pool: Pooled) -> CaseComparison:
     """Rounds (or runs) as the unit: Student's t on the logarithms of their medians."""
     from scipy import stats
@@ -237,12 +245,9 @@ def _over_groups(case: CaseComparison, base_pool: Pooled, new_pool: Pooled) -> C
     difference = statistics.fmean(new_logs) - statistics.fmean(base_logs)
     freedom = len(base_logs) + len(new_logs) - 2  # >= 1: one side has several groups
     squares = sum((x - statistics.fmean(base_logs)) ** 2 for x in base_logs) + sum((x - statistics.fmean(new_logs)) ** 2 for x in new_logs)
-    error = math.sqrt(squares / freedom) * math.sqrt(1 / len(base_logs) + 1 / len(new_logs))
-    if error > 0:
-        p_value = float(2 * stats.t.sf(abs(difference) / error, freedom))
-        margin = float(stats.t.ppf(0.975, freedom)) * error
-    else:  # every group median equal on each side
-        p_value, margin = (1.0 if difference == 0 else 0.0), 0.0
+    error = math.sqrt(squares / freedom) * math.sqrt(1 / len(base_logs) + 1 / len(new_logs))  # > 0: _groups_vary
+    p_value = float(2 * stats.t.sf(abs(difference) / error, freedom))
+    margin = float(stats.t.ppf(0.975, freedom)) * error
     return replace(
         case,
         units="runs" if "runs" in (base_pool.units, new_pool.units) else "rounds",

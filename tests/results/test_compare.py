@@ -303,3 +303,21 @@ def test_with_several_runs_the_runs_are_the_unit_not_their_rounds() -> None:
     assert case.units == "runs" and len(case.base_medians) == 2 and case.verdict is Verdict.SAME
     (against_one,) = compare(base, new[:1]).cases
     assert against_one.units == "runs" and len(against_one.new_medians) == 1
+
+
+def _rounds_of(*rounds: tuple[float, ...]) -> Result:
+    samples = tuple(v for r in rounds for v in r)
+    metrics = tuple({"iops": v, "round": n} for n, r in enumerate(rounds, start=1) for v in r)
+    return build_result(samples=samples, sample_metrics=metrics)
+
+
+def test_rounds_with_equal_medians_fall_back_to_the_samples_not_to_p_zero() -> None:
+    # every round of a side has the same median, so the rounds show no spread to test against;
+    # that is no proof of a change: the samples within the rounds overlap and decide
+    base = _rounds_of((5.0, 10.0, 15.0), (5.0, 10.0, 15.0), (5.0, 10.0, 15.0))
+    new = _rounds_of((6.0, 11.0, 16.0), (6.0, 11.0, 16.0), (6.0, 11.0, 16.0))
+    case = _one(base, new)
+    assert case.verdict is Verdict.SAME and case.units == "" and case.p_value > 0.05
+    # clearly apart, the samples say so
+    far = _one(base, _rounds_of((19.0, 20.0, 25.0), (19.0, 20.0, 25.0), (19.0, 20.0, 25.0)))
+    assert far.verdict is Verdict.BETTER and far.p_value < 0.05
