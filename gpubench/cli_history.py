@@ -193,8 +193,8 @@ def compare_command(
     are compared: a t-test on the logarithms of their medians, Holm-adjusted over the cases; the
     base and new columns are the geometric means of those medians. A side may be several runs of one configuration, e.g. `compare 1,2,3 4,5,6` or label:NAME.
 
-    Notes on stderr (with --json, also in its "notes") count the cases missing from a side (not
-    judged), name interrupted runs, say when a better or worse rests on one run per side, and when
+    Notes on stderr (with --json, also in its "notes") count the cases missing from a side or run
+    with other parameters (not judged), name interrupted runs, say when a better or worse rests on one run per side, and when
     the machine itself ran at another speed on the two sides (a fixed CPU reference timed before
     every repetition).
 
@@ -286,12 +286,17 @@ def _single_run_notes(comparisons) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def _incomplete_notes(comparisons) -> list[str]:  # type: ignore[no-untyped-def]
-    """Lines for cases missing from a side, one for interrupted runs: neither is judged, so a CI
-    log must say that the gate passed without them."""
+    """Lines for cases missing from a side or run differently on the two, one for interrupted runs:
+    none is judged, so a CI log must say that the gate passed without them."""
     from gpubench.results.model import RunStatus
 
     notes = [f"{_which(c, comparisons)}{len(c.missing)} case(s) not compared because one side lacks them "
              f"(verdict 'not comparable'); no regression is reported for them" for c in comparisons if c.missing]
+    for c in comparisons:
+        if c.unmatched:
+            why = sorted({case.note.split(":")[0].split(" (")[0] for case in c.unmatched})
+            notes.append(f"{_which(c, comparisons)}{len(c.unmatched)} case(s) not compared although both sides ran them "
+                         f"(verdict 'not comparable'; its note says why, here: {', '.join(why)}); no regression is reported for them")
     runs = {run.uid: run for c in comparisons for run in c.base_side + c.new_side}
     interrupted = [str(run.id) for run in runs.values() if run.status is RunStatus.INTERRUPTED]
     if interrupted:

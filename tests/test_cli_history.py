@@ -256,6 +256,21 @@ def test_compare_notes_cases_missing_from_a_side_and_interrupted_runs(tmp_path: 
     assert result.stderr == "note: run 3 was interrupted: compared only as far as it got\n"
 
 
+def test_compare_notes_cases_the_two_sides_ran_differently(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    base = build_run((build_result("read", samples=noisy(1000.0, seed=1), params={"bs": 4096}),
+                      build_result("write", samples=noisy(900.0, seed=2), params={"bs": 4096})))
+    new = build_run((build_result("read", samples=noisy(500.0, seed=3), params={"bs": 8192}),
+                     build_result("write", samples=noisy(900.0, seed=4), params={"bs": 4096})), started=1700000200.0)
+    _fill(db, base, new)
+    result = _invoke("compare", "1", "2", "--fail-on-regression", "--json", "--db", str(db))
+    assert result.exit_code == 0
+    note = ("1 case(s) not compared although both sides ran them (verdict 'not comparable'; its note says why, "
+            "here: parameters differ); no regression is reported for them")
+    assert json.loads(result.stdout)["notes"] == [note]
+    assert result.stderr == f"note: {note}\n"
+
+
 def test_compare_json_several_new_runs_and_junit(history: Path, tmp_path: Path) -> None:
     (noise_only,) = _fill(history, build_run(
         (

@@ -262,3 +262,10 @@ class Comparison:
         """Cases not judged because a run of either side lacks them."""
         held = [{result.key for result in run.results} for run in self.base_side + self.new_side]
         return tuple(c for c in self.cases if c.verdict is Verdict.NOT_COMPARABLE and any((c.benchmark, c.case) not in keys for keys in held))
+
+    @property
+    def unmatched(self) -> tuple[CaseComparison, ...]:
+        """Cases that ran on both sides and were still not judged: parameters or units differ, no
+        samples, or the runs of one side disagree."""
+        ran = [c for c in self.cases if c.verdict is Verdict.NOT_COMPARABLE and c not in self.missing]
+        return tuple(c for c in ran if all(r is not None and r.status is ResultStatus.OK for r in (c.base, c.new)))
