@@ -313,6 +313,8 @@ def _side(store, refs: str, which: str) -> list:  # type: ignore[no-untyped-def]
         raise UserError(f"{which} {refs!r}: an empty run name; separate runs with commas, e.g. 1,2,3")
     runs = []
     for name in names:
+        if name.startswith("label:") and not name[len("label:"):].strip():
+            raise UserError(f"{which} {refs!r} names no label; give label:NAME (labels are in: gpubench list)")
         runs += _labelled(store, name[len("label:"):]) if name.startswith("label:") else [store.get_run(name)]
     seen: set[str] = set()
     for run in runs:

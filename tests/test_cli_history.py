@@ -392,6 +392,8 @@ def test_compare_sides_by_label(tmp_path: Path) -> None:
         ("1,1", "2", "BASE '1,1' names run 1 twice"),
         ("1,,2", "3", "BASE '1,,2': an empty run name"),
         ("1,2", "9", "no run 9 in"),
+        ("1", "label:", "NEW 'label:' names no label; give label:NAME (labels are in: gpubench list)"),
+        ("label: ", "2", "BASE 'label: ' names no label"),
     ],
 )
 def test_compare_rejects_bad_run_sets(tmp_path: Path, base: str, new: str, expected: str) -> None:
