@@ -334,7 +334,7 @@ def test_compare_says_when_the_machine_itself_ran_at_another_speed(tmp_path: Pat
         return build_run((result,), started=1700000000.0 + i)
 
     db = tmp_path / "m.db"
-    _fill(db, run_on(6000.0, 0), run_on(4200.0, 1), run_on(5880.0, 2))
+    _fill(db, run_on(6000.0, 0), run_on(4200.0, 1), run_on(5880.0, 2), run_on(6010.0, 3))
     slower = _invoke("compare", "1", "2", "--db", str(db), "--html", str(tmp_path / "c.html"))
     assert slower.exit_code == 0, slower.stderr
     assert ("note: by a fixed CPU reference timed before every repetition, the machine itself ran 30% slower in "
@@ -345,6 +345,8 @@ def test_compare_says_when_the_machine_itself_ran_at_another_speed(tmp_path: Pat
     assert [n for n in document["notes"] if n.startswith("by a fixed CPU reference")]  # the stderr notes, in the JSON
     steady = _invoke("compare", "1", "3", "--db", str(db))
     assert steady.exit_code == 0 and "machine itself" not in steady.stderr  # 2%: within the 5% threshold
+    unmoved = _invoke("compare", "1", "4", "--threshold", "0", "--db", str(db))
+    assert unmoved.exit_code == 0 and "machine itself" not in unmoved.stderr  # 0.2% would read "ran 0% faster"
     shown = _invoke("show", "2", "--db", str(db))
     assert "machine speed" in shown.stdout and "4,202 MB/s by a fixed CPU reference" in shown.stdout
 

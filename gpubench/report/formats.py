@@ -79,9 +79,10 @@ def machine_speed(run) -> str | None:  # type: ignore[no-untyped-def]
 
 def machine_speed_note(comparison) -> str | None:  # type: ignore[no-untyped-def]
     """A sentence when the machine itself ran at a different speed on the two sides, beyond the
-    comparison's threshold, by the machine reference; else None."""
+    comparison's threshold and not too small to show as a whole percent, by the machine reference;
+    else None."""
     base, new = comparison.machine_speeds
-    if not base or not new or abs(new / base - 1) <= comparison.threshold:
+    if not base or not new or abs(new / base - 1) <= max(comparison.threshold, 0.005):
         return None
     return (f"by {MACHINE_REFERENCE}, the machine itself ran {abs(new / base - 1):.0%} "
             f"{'faster' if new > base else 'slower'} in {side_name(comparison.new_side)} than in "
