@@ -252,7 +252,7 @@ def main() -> None:
             sys.stderr.write(e.format_message() + "\n")
             sys.exit(2)
         hint = f" (see: {e.ctx.command_path} --help)" if e.ctx else ""
-        _fail(e.format_message() + hint, 2)
+        _fail(" ".join(e.format_message().split()) + hint, 2)  # click lists choices one per line
     except typer.Abort:
         _fail("interrupted", 130)
     except typer.Exit as e:

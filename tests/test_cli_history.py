@@ -213,6 +213,13 @@ def test_export_rejects_unknown_format(history: Path) -> None:
     assert result.stdout == ""
 
 
+def test_export_without_a_format_says_so_on_one_line(history: Path) -> None:
+    proc = _gpubench("export", "1", "--db", str(history))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(
+        "gpubench: error: Missing option '--format' / '-f'. Choose from: json, csv, junit, prometheus (see: ")
+
+
 def test_compare_verdicts_and_exit_codes(history: Path, tmp_path: Path) -> None:
     result = _invoke("compare", "1", "2", "--db", str(history))
     assert result.exit_code == 0, result.stderr
