@@ -207,7 +207,7 @@ class Store:
         if create and readonly:
             raise ValueError("a read-only store cannot be created")
         if path.is_dir():
-            raise UserError(f"{path} is a directory, not a result database (pass a file path with --db)")
+            raise UserError(f"{path} is a directory, not a result database: --db and GPUBENCH_DB name the file, e.g. {path / 'results.db'}")
         exists = path.exists()
         if not exists and not create:
             raise UserError(f"no result history at {path} (nothing has been run or imported there yet; --db or GPUBENCH_DB pick another)")

@@ -97,6 +97,8 @@ def read_trace(path: Path) -> Trace:
         return Trace.from_dict(data)
     except FileNotFoundError:
         raise UserError(f"telemetry trace {path} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory; give a trace file written by gpubench telemetry record") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"cannot read telemetry trace {path}: {e}") from None
 

@@ -330,7 +330,7 @@ def test_missing_file_is_not_created_by_readers(tmp_path: Path) -> None:
 
 def test_directory_path_is_refused(tmp_path: Path) -> None:
     for kwargs in ({"create": False, "readonly": True}, {"create": True}):
-        with pytest.raises(UserError, match="is a directory"):
+        with pytest.raises(UserError, match="is a directory, not a result database: --db and GPUBENCH_DB name the file, e.g. "):
             Store.open(tmp_path, **kwargs)
 
 

@@ -46,6 +46,14 @@ def test_show_of_a_file_that_is_not_a_trace_is_a_user_error(tmp_path):
         app(["telemetry", "show", str(bad)], standalone_mode=False)
 
 
+def test_show_of_a_directory_says_it_wants_a_trace_file(tmp_path):
+    from gpubench.errors import UserError
+
+    with pytest.raises(UserError) as caught:
+        app(["telemetry", "show", str(tmp_path)], standalone_mode=False)
+    assert str(caught.value) == f"{tmp_path} is a directory; give a trace file written by gpubench telemetry record"
+
+
 def test_record_writes_a_replayable_trace(runner, tmp_path):
     out = tmp_path / "trace.json"
     res = runner.invoke(app, ["telemetry", "record", str(out), "--seconds", "0.3", "--hz", "20", "--json"])
