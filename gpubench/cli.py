@@ -122,7 +122,8 @@ def run(
     measured in rounds spread over the run (each round visits every case once); within a round it
     is warmed up, then repeated until its spread settles (or a cap). Each case's result is
     committed to the history at the end of each round; Ctrl-C stops cleanly and keeps what finished.
-    With --repeat N, --json prints a list of the N runs.
+    --json prints the stored run (with its number, `id`, as compare takes it); with --repeat N, a
+    list of the N runs.
     Exit status: 0 all ran (or were waived), 1 a case failed, bad input or no report, 2 usage,
     130 interrupted."""
     from gpubench.bench.runner import parse_params, select
@@ -169,7 +170,8 @@ def run(
         if stored.status is RunStatus.INTERRUPTED:
             break
     if as_json:
-        emit_json(finished[0].to_dict() if repeat == 1 else [r.to_dict() for r in finished])
+        documents = [{"id": r.id, **r.to_dict()} for r in finished]  # the id is this history's, for compare
+        emit_json(documents[0] if repeat == 1 else documents)
     for problem in problems:
         typer.echo(f"gpubench: error: {problem}", err=True)
     if repeat > 1:

@@ -144,6 +144,7 @@ def test_run_repeat_stores_each_run_and_names_the_set(tmp_path):
     assert result.exit_code == 0, result.output
     runs = json.loads(result.stdout)
     assert [r["label"] for r in runs] == ["twice", "twice"] and runs[0]["uid"] != runs[1]["uid"]
+    assert [r["id"] for r in runs] == [1, 2]  # the numbers compare takes
     assert "gpubench compare 1,2 OTHER_RUNS" in result.stderr
     with Store.open(db, create=False, readonly=True) as store:
         assert [r.n_results for r in store.list_runs()] == [1, 1]
