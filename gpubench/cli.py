@@ -158,6 +158,10 @@ def run(
     )
     if not opts.keys:
         raise UserError("no benchmark selected (check --only and --skip)")
+    if not no_report:
+        from gpubench.files import check_output_directory
+
+        check_output_directory(reports_dir, "--reports-dir")
     finished: list = []
     problems: list[str] = []
     for index in range(repeat):

@@ -73,3 +73,17 @@ def check_output_path(path: Path, replace: bool = False, taken: str = "") -> Non
         raise UserError(f"cannot write {path}: {parent} is not a directory")
     if not os.access(parent, os.W_OK):
         raise UserError(f"cannot write {path}: directory {parent} is not writable")
+
+
+def check_output_directory(directory: Path, option: str) -> None:
+    """Refuse, before any work is done, a directory to write into (created if missing) that
+    cannot be: a file by that name, or a nearest existing ancestor that is not a writable directory."""
+    directory = Path(directory).expanduser()
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        whose = "" if existing == directory else f" ({existing} is a file)"
+        raise UserError(f"{option} {directory} is not a directory{whose}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {directory}: {existing} is not writable")

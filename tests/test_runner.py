@@ -323,3 +323,20 @@ def test_cool_down_and_pre_warm_say_once_when_they_cannot_act(tmp_path, monkeypa
     run_job(opts, progress, PROFILE)
     notes = [line for line in progress.lines if "--cool-down" in line or "--pre-warm" in line]
     assert notes == ([expected] if expected else [])
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_run_refuses_a_reports_dir_that_is_a_file_before_running(tmp_path, inside):
+    from typer.testing import CliRunner
+
+    from gpubench.cli import app
+
+    blocker = tmp_path / "taken"
+    blocker.write_text("keep me")
+    reports = blocker / "sub" if inside else blocker
+    db = tmp_path / "r.db"
+    args = ["run", "--quick", "--only", "memtier", "--no-telemetry", "--db", str(db), "--reports-dir", str(reports)]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, UserError)
+    assert str(result.exception).startswith(f"--reports-dir {reports} is not a directory")
+    assert not db.exists() and blocker.read_text() == "keep me"  # nothing ran, nothing stored
