@@ -92,13 +92,13 @@ def snapshot(
 
 @app.command()
 def run(
-    only: Optional[List[str]] = typer.Option(None, "--only", metavar="KEY", help="Run only this benchmark (repeatable)."),
-    skip: Optional[List[str]] = typer.Option(None, "--skip", metavar="KEY", help="Leave this benchmark out (repeatable)."),
+    only: Optional[List[str]] = typer.Option(None, "--only", metavar="KEY", help="Run only this benchmark (repeatable, or KEY,KEY)."),
+    skip: Optional[List[str]] = typer.Option(None, "--skip", metavar="KEY", help="Leave this benchmark out (repeatable, or KEY,KEY)."),
     quick: bool = typer.Option(False, "--quick", help="Small sizes, few repetitions: a smoke test (about 20 s on a 2-vCPU VM)."),
     full: bool = typer.Option(False, "--full", help="The whole parameter matrix, more repetitions, tighter spread."),
     db: Optional[Path] = typer.Option(None, "--db", metavar="PATH", help="Result history (default: $GPUBENCH_DB, else $XDG_DATA_HOME/gpubench/results.db)."),
     label: str = typer.Option("", "--label", help="A name for this run, e.g. 'kernel 6.12'."),
-    param: Optional[List[str]] = typer.Option(None, "--param", "-p", metavar="[BENCH.]KEY=VALUE", help="Set a benchmark parameter, e.g. -p iouring.bs=4k -p iouring.qd=32 (repeatable)."),
+    param: Optional[List[str]] = typer.Option(None, "--param", "-p", metavar="[BENCH.]KEY=VALUE", help="Set a benchmark parameter, e.g. -p iouring.bs=4k -p iouring.qd=32 (repeatable; each KEY once)."),
     target: Optional[Path] = typer.Option(None, "--target", metavar="PATH", help="Directory or file the I/O benchmarks use (default: a scratch directory)."),
     verify: bool = typer.Option(False, "--verify", help="I/O benchmarks write a checksummed pattern and fail on any mismatch."),
     drop_cache: bool = typer.Option(False, "--drop-cache", help="Drop the scratch file's page cache before reads (cold cache)."),

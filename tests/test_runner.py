@@ -100,6 +100,21 @@ def test_an_empty_parameter_value_is_an_error_naming_the_parameter(pair):
         parse_params([pair])
 
 
+def test_a_parameter_given_twice_is_an_error_not_a_silent_choice():
+    with pytest.raises(UserError, match=r"^--param 'iouring.bs=8k': iouring.bs is already set \(to 4k\); give each parameter once"):
+        parse_params(["iouring.bs=4k", "iouring.qd=32", "iouring.bs=8k"])
+    assert parse_params(["bs=4k", "iouring.bs=8k"]) == {"*": {"bs": "4k"}, "iouring": {"bs": "8k"}}  # the named one wins
+
+
+def test_only_and_skip_take_commas_as_compare_does():
+    from gpubench.bench.runner import select
+
+    assert select(["iouring,psync"], []) == select(["iouring", "psync"], []) == ["iouring", "psync"]
+    assert "psync" not in select([], ["psync, memtier"]) and "memtier" not in select([], ["psync, memtier"])
+    with pytest.raises(UserError, match="no benchmark 'nope'"):
+        select(["iouring,nope"], [])
+
+
 def test_an_empty_parameter_value_ends_the_run_in_one_line(tmp_path):
     import subprocess
     import sys

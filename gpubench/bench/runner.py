@@ -88,12 +88,16 @@ def parse_params(pairs: Iterable[str]) -> dict[str, dict[str, str]]:
         bench, dot, name = key.strip().rpartition(".")
         if dot and bench not in registry.BENCHMARKS:
             raise UserError(f"--param {pair!r}: no benchmark {bench!r}; known: {', '.join(registry.BENCHMARKS)}")
-        out.setdefault(bench or "*", {})[name] = value
+        given = out.setdefault(bench or "*", {})
+        if name in given:
+            raise UserError(f"--param {pair!r}: {key.strip()} is already set (to {given[name]}); give each parameter once")
+        given[name] = value
     return out
 
 
 def select(only: Iterable[str], skip: Iterable[str]) -> list[str]:
-    only, skip = list(only), list(skip)
+    """The benchmarks to run, in registry order; each KEY may also be a comma-separated list."""
+    only, skip = ([key.strip() for keys in side for key in keys.split(",")] for side in (only, skip))
     for key in only + skip:
         if key not in registry.BENCHMARKS:
             raise UserError(f"no benchmark {key!r}; known: {', '.join(registry.BENCHMARKS) or 'none'}")
