@@ -61,6 +61,7 @@ def test_probe_imports_no_heavy_package():
     [
         (["probe", "--root", "/no/such/dir"], "no such directory"),
         (["probe", "--root", "pyproject.toml"], "not a directory, nor a snapshot archive"),
+        (["probe", "--root", "tests"], "--root tests: no proc/ or sys/ in it; give a root filesystem or a snapshot"),
         (["probe", "--area", "nonsense"], "unknown area 'nonsense'"),
         (["probe", "--bogus"], "No such option"),
         (["snapshot", "/proc/no-such-dir/x.tar.gz"], "cannot write"),

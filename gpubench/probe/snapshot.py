@@ -110,6 +110,8 @@ def open_root(path: Path) -> Iterator[Source]:
     if path.is_dir():
         if not os.access(path, os.R_OK | os.X_OK):
             raise UserError(f"--root {path}: directory is not readable")
+        if not any((path / name).exists() for name in ("proc", "sys", MARKER)):
+            raise UserError(f"--root {path}: no proc/ or sys/ in it; give a root filesystem or a snapshot made by `gpubench snapshot`")
         yield Source(path)
         return
     if not path.exists():
