@@ -283,6 +283,8 @@ def test_merge_round_tags_each_sample_with_its_round():
     assert [m["round"] for m in merged.sample_metrics] == [1, 1, 1, 2, 2, 2]
     assert merged.by_round() == ((1.0,) * 3, (2.0,) * 3)
     assert merged.summary.n == 6 and merged.started == first.started
+    took = (first.ended - first.started) + (second.ended - second.started)
+    assert merged.extra["seconds_in_rounds"] == pytest.approx(took)  # not first.started to second.ended
 
 
 class Messages(Progress):

@@ -15,7 +15,7 @@ from gpubench.bench import hostspeed, registry
 from gpubench.bench.interface import BenchFailure, Benchmark, Case, Context, Sample, Waived
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
-from gpubench.results.model import HOST_SPEED_KEY, ROUND_KEY, WHOLE_BENCHMARK, Result, ResultStatus
+from gpubench.results.model import HOST_SPEED_KEY, ROUND_KEY, ROUNDS_SECONDS_KEY, WHOLE_BENCHMARK, Result, ResultStatus
 from gpubench.results.stats import summarize
 
 SIZES = ("quick", "default", "full")
@@ -53,12 +53,15 @@ def merge_round(earlier: Result | None, result: Result, number: int) -> Result:
     sample's metrics naming its round; status, reason and extras from this round."""
     tagged = tuple({**m, ROUND_KEY: number} for m in result.sample_metrics)
     reason = f"round {number}: {result.reason}" if result.reason and number > 1 else result.reason
+    seconds = max(0.0, result.ended - result.started) + (earlier.extra.get(ROUNDS_SECONDS_KEY, 0.0) if earlier else 0.0)
+    extra = {**result.extra, ROUNDS_SECONDS_KEY: seconds}
     if earlier is None:
-        return replace(result, sample_metrics=tagged, reason=reason)
+        return replace(result, sample_metrics=tagged, reason=reason, extra=extra)
     samples = earlier.samples + result.samples
     return replace(
         result,
         reason=reason,
+        extra=extra,
         samples=samples,
         sample_metrics=earlier.sample_metrics + tagged,
         summary=summarize(samples) if samples else None,

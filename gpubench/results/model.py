@@ -59,6 +59,7 @@ class Summary:
 
 
 ROUND_KEY = "round"  # in a sample's metrics: which round of the run took it (1, 2, ...)
+ROUNDS_SECONDS_KEY = "seconds_in_rounds"  # in a result's extra: the time its rounds took, without the gaps between them
 HOST_SPEED_KEY = "host_speed"  # in a sample's metrics: the machine's own speed just before it, MB/s (bench.hostspeed)
 
 

@@ -35,6 +35,13 @@ def test_run_junit_one_testcase_per_result() -> None:
     assert properties["uid"] == run.uid and properties["kernel"] == "6.8.0-45-generic"
 
 
+def test_a_testcase_takes_the_time_of_its_rounds_not_of_the_whole_run_between_them() -> None:
+    spread = build_result("seq", started=100.0, ended=160.0, extra={"seconds_in_rounds": 4.5})
+    older = build_result("rand", started=100.0, ended=102.25)  # stored before rounds were timed
+    cases = {c.get("name"): c.get("time") for c in ET.fromstring(run_junit(build_run((spread, older)))).iter("testcase")}
+    assert cases == {"seq": "4.500", "rand": "2.250"}
+
+
 def test_characters_xml_cannot_carry_are_replaced() -> None:
     run = build_run((build_result("ctl", status=ResultStatus.FAILED, reason="bad\x00byte\x1b[31m"),))
     root = ET.fromstring(run_junit(run))
