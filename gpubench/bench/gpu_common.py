@@ -232,7 +232,11 @@ class PinnedHost:
         flags = runtime_constant(cp, "hostAllocPortable", HOST_ALLOC_PORTABLE) | runtime_constant(cp, "hostAllocMapped", HOST_ALLOC_MAPPED)
         self.cp, self.nbytes = cp, nbytes
         self.ptr = int(cp.cuda.runtime.hostAlloc(nbytes, flags))
-        self.device_ptr = int(cp.cuda.runtime.pointerGetAttributes(self.ptr).devicePointer)
+        try:
+            self.device_ptr = int(cp.cuda.runtime.pointerGetAttributes(self.ptr).devicePointer)
+        except BaseException:
+            self.close()
+            raise
 
     def numpy(self):
         import ctypes

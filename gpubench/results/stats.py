@@ -7,7 +7,7 @@ is therefore at least 95% for any continuous distribution, with no assumption of
 
 That interval exists from n = 6 on (the chance that all n samples fall on one side of the median
 is 2 * 0.5**n, below 5% only from n = 6). For n = 2..5 the interval falls back to [min, max],
-whose coverage is 1 - 2 * 0.5**(n-1) (50% at n = 2, 94% at n = 5): the widest statement the data
+whose coverage is 1 - 2 * 0.5**n (50% at n = 2, 94% at n = 5): the widest statement the data
 can support, honest about being short of 95%. For n = 1 it is the single value.
 """
 

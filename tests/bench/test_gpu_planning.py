@@ -675,6 +675,19 @@ def test_wall_intervals_runs_before_untimed():
     assert calls == ["before", "op"] * 3 and len(seconds) == 3
 
 
+def test_pinned_host_memory_is_freed_when_its_device_address_cannot_be_had():
+    freed = []
+
+    def no_mapping(ptr):
+        raise RuntimeError("cudaErrorInvalidValue")
+
+    runtime = types.SimpleNamespace(hostAlloc=lambda nbytes, flags: 4096, pointerGetAttributes=no_mapping, freeHost=freed.append)
+    cp = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime))
+    with pytest.raises(RuntimeError, match="cudaErrorInvalidValue"):
+        gpu_common.PinnedHost(cp, 1 << 20)
+    assert freed == [4096]
+
+
 def test_gpu_usable_says_why_not_without_cupy(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)
     assert gpu_common.gpu_usable() == f"CuPy is not installed: {gpu_common.INSTALL_HINT}"
