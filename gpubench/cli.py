@@ -74,7 +74,7 @@ def probe(
 
 @app.command()
 def snapshot(
-    out: Path = typer.Argument(..., help="Archive to write, e.g. mybox.tar.gz (never overwritten)."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Archive to write, e.g. mybox.tar.gz (never overwritten)."),
     area: Optional[List[str]] = AreaOpt,
     hostname: bool = typer.Option(False, "--hostname", help="Also record the hostname (left out by default)."),
 ) -> None:

@@ -81,7 +81,7 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
 
     @telemetry_app.command("record")
     def record(
-        out: Path = typer.Argument(..., help="Trace file to write (JSON; never overwritten)."),
+        out: Path = typer.Argument(..., metavar="OUT", help="Trace file to write (JSON; never overwritten)."),
         seconds: float = typer.Option(10.0, "--seconds", min=0.1, help="How long to sample."),
         hz: float = HzOpt,
         as_json: bool = JsonOpt,
@@ -110,7 +110,7 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
 
     @telemetry_app.command("show")
     def show(
-        trace: Path = typer.Argument(..., help="A trace written by `gpubench telemetry record`."),
+        trace: Path = typer.Argument(..., metavar="TRACE", help="A trace written by `gpubench telemetry record`."),
         bytes_moved: Optional[float] = typer.Option(None, "--bytes", min=1, help="Bytes the benchmark moved, for J/GB."),
         as_json: bool = JsonOpt,
     ) -> None:
