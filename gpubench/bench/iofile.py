@@ -235,22 +235,25 @@ class PinnedPages:
         self.close()
 
 
-def aligned_buffer(size: int, alignment: int = 4096) -> bytearray:
-    """A bytearray whose data starts on an `alignment` boundary.
-
-    Over-allocates, then deletes the prefix that precedes the boundary: CPython moves the start
-    of the data instead of copying, so the address stays aligned until the array is resized."""
-    raw = bytearray(size + alignment)
-    view = (ctypes.c_char * 1).from_buffer(raw)
-    address = ctypes.addressof(view)
-    del view
-    skip = -address % alignment
-    del raw[:skip]
-    del raw[size:]
-    return raw
+BUFFER_ALIGNMENT = 4096  # O_DIRECT wants the device's logical block size: never more than a page
 
 
-def buffer_address(buf: bytearray) -> int:
+def aligned_buffer(size: int) -> memoryview:
+    """`size` writable bytes that start on a BUFFER_ALIGNMENT boundary, whatever the size.
+
+    A view of the start of a bytearray that was over-allocated and then had the prefix before
+    the boundary deleted (CPython moves the start of the data instead of copying). The bytearray
+    keeps at least BUFFER_ALIGNMENT bytes: CPython reallocates one shrunk below half its
+    allocation, and the copy loses the boundary. While the view exists the bytearray cannot be
+    resized; `.obj` is the bytearray itself, for calls that take only bytes or bytearray."""
+    length = max(size, BUFFER_ALIGNMENT)
+    raw = bytearray(length + BUFFER_ALIGNMENT)
+    del raw[: -buffer_address(raw) % BUFFER_ALIGNMENT]
+    del raw[length:]
+    return memoryview(raw)[:size]
+
+
+def buffer_address(buf: bytearray | memoryview) -> int:
     view = (ctypes.c_char * 1).from_buffer(buf)
     try:
         return ctypes.addressof(view)

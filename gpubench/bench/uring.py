@@ -164,6 +164,8 @@ class UringJob:
             self._open_ring(setup_flags)
             qd, bs = spec.queue_depth, spec.block_size
             self.bufs = [None] + [aligned_buffer(bs) for _ in range(qd)]
+            # prep_*_fixed takes only bytes or bytearray: the aligned bytearray behind each view
+            self.fixed_bufs = [None] + [b.obj for b in self.bufs[1:]]
             if spec.writes:
                 fill = os.urandom(bs)
                 for ud in range(1, qd + 1):
@@ -264,7 +266,7 @@ class UringJob:
         from gpubench.bench.iofile import JobTotals, LatencyHistogram, io_error
 
         L, spec = self.L, self.spec
-        ring, sqes, bufs, iovs, fd = self.ring, self.sqes, self.bufs, self.iovs, self.file_arg
+        ring, sqes, fixed_bufs, iovs, fd = self.ring, self.sqes, self.fixed_bufs, self.iovs, self.file_arg
         qd, bs = spec.queue_depth, spec.block_size
         fixed, reading = self.fixed_buffers, spec.read_percent >= 100
         if fixed:
@@ -299,7 +301,7 @@ class UringJob:
             k += 1
             slot_offset[ud] = off
             if fixed:
-                prep(sqes[ud], fd, bufs[ud], bs, off, ud - 1)
+                prep(sqes[ud], fd, fixed_bufs[ud], bs, off, ud - 1)
             elif reading:
                 prep_readv(sqes[ud], fd, iovs[ud], off)
             else:
@@ -345,7 +347,7 @@ class UringJob:
                         k += 1
                         slot_offset[ud] = off
                         if fixed:
-                            prep(sqes[ud], fd, bufs[ud], bs, off, ud - 1)
+                            prep(sqes[ud], fd, fixed_bufs[ud], bs, off, ud - 1)
                         elif reading:
                             prep_readv(sqes[ud], fd, iovs[ud], off)
                         else:
@@ -390,7 +392,8 @@ class UringJob:
         )
 
         L, spec = self.L, self.spec
-        ring, sqes, bufs, iovs, fd = self.ring, self.sqes, self.bufs, self.iovs, self.file_arg
+        ring, sqes, bufs, fixed_bufs, iovs, fd = (
+            self.ring, self.sqes, self.bufs, self.fixed_bufs, self.iovs, self.file_arg)
         qd, bs, verify = spec.queue_depth, spec.block_size, spec.verify
         fixed = self.fixed_buffers
         prep_read_fixed, prep_write_fixed = L.io_uring_prep_read_fixed, L.io_uring_prep_write_fixed
@@ -430,14 +433,14 @@ class UringJob:
             slot_read[ud] = is_read
             if is_read:
                 if fixed:
-                    prep_read_fixed(sqes[ud], fd, bufs[ud], bs, off, ud - 1)
+                    prep_read_fixed(sqes[ud], fd, fixed_bufs[ud], bs, off, ud - 1)
                 else:
                     prep_readv(sqes[ud], fd, iovs[ud], off)
             else:
                 if verify:
                     bufs[ud][:] = pattern_block(off, bs, generation)
                 if fixed:
-                    prep_write_fixed(sqes[ud], fd, bufs[ud], bs, off, ud - 1)
+                    prep_write_fixed(sqes[ud], fd, fixed_bufs[ud], bs, off, ud - 1)
                 else:
                     prep_writev(sqes[ud], fd, iovs[ud], 1, off)
             put(ring, sqes[ud])

@@ -383,11 +383,24 @@ def test_binding_traps_the_loop_relies_on():
         sqe.user_data = 0  # user_data 0 cannot be set; indexed cqe access also refuses it
     sqe.user_data = 7
     sqe.flags = uring.SQE_FIXED_FILE
-    buf = iofile.aligned_buffer(4096)
+    with pytest.raises(TypeError):  # bytes or bytearray only: UringJob passes the array behind each view
+        liburing.io_uring_prep_read_fixed(sqe, 0, iofile.aligned_buffer(4096), 4096, 8192, 0)
+    buf = iofile.aligned_buffer(4096).obj
     liburing.io_uring_prep_read_fixed(sqe, 0, buf, 4096, 8192, 0)
     assert (sqe.user_data, sqe.flags) == (7, uring.SQE_FIXED_FILE)  # prep keeps what the slot set once
     assert iofile.buffer_address(buf) % 4096 == 0
     assert not hasattr(liburing, "IORING_SETUP_SQPOLL") or liburing.IORING_SETUP_SQPOLL == uring.SETUP_SQPOLL
+
+
+@pytest.mark.parametrize("size", [64, 512, 2048, 4096, 6144, 128 * 1024])
+def test_io_buffers_start_on_a_page_boundary_whatever_their_size(size):
+    """O_DIRECT needs buffers aligned to the device's logical block size, whatever the I/O size."""
+    for _ in range(20):  # the allocator hands out different addresses; each must end up aligned
+        buf = iofile.aligned_buffer(size)
+        assert len(buf) == size
+        assert iofile.buffer_address(buf) % 4096 == 0
+        buf[:] = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        assert iofile.buffer_address(buf) % 4096 == 0
 
 
 @needs_ring
