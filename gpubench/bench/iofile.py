@@ -444,6 +444,15 @@ class JobSpec:
         return flags | os.O_DIRECT if self.direct else flags
 
 
+UNBOUNDED = 1 << 62  # the I/O count of a repetition that only its time bounds
+
+
+def io_count(io_limit: int, block_size: int) -> int:
+    """How many I/Os a repetition bounded by io_limit bytes issues: the whole blocks in it,
+    rounded down, in every engine and loop alike. UNBOUNDED for io_limit 0 (time-bounded)."""
+    return io_limit // block_size if io_limit > 0 else UNBOUNDED
+
+
 def offsets(spec: JobSpec) -> Iterator[int]:
     """Endless offsets: sequential from start_offset (wrapping), or uniform random blocks."""
     bs, blocks, base = spec.block_size, spec.blocks, spec.base

@@ -675,16 +675,17 @@ class PsyncJob:
     def run(self, seconds: float, io_limit: int = 0, generation: int = 1) -> JobTotals:
         spec = self.spec
         n = spec.queue_depth
-        limit_each = -(-io_limit // n // spec.block_size) * spec.block_size if io_limit else 0
+        ios = iofile.io_count(io_limit, spec.block_size)
+        ios_each = [ios // n + (i < ios % n) for i in range(n)]  # the job's I/Os, shared out
         if n == 1:
-            results = [self._thread(replace(spec, seed=spec.seed), seconds, limit_each, generation)]
+            results = [self._thread(spec, seconds, ios, generation)]
         else:
             results: list[Any] = [None] * n
             specs = [replace(spec, seed=spec.seed * 131 + i, start_offset=spec.start_offset) for i in range(n)]
 
             def work(i: int) -> None:
                 try:
-                    results[i] = self._thread(specs[i], seconds, limit_each, generation)
+                    results[i] = self._thread(specs[i], seconds, ios_each[i], generation)
                 except BaseException as e:
                     results[i] = e
 
@@ -706,7 +707,7 @@ class PsyncJob:
             total.problem = total.problem or r.problem
         return total
 
-    def _thread(self, spec: JobSpec, seconds: float, io_limit: int, generation: int) -> JobTotals:
+    def _thread(self, spec: JobSpec, seconds: float, ios: int, generation: int) -> JobTotals:
         from gpubench.bench.iofile import block_problem, offsets, pattern_block, primed, read_choices
 
         fd, bs, verify = self.fd, spec.block_size, spec.verify
@@ -723,11 +724,10 @@ class PsyncJob:
         reads = writes = 0
         lat_max = 0
         problem = ""
-        limit = io_limit if io_limit > 0 else 1 << 62
-        moved = 0
+        done = 0
         start = now = clock()
         stop = start + int(seconds * 1e9)
-        while now < stop and moved < limit:
+        while now < stop and done < ios:
             off = next_offset()
             is_read = next_is_read() if mixed else all_reads
             if not is_read and verify:
@@ -752,7 +752,7 @@ class PsyncJob:
                 lat_max = d
             d >>= 5
             lat[d] = lat.get(d, 0) + 1
-            moved += bs
+            done += 1
         hist = LatencyHistogram()
         hist.add_raw(lat, lat_max, 5)
         return JobTotals(reads, writes, (reads + writes) * bs, (now - start) / 1e9, hist, {}, problem)

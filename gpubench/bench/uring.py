@@ -263,7 +263,7 @@ class UringJob:
         folds into the histogram."""
         import array
 
-        from gpubench.bench.iofile import JobTotals, LatencyHistogram, io_error
+        from gpubench.bench.iofile import JobTotals, LatencyHistogram, io_count, io_error
 
         L, spec = self.L, self.spec
         ring, sqes, fixed_bufs, iovs, fd = self.ring, self.sqes, self.fixed_bufs, self.iovs, self.file_arg
@@ -290,7 +290,7 @@ class UringJob:
         hist = LatencyHistogram()
         done = 0
         problem = ""
-        limit = io_limit // bs if io_limit > 0 else 1 << 62
+        limit = io_count(io_limit, bs)
         issued = 0
 
         fresh = []
@@ -388,7 +388,7 @@ class UringJob:
     def _run_general(self, seconds: float, io_limit: int, generation: int, reap_batch: int):
         """Any mix of reads and writes, with or without verify."""
         from gpubench.bench.iofile import (
-            JobTotals, LatencyHistogram, block_problem, io_error, pattern_block,
+            JobTotals, LatencyHistogram, block_problem, io_count, io_error, pattern_block,
         )
 
         L, spec = self.L, self.spec
@@ -418,11 +418,11 @@ class UringJob:
         reads = writes = 0
         lat_max = 0
         problem = ""
-        issued_bytes = 0
-        limit = io_limit if io_limit > 0 else 1 << 62
+        issued = 0
+        limit = io_count(io_limit, bs)
 
         def prepare(ud: int) -> None:
-            nonlocal issued_bytes
+            nonlocal issued
             off = next_offset()
             if verify:
                 while off in in_flight_offsets:
@@ -444,13 +444,13 @@ class UringJob:
                 else:
                     prep_writev(sqes[ud], fd, iovs[ud], 1, off)
             put(ring, sqes[ud])
-            issued_bytes += bs
+            issued += 1
 
         start = clock()
         stop = start + int(seconds * 1e9)
         fresh = []
         for ud in range(1, qd + 1):
-            if issued_bytes >= limit:
+            if issued >= limit:
                 break
             prepare(ud)
             fresh.append(ud)
@@ -464,7 +464,7 @@ class UringJob:
             submit_and_wait(ring, reap_batch if reap_batch <= in_flight else in_flight)
             now = clock()
             ready = cq_ready(ring)
-            if issuing and (now >= stop or issued_bytes >= limit):
+            if issuing and (now >= stop or issued >= limit):
                 issuing = False
             fresh = []
             while ready:
@@ -500,7 +500,7 @@ class UringJob:
                     if issuing:
                         prepare(ud)
                         fresh.append(ud)
-                        if issued_bytes >= limit:
+                        if issued >= limit:
                             issuing = False
                     else:
                         in_flight -= 1

@@ -103,6 +103,22 @@ def test_every_pattern_moves_the_bytes_it_reports(bench_cls, pattern, direct, di
     assert scratch_files(disk_dir) == []
 
 
+@pytest.mark.parametrize("bench_cls", ENGINES)
+@pytest.mark.parametrize("pattern, verify", [("read", 0), ("randrw", 0), ("randread", 1)],
+                         ids=["one-direction", "mixed", "verified"])
+@pytest.mark.parametrize("qd", [1, 3])
+@pytest.mark.parametrize("io_size", [10 * 4096, 10 * 4096 + 100], ids=["whole-blocks", "part-block"])
+def test_io_size_moves_the_same_bytes_in_every_engine_and_loop(bench_cls, pattern, verify, qd, io_size, disk_dir):
+    """io_size bounds a job's repetition to the whole blocks it holds (rounded down), whichever
+    engine, loop or thread count moves them."""
+    bench = bench_cls()
+    case = one_case(bench, pattern=pattern, bs="4k", qd=qd, jobs=1, direct=0, io_size=io_size, verify=verify)
+    with bench.prepare(case, ctx_for(disk_dir)) as measure:
+        sample = measure()
+    assert sample.metrics["ios"] == 10
+    assert sample.metrics["bytes"] == 10 * 4096
+
+
 @needs_ring
 def test_runtime_bounded_jobs_in_processes_merge(disk_dir):
     bench = IoUring()
