@@ -444,6 +444,23 @@ class JobSpec:
         return flags | os.O_DIRECT if self.direct else flags
 
 
+def needs_own_region(pattern: str, verify: bool, writes: bool) -> bool:
+    """Whether each of the jobs (or threads) sharing a file gets a region of it to itself:
+    sequential ones, so that N of them do not read the same blocks N times (all but the first
+    from the page cache), and verified writers, so that none reads a block another one is
+    rewriting. Random readers share the whole file, each with its own seed."""
+    return not pattern.startswith("rand") or (verify and writes)
+
+
+def regions(spec: JobSpec, count: int) -> list[tuple[int, int]]:
+    """(base, span) for each of `count` jobs or threads sharing spec's part of the file: equal,
+    disjoint, whole-block regions when they need their own, else the whole part for each."""
+    if not needs_own_region(spec.pattern, spec.verify, spec.writes):
+        return [(spec.base, spec.span)] * count
+    region = spec.span // count // spec.block_size * spec.block_size
+    return [(spec.base + i * region, region) for i in range(count)]
+
+
 UNBOUNDED = 1 << 62  # the I/O count of a repetition that only its time bounds
 
 

@@ -272,8 +272,11 @@ def _validate(p: IoParams, target: TargetInfo | None, alignment: iofile.DioAlign
     if p.verify and p.bs < iofile.MIN_VERIFY_BLOCK:
         raise UserError(f"{what}: verify needs bs of at least {iofile.MIN_VERIFY_BLOCK} bytes (header and CRC)")
     span = _span(p, target)
-    if span < p.bs * p.jobs if p.pattern in ("read", "write") else span < p.bs:
-        raise UserError(f"{what}: size {span} bytes is too small for bs={p.bs} and jobs={p.jobs}")
+    regions = _regions(p)
+    if span < p.bs * regions:
+        each = (f", jobs={p.jobs}" + (f" and {p.qd} threads per job" if p.engine == "psync" else "")
+                + ": each works on a region of its own, of one block at least") if regions > 1 else ""
+        raise UserError(f"{what}: size {span} bytes is too small for bs={p.bs}{each}")
     if target and target.kind == "file" and (p.writes or p.verify):
         raise UserError(f"{what}: target={target.path} is an existing file: gpubench writes only to files it "
                         f"creates; give a directory for {p.pattern}" + (" with verify" if p.verify else ""))
@@ -282,6 +285,14 @@ def _validate(p: IoParams, target: TargetInfo | None, alignment: iofile.DioAlign
                         f"add allow_device_write=1 if that is intended")
     if p.io_size and p.io_size < p.bs:
         raise UserError(f"{what}: io_size={p.io_size} is smaller than one block ({p.bs})")
+
+
+def _regions(p: IoParams) -> int:
+    """How many disjoint regions the file is split into (iofile.regions): one per job, and within
+    a psync job one per thread; 1 where jobs share the whole file."""
+    if not iofile.needs_own_region(p.pattern, p.verify, p.writes):
+        return 1
+    return p.jobs * (p.qd if p.engine == "psync" else 1)
 
 
 def _span(p: IoParams, target: TargetInfo | None) -> int:
@@ -501,16 +512,10 @@ def _read_back(path: Path, spec: JobSpec) -> str | None:
 # --- jobs: in this process for one job, in child processes for more --------------------------
 
 def _job_specs(p: IoParams, spec: JobSpec) -> list[JobSpec]:
-    """One spec per job (own random seed). Verified writers own disjoint regions of the file, so
-    no job reads a block another job is rewriting."""
-    specs = []
-    region = spec.span // p.jobs // spec.block_size * spec.block_size
-    for j in range(p.jobs):
-        s = replace(spec, seed=1 + j * 7919)
-        if p.verify and p.writes and p.jobs > 1:
-            s = replace(s, span=region, base=j * region)
-        specs.append(s)
-    return specs
+    """One spec per job, each with its own random seed and, where jobs need one
+    (iofile.needs_own_region), its own region of the file."""
+    return [replace(spec, seed=1 + j * 7919, base=base, span=span)
+            for j, (base, span) in enumerate(iofile.regions(spec, p.jobs))]
 
 
 def _open_engine(engine: str, spec: JobSpec):
@@ -677,11 +682,12 @@ class PsyncJob:
         n = spec.queue_depth
         ios = iofile.io_count(io_limit, spec.block_size)
         ios_each = [ios // n + (i < ios % n) for i in range(n)]  # the job's I/Os, shared out
+        specs = [replace(spec, seed=spec.seed * 131 + i, base=base, span=span)
+                 for i, (base, span) in enumerate(iofile.regions(spec, n))]
         if n == 1:
-            results = [self._thread(spec, seconds, ios, generation)]
+            results = [self._thread(specs[0], seconds, ios, generation)]
         else:
             results: list[Any] = [None] * n
-            specs = [replace(spec, seed=spec.seed * 131 + i, start_offset=spec.start_offset) for i in range(n)]
 
             def work(i: int) -> None:
                 try:

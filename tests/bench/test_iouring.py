@@ -3,6 +3,7 @@ io_uring loop relies on."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gpubench.bench import iofile
+from gpubench.bench import iofile, iouring
 from gpubench.bench.interface import BenchFailure, Context, Waived
 from gpubench.bench.iouring import IoUring, Psync
 from gpubench.bench.params import parse_size
@@ -117,6 +118,44 @@ def test_io_size_moves_the_same_bytes_in_every_engine_and_loop(bench_cls, patter
         sample = measure()
     assert sample.metrics["ios"] == 10
     assert sample.metrics["bytes"] == 10 * 4096
+
+
+@pytest.mark.parametrize("pattern", ["read", "write"])
+def test_sequential_jobs_each_cover_a_region_of_their_own(pattern):
+    """N sequential jobs reading the same blocks would read N - 1 of them from the page cache."""
+    p = iouring.plan_cases("iouring", "quick", {"pattern": pattern, "bs": "4k", "qd": "8", "jobs": "4", "direct": "0",
+                                                 "size": "1M"})[0]
+    spec = iofile.JobSpec(path="unused", pattern=pattern, block_size=4096, queue_depth=8, direct=False, span=1 << 20)
+    specs = iouring._job_specs(p, spec)
+    read = sorted(off for s in specs for off in itertools.islice(iofile.offsets(s), s.blocks))
+    assert read == list(range(0, 1 << 20, 4096))
+    assert len({s.seed for s in specs}) == 4
+
+
+def test_sequential_psync_threads_each_read_a_region_of_their_own(disk_dir, monkeypatch):
+    bench = Psync()
+    case = one_case(bench, pattern="read", bs="4k", qd=4, direct=1, size="1M", io_size="1M")
+    read_at = []
+    preadv = os.preadv
+
+    def spy(fd, buffers, offset, *flags):
+        read_at.append(offset)
+        return preadv(fd, buffers, offset, *flags)
+
+    with bench.prepare(case, ctx_for(disk_dir)) as measure:
+        monkeypatch.setattr(os, "preadv", spy)
+        measure()
+    assert sorted(read_at) == list(range(0, 1 << 20, 4096))
+
+
+@pytest.mark.parametrize("bench_cls, options", [
+    (Psync, {"pattern": "read", "qd": "4", "size": "12k"}),  # 4 threads, 3 blocks
+    (IoUring, {"pattern": "write", "jobs": "4", "size": "12k"}),
+    (IoUring, {"pattern": "randwrite", "jobs": "4", "size": "12k", "verify": "1"}),  # verified writers too
+])
+def test_a_file_with_fewer_blocks_than_regions_is_a_user_error(bench_cls, options):
+    with pytest.raises(UserError, match="size 12288 bytes is too small"):
+        bench_cls().cases(profile(), "quick", {"bs": "4k", "direct": "0", **options})
 
 
 @needs_ring
