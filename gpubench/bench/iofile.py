@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from gpubench.bench import params
+from gpubench.bench.interface import Waived
 
 PATTERNS = ("read", "write", "randread", "randwrite", "randrw")
 SCRATCH_PREFIX = "gpubench-io-"
@@ -139,6 +140,23 @@ def drop_path_cache(path: Path) -> None:
         drop_file_cache(fd)
     finally:
         os.close(fd)
+
+
+COLD_MAX_RESIDENT = 0.05  # the share of a file left in the page cache that still counts as cold
+
+
+def drop_cache_for_cold_reads(path: Path | str, span: int) -> None:
+    """Drop [0, span) of the file from the page cache and check that it went (resident_fraction):
+    raise Waived when more than COLD_MAX_RESIDENT of it stayed, so that a cold case never reports
+    warm reads. A memory filesystem (tmpfs) keeps every page; elsewhere pages another process
+    holds mapped or locked stay too."""
+    drop_path_cache(Path(path))
+    resident = resident_fraction(path, span)
+    if resident > COLD_MAX_RESIDENT:
+        mount = None if is_block_device(Path(path)) else mount_of(Path(path))
+        memory = f" on {mount.fstype}, which keeps files in memory" if mount and mount.fstype in MEMORY_FILESYSTEMS else ""
+        raise Waived(f"the page cache could not be dropped for {path}{memory} ({resident:.0%} still resident): "
+                     f"cold reads would be warm")
 
 
 def warm_file(path: Path, span: int) -> None:

@@ -429,7 +429,9 @@ class _Measure:
     def __call__(self) -> Sample:
         p = self.p
         self.generation += 1
-        if p.drop_cache:
+        if p.drop_cache and p.read_percent > 0 and not p.direct:
+            iofile.drop_cache_for_cold_reads(self.path, self.spec.span)
+        elif p.drop_cache:
             iofile.drop_path_cache(self.path)
         elif p.read_percent > 0 and not p.direct:
             # warm means warm at every repetition: anything between repetitions (another case,

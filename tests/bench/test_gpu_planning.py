@@ -582,6 +582,25 @@ def test_kvikio_case_names_the_path_of_its_own_file(tmp_path, op, size, direct_i
     assert (sample.extra["cufile"] != {}) == (path != "posix-compat")
 
 
+def test_cold_reads_are_waived_when_the_page_cache_stays(tmp_path, monkeypatch):
+    """On tmpfs, or wherever POSIX_FADV_DONTNEED leaves the pages, a cold read would be a warm one
+    (the POSIX baseline takes the same step before its reads: gds._before_each_read)."""
+    import numpy as np
+
+    file = tmp_path / "f.bin"
+    gds._write_file(file, 64 << 10)
+    params = {"size": 64 << 10, "iterations": 2, "threads": 4, "task_size": 4 << 20, "op": "read", "cache": "cold",
+              "probe_path": "gds"}
+    cp = types.SimpleNamespace(zeros=np.zeros, asarray=np.asarray, asnumpy=np.asarray, uint8=np.uint8)
+    with ExitStack() as stack:
+        measure = gds._kvikio_case(cp, fake_kvikio(True, True), file, params, {}, stack)
+        assert measure().value > 0  # dropped: the cold case runs
+        monkeypatch.setattr(iofile, "resident_fraction", lambda path, span: 1.0)
+        with pytest.raises(Waived, match=rf"the page cache could not be dropped for {file} \(100% still resident\): "
+                                         r"cold reads would be warm"):
+            measure()
+
+
 def test_cufile_properties_old_and_new_layouts():
     class Props:
         is_gds_available = True

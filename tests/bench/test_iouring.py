@@ -270,6 +270,41 @@ def test_o_direct_on_tmpfs_is_waived_naming_tmpfs(bench_cls):
 
 
 @pytest.fixture
+def tmpfs_dir():
+    """A directory on a tmpfs (/dev/shm), removed afterwards."""
+    shm = Path("/dev/shm")
+    mount = iofile.mount_of(shm) if shm.is_dir() else None
+    if mount is None or mount.fstype != "tmpfs" or not os.access(shm, os.W_OK):
+        pytest.skip("no writable tmpfs at /dev/shm")
+    directory = Path(tempfile.mkdtemp(prefix="gpubench-test-", dir=shm))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.parametrize("bench_cls", ENGINES)
+def test_cold_reads_on_tmpfs_are_waived_rather_than_measured_warm(bench_cls, tmpfs_dir):
+    bench = bench_cls()
+    case = one_case(bench, pattern="randread", bs="4k", qd=2, direct=0, drop_cache=1)
+    assert case.name.endswith("-cold")
+    with pytest.raises(Waived, match=r"the page cache could not be dropped for \S+ on tmpfs, which keeps files in "
+                                     r"memory \(100% still resident\): cold reads would be warm"):
+        with bench.prepare(case, ctx_for(tmpfs_dir)) as measure:
+            measure()
+    assert scratch_files(tmpfs_dir) == []
+
+
+@pytest.mark.parametrize("bench_cls", ENGINES)
+def test_cold_reads_are_waived_when_the_cache_is_only_partly_dropped(bench_cls, disk_dir, monkeypatch):
+    bench = bench_cls()
+    case = one_case(bench, pattern="randrw", bs="4k", qd=2, direct=0, drop_cache=1, io_size="64k")
+    with bench.prepare(case, ctx_for(disk_dir)) as measure:
+        assert measure().metrics["bytes"] == 64 * 1024  # dropped: the cold case runs
+        monkeypatch.setattr(iofile, "resident_fraction", lambda path, span: 0.3)
+        with pytest.raises(Waived, match=r"could not be dropped for \S+ \(30% still resident\): cold reads would be warm"):
+            measure()
+
+
+@pytest.fixture
 def tiny_tmpfs(tmp_path):
     """A 1 MiB tmpfs (needs root and a kernel that lets this container mount)."""
     mnt = tmp_path / "full"
