@@ -280,9 +280,6 @@ def _validate(p: IoParams, target: TargetInfo | None, alignment: iofile.DioAlign
     if target and target.kind == "file" and (p.writes or p.verify):
         raise UserError(f"{what}: target={target.path} is an existing file: gpubench writes only to files it "
                         f"creates; give a directory for {p.pattern}" + (" with verify" if p.verify else ""))
-    if target and target.kind == "block" and (p.writes or p.verify) and not p.allow_device_write:
-        raise UserError(f"{what}: target={target.path} is a block device: writing to it destroys its data; "
-                        f"add allow_device_write=1 if that is intended")
     if p.io_size and p.io_size < p.bs:
         raise UserError(f"{what}: io_size={p.io_size} is smaller than one block ({p.bs})")
 
@@ -377,8 +374,14 @@ def _prepare(p: IoParams, ctx: Context) -> Iterator[Callable[[], Sample]]:
     target = _inspect_target(p.target) if p.target else TargetInfo(
         Path(ctx.scratch), "dir", 0, iofile.dio_alignment(Path(ctx.scratch)))
     _validate(p, target)
-    mount = iofile.mount_of(target.path)
-    fstype = mount.fstype if mount else "unknown"
+    if target.kind == "block":
+        fstype = "block device"  # its node's filesystem (/dev: devtmpfs) says nothing about the device
+        if (p.writes or p.verify) and not p.allow_device_write:
+            raise Waived(f"{target.path} is a block device: {p.pattern}{' with verify' if p.verify else ''} would "
+                         f"overwrite its data; run with --allow-device-write if that is intended")
+    else:
+        mount = iofile.mount_of(target.path)
+        fstype = mount.fstype if mount else "unknown"
     if p.direct and fstype in iofile.MEMORY_FILESYSTEMS:
         raise Waived(f"O_DIRECT on {target.path} ({fstype}): {fstype} keeps files in memory, so there is no "
                      f"device to bypass the cache for; give a directory on a disk-backed filesystem "
@@ -399,6 +402,9 @@ def _prepare(p: IoParams, ctx: Context) -> Iterator[Callable[[], Sample]]:
             path = created
         else:
             path = target.path
+            if p.verify:  # a block device the user let gpubench write: the reads need the pattern
+                ctx.progress(f"writing the verify pattern over {iofile.format_size(span)} of {path}")
+                iofile.write_pattern(path, span, p.bs)
         span -= span % p.bs
         if p.direct:
             iofile.sync_filesystem(path)

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -409,6 +410,81 @@ def test_writes_to_an_existing_file_or_block_device_are_refused(tmp_path):
     cases = Psync().cases(profile(), "quick", {"target": str(existing), "pattern": "randread", "direct": "0"})
     assert [c.params["target"] for c in cases] == [str(existing)]
     assert existing.read_bytes() == b"x" * 65536
+
+
+@pytest.fixture
+def fake_block_device(disk_dir, monkeypatch):
+    """A 1 MiB regular file on a disk that the I/O benchmarks take for a block device; its mount
+    reads as /dev's devtmpfs, as that of a device node does (no root needed)."""
+    device = disk_dir / "fake-device"
+    device.write_bytes(bytes(range(256)) * 4096)
+    inspect = iouring._inspect_target
+
+    def as_block(target):
+        info = inspect(target)
+        return replace(info, kind="block") if info.path == device else info
+
+    monkeypatch.setattr(iouring, "_inspect_target", as_block)
+    monkeypatch.setattr(iofile, "mount_of", lambda path, mountinfo=None: iofile.Mount("/dev", "devtmpfs", "devtmpfs"))
+    return device
+
+
+def check_block_device_run(bench, device: Path) -> None:
+    """The default plan on a block device: read cases run (O_DIRECT too), write cases are WAIVED
+    naming the CLI flag, and the device keeps its data."""
+    before = device.read_bytes()[: 1 << 20]
+    cases = bench.cases(profile(), "default", {"target": str(device), "size": "1M", "runtime": "0.05"})
+    writers = [c for c in cases if c.params["pattern"] in ("write", "randwrite", "randrw")]
+    readers = [c for c in cases if c not in writers]
+    assert writers and any(c.params["direct"] for c in readers)
+    for case in readers:
+        with bench.prepare(case, ctx_for(device.parent)) as measure:
+            sample = measure()
+        assert sample.metrics["reads"] > 0 and sample.metrics["writes"] == 0, case.name
+        assert sample.extra["filesystem"] == "block device"
+    for case in writers:
+        with pytest.raises(Waived, match=rf"{device} is a block device: {case.params['pattern']} would overwrite its "
+                                         r"data; run with --allow-device-write if that is intended"):
+            with bench.prepare(case, ctx_for(device.parent)):
+                pass
+    assert device.read_bytes()[: 1 << 20] == before
+
+
+@pytest.mark.parametrize("bench_cls", ENGINES)
+def test_a_block_device_is_read_and_its_write_cases_waived_naming_the_flag(bench_cls, fake_block_device):
+    check_block_device_run(bench_cls(), fake_block_device)
+
+
+@pytest.fixture
+def loop_device(disk_dir):
+    """A real 2 MiB loop device (needs root and a kernel that lets this container attach one)."""
+    if os.geteuid() != 0 or shutil.which("losetup") is None:
+        pytest.skip("attaching a loop device needs root and losetup")
+    backing = disk_dir / "loop-backing.img"
+    backing.write_bytes(bytes(range(256)) * 8192)
+    proc = subprocess.run(["losetup", "--find", "--show", str(backing)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot attach a loop device here: {proc.stderr.strip()}")
+    device = Path(proc.stdout.strip())
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "--detach", str(device)], check=False)
+
+
+@pytest.mark.parametrize("bench_cls", ENGINES)
+def test_a_loop_device_is_read_and_its_write_cases_waived_naming_the_flag(bench_cls, loop_device):
+    check_block_device_run(bench_cls(), loop_device)
+
+
+@pytest.mark.parametrize("bench_cls", ENGINES)
+def test_verify_on_a_block_device_writes_its_pattern_first_when_allowed(bench_cls, fake_block_device):
+    bench = bench_cls()
+    options = {"pattern": "randread", "bs": "4k", "qd": "2", "direct": "0", "verify": "1"}
+    case = bench.cases(profile(), "quick", {**options, "target": str(fake_block_device), "size": "256k",
+                                            "io_size": "64k", "allow_device_write": "1"})[0]
+    with bench.prepare(case, ctx_for(fake_block_device.parent)) as measure:
+        assert measure().metrics["reads"] == 16
 
 
 def test_sizes_and_case_names():
