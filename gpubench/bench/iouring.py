@@ -277,6 +277,10 @@ def _validate(p: IoParams, target: TargetInfo | None, alignment: iofile.DioAlign
         each = (f", jobs={p.jobs}" + (f" and {p.qd} threads per job" if p.engine == "psync" else "")
                 + ": each works on a region of its own, of one block at least") if regions > 1 else ""
         raise UserError(f"{what}: size {span} bytes is too small for bs={p.bs}{each}")
+    blocks_per_job = span // regions // p.bs
+    if p.verify and p.engine == "iouring" and blocks_per_job < p.qd:
+        raise UserError(f"{what}: verify keeps one I/O per block in flight: size {span} bytes gives each job "
+                        f"{blocks_per_job} blocks of bs={p.bs}, fewer than qd={p.qd}")
     if target and target.kind == "file" and (p.writes or p.verify):
         raise UserError(f"{what}: target={target.path} is an existing file: gpubench writes only to files it "
                         f"creates; give a directory for {p.pattern}" + (" with verify" if p.verify else ""))

@@ -159,6 +159,14 @@ def test_a_file_with_fewer_blocks_than_regions_is_a_user_error(bench_cls, option
         bench_cls().cases(profile(), "quick", {"bs": "4k", "direct": "0", **options})
 
 
+@pytest.mark.parametrize("options", [{"pattern": "randread", "size": "16k"}, {"pattern": "read", "jobs": "2", "size": "48k"}])
+def test_verify_with_fewer_blocks_than_the_queue_depth_is_a_user_error(options):
+    """Verify keeps one I/O per block in flight: with fewer blocks than slots the ring never filled
+    (the loop looked for a free block forever)."""
+    with pytest.raises(UserError, match=r"verify keeps one I/O per block in flight: .* fewer than qd=8"):
+        IoUring().cases(profile(), "quick", {"bs": "4k", "qd": "8", "direct": "0", "verify": "1", **options})
+
+
 @needs_ring
 def test_runtime_bounded_jobs_in_processes_merge(disk_dir):
     bench = IoUring()
