@@ -31,6 +31,7 @@ class FioJob:
     rwmixread: int = 70
     invalidate: bool = True  # fio's default drops the file's cache before each job
     io_size: int = 0
+    offset_increment: int = 0  # job k starts at k * offset_increment (regions of their own)
 
     def command(self, fio: str = "fio") -> list[str]:
         cmd = [
@@ -38,6 +39,8 @@ class FioJob:
             f"--rw={self.rw}", f"--bs={self.bs}", f"--iodepth={self.iodepth}", f"--numjobs={self.numjobs}",
             f"--direct={int(self.direct)}", f"--size={self.size}", "--group_reporting", "--output-format=json",
         ]
+        if self.offset_increment:
+            cmd.append(f"--offset_increment={self.offset_increment}")
         if self.io_size:
             cmd.append(f"--io_size={self.io_size}")
         else:
@@ -153,14 +156,20 @@ def run_fio(job: FioJob, fio: str | None = None, timeout: float | None = None) -
 
 
 def job_for(params: Any, filename: str, span: int, seconds: float, ioengine: str) -> FioJob:
-    """The fio job matching a gpubench iouring/psync case (an IoParams)."""
+    """The fio job matching a gpubench iouring/psync case (an IoParams). Where gpubench's jobs
+    work on regions of the file of their own (iofile.regions), so do fio's."""
+    from gpubench.bench import iofile
+
     psync = ioengine == "psync"
+    numjobs = params.jobs * (params.qd if psync and params.engine == "psync" else 1)
+    own = numjobs > 1 and iofile.needs_own_region(params.pattern, params.verify, params.writes)
+    region = span // numjobs // params.bs * params.bs if own else span
     return FioJob(
         filename=filename, rw=params.pattern, bs=params.bs,
-        iodepth=1 if psync else params.qd,
-        numjobs=params.jobs * (params.qd if psync and params.engine == "psync" else 1),
-        direct=params.direct, size=span, runtime=seconds, ioengine=ioengine, rwmixread=params.mix,
+        iodepth=1 if psync else params.qd, numjobs=numjobs,
+        direct=params.direct, size=region, runtime=seconds, ioengine=ioengine, rwmixread=params.mix,
         invalidate=params.direct or params.drop_cache, io_size=params.io_size,
+        offset_increment=region if own else 0,
     )
 
 

@@ -60,6 +60,17 @@ def test_the_fio_job_matches_the_case():
     assert "--io_size=1048576" in sized and "--time_based" not in sized
 
 
+@pytest.mark.parametrize("engine, ioengine, jobs_in_fio", [("iouring", "io_uring", 2), ("psync", "psync", 8),
+                                                          ("psync", "io_uring", 2)])
+def test_sequential_fio_jobs_each_work_on_a_region_of_their_own_as_gpubench_jobs_do(engine, ioengine, jobs_in_fio):
+    region = (1 << 20) // jobs_in_fio
+    command = fio.job_for(_params(engine=engine, pattern="read", qd=4), "f.dat", 1 << 20, 1, ioengine).command("fio")
+    assert f"--numjobs={jobs_in_fio}" in command
+    assert f"--size={region}" in command and f"--offset_increment={region}" in command
+    shared = fio.job_for(_params(engine=engine, pattern="randread", qd=4), "f.dat", 1 << 20, 1, ioengine).command("fio")
+    assert "--size=1048576" in shared and not any(a.startswith("--offset_increment") for a in shared)
+
+
 def test_fio_missing_is_said_clearly(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(UserError, match="fio is not installed"):
