@@ -99,7 +99,7 @@ def run(
     db: Optional[Path] = typer.Option(None, "--db", metavar="PATH", help="Result history (default: $GPUBENCH_DB, else $XDG_DATA_HOME/gpubench/results.db)."),
     label: str = typer.Option("", "--label", help="A name for this run, e.g. 'kernel 6.12'."),
     param: Optional[List[str]] = typer.Option(None, "--param", "-p", metavar="[BENCH.]KEY=VALUE", help="Set a benchmark parameter, e.g. -p iouring.bs=4k -p iouring.qd=32 (repeatable; each KEY once)."),
-    target: Optional[Path] = typer.Option(None, "--target", metavar="PATH", help="Directory or file the I/O benchmarks use (default: a scratch directory)."),
+    target: Optional[Path] = typer.Option(None, "--target", metavar="PATH", help="Directory, file or block device the I/O benchmarks use (default: a scratch directory); an existing file or device is only read, unless --allow-device-write for a device."),
     verify: bool = typer.Option(False, "--verify", help="I/O benchmarks write a checksummed pattern and fail on any mismatch."),
     drop_cache: bool = typer.Option(False, "--drop-cache", help="Drop the scratch file's page cache before reads (cold cache)."),
     vs_fio: bool = typer.Option(False, "--vs-fio", help="Run the same I/O jobs through fio and store its figures beside gpubench's (fio's without verification, also with --verify)."),

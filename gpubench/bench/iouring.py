@@ -281,9 +281,6 @@ def _validate(p: IoParams, target: TargetInfo | None, alignment: iofile.DioAlign
     if p.verify and p.engine == "iouring" and blocks_per_job < p.qd:
         raise UserError(f"{what}: verify keeps one I/O per block in flight: size {span} bytes gives each job "
                         f"{blocks_per_job} blocks of bs={p.bs}, fewer than qd={p.qd}")
-    if target and target.kind == "file" and (p.writes or p.verify):
-        raise UserError(f"{what}: target={target.path} is an existing file: gpubench writes only to files it "
-                        f"creates; give a directory for {p.pattern}" + (" with verify" if p.verify else ""))
     if p.io_size and p.io_size < p.bs:
         raise UserError(f"{what}: io_size={p.io_size} is smaller than one block ({p.bs})")
 
@@ -384,6 +381,9 @@ def _prepare(p: IoParams, ctx: Context) -> Iterator[Callable[[], Sample]]:
             raise Waived(f"{target.path} is a block device: {p.pattern}{' with verify' if p.verify else ''} would "
                          f"overwrite its data; run with --allow-device-write if that is intended")
     else:
+        if target.kind == "file" and (p.writes or p.verify):
+            raise Waived(f"{target.path} is an existing file: {p.pattern}{' with verify' if p.verify else ''} would "
+                         f"overwrite it, and gpubench writes only to files it creates; give a directory for the write cases")
         mount = iofile.mount_of(target.path)
         fstype = mount.fstype if mount else "unknown"
     if p.direct and fstype in iofile.MEMORY_FILESYSTEMS:

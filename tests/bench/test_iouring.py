@@ -410,14 +410,24 @@ def test_bad_options_are_user_errors(options, message):
         IoUring().cases(profile(), "quick", options)
 
 
-def test_writes_to_an_existing_file_or_block_device_are_refused(tmp_path):
+@pytest.mark.parametrize("bench_cls", ENGINES)
+def test_an_existing_file_is_read_and_its_write_cases_waived(bench_cls, tmp_path):
     existing = tmp_path / "mine.dat"
-    existing.write_bytes(b"x" * 65536)
-    with pytest.raises(UserError, match="writes only to files it creates"):
-        Psync().cases(profile(), "quick", {"target": str(existing), "pattern": "write", "direct": "0"})
-    cases = Psync().cases(profile(), "quick", {"target": str(existing), "pattern": "randread", "direct": "0"})
-    assert [c.params["target"] for c in cases] == [str(existing)]
-    assert existing.read_bytes() == b"x" * 65536
+    existing.write_bytes(b"x" * (1 << 20))
+    bench = bench_cls()
+    cases = bench.cases(profile(), "default", {"target": str(existing), "direct": "0", "runtime": "0.05"})
+    writers = [c for c in cases if c.params["pattern"] in ("write", "randwrite", "randrw")]
+    readers = [c for c in cases if c not in writers]
+    assert writers and readers and all(c.params["target"] == str(existing) for c in cases)
+    for case in readers:
+        with bench.prepare(case, ctx_for(tmp_path)) as measure:
+            assert measure().metrics["reads"] > 0, case.name
+    for case in writers:
+        with pytest.raises(Waived, match=rf"{existing} is an existing file: {case.params['pattern']} would overwrite it, "
+                                         r"and gpubench writes only to files it creates; give a directory"):
+            with bench.prepare(case, ctx_for(tmp_path)):
+                pass
+    assert existing.read_bytes() == b"x" * (1 << 20)
 
 
 @pytest.fixture
