@@ -192,7 +192,7 @@ class Verdict(str, enum.Enum):
     WORSE = "worse"
     SAME = "same"
     NOT_COMPARABLE = "not comparable"
-    LOST = "lost capability"  # ran in the base, waived in the new run
+    LOST = "lost capability"  # ran in the base, waived or failed in the new run (or in some of its runs)
 
 
 @dataclass(frozen=True)

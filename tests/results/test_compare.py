@@ -321,3 +321,30 @@ def test_rounds_with_equal_medians_fall_back_to_the_samples_not_to_p_zero() -> N
     # clearly apart, the samples say so
     far = _one(base, _rounds_of((19.0, 20.0, 25.0), (19.0, 20.0, 25.0), (19.0, 20.0, 25.0)))
     assert far.verdict is Verdict.BETTER and far.p_value < 0.05
+
+
+def test_a_case_lost_in_some_of_the_new_runs_is_a_lost_capability() -> None:
+    base = _runs(noisy(1000.0, seed=1), noisy(1000.0, seed=2), noisy(1000.0, seed=3))
+    failed = build_run((build_result(status=ResultStatus.FAILED, reason="I/O error"),), id=4)
+    new = [failed, *(build_run(r.results, id=r.id + 4) for r in _runs(noisy(1000.0, seed=5), noisy(1000.0, seed=6)))]
+    comparison = compare(base, new)
+    (case,) = comparison.cases
+    assert case.verdict is Verdict.LOST
+    assert case.note == "lost capability: ran in the base, failed in new run 4: I/O error"
+    assert case.new is not None and case.new.status is ResultStatus.FAILED
+    assert comparison.regressions == (case,)
+    interrupted = build_run((build_result(status=ResultStatus.INTERRUPTED),), id=7)
+    (case,) = compare(base, [*new[1:], interrupted]).cases
+    assert case.verdict is Verdict.NOT_COMPARABLE
+
+
+def test_runs_of_one_side_that_disagree_are_counted_as_unjudged() -> None:
+    """A base side whose runs disagree cannot be judged, whichever of its runs comes first; a
+    note has to say so, or a CI gate passes the case silently."""
+    waived = build_run((build_result(status=ResultStatus.WAIVED),), id=3)
+    base = [waived, *_runs(noisy(1000.0, seed=1), noisy(1000.0, seed=2))]
+    new = [build_run(r.results, id=r.id + 3) for r in _runs(noisy(1000.0, seed=5), noisy(1000.0, seed=6))]
+    comparison = compare(base, new)
+    (case,) = comparison.cases
+    assert case.verdict is Verdict.NOT_COMPARABLE
+    assert comparison.unmatched == (case,)
