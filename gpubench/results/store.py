@@ -8,8 +8,8 @@ writable shared-memory file beside it.
 
 Read commands open the file with SQLite's `mode=ro`: they can never create, truncate or rewrite
 it. A run is stored as `running` with the pid, the process start time and the boot id of the
-process writing it; when that process is gone it reads as `interrupted` (and is stored so when
-the history is opened for writing).
+process writing it; when that process is gone it reads as `interrupted` (and is stored so where a
+store opened for writing reads it; the read-only commands leave the file as it is).
 
 The schema is versioned with PRAGMA user_version; MIGRATIONS[i] takes a database from version i
 to i+1. An older file is migrated in place when opened for writing, and migrated in a private
@@ -314,10 +314,10 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")  # can be refused while another program holds a read transaction
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     # --- writing ------------------------------------------------------------------------------
 

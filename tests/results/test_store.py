@@ -85,6 +85,28 @@ def test_result_is_committed_before_the_run_finishes(tmp_path: Path) -> None:
     writer.close()
 
 
+def test_a_commit_refused_by_a_reader_leaves_the_store_usable(tmp_path: Path) -> None:
+    """A reader holding a read transaction (another program's) can refuse the writer's COMMIT;
+    that one result is reported lost, and the next one is stored."""
+    db = tmp_path / "r.db"
+    with Store.open(db) as writer:
+        run_id = writer.begin_run(build_run())
+        writer._db.execute("PRAGMA busy_timeout = 50")
+        reader = sqlite3.connect(db, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM results").fetchone()
+        with pytest.raises(UserError, match="locked by another process"):
+            writer.add_result(run_id, build_result("refused"))
+        reader.execute("COMMIT")
+        reader.close()
+        writer.add_result(run_id, build_result("later"))
+        writer.finish_run(run_id, RunStatus.COMPLETE, 1700000200.0)
+    with Store.open(db, create=False, readonly=True) as store:
+        back = store.get_run(str(run_id))
+    assert [r.case for r in back.results] == ["later"]
+    assert back.status is RunStatus.COMPLETE
+
+
 def test_running_run_of_a_dead_process_reads_interrupted_and_is_persisted(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
     dead = WriterIdentity(hostname=WriterIdentity.current().hostname, pid=_dead_pid(), pid_start=None, boot_id=None)
