@@ -1,7 +1,7 @@
 """Rich terminal rendering. Colour only on a TTY; NO_COLOR is honoured by rich itself.
 
-Consoles never read markup in strings: labels, reasons and case names are data, and a "[/x]" in
-one must print as it is. Styles are given with rich.text.Text instead."""
+Consoles never read markup or emoji codes in strings: labels, reasons and case names are data,
+and a "[/x]" or ":fire:" in one must print as it is. Styles are given with rich.text.Text instead."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ PIPED_WIDTH = 1000  # not a terminal: rich would assume 80 columns and cut cells
 def stdout_console() -> Console:
     """Piped into a file or a CI log (and COLUMNS unset), a table takes the width its cells need;
     only its prose columns wrap, at PROSE_WIDTH."""
-    console = Console(highlight=False, soft_wrap=False, markup=False)
+    console = Console(highlight=False, soft_wrap=False, markup=False, emoji=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = PIPED_WIDTH
     return console
@@ -43,7 +43,7 @@ def _short(value: str, width: int = EVIDENCE_WIDTH) -> str:
 
 def stderr_console() -> Console:
     """Messages wrap at word boundaries on a terminal; in a log each stays one line."""
-    console = Console(stderr=True, highlight=False, markup=False)
+    console = Console(stderr=True, highlight=False, markup=False, emoji=False)
     if not console.is_terminal:
         console.soft_wrap = True
     return console
