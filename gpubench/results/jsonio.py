@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gpubench.errors import UserError
-from gpubench.results.model import ROUND_KEY, SCHEMA_VERSION, CaseComparison, Comparison, Result, ResultStatus, Run, RunStatus, Summary
+from gpubench.results.model import HOST_SPEED_KEY, ROUND_KEY, SCHEMA_VERSION, CaseComparison, Comparison, Result, ResultStatus, Run, RunStatus, Summary
 
 _UID = re.compile(r"^[0-9a-f]{8,64}$")
 MAX_IMPORT_BYTES = 512 * 1024 * 1024
 LAST_TIMESTAMP = 253402300800  # 10000-01-01 UTC
+MAX_SAMPLE = 1e100  # beyond any measurement; near the largest float, sums of samples overflow
 
 
 def json_text(data: Any) -> str:
@@ -124,8 +125,8 @@ def _check_result(item: Any, where: str) -> None:
     samples = check.array("samples", optional=True) or []
     for index, value in enumerate(samples):
         _number(value, f"{where}.samples[{index}]")
-        if value < 0:  # MB/s, IOPS, GB/s, ns, us, J: no gpubench measurement is negative
-            raise InvalidDocument(f"{where}.samples[{index}]: expected a measurement of zero or more, found {value}")
+        if not 0 <= value <= MAX_SAMPLE:  # MB/s, IOPS, GB/s, ns, us, J: none is negative or astronomical
+            raise InvalidDocument(f"{where}.samples[{index}]: expected a measurement from 0 to {MAX_SAMPLE:g}, found {value}")
     if item["status"] == ResultStatus.OK.value and not samples:
         raise InvalidDocument(f"{where}.samples: a result with status ok needs samples")
     metrics = check.array("sample_metrics", optional=True) or []
@@ -135,6 +136,11 @@ def _check_result(item: Any, where: str) -> None:
         number = entry.get(ROUND_KEY, 1)
         if isinstance(number, bool) or not isinstance(number, int) or number < 1:
             raise InvalidDocument(f"{where}.sample_metrics[{index}].{ROUND_KEY}: expected a round number (1, 2, ...), found {json.dumps(number)[:40]}")
+        if HOST_SPEED_KEY in entry:
+            speed = entry[HOST_SPEED_KEY]
+            _number(speed, f"{where}.sample_metrics[{index}].{HOST_SPEED_KEY}")
+            if speed <= 0:
+                raise InvalidDocument(f"{where}.sample_metrics[{index}].{HOST_SPEED_KEY}: expected a speed above zero, found {speed}")
     check.mapping("extra", optional=True)
     check.mapping("telemetry", optional=True)
     check.timestamp("started", optional=True)
