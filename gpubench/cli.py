@@ -113,7 +113,7 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print the stored run as JSON only on stdout."),
     rounds: Optional[int] = typer.Option(None, "--rounds", min=1, max=50, metavar="N", help="Measure every case in N rounds spread over the run (default 3; 5 with --full); compare tests the rounds."),
     repeat: int = typer.Option(1, "--repeat", min=1, max=100, metavar="N", help="Make N runs back to back, each stored on its own: compare them as a set (gpubench compare 1,2,3 ...) to tell a change from run-to-run noise."),
-    no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML and JSON report into ./reports/."),
+    no_report: bool = typer.Option(False, "--no-report", help="Write no HTML or JSON report (see --reports-dir)."),
     reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", metavar="DIR", help="Where the HTML and JSON reports go."),
 ) -> None:
     """Probe, plan and run every benchmark that applies here; store the results and write a report.

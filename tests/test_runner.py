@@ -9,7 +9,7 @@ import pytest
 
 from gpubench.bench import hostspeed, registry
 from gpubench.bench.interface import BenchFailure, Case, Context, Sample
-from gpubench.bench.runner import CaseRun, RepeatPolicy, merge_round, parse_params, plan
+from gpubench.bench.runner import CaseRun, RepeatPolicy, merge_round, options_for, parse_params, plan
 from gpubench.errors import UserError
 from gpubench.job import JobOptions, Progress, run_job
 from gpubench.probe.model import Profile
@@ -104,6 +104,17 @@ def test_a_parameter_given_twice_is_an_error_not_a_silent_choice():
     with pytest.raises(UserError, match=r"^--param 'iouring.bs=8k': iouring.bs is already set \(to 4k\); give each parameter once"):
         parse_params(["iouring.bs=4k", "iouring.qd=32", "iouring.bs=8k"])
     assert parse_params(["bs=4k", "iouring.bs=8k"]) == {"*": {"bs": "4k"}, "iouring": {"bs": "8k"}}  # the named one wins
+
+
+def test_a_ring_parameter_given_to_all_goes_to_iouring_only():
+    """-p sqpoll=1 with the default selection: psync has no ring, so it takes neither sqpoll nor
+    registered, and the parameter reaches iouring alone."""
+    params = {"*": {"sqpoll": "1", "registered": "0"}}
+    plan(PROFILE, ["iouring", "psync"], "quick", params)  # claimed: by iouring
+    assert options_for(registry.load("iouring"), params) == {"sqpoll": "1", "registered": "0"}
+    assert options_for(registry.load("psync"), params) == {}
+    with pytest.raises(UserError, match="^psync: unknown parameter 'sqpoll'"):
+        plan(PROFILE, ["psync"], "quick", {"psync": {"sqpoll": "1"}})
 
 
 def test_only_and_skip_take_commas_as_compare_does():

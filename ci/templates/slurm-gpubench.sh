@@ -6,7 +6,7 @@
 #SBATCH --job-name=gpubench
 #SBATCH --nodes=1
 #SBATCH --exclusive
-#SBATCH --gres=gpu:all
+#SBATCH --gres=gpu:8            # every GPU of the node: set your nodes' count
 #SBATCH --time=01:00:00
 #SBATCH --output=gpubench-%j.log
 set -euo pipefail

@@ -25,7 +25,9 @@ from gpubench.errors import UserError
 from gpubench.probe.model import Profile, Status
 
 MIB, GIB = 1 << 20, 1 << 30
-INSTALL_HINT = "pip install 'gpubench[gpu]' (CUDA 12) or 'gpubench[gpu-cu13]' (CUDA 13)"
+# the packages of the gpu and gpu-cu13 extras (pyproject.toml), named: PyPI's "gpubench" is another project
+INSTALL_HINT = ("pip install cupy-cuda12x kvikio-cu12 nvidia-ml-py (CUDA 12) or cupy-cuda13x kvikio-cu13 nvidia-ml-py "
+                "(CUDA 13); from a gpubench checkout: pip install '.[gpu]' or '.[gpu-cu13]'")
 MAX_ITERATIONS = 10_000
 # memcpy and p2p time the same kinds of copies: the same sizes and counts for both
 COPY_SIZES = {"quick": [32 * MIB], "default": [256 * MIB], "full": [64 * MIB, 256 * MIB, GIB]}

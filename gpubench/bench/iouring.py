@@ -34,10 +34,11 @@ MAX_QUEUE_DEPTH = 4096  # gpubench's ring ceiling (the kernel itself allows 3276
 MAX_PSYNC_THREADS = 256
 MIN_DIO_ALIGNMENT = 512  # the smallest logical block any device has; the real figure is checked in prepare
 
-OPTION_KEYS = (
+PSYNC_OPTION_KEYS = (
     "target", "verify", "drop_cache", "vs_fio", "allow_device_write",
-    "pattern", "bs", "qd", "jobs", "direct", "size", "runtime", "io_size", "mix", "registered", "sqpoll",
+    "pattern", "bs", "qd", "jobs", "direct", "size", "runtime", "io_size", "mix",
 )
+OPTION_KEYS = PSYNC_OPTION_KEYS + ("registered", "sqpoll")  # iouring's: the ring's own on top
 
 
 # --- parameters ------------------------------------------------------------------------------
@@ -162,9 +163,10 @@ DEFAULT_RUNTIME = {"quick": 0.25, "default": 1.0, "full": 2.0}
 
 def plan_cases(engine: str, size: str, options: dict[str, str]) -> list[IoParams]:
     """The cases for a size with the user's overrides, every value validated."""
-    unknown = sorted(set(options) - set(OPTION_KEYS))
+    known = OPTION_KEYS if engine == "iouring" else PSYNC_OPTION_KEYS
+    unknown = sorted(set(options) - set(known))
     if unknown:
-        raise UserError(f"{engine}: unknown parameter {unknown[0]!r}; known: {', '.join(OPTION_KEYS)}")
+        raise UserError(f"{engine}: unknown parameter {unknown[0]!r}; known: {', '.join(known)}")
     if size not in DEFAULT_FILE_SIZE:
         raise UserError(f"unknown size {size!r}; choose from {', '.join(DEFAULT_FILE_SIZE)}")
     matrix = _matrix(engine, size)
@@ -208,8 +210,6 @@ def plan_cases(engine: str, size: str, options: dict[str, str]) -> list[IoParams
         vs_fio=_flag(options, "vs_fio", False), target=options.get("target") or None,
         allow_device_write=_flag(options, "allow_device_write", False),
     )
-    if engine == "psync" and common["sqpoll"]:
-        raise UserError("sqpoll=1 applies to iouring only; psync has no ring")
     target_info = _inspect_target(common["target"]) if common["target"] else None
     cases = []
     for pattern, bs, qd, jobs, direct in matrix:
@@ -329,6 +329,7 @@ class IoUring(_FileBenchmark):
 class Psync(_FileBenchmark):
     key: ClassVar[str] = "psync"
     engine: ClassVar[str] = "psync"
+    options: ClassVar[tuple[str, ...]] = PSYNC_OPTION_KEYS
     description: ClassVar[str] = (
         "The baseline: positional reads and writes (preadv/pwritev) from threads, one I/O per "
         "thread in flight, on the same files and patterns as iouring"

@@ -1,32 +1,32 @@
-"""Compare two runs case by case: medians, their ratio with a 95% confidence interval, a rank test.
+"""Compare two sides (one run or several each) case by case: their levels, the ratio with a 95%
+confidence interval, a p-value and a verdict.
 
-A case is matched by (benchmark, case). The verdict is `better` or `worse` only when both hold:
-the Mann-Whitney U test (two-sided) finds the two sample sets different at p < ALPHA, and the
-ratio of medians moves beyond the threshold in the direction the unit calls good or bad. Anything
-else is `same`: a real but tiny change is not worth failing a build over, and a large change the
-test cannot tell from noise is not evidence.
-
-With few samples the exact rank test cannot reach p < ALPHA at all (3 against 3 gives at best
-p = 0.1): such a case is called `same`, and its note says why, rather than guessed at.
-
-The confidence interval of the ratio is a percentile bootstrap: each side is resampled with
-replacement BOOTSTRAP_ROUNDS times, and the 2.5% and 97.5% quantiles of new median / base median
-are taken. The random generator has a fixed seed, so the same two runs always give the same
-interval.
+A case is matched by (benchmark, case); run with other parameters or units on the two sides it is
+not comparable. The verdict is `better` or `worse` only when both hold: the test finds the sides
+different at p < ALPHA, and the ratio moves beyond the threshold in the direction the unit calls
+good or bad. Anything else is `same`: a real but tiny change is not worth failing a build over,
+and a large change the test cannot tell from noise is not evidence. A case that ran in the base
+and was waived or failed in the new side (or in one of its runs) is a lost capability.
 
 gpubench measures every case in several rounds spread over a run (gpubench.bench.runner), and a
-side may hold several runs. Where a case's samples come in groups, the rounds of its runs (or,
-for runs stored without rounds, the runs themselves), groups and not samples are the unit:
-samples taken back to back cannot show how far the machine moves between rounds or runs, which
-on a shared host can be far more than their own spread. The ratio is that of the geometric means
-of the group medians; the test is Student's t on the logarithms of the group medians (the two
-sides share one variance: same machine, same noise; it needs three groups in all); the 95%
-interval is the t interval of that difference. Where the group medians of each side are all
-equal (a coarse metric), there is no spread between groups to test against, and the case is
-judged sample by sample as above. The p-values of these cases are adjusted with
-Holm's step-down method over all the cases of the comparison so tested, so that the chance of
-calling anything better or worse when nothing changed stays near ALPHA for the whole comparison,
-not per case: what a CI gate needs.
+side may hold several runs. Where a case's samples come in groups, the rounds of its one run, or
+the runs of a side that holds several (each run one group: the rounds of one run lie closer in
+time than runs do), groups and not samples are the unit: samples taken back to back cannot show
+how far the machine moves between rounds or runs, which on a shared host can be far more than
+their own spread. The ratio is that of the geometric means of the group medians; the test is
+Student's t on the logarithms of the group medians (the two sides share one variance: same
+machine, same noise; it needs three groups in all); the 95% interval is the t interval of that
+difference. The p-values of these cases are adjusted with Holm's step-down method over all the
+cases of the comparison so tested, so that the chance of calling anything better or worse when
+nothing changed stays near ALPHA for the whole comparison, not per case: what a CI gate needs.
+
+Samples decide where there are no groups (runs stored without rounds) or where the group medians
+of each side are all equal (a coarse metric: no spread between groups to test against): the
+Mann-Whitney U test (two-sided) over the samples, the ratio of their medians, and a percentile
+bootstrap interval (each side resampled with replacement BOOTSTRAP_ROUNDS times, with a fixed
+seed, so the same two runs always give the same interval). With few samples the exact rank test
+cannot reach p < ALPHA at all (3 against 3 gives at best p = 0.1): such a case is called `same`,
+and its note says why, rather than guessed at.
 """
 
 from __future__ import annotations

@@ -109,6 +109,15 @@ def test_without_cupy_the_reason_says_how_to_install(server, monkeypatch):
         assert bench.requires(server) == f"CuPy is not installed: {gpu_common.INSTALL_HINT}", bench.key
 
 
+def test_the_install_hint_names_the_packages_of_both_gpu_extras():
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for extra in ("gpu", "gpu-cu13"):
+        names = [req.split(">")[0].split("=")[0].split(";")[0].strip() for req in extras[extra]]
+        assert names and all(f" {name}" in gpu_common.INSTALL_HINT for name in names), extra
+        assert f"'.[{extra}]'" in gpu_common.INSTALL_HINT
+
+
 def test_gds_without_kvikio(server, monkeypatch):
     monkeypatch.setattr(gpu_common, "find_spec", lambda name: object() if name == "cupy" else None)
     assert gds.Gds().requires(server) == f"KvikIO is not installed: {gpu_common.INSTALL_HINT}"
@@ -210,7 +219,7 @@ def test_memcpy_prepare_without_cupy_is_waived(server, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
     case = memcpy.Memcpy().cases(server, "quick", {})[0]
     ctx = Context(scratch=tmp_path, profile=server)
-    with pytest.raises(Waived, match=r"CuPy is not installed: pip install 'gpubench\[gpu\]'"):
+    with pytest.raises(Waived, match=r"CuPy is not installed: pip install cupy-cuda12x "):
         with memcpy.Memcpy().prepare(case, ctx):
             pass
 
