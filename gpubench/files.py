@@ -1,4 +1,5 @@
-"""Writing the user's files: whole or not at all, and never over a file that is already there."""
+"""The user's files: read within a size limit; written whole or not at all, never over a file that is
+already there."""
 
 from __future__ import annotations
 
@@ -7,6 +8,24 @@ import tempfile
 from pathlib import Path
 
 from gpubench.errors import UserError
+
+
+def read_user_file(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of a file the user named, `what` it should be (for the messages); at most `limit`
+    bytes, also from a device or a pipe, whose size no stat tells. Every failure is one UserError."""
+    path = Path(path).expanduser()
+    try:
+        with open(path, "rb") as source:
+            data = source.read(limit + 1)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; give {what}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory; give {what}") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(data) > limit:
+        raise UserError(f"{path} is larger than {limit // 2**20} MiB: not {what}")
+    return data
 
 
 def write_new(path: Path, data: str | bytes, replace: bool = False) -> None:

@@ -69,7 +69,11 @@ def test_probe_imports_no_heavy_package():
         (["run", "--label", "bad\udcfflabel", "--db", "/proc/no-such-dir/x.db"], "--label 'bad\\udcfflabel': use printable UTF-8 text"),
         (["run", "--label", "two\nlines", "--db", "/proc/no-such-dir/x.db"], "use printable UTF-8 text"),
         (["run", "--only", "memtier", "--telemetry-replay", "no-such-trace.json", "--db", "/proc/no-such-dir/x.db"],
-         "telemetry trace no-such-trace.json does not exist"),
+         "no-such-trace.json: no such file; give a trace file written by gpubench telemetry record"),
+        (["run", "--only", "memtier", "--telemetry-replay", "tests/telemetry/data/not-a-trace.json", "--db", "/proc/no-such-dir/x.db"],
+         "cannot read telemetry trace tests/telemetry/data/not-a-trace.json: a sample's v must be an object of numbers, found list"),
+        (["telemetry", "show", "tests/telemetry/data/not-a-trace.json"], "a sample's v must be an object of numbers, found list"),
+        (["import", "/dev/zero", "--db", "/proc/no-such-dir/x.db"], "/dev/zero is larger than 512 MiB: not a gpubench JSON export"),
     ],
 )
 def test_bad_input_is_one_line_and_non_zero(args, needle):

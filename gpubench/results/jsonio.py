@@ -8,6 +8,7 @@ document before anything is stored and names the first problem with its place in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -15,7 +16,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gpubench.errors import UserError
+from gpubench.files import read_user_file
 from gpubench.results.model import HOST_SPEED_KEY, ROUND_KEY, SCHEMA_VERSION, CaseComparison, Comparison, Result, ResultStatus, Run, RunStatus, Summary
+from gpubench.results.stats import summarize
 
 _UID = re.compile(r"^[0-9a-f]{8,64}$")
 MAX_IMPORT_BYTES = 512 * 1024 * 1024
@@ -44,17 +47,7 @@ def run_to_json(run: Run) -> str:
 
 def read_run_file(path: Path) -> Run:
     """A run from an exported JSON file, validated; any problem is a UserError naming it."""
-    try:
-        if path.is_dir():
-            raise UserError(f"{path} is a directory, not a JSON export")
-        if path.stat().st_size > MAX_IMPORT_BYTES:
-            raise UserError(f"{path} is larger than {MAX_IMPORT_BYTES // 2**20} MiB: not a gpubench export")
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
-    return run_from_json(raw, str(path))
+    return run_from_json(read_user_file(path, MAX_IMPORT_BYTES, "a gpubench JSON export"), str(path))
 
 
 def run_from_json(raw: bytes | str, source: str = "input") -> Run:
@@ -69,6 +62,8 @@ def run_from_json(raw: bytes | str, source: str = "input") -> Run:
         raise UserError(f"{source} is not valid JSON: {what} at line {e.lineno} column {e.colno}") from None
     except RecursionError:
         raise UserError(f"{source} is not a gpubench export: nested too deeply") from None
+    except ValueError as e:  # an integer of thousands of digits
+        raise UserError(f"{source} is not a gpubench export: {e}") from None
     try:
         return run_from_dict(document)
     except InvalidDocument as e:
@@ -99,9 +94,12 @@ def run_from_dict(document: Any) -> Run:
     uid = check.string("uid")
     if not _UID.match(uid):
         raise InvalidDocument(f"uid: expected 8 to 64 lowercase hex digits, found {uid!r}")
-    check.string("label", optional=True)
+    label = check.string("label", optional=True)
+    if label and not label.isprintable():
+        raise InvalidDocument(f"label: expected printable text, found {label[:40]!r}")
     check.timestamp("started")
     check.timestamp("ended", nullable=True)
+    check.in_order("started", "ended")
     check.choice("status", [s.value for s in RunStatus])
     check.mapping("metadata", optional=True)
     check.mapping("profile", optional=True)
@@ -109,7 +107,10 @@ def run_from_dict(document: Any) -> Run:
     for index, item in enumerate(results or ()):
         _check_result(item, f"results[{index}]")
     _check_values(document)
-    return Run.from_dict(document)
+    run = Run.from_dict(document)
+    # a summary is made from the samples, never taken from the file: the two cannot disagree
+    return dataclasses.replace(run, results=tuple(
+        dataclasses.replace(r, summary=summarize(r.samples) if r.samples else None) for r in run.results))
 
 
 def _check_result(item: Any, where: str) -> None:
@@ -145,6 +146,7 @@ def _check_result(item: Any, where: str) -> None:
     check.mapping("telemetry", optional=True)
     check.timestamp("started", optional=True)
     check.timestamp("ended", optional=True)
+    check.in_order("started", "ended")
     summary = item.get("summary")
     if summary is not None:
         if not isinstance(summary, dict):
@@ -192,6 +194,12 @@ class _Checker:
         if value is not None and not 0 <= value < LAST_TIMESTAMP:
             raise InvalidDocument(f"{self._at(name)}: expected a time in seconds since 1970, found {value}")
 
+    def in_order(self, first: str, then: str) -> None:
+        """`then` (a time, where given) is not before `first`."""
+        earlier, later = self.obj.get(first), self.obj.get(then)
+        if earlier is not None and later is not None and later < earlier:
+            raise InvalidDocument(f"{self._at(then)}: {later} is before {first} ({earlier})")
+
     def boolean(self, name: str, optional: bool = False) -> None:
         present, value = self._get(name, optional)
         if present and not isinstance(value, bool):
@@ -217,8 +225,16 @@ class _Checker:
 def _number(value: Any, where: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidDocument(f"{where}: expected a number, found {_kind(value)}")
-    if not math.isfinite(value):
-        raise InvalidDocument(f"{where}: expected a finite number, found {value}")
+    if not _finite_number(value):
+        raise InvalidDocument(f"{where}: expected a finite number, found {str(value)[:40]}")
+
+
+def _finite_number(value: int | float) -> bool:
+    """Finite, and (a whole number) within what a float holds."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _check_values(document: Any) -> None:
@@ -226,8 +242,8 @@ def _check_values(document: Any) -> None:
     pending = [(document, "")]
     while pending:
         value, where = pending.pop()
-        if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidDocument(f"{where}: expected a finite number, found {value}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not _finite_number(value):
+            raise InvalidDocument(f"{where}: expected a finite number, found {str(value)[:40]}")
         if isinstance(value, str):
             _text(value, where)
         elif isinstance(value, dict):

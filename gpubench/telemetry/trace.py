@@ -17,15 +17,17 @@ stored raw, as the device reported them, so a replay sees the same wraparounds; 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from gpubench.errors import UserError
-from gpubench.files import write_new
+from gpubench.files import read_user_file, write_new
 
 TRACE_FORMAT = "gpubench-telemetry-trace"
 TRACE_VERSION = 1
+MAX_TRACE_BYTES = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,30 @@ class Reading:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Reading:
+        values = d.get("v") or {}
+        reasons = d.get("reasons", [])
+        if not isinstance(values, dict):
+            raise ValueError(f"a sample's v must be an object of numbers, found {type(values).__name__}")
+        if not isinstance(reasons, list):
+            raise ValueError(f"a sample's reasons must be a list, found {type(reasons).__name__}")
         return cls(
-            t=float(d["t"]),
-            values={str(k): float(v) for k, v in (d.get("v") or {}).items() if v is not None},
-            reasons=tuple(str(r) for r in d.get("reasons", ())),
+            t=_finite(d.get("t"), "a sample's t"),
+            values={str(k): _finite(v, f"v.{k}") for k, v in values.items() if v is not None},
+            reasons=tuple(str(r) for r in reasons),
         )
+
+
+def _finite(value: Any, what: str) -> float:
+    """A finite number from a trace, or ValueError naming `what`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number, found {json.dumps(value)[:40]}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be a finite number, found {str(value)[:40]}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -69,14 +90,23 @@ class Trace:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Trace:
         if d.get("format") != TRACE_FORMAT:
-            raise ValueError(f"not a {TRACE_FORMAT} (format field is {d.get('format')!r})")
-        if int(d.get("version", 0)) > TRACE_VERSION:
-            raise ValueError(f"trace version {d.get('version')} is newer than this gpubench reads ({TRACE_VERSION})")
-        readings = tuple(sorted((Reading.from_dict(s) for s in d.get("samples", ())), key=lambda r: r.t))
+            raise ValueError(f"not a {TRACE_FORMAT} (format field is {json.dumps(d.get('format'))[:40]})")
+        version = d.get("version", 0)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ValueError(f"version must be a whole number, found {json.dumps(version)[:40]}")
+        if version > TRACE_VERSION:
+            raise ValueError(f"trace version {version} is newer than this gpubench reads ({TRACE_VERSION})")
+        samples, metadata, marks = d.get("samples", []), d.get("metadata") or {}, d.get("marks") or {}
+        if not isinstance(samples, list) or not all(isinstance(x, dict) for x in samples):
+            raise ValueError("samples must be a list of objects")
+        if not samples:
+            raise ValueError("the trace has no samples")
+        if not isinstance(metadata, dict) or not isinstance(marks, dict):
+            raise ValueError("metadata and marks must be objects")
         return cls(
-            metadata=dict(d.get("metadata") or {}),
-            readings=readings,
-            marks={str(k): float(v) for k, v in (d.get("marks") or {}).items() if v is not None},
+            metadata=dict(metadata),
+            readings=tuple(sorted((Reading.from_dict(x) for x in samples), key=lambda r: r.t)),
+            marks={str(k): _finite(v, f"marks.{k}") for k, v in marks.items() if v is not None},
         )
 
 
@@ -90,16 +120,13 @@ def write_trace(path: Path, trace: Trace, replace: bool = False) -> None:
 
 
 def read_trace(path: Path) -> Trace:
+    raw = read_user_file(path, MAX_TRACE_BYTES, "a trace file written by gpubench telemetry record")
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
         if not isinstance(data, dict):
             raise ValueError("expected a JSON object")
         return Trace.from_dict(data)
-    except FileNotFoundError:
-        raise UserError(f"telemetry trace {path} does not exist") from None
-    except IsADirectoryError:
-        raise UserError(f"{path} is a directory; give a trace file written by gpubench telemetry record") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError among them
         raise UserError(f"cannot read telemetry trace {path}: {e}") from None
 
 

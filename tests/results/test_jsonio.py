@@ -29,6 +29,14 @@ def test_json_round_trip_keeps_everything() -> None:
     assert back.id is None
 
 
+def test_a_summary_is_made_from_the_samples_not_taken_from_the_file() -> None:
+    document = _document()
+    document["results"][0]["samples"] = [0.0] * len(document["results"][0]["samples"])
+    back = run_from_json(json.dumps(document))
+    assert back.results[0].summary is not None and back.results[0].summary.median == 0.0
+    assert back.results[0].summary.maximum == 0.0
+
+
 def _mutated(mutate) -> str:  # type: ignore[no-untyped-def]
     document = _document()
     mutate(document)
@@ -71,6 +79,13 @@ def _mutated(mutate) -> str:  # type: ignore[no-untyped-def]
         (_mutated(lambda d: d["results"][0]["samples"].__setitem__(1, -1)), "results[0].samples[1]: expected a measurement from 0 to 1e+100, found -1"),
         (_mutated(lambda d: d["results"][0]["samples"].__setitem__(0, 1e308)), "results[0].samples[0]: expected a measurement from 0 to 1e+100, found 1e+308"),
         (_mutated(lambda d: d["results"][0]["summary"].update(n=4)), "results[0].summary.n: 4, but the result has 5 samples"),
+        (_mutated(lambda d: d.update(started=10**400)), "started: expected a finite number, found 1000000000"),
+        (_mutated(lambda d: d["results"][0]["samples"].__setitem__(0, 10**400)), "results[0].samples[0]: expected a finite number"),
+        (_mutated(lambda d: d["metadata"].update(big=10**400)), "metadata.big: expected a finite number"),
+        ('{"schema_version": ' + "1" * 5000 + "}", "is not a gpubench export: Exceeds the limit"),
+        (_mutated(lambda d: d.update(label="a\x1b[31mred\nline")), "label: expected printable text, found 'a\\x1b[31mred\\nline'"),
+        (_mutated(lambda d: d.update(started=1700000200.0)), "ended: 1700000100.0 is before started (1700000200.0)"),
+        (_mutated(lambda d: d["results"][0].update(ended=1.0)), "results[0].ended: 1.0 is before started"),
         (_mutated(lambda d: d["results"][1].update(summary=d["results"][0]["summary"])), "results[1].summary.n: 5, but the result has 0 samples"),
     ],
 )

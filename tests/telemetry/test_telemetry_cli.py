@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -145,3 +147,42 @@ def test_unavailable_sources_name_absolute_paths(tmp_path):
     assert "(/proc/driver/nvidia is absent)" in reasons["nvml"]
     assert "(/sys/module/amdgpu is absent)" in reasons["amdsmi"]
     assert "(/sys/class/powercap/intel-rapl:*)" in reasons["rapl"]
+
+
+@pytest.mark.parametrize(
+    "document,expected",
+    [
+        ('{"format": "gpubench-telemetry-trace", "samples": []}', "the trace has no samples"),
+        ('{"format": "gpubench-telemetry-trace", "samples": [{"t": 1e999}]}', "a sample's t must be a finite number"),
+        ('{"format": "gpubench-telemetry-trace", "samples": [{"t": ' + "1" * 400 + '}]}', "a sample's t must be a finite number"),
+        ('{"format": "gpubench-telemetry-trace", "samples": [{"t": 0, "v": {"gpu0.power_w": "hot"}}]}', 'v.gpu0.power_w must be a number, found "hot"'),
+        ('{"format": "gpubench-telemetry-trace", "samples": [{"t": 0, "reasons": "idle"}]}', "a sample's reasons must be a list"),
+        ('{"format": "gpubench-telemetry-trace", "version": "1", "samples": [{"t": 0}]}', 'version must be a whole number, found "1"'),
+        ('{"format": "gpubench-telemetry-trace", "samples": [1]}', "samples must be a list of objects"),
+        ('{"format": "gpubench-telemetry-trace", "marks": {"start": "x"}, "samples": [{"t": 0}]}', 'marks.start must be a number'),
+    ],
+)
+def test_a_malformed_trace_is_one_line_naming_the_problem(tmp_path, document, expected):
+    from gpubench.errors import UserError
+    from gpubench.telemetry.trace import read_trace
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(document)
+    with pytest.raises(UserError) as caught:
+        read_trace(bad)
+    assert str(caught.value).startswith(f"cannot read telemetry trace {bad}: ")
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_trace_is_read_within_its_limit_also_from_a_pipe(tmp_path, monkeypatch):
+    from gpubench.errors import UserError
+    from gpubench.telemetry import trace
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    writer = subprocess.Popen(["sh", "-c", f"head -c 4096 /dev/zero > {pipe}"])
+    monkeypatch.setattr(trace, "MAX_TRACE_BYTES", 1024)
+    with pytest.raises(UserError, match=r"is larger than"):
+        trace.read_trace(pipe)
+    writer.kill()
+    writer.wait()
