@@ -209,6 +209,8 @@ class Store:
         if path.is_dir():
             raise UserError(f"{path} is a directory, not a result database: --db and GPUBENCH_DB name the file, e.g. {path / 'results.db'}")
         exists = path.exists()
+        if exists and not path.is_file():
+            raise UserError(f"{path} is not a regular file: --db and GPUBENCH_DB name a result database file")
         if not exists and not create:
             raise UserError(f"no result history at {path} (nothing has been run or imported there yet; --db or GPUBENCH_DB pick another)")
         if not readonly:
@@ -268,7 +270,8 @@ class Store:
                 db.execute(f"PRAGMA user_version = {schema_version()}")
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # a failed COMMIT may have rolled back already
+                    db.execute("ROLLBACK")
                 raise
 
     def _migrate_private_copy(self, version: int) -> None:
@@ -316,7 +319,8 @@ class Store:
                 yield self._db
                 self._db.execute("COMMIT")  # can be refused while another program holds a read transaction
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # a failed COMMIT may have rolled back already
+                    self._db.execute("ROLLBACK")
                 raise
 
     # --- writing ------------------------------------------------------------------------------
@@ -428,7 +432,7 @@ class Store:
                 if row is None:
                     raise UserError(f"the result history {self.path} has no runs yet")
                 return row
-            is_id = ref.isdigit() and int(ref) < 1 << 63  # SQLite integers are 64-bit
+            is_id = ref.isascii() and ref.isdigit() and int(ref) < 1 << 63  # '³' is a digit too; SQLite integers are 64-bit
             if is_id and len(ref) < UID_PREFIX_MIN:
                 row = self._db.execute(f"{select} WHERE id = ?", (int(ref),)).fetchone()
                 if row is None:
@@ -446,6 +450,9 @@ class Store:
             rows = self._db.execute(f"{select} WHERE substr(uid, 1, ?) = ? ORDER BY id", (len(prefix), prefix)).fetchall()
         if not rows:
             raise UserError(f"no run with uid starting {prefix} in {self.path} (see: gpubench list)")
+        exact = [r for r in rows if r[1] == prefix]  # a whole uid that begins another one
+        if len(rows) > 1 and exact:
+            return exact[0]
         if len(rows) > 1:
             ids = ", ".join(str(r[0]) for r in rows)
             raise UserError(f"uid prefix {prefix} matches runs {ids}: give more digits")

@@ -210,6 +210,18 @@ def test_run_references(tmp_path: Path) -> None:
         assert [entry.run.id for entry in store.list_runs(limit=1)] == [b]
 
 
+def test_a_whole_uid_names_its_run_even_where_it_begins_another(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "r.db") as store:
+        short = store.import_run(build_run(uid="abcdef12"))
+        store.import_run(build_run(uid="abcdef12" + "0" * 24))
+        assert store.get_run("abcdef12").id == short
+        with pytest.raises(UserError, match="matches runs"):
+            store.get_run("abcdef1")
+        for ref in ("\u00b3", "\u0663"):  # superscript three, Arabic-Indic three: digits, but not run numbers
+            with pytest.raises(UserError, match="unknown run"):
+                store.get_run(ref)
+
+
 def test_list_counts_results_by_status(tmp_path: Path) -> None:
     with Store.open(tmp_path / "r.db") as store:
         store.import_run(build_run((build_result("a"), build_result("b"), build_result("c", status=ResultStatus.WAIVED))))
@@ -354,6 +366,15 @@ def test_directory_path_is_refused(tmp_path: Path) -> None:
     for kwargs in ({"create": False, "readonly": True}, {"create": True}):
         with pytest.raises(UserError, match="is a directory, not a result database: --db and GPUBENCH_DB name the file, e.g. "):
             Store.open(tmp_path, **kwargs)
+
+
+def test_a_device_or_pipe_is_refused_before_sqlite_writes_a_journal_beside_it(tmp_path: Path) -> None:
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    for readonly in (False, True):
+        with pytest.raises(UserError, match="is not a regular file"):
+            Store.open(pipe, create=not readonly, readonly=readonly)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
 
 
 def test_unwritable_locations_are_refused(tmp_path: Path) -> None:
