@@ -62,14 +62,25 @@ def write_new(path: Path, data: str | bytes, replace: bool = False) -> None:
 NAME_TAKEN = "already exists; choose another name or remove it first"  # for outputs with no --force
 
 
+def is_stream(path: Path) -> bool:
+    """A device, pipe or socket (or a link to one, as /dev/stdout is): written into, never replaced,
+    since it holds no file to lose."""
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
 def write_user_file(path: Path, data: str | bytes, replace: bool = False, taken: str = "") -> None:
     """write_new for a file the user named: every failure is one UserError line. `taken` is what
-    to say when the name is already in use (default: pass --force)."""
+    to say when the name is already in use (default: pass --force). A link to a file is followed,
+    so that `replace` replaces the file and keeps the link; a stream (is_stream) is written into."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise UserError(f"{path} is a directory; give a file name")
     try:
-        write_new(path, data, replace=replace)
+        if is_stream(path):
+            with open(path, "wb") as out:
+                out.write(data.encode("utf-8") if isinstance(data, str) else data)
+            return
+        write_new(path.resolve() if path.is_symlink() and path.exists() else path, data, replace=replace)
     except FileExistsError:
         raise UserError(f"{path} {taken or 'already exists; pass --force to replace it'}") from None
     except OSError as e:
@@ -83,9 +94,11 @@ def check_output_path(path: Path, replace: bool = False, taken: str = "") -> Non
     path = Path(path).expanduser()
     if path.is_dir():
         raise UserError(f"{path} is a directory; give a file name")
+    if is_stream(path):
+        return
     if path.exists() and not replace:
         raise UserError(f"{path} {taken or 'already exists; pass --force to replace it'}")
-    parent = path.parent
+    parent = (path.resolve() if path.is_symlink() and path.exists() else path).parent
     if not parent.exists():
         raise UserError(f"cannot write {path}: no directory {parent}")
     if not parent.is_dir():

@@ -207,6 +207,27 @@ def test_export_never_overwrites_without_force(history: Path, tmp_path: Path) ->
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.prom")] == []  # no temporary left
 
 
+def test_export_writes_into_a_pipe_and_through_a_link_without_replacing_either(history: Path, tmp_path: Path) -> None:
+    import os
+    import threading
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()))
+    reader.start()
+    result = _invoke("export", "1", "-f", "csv", "-o", str(pipe), "--db", str(history))
+    reader.join(timeout=30)
+    assert result.exit_code == 0, result.stderr
+    assert received and received[0].startswith(b"run_uid,") and pipe.is_fifo()
+    target, link = tmp_path / "real.csv", tmp_path / "link.csv"
+    target.write_text("old")
+    link.symlink_to(target)
+    result = _invoke("export", "1", "-f", "csv", "-o", str(link), "--force", "--db", str(history))
+    assert result.exit_code == 0, result.stderr
+    assert link.is_symlink() and target.read_text().startswith("run_uid,")
+
+
 def test_export_rejects_unknown_format(history: Path) -> None:
     result = _invoke("export", "1", "--format", "xml", "--db", str(history))
     assert result.exit_code == 2
