@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -14,7 +15,7 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
 from gpubench.cli_common import JsonOpt, emit_json
-from gpubench.errors import UserError
+from gpubench.errors import Interrupted, UserError
 
 app = typer.Typer(
     add_completion=False,
@@ -182,8 +183,7 @@ def run(
         ids = ",".join(str(r.id) for r in finished)
         typer.echo(f"gpubench: stored runs {ids}; compare them as one side: gpubench compare {ids} OTHER_RUNS", err=True)
     if finished[-1].status is RunStatus.INTERRUPTED:
-        typer.echo(f"gpubench: run {finished[-1].id} interrupted; completed results are kept", err=True)
-        raise typer.Exit(130)
+        raise Interrupted(f"run {finished[-1].id} interrupted; completed results are kept")
     if problems or any(r.status is ResultStatus.FAILED for run in finished for r in run.results):
         raise typer.Exit(1)
 
@@ -270,7 +270,22 @@ def main() -> None:
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(1)
+    except OSError as e:  # standard output on a full disk, say (a file's errors name the file)
+        if e.filename is not None:
+            _fail(f"{e.filename}: {e.strerror or e}", 1)
+        _silence_stdout()
+        _fail(f"cannot write to standard output: {e.strerror or e}", 1)
+    if rc == 130:  # typer's answer to a Ctrl-C it caught; gpubench's own commands raise Interrupted
+        _fail("interrupted", 130)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so that the interpreter's last flush of what could not
+    be written does not print a traceback of its own."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _fail(message: str, code: int) -> None:

@@ -8,8 +8,9 @@ from typing import Any, Optional
 import typer
 
 from gpubench.cli_common import JsonOpt, emit_json
-from gpubench.errors import UserError
+from gpubench.errors import Interrupted, UserError
 
+MAX_RECORD_S = 7 * 24 * 3600.0
 HzOpt = typer.Option(10.0, "--hz", min=0.1, max=1000.0, help="Samples per second (CPU frequency is read at most once a second).")
 
 
@@ -82,7 +83,7 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
     @telemetry_app.command("record")
     def record(
         out: Path = typer.Argument(..., metavar="OUT", help="Trace file to write (JSON; never overwritten)."),
-        seconds: float = typer.Option(10.0, "--seconds", min=0.1, help="How long to sample."),
+        seconds: float = typer.Option(10.0, "--seconds", min=0.1, max=MAX_RECORD_S, help="How long to sample; Ctrl-C stops early and keeps what was sampled."),
         hz: float = HzOpt,
         as_json: bool = JsonOpt,
     ) -> None:
@@ -97,12 +98,18 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
             if not tel.samplers:
                 raise UserError("nothing to record: no telemetry source is readable here (" + "; ".join(f"{k}: {v}" for k, v in tel.not_available.items()) + ")")
             typer.echo(f"recording {seconds:g} s: {rates_text(tel.rates(), hz)}", err=True)
+            interrupted = False
             with tel.around("record", baseline_s=0.0, cooldown_timeout_s=0.0) as window:
-                tel.clock.sleep(seconds)
+                try:
+                    tel.clock.sleep(seconds)
+                except KeyboardInterrupt:
+                    interrupted = True
             write_user_file(out, trace_json(window.trace()), taken="appeared while recording; not replaced")
             summary = window.summary()
         finally:
             tel.close()
+        if interrupted:
+            raise Interrupted(f"recording interrupted; wrote {out} ({len(window.readings)} samples so far)")
         if as_json:
             emit_json({"trace": str(out), "samples": len(window.readings), "summary": summary})
         else:

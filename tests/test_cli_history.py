@@ -522,6 +522,17 @@ def test_failed_commands_are_one_line_and_leave_the_database_alone(history: Path
     assert sorted(p.name for p in history.parent.iterdir() if p.name.startswith("results")) == ["results.db"]
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [("show", "1"), ("export", "1", "-f", "csv"), ("compare", "1", "2", "--json")])
+def test_a_full_standard_output_is_one_line(history: Path, args: tuple[str, ...]) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "GPUBENCH_DB"}
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "gpubench", *args, "--db", str(history)], stdout=full,
+                              stderr=subprocess.PIPE, text=True, env=env, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == ["gpubench: error: cannot write to standard output: No space left on device"]
+
+
 def test_corrupted_directory_and_read_only_databases(tmp_path: Path) -> None:
     corrupted = tmp_path / "corrupted.db"
     corrupted.write_bytes(os.urandom(4096))
