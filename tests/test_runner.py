@@ -117,6 +117,14 @@ def test_a_ring_parameter_given_to_all_goes_to_iouring_only():
         plan(PROFILE, ["psync"], "quick", {"psync": {"sqpoll": "1"}})
 
 
+def test_a_parameter_unknown_to_a_waived_benchmark_is_still_an_error():
+    """gds is waived without a GPU; a typo in its parameters must fail here as it would there."""
+    assert registry.load("gds").requires(PROFILE)
+    with pytest.raises(UserError, match="^gds: unknown parameter 'nosuch'; known: "):
+        plan(PROFILE, ["gds"], "quick", {"gds": {"nosuch": "1"}})
+    plan(PROFILE, ["gds"], "quick", {"gds": {registry.load("gds").options[0]: "1"}})  # a known one passes
+
+
 def test_only_and_skip_take_commas_as_compare_does():
     from gpubench.bench.runner import select
 

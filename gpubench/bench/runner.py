@@ -125,6 +125,9 @@ def plan(profile: Profile, keys: Iterable[str], size: str, params: dict[str, dic
     for key, bench in benches.items():
         reason = bench.requires(profile)
         if reason:
+            unknown = sorted(set(params.get(key, {})) - set(bench.options))
+            if unknown:  # the cases would refuse it on a machine where the benchmark runs
+                raise UserError(f"{key}: unknown parameter {unknown[0]!r}; known: {', '.join(bench.options)}")
             planned.append(Planned(key, bench, waived=reason))
             continue
         options = options_for(bench, params)
