@@ -85,6 +85,8 @@ def snapshot(
     from gpubench.files import NAME_TAKEN, check_output_path
     from gpubench.probe.snapshot import record, snapshot_meta, write_snapshot
 
+    if str(out) == "-":
+        raise UserError("snapshot writes an archive file: give its name, e.g. mybox.tar.gz (or /dev/stdout to pipe it)")
     check_output_path(out, taken=NAME_TAKEN)
     profile, rec = record(area, hostname)
     n = write_snapshot(rec, out, snapshot_meta(profile, area))

@@ -66,6 +66,7 @@ def test_probe_imports_no_heavy_package():
         (["probe", "--bogus"], "No such option"),
         (["snapshot", "/proc/no-such-dir/x.tar.gz"], "cannot write"),
         (["snapshot", "pyproject.toml"], "already exists"),
+        (["snapshot", "-"], "snapshot writes an archive file: give its name"),
         (["run", "--label", "bad\udcfflabel", "--db", "/proc/no-such-dir/x.db"], "--label 'bad\\udcfflabel': use printable UTF-8 text"),
         (["run", "--label", "two\nlines", "--db", "/proc/no-such-dir/x.db"], "use printable UTF-8 text"),
         (["run", "--only", "memtier", "--telemetry-replay", "no-such-trace.json", "--db", "/proc/no-such-dir/x.db"],
