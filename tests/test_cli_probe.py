@@ -171,6 +171,29 @@ def test_an_archive_cannot_write_through_its_own_links(tmp_path):
     assert list(outside.iterdir()) == []
 
 
+def test_an_archive_that_unpacks_beyond_any_snapshot_is_refused_before_unpacking(tmp_path, monkeypatch):
+    import io
+
+    from gpubench.errors import UserError
+    from gpubench.probe import snapshot
+
+    big = tmp_path / "big.tar.gz"
+    with tarfile.open(big, "w:gz") as tar:
+        marker = tarfile.TarInfo(".gpubench/snapshot.json")
+        marker.size = 2
+        tar.addfile(marker, io.BytesIO(b"{}"))
+        zeros = tarfile.TarInfo("proc/zeros")
+        zeros.size = 4096
+        tar.addfile(zeros, io.BytesIO(bytes(4096)))
+    monkeypatch.setattr(snapshot, "MAX_UNPACKED_BYTES", 4000)
+    with pytest.raises(UserError, match="2 entries, 0 MiB unpacked: more than a snapshot holds"):
+        with snapshot.open_root(big):
+            pass
+    monkeypatch.setattr(snapshot, "MAX_UNPACKED_BYTES", 8192)
+    with snapshot.open_root(big) as source:
+        assert (Path(source.root) / "proc/zeros").stat().st_size == 4096
+
+
 def test_a_truncated_archive_is_damaged_not_interrupted(tmp_path):
     bad = tmp_path / "cut.tar.gz"
     bad.write_bytes(b"\x1f\x8b")

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import shutil
 import tarfile
 import tempfile
 import time
@@ -21,6 +22,9 @@ from gpubench.probe.source import COMMANDS_DIR, Recording, Source, redact
 
 HOSTNAME = "/proc/sys/kernel/hostname"
 MARKER = ".gpubench/snapshot.json"  # in every archive `gpubench snapshot` has written
+# far beyond what the probes read (a recording holds a few MB): an archive that claims more is refused before unpacking
+MAX_UNPACKED_BYTES = 256 * 2**20
+MAX_ENTRIES = 200_000
 _FS_UUID = re.compile(rb"\b((?:PART)?UUID)=[0-9A-Za-z-]+")
 
 
@@ -146,6 +150,10 @@ def _unpack(archive: Path, dest: Path) -> None:
             members = tar.getmembers()
             if not any(m.isfile() and os.path.normpath(m.name) == MARKER for m in members):
                 raise UserError(f"--root {archive}: not a snapshot archive made by `gpubench snapshot` (it has no {MARKER})")
+            unpacked = sum(m.size for m in members if m.isfile())
+            if unpacked > MAX_UNPACKED_BYTES or len(members) > MAX_ENTRIES:
+                raise UserError(f"--root {archive}: {len(members)} entries, {unpacked / 2**20:.0f} MiB unpacked: more than a snapshot holds "
+                                f"(at most {MAX_ENTRIES} entries, {MAX_UNPACKED_BYTES // 2**20} MiB)")
             for m in members:
                 name = os.path.normpath(m.name)
                 target = dest / name
@@ -162,7 +170,8 @@ def _unpack(archive: Path, dest: Path) -> None:
                     src = tar.extractfile(m)
                     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
                     with os.fdopen(fd, "wb") as out:
-                        out.write(src.read() if src else b"")
+                        if src is not None:
+                            shutil.copyfileobj(src, out)
                 else:
                     os.symlink(m.linkname, target)
     except (tarfile.TarError, OSError, EOFError) as e:
