@@ -47,11 +47,11 @@ def parse_threshold(text: str) -> float:
     try:
         value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
     except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a threshold: give a percentage like 5% or a fraction like 0.05") from None
+        raise typer.BadParameter(f"{text!r} is not a threshold: give a percentage like 5% or a fraction like 0.05", param_hint="--threshold") from None
     if not raw.endswith("%") and 1.0 <= value < 100.0:
-        raise typer.BadParameter(f"{text!r} is ambiguous: write {raw}% for a percentage, or a fraction below 1")
+        raise typer.BadParameter(f"{text!r} is ambiguous: write {raw}% for a percentage, or a fraction below 1", param_hint="--threshold")
     if not (0.0 <= value < 1.0):
-        raise typer.BadParameter(f"{text!r} must be at least 0% and below 100%")
+        raise typer.BadParameter(f"{text!r} must be at least 0% and below 100%", param_hint="--threshold")
     return value
 
 

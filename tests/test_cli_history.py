@@ -480,7 +480,7 @@ def test_compare_threshold_out_of_range_says_it_must_be_below_100_percent(histor
 def test_compare_bare_whole_number_threshold_suggests_the_percentage(history: Path) -> None:
     result = _invoke("compare", "1", "2", "--threshold", "5", "--db", str(history))
     assert result.exit_code == 2
-    assert "'5' is ambiguous: write 5% for a percentage" in result.stderr
+    assert "Invalid value for --threshold: '5' is ambiguous: write 5% for a percentage" in result.stderr
 
 
 def test_compare_html(history: Path, tmp_path: Path) -> None:
