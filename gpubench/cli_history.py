@@ -62,7 +62,7 @@ def _emit(text: str) -> None:
 
 def list_command(
     db: Optional[Path] = DbOpt,
-    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Show only the N most recent runs."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, max=2**63 - 1, help="Show only the N most recent runs."),
     as_json: bool = JsonOpt,
 ) -> None:
     """List the stored runs, most recent first."""
