@@ -700,12 +700,23 @@ class PsyncJob:
         if n == 1:
             results = [self._thread(specs[0], seconds, ios, generation)]
         else:
+            # every thread sets up its offsets before any starts, and all run until one deadline:
+            # threads that set up while others ran, each timing itself, gave the job the longest
+            # thread's time and all threads' bytes
+            started: list[int] = []
+            start_line = threading.Barrier(n, action=lambda: started.append(time.perf_counter_ns()))
+
+            def ready() -> int:
+                start_line.wait()
+                return started[0]
+
             results: list[Any] = [None] * n
 
             def work(i: int) -> None:
                 try:
-                    results[i] = self._thread(specs[i], seconds, ios_each[i], generation)
+                    results[i] = self._thread(specs[i], seconds, ios_each[i], generation, ready)
                 except BaseException as e:
+                    start_line.abort()  # the others stop waiting for this one
                     results[i] = e
 
             threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(n)]
@@ -713,20 +724,23 @@ class PsyncJob:
                 t.start()
             for t in threads:
                 t.join()
-            for r in results:
-                if isinstance(r, BaseException):
-                    raise r
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if failures:
+                raise next((e for e in failures if not isinstance(e, threading.BrokenBarrierError)), failures[0])
         total = JobTotals(facts=dict(self.facts))
-        for r in results:
+        for r, _, _ in results:
             total.reads += r.reads
             total.writes += r.writes
             total.bytes += r.bytes
-            total.seconds = max(total.seconds, r.seconds)
             total.histogram.merge(r.histogram)
             total.problem = total.problem or r.problem
+        total.seconds = (max(end for _, _, end in results) - min(start for _, start, _ in results)) / 1e9
         return total
 
-    def _thread(self, spec: JobSpec, seconds: float, ios: int, generation: int) -> JobTotals:
+    def _thread(self, spec: JobSpec, seconds: float, ios: int, generation: int,
+                ready: Callable[[], int] = time.perf_counter_ns) -> tuple[JobTotals, int, int]:
+        """One thread's I/O, from when `ready` returns the start line (perf_counter ns) until
+        `seconds` after it; its totals, and when it started and ended."""
         from gpubench.bench.iofile import block_problem, offsets, pattern_block, primed, read_choices
 
         fd, bs, verify = self.fd, spec.block_size, spec.verify
@@ -744,8 +758,9 @@ class PsyncJob:
         lat_max = 0
         problem = ""
         done = 0
+        line = ready()
         start = now = clock()
-        stop = start + int(seconds * 1e9)
+        stop = line + int(seconds * 1e9)
         while now < stop and done < ios:
             off = next_offset()
             is_read = next_is_read() if mixed else all_reads
@@ -774,7 +789,7 @@ class PsyncJob:
             done += 1
         hist = LatencyHistogram()
         hist.add_raw(lat, lat_max, 5)
-        return JobTotals(reads, writes, (reads + writes) * bs, (now - start) / 1e9, hist, {}, problem)
+        return JobTotals(reads, writes, (reads + writes) * bs, (now - start) / 1e9, hist, {}, problem), start, now
 
 
 if __name__ == "__main__":
