@@ -36,7 +36,8 @@ Parameters (--param gds.NAME=VALUE):
   baseline    also run the POSIX + copy baseline (default true)
   iterations  transfers per repetition (default 5; quick 3)
   gpu         the GPU in the probe's PCI order (default 0)
-  target      a directory on the file system to measure (default: the scratch directory)
+  target      a directory on the file system to measure (default: the scratch directory); a
+              file or device there (as --target may name for the I/O benchmarks) waives the cases
 """
 
 from __future__ import annotations
@@ -176,8 +177,8 @@ def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
     baseline = parse_bool(BENCH, "baseline", options["baseline"]) if "baseline" in options else True
     gpu = g.parse_gpus(BENCH, "gpu", options["gpu"], gpus)[0] if "gpu" in options else 0
     target = options.get("target") or None
-    if target is not None and not Path(target).is_dir():
-        raise UserError(f"{BENCH}: target {target}: not a directory (gds writes its own scratch file there)")
+    if target is not None and not Path(target).exists():
+        raise UserError(f"{BENCH}: target {target}: no such directory (gds writes its own scratch file there)")
 
     common = {**g.gpu_params(gpus[gpu]), "iterations": iterations, "target": target,
               "probe_path": profile.detail("gpudirect storage", "path")}
@@ -224,12 +225,15 @@ class Gds:
     @contextmanager
     def prepare(self, case: Case, ctx: Context) -> Iterator[Callable[[], Sample]]:
         p = case.params
+        directory = Path(p["target"]) if p["target"] else ctx.scratch
+        if p["target"] and not directory.is_dir():  # --target names the file or device the I/O benchmarks read
+            raise Waived(f"target {directory} is a file or device; gds writes a scratch file of its own and needs a "
+                         f"directory there (-p gds.target=DIR)")
+        if not directory.is_dir():
+            raise BenchFailure(f"{directory}: not a directory")
         cp = g.load_cupy()
         kvikio = _load_kvikio() if p["engine"] == "kvikio" else None
         ordinal = g.cuda_ordinal(cp, p["gpu_pci"], p["gpu"])
-        directory = Path(p["target"]) if p["target"] else ctx.scratch
-        if not directory.is_dir():
-            raise BenchFailure(f"{directory}: not a directory")
         with ExitStack() as stack:
             stack.enter_context(cp.cuda.Device(ordinal))
             stack.callback(cp.get_default_memory_pool().free_all_blocks)

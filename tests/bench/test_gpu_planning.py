@@ -418,11 +418,24 @@ def test_gds_rejects_bad_parameters(server, options, message):
 
 
 def test_gds_target_must_be_a_directory(server, tmp_path):
-    not_dir = tmp_path / "file"
-    not_dir.write_text("x")
-    for target in (not_dir, tmp_path / "missing"):
-        with pytest.raises(UserError, match="not a directory"):
-            gds.Gds().cases(server, "default", {"target": str(target)})
+    with pytest.raises(UserError, match="no such directory"):
+        gds.Gds().cases(server, "default", {"target": str(tmp_path / "missing")})
+
+
+def test_a_file_as_target_waives_the_gds_cases_instead_of_failing_the_plan(server, tmp_path):
+    """--target FILE goes to every benchmark that takes a target: the I/O benchmarks read it, gds,
+    which writes a scratch file of its own, is waived case by case (the whole run failed)."""
+    from gpubench.bench.runner import options_for, parse_params
+
+    existing = tmp_path / "data.bin"
+    existing.write_bytes(bytes(4096))
+    options = options_for(gds.Gds(), parse_params([f"target={existing}"]))
+    cases = gds.Gds().cases(server, "quick", options)
+    assert cases and {c.params["target"] for c in cases} == {str(existing)}
+    ctx = Context(scratch=tmp_path, profile=server, deadline=float("inf"))
+    with pytest.raises(Waived, match=f"target {existing} is a file or device; gds writes a scratch file of its own"):
+        with gds.Gds().prepare(cases[0], ctx):
+            pass
 
 
 class Defaults25:
