@@ -15,6 +15,7 @@ import secrets
 import shutil
 import stat
 import struct
+import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,8 +96,15 @@ class DioAlignment:
 def dio_alignment(path: Path) -> DioAlignment:
     """O_DIRECT alignment for a file (or, for a directory, for files created in it).
 
-    statx(STATX_DIOALIGN) answers on Linux >= 6.1 for filesystems that report it; otherwise the
+    statx(STATX_DIOALIGN) answers on Linux >= 6.1 for regular files on filesystems that report it
+    (a directory reports none: an empty file made there is asked instead); otherwise the
     filesystem's block size is used, which is never smaller than what the device needs."""
+    if Path(path).is_dir():
+        try:
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".gpubench-dio-") as probe:
+                return dio_alignment(Path(probe.name))
+        except OSError:
+            pass  # not writable here: the block size below
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         buf = _Statx()

@@ -391,6 +391,16 @@ def test_block_size_not_a_multiple_of_the_dio_alignment_is_a_user_error(disk_dir
         Psync().cases(profile(), "quick", {"bs": "1000", "direct": "1"})
 
 
+def test_a_directorys_dio_alignment_is_that_of_a_file_made_there(disk_dir):
+    """statx reports O_DIRECT alignment for regular files only: asking the directory gave the
+    block size (4096 on ext4), refusing 512-byte direct I/O the filesystem takes."""
+    made = disk_dir / "made-here"
+    made.write_bytes(b"")
+    here, there = iofile.dio_alignment(disk_dir), iofile.dio_alignment(made)
+    assert (here.memory, here.offset, here.source) == (there.memory, there.offset, there.source)
+    assert list(disk_dir.iterdir()) == [made]  # the probe file is gone
+
+
 def test_queue_depth_beyond_the_ring_limit_is_a_user_error():
     with pytest.raises(UserError, match="qd=8192 is beyond the ring limit of 4096"):
         IoUring().cases(profile(), "quick", {"qd": "8192"})
