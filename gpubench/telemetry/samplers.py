@@ -224,11 +224,12 @@ AMDSMI_VIOLATIONS = {
 }
 
 
-def _number(value: Any) -> float | None:
-    """amdsmi reports unsupported values as 'N/A' (or the type's max); keep only real numbers."""
+def _number(value: Any, unsupported: int = 0xFFFFFFFF) -> float | None:
+    """amdsmi reports unsupported values as 'N/A' or the type's max (`unsupported`: a 32-bit field's
+    unless told); keep only real numbers."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    if value >= 0xFFFFFFFF:
+    if value >= unsupported:
         return None
     return float(value)
 
@@ -304,7 +305,7 @@ class AmdSmiSampler:
             if limit is not None:
                 values[p + "power_limit_w"] = limit / 1e6 if limit > 100_000 else limit  # uW in newer releases
             energy = self._try(i, "energy", lambda: smi.amdsmi_get_energy_count(h)) or {}
-            acc = _number(energy.get("energy_accumulator", energy.get("power")))
+            acc = _number(energy.get("energy_accumulator", energy.get("power")), unsupported=0xFFFFFFFFFFFFFFFF)  # 64-bit: passes 2**32 within minutes
             resolution = energy.get("counter_resolution")
             if acc is not None and isinstance(resolution, (int, float)):
                 values[p + "energy_j"] = acc * float(resolution) / 1e6

@@ -185,6 +185,11 @@ def test_amdsmi_sampler_reads_power_energy_temps_and_violations(monkeypatch):
     assert values["gpu0.mem_temp_c"] == 81.0  # the hottest HBM stack
     assert values["gpu0.sm_clock_mhz"] == 2100.0
     assert reasons == ("ppt_power",)
+    # the accumulator is 64-bit: past 2**32 counts (about 65 kJ) it is a reading, not 'unsupported'
+    m.amdsmi_get_energy_count = lambda h: {"energy_accumulator": 2**33, "counter_resolution": 15.3, "timestamp": 2}
+    assert sampler.read()[0]["gpu0.energy_j"] == pytest.approx(2**33 * 15.3 / 1e6)
+    m.amdsmi_get_energy_count = lambda h: {"energy_accumulator": 2**64 - 1, "counter_resolution": 15.3, "timestamp": 3}
+    assert "gpu0.energy_j" not in sampler.read()[0]
 
 
 def write(path: Path, text: str) -> None:
