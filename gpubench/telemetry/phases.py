@@ -11,7 +11,7 @@ plus `cool_down_wait` and `pre_warm` when the run asked for them. Without a powe
 benchmark is one `execution` phase from start to end.
 
 Energy comes from the devices' counters (unwrapped through their wrap range) when the trace has
-them, else from integrating the power samples; the summary says which.
+them, read across the whole window, else from integrating the power samples; the summary says which.
 """
 
 from __future__ import annotations
@@ -233,6 +233,15 @@ def _interp(ts: Sequence[float], vs: Sequence[float | None], x: float) -> float 
     return None
 
 
+def _spans(ts: Sequence[float], vs: Sequence[float | None], a: float, b: float) -> bool:
+    """Whether a counter was read from `a` to `b`, give or take the widest gap between samples: a
+    counter that stopped (or started) inside the window would hold its last (first) value there
+    and count too little."""
+    read = [t for t, v in zip(ts, vs) if v is not None]
+    slack = max((t1 - t0 for t0, t1 in zip(ts, ts[1:])), default=0.0)
+    return len(read) >= 2 and read[0] <= a + slack and read[-1] >= b - slack
+
+
 def _integrate(ts: Sequence[float], vs: Sequence[float | None], a: float, b: float) -> float | None:
     pts = [(x, v) for x, v in zip(ts, vs) if v is not None and a < x < b]
     ends = [(a, _interp(ts, vs, a)), (b, _interp(ts, vs, b))]
@@ -368,11 +377,10 @@ def summarize(trace: Trace, bytes_moved: float | None = None, bands: Bands = Ban
             out["max_temp_c"] = _r(max(exec_temp))
 
     energy, source = None, None
-    if d.counters:
-        parts = [_interp(d.t, c, end) - _interp(d.t, c, start) for c in d.counters.values() if _interp(d.t, c, start) is not None]  # type: ignore[operator]
-        if parts:
-            energy, source = sum(parts), "counter"
-            out["energy_counters"] = d.counter_source
+    if d.counters and all(_spans(d.t, c, start, end) for c in d.counters.values()):
+        energy = sum(_interp(d.t, c, end) - _interp(d.t, c, start) for c in d.counters.values())  # type: ignore[operator]
+        source = "counter"
+        out["energy_counters"] = d.counter_source
     if energy is None and power:
         energy = _integrate(d.t, power, start, end)
         source = "integrated" if energy is not None else None

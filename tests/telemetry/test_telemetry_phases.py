@@ -124,3 +124,27 @@ def test_power_less_trace_is_one_execution_phase():
 
 def test_no_samplers_is_status_none():
     assert summarize(Trace({"samplers": []}, (), {})) == {"samplers": [], "status": "none"}
+
+
+@pytest.mark.parametrize("counter_from", [0, 5])
+def test_a_counter_read_over_part_of_the_window_gives_way_to_integrated_power(counter_from):
+    """A counter that stopped (one reading) or started inside the window held its first or last
+    value there: 0 J, or 1,800 J of 3,000, labelled as from the counter."""
+    meta = {"samplers": ["nvml"], "counters": {"gpu0.energy_j": {"wrap": None}}}
+    readings = []
+    for t in range(0, 12):
+        values = {"gpu0.power_w": 300.0}
+        if (counter_from == 0 and t == 0) or (counter_from and t >= counter_from):
+            values["gpu0.energy_j"] = 1000.0 + 300.0 * t
+        readings.append(Reading(float(t), values))
+    s = summarize(Trace(meta, tuple(readings), {"start": 1.0, "end": 11.0}))
+    assert s["energy_source"] == "integrated"
+    assert s["energy_j"] == pytest.approx(3000.0)
+
+
+def test_a_counter_read_over_the_whole_window_is_used():
+    meta = {"samplers": ["nvml"], "counters": {"gpu0.energy_j": {"wrap": None}}}
+    readings = [Reading(float(t), {"gpu0.power_w": 300.0, "gpu0.energy_j": 1000.0 + 290.0 * t}) for t in range(0, 12)]
+    s = summarize(Trace(meta, tuple(readings), {"start": 1.0, "end": 11.0}))
+    assert s["energy_source"] == "counter"
+    assert s["energy_j"] == pytest.approx(2900.0)
