@@ -257,10 +257,11 @@ def _check_fits(option: str, given: bool, needed: int, node: MemNode, what: str)
 
 def _tier_params(topo: Topology, mem: MemNode, cpu: MemNode, kernel: str) -> dict[str, Any]:
     hmat = mem.hmat or {}
+    column = sorted(n.id for n in topo.nodes).index(cpu.id)  # a node's distance file lists the online nodes in order
     out: dict[str, Any] = {
         "mem_tier": mem.tier,
         "mem_has_cpu": mem.has_cpu,
-        "distance": mem.distances[cpu.id] if cpu.id < len(mem.distances) else None,
+        "distance": mem.distances[column] if column < len(mem.distances) else None,
         **{f"hmat_{k}": hmat.get(k) for k in HMAT_KEYS},
         "hmat_initiators": list(hmat.get("initiators") or []) or None,
     }

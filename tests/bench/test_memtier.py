@@ -53,6 +53,18 @@ def live_profile() -> Profile:
     return probe(Source("/"), ["cxl"])
 
 
+def test_distance_is_read_by_the_cpu_nodes_place_among_the_online_nodes():
+    """nodeN/distance lists a distance per online node in id order: with nodes 0 and 2 online,
+    node 2 is its second column, not its third (it read None there)."""
+    node = lambda i, distances: {"id": i, "cpus": [i], "has_cpu": True, "mem_total_kb": 1 << 22, "mem_free_kb": 1 << 21,
+                                 "tier": 4, "hmat": None, "distances": distances}
+    numa = Capability("cxl", "numa nodes", Status.YES, details={"nodes": [node(0, [10, 21]), node(2, [21, 10])]})
+    cases = {c.name: c for c in memtier.MemTier().cases(Profile(root="/", capabilities=(numa,)), "quick", {"kernels": "triad"})}
+    assert cases["triad-cpu2-mem0"].params["distance"] == 21
+    assert cases["triad-cpu0-mem2"].params["distance"] == 21
+    assert cases["triad-cpu2-mem2"].params["distance"] == 10
+
+
 @pytest.mark.parametrize("stores", ["plain", "streaming"])
 def test_stream_kernels_compute_stream_values(mk, arrays, stores):
     a, b, c = arrays
