@@ -263,6 +263,13 @@ def _validate(p: IoParams, target: TargetInfo | None, alignment: iofile.DioAlign
         raise UserError(f"iouring: qd={p.qd} is beyond the ring limit of {MAX_QUEUE_DEPTH} entries")
     if p.engine == "psync" and p.qd > MAX_PSYNC_THREADS:
         raise UserError(f"psync: qd={p.qd} threads per job; at most {MAX_PSYNC_THREADS}")
+    import psutil
+
+    buffers = p.jobs * p.qd * p.bs  # one buffer per I/O in flight
+    available = psutil.virtual_memory().available
+    if buffers > available // 2:
+        raise UserError(f"{what}: jobs={p.jobs} x qd={p.qd} x bs={iofile.format_size(p.bs)} needs {buffers / 2**30:,.1f} GiB "
+                        f"of I/O buffers, more than half the {available / 2**30:,.1f} GiB of memory available")
     align = alignment or (target.alignment if target else None)
     if p.direct:
         need = align.offset if align else MIN_DIO_ALIGNMENT

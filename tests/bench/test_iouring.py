@@ -401,6 +401,11 @@ def test_a_directorys_dio_alignment_is_that_of_a_file_made_there(disk_dir):
     assert list(disk_dir.iterdir()) == [made]  # the probe file is gone
 
 
+def test_io_buffers_beyond_the_memory_available_are_a_user_error_not_an_oom_kill():
+    with pytest.raises(UserError, match=r"iouring: jobs=1024 x qd=4096 x bs=64m needs 262,144.0 GiB of I/O buffers, more than half the .* GiB of memory available"):
+        IoUring().cases(profile(), "quick", {"bs": "64m", "qd": "4096", "jobs": "1024", "size": "64g"})
+
+
 def test_queue_depth_beyond_the_ring_limit_is_a_user_error():
     with pytest.raises(UserError, match="qd=8192 is beyond the ring limit of 4096"):
         IoUring().cases(profile(), "quick", {"qd": "8192"})
