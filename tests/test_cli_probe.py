@@ -149,22 +149,26 @@ def test_snapshot_scrubs_serials(tmp_path):
     assert cmdline == b"quiet rdinit=/init -- (init arguments redacted)\n"
 
 
-def test_an_archive_cannot_write_through_its_own_links(tmp_path):
+def marked_archive(path, *members):  # type: ignore[no-untyped-def]
+    """A tar.gz with the snapshot marker, then `members`: (name, bytes) for a file, (name, Path) for a link."""
     import io
 
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in ((".gpubench/snapshot.json", b"{}"), *members):
+            info = tarfile.TarInfo(name)
+            if isinstance(content, Path):
+                info.type, info.linkname = tarfile.SYMTYPE, str(content)
+                tar.addfile(info)
+            else:
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return path
+
+
+def test_an_archive_cannot_write_through_its_own_links(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
-    evil = tmp_path / "evil.tar.gz"
-    with tarfile.open(evil, "w:gz") as tar:
-        marker = tarfile.TarInfo(".gpubench/snapshot.json")
-        marker.size = 2
-        tar.addfile(marker, io.BytesIO(b"{}"))
-        link = tarfile.TarInfo("proc")
-        link.type, link.linkname = tarfile.SYMTYPE, str(outside)
-        tar.addfile(link)
-        payload = tarfile.TarInfo("proc/escaped.txt")
-        payload.size = 5
-        tar.addfile(payload, io.BytesIO(b"pwned"))
+    evil = marked_archive(tmp_path / "evil.tar.gz", ("proc", outside), ("proc/escaped.txt", b"pwned"))
     p = gpubench("probe", "--root", str(evil), "--area", "kernel")
     assert p.returncode == 1
     assert "would be written through a link" in p.stderr
@@ -172,19 +176,10 @@ def test_an_archive_cannot_write_through_its_own_links(tmp_path):
 
 
 def test_an_archive_that_unpacks_beyond_any_snapshot_is_refused_before_unpacking(tmp_path, monkeypatch):
-    import io
-
     from gpubench.errors import UserError
     from gpubench.probe import snapshot
 
-    big = tmp_path / "big.tar.gz"
-    with tarfile.open(big, "w:gz") as tar:
-        marker = tarfile.TarInfo(".gpubench/snapshot.json")
-        marker.size = 2
-        tar.addfile(marker, io.BytesIO(b"{}"))
-        zeros = tarfile.TarInfo("proc/zeros")
-        zeros.size = 4096
-        tar.addfile(zeros, io.BytesIO(bytes(4096)))
+    big = marked_archive(tmp_path / "big.tar.gz", ("proc/zeros", bytes(4096)))
     monkeypatch.setattr(snapshot, "MAX_UNPACKED_BYTES", 4000)
     with pytest.raises(UserError, match="2 entries, 0 MiB unpacked: more than a snapshot holds"):
         with snapshot.open_root(big):
