@@ -707,9 +707,8 @@ class PsyncJob:
         if n == 1:
             results = [self._thread(specs[0], seconds, ios, generation)]
         else:
-            # every thread sets up its offsets before any starts, and all run until one deadline:
-            # threads that set up while others ran, each timing itself, gave the job the longest
-            # thread's time and all threads' bytes
+            # every thread sets up before any starts, and all run to one deadline, so that the
+            # job's time spans all of their I/O (not one thread's, set up while others ran)
             started: list[int] = []
             start_line = threading.Barrier(n, action=lambda: started.append(time.perf_counter_ns()))
 
