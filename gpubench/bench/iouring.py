@@ -624,9 +624,10 @@ class _Jobs:
                 conn.send(("stop",))
             except OSError:
                 pass
+        deadline = time.monotonic() + 5.0  # one grace period for all of them, not one each
         for proc, conn in self.children:
             try:
-                proc.wait(5)
+                proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
@@ -641,6 +642,9 @@ def _start_child() -> tuple[subprocess.Popen, Connection]:
             [sys.executable, "-m", "gpubench.bench.iouring", "job", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
         )
+    except BaseException:
+        ours.close()
+        raise
     finally:
         theirs.close()
     return proc, Connection(ours.detach())

@@ -756,3 +756,36 @@ def test_psync_threads_start_their_clocks_together_so_the_job_time_covers_every_
         job.close()
     assert total.ios == len(issued) > 0
     assert (max(issued) - min(issued)) / 1e9 <= total.seconds
+
+
+def test_closing_busy_job_processes_gives_them_one_grace_period_in_all(monkeypatch):
+    """Children still busy when a case ends get 5 s together before they are killed, not 5 s each."""
+    clock = [100.0]
+    monkeypatch.setattr(iouring.time, "monotonic", lambda: clock[0])
+    graces: list[float] = []
+
+    class Busy:
+        killed = False
+
+        def wait(self, timeout):  # type: ignore[no-untyped-def]
+            if self.killed:
+                return 0
+            graces.append(timeout)
+            clock[0] += timeout
+            raise subprocess.TimeoutExpired("job", timeout)
+
+        def kill(self):  # type: ignore[no-untyped-def]
+            self.killed = True
+
+    class Conn:
+        def send(self, message):  # type: ignore[no-untyped-def]
+            pass
+
+        def close(self):  # type: ignore[no-untyped-def]
+            pass
+
+    jobs = iouring._Jobs.__new__(iouring._Jobs)
+    jobs.local, jobs.children = None, [(Busy(), Conn()) for _ in range(3)]
+    jobs.close()
+    assert graces == [5.0, 0.0, 0.0]
+    assert jobs.children == []
