@@ -10,10 +10,15 @@ from pathlib import Path
 from gpubench.errors import UserError
 
 
-def read_user_file(path: Path, limit: int, what: str) -> bytes:
-    """The bytes of a file the user named, `what` it should be (for the messages); at most `limit`
-    bytes, also from a device or a pipe, whose size no stat tells. Every failure is one UserError."""
+MAX_READ_BYTES = 512 * 2**20  # beyond any export or trace gpubench writes
+
+
+def read_user_file(path: Path, what: str) -> bytes:
+    """The bytes of a file the user named, `what` it should be (for the messages); at most
+    MAX_READ_BYTES, also from a device or a pipe, whose size no stat tells. Every failure is one
+    UserError."""
     path = Path(path).expanduser()
+    limit = MAX_READ_BYTES
     try:
         with open(path, "rb") as source:
             data = source.read(limit + 1)
@@ -62,6 +67,11 @@ def write_new(path: Path, data: str | bytes, replace: bool = False) -> None:
 NAME_TAKEN = "already exists; choose another name or remove it first"  # for outputs with no --force
 
 
+def _followed(path: Path) -> Path:
+    """The file a link points to (so that replacing it keeps the link), else the path itself."""
+    return path.resolve() if path.is_symlink() and path.exists() else path
+
+
 def is_stream(path: Path) -> bool:
     """A device, pipe or socket (or a link to one, as /dev/stdout is): written into, never replaced,
     since it holds no file to lose."""
@@ -80,7 +90,7 @@ def write_user_file(path: Path, data: str | bytes, replace: bool = False, taken:
             with open(path, "wb") as out:
                 out.write(data.encode("utf-8") if isinstance(data, str) else data)
             return
-        write_new(path.resolve() if path.is_symlink() and path.exists() else path, data, replace=replace)
+        write_new(_followed(path), data, replace=replace)
     except FileExistsError:
         raise UserError(f"{path} {taken or 'already exists; pass --force to replace it'}") from None
     except OSError as e:
@@ -98,7 +108,7 @@ def check_output_path(path: Path, replace: bool = False, taken: str = "") -> Non
         return
     if path.exists() and not replace:
         raise UserError(f"{path} {taken or 'already exists; pass --force to replace it'}")
-    parent = (path.resolve() if path.is_symlink() and path.exists() else path).parent
+    parent = _followed(path).parent
     if not parent.exists():
         raise UserError(f"cannot write {path}: no directory {parent}")
     if not parent.is_dir():

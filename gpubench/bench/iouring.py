@@ -26,7 +26,7 @@ from typing import Any, Callable, ClassVar, Iterator
 from gpubench.bench import iofile
 from gpubench.bench.interface import BenchFailure, Case, Context, Sample, Waived
 from gpubench.bench.iofile import JobSpec, JobTotals, LatencyHistogram
-from gpubench.bench.params import FALSE_WORDS, TRUE_WORDS, parse_bool, parse_size
+from gpubench.bench.params import FALSE_WORDS, TRUE_WORDS, check_options, parse_bool, parse_size
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile, Status
 
@@ -163,10 +163,7 @@ DEFAULT_RUNTIME = {"quick": 0.25, "default": 1.0, "full": 2.0}
 
 def plan_cases(engine: str, size: str, options: dict[str, str]) -> list[IoParams]:
     """The cases for a size with the user's overrides, every value validated."""
-    known = OPTION_KEYS if engine == "iouring" else PSYNC_OPTION_KEYS
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise UserError(f"{engine}: unknown parameter {unknown[0]!r}; known: {', '.join(known)}")
+    check_options(engine, options, OPTION_KEYS if engine == "iouring" else PSYNC_OPTION_KEYS)
     if size not in DEFAULT_FILE_SIZE:
         raise UserError(f"unknown size {size!r}; choose from {', '.join(DEFAULT_FILE_SIZE)}")
     matrix = _matrix(engine, size)

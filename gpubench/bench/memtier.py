@@ -39,7 +39,7 @@ from typing import Any, Callable, ClassVar, Iterator
 
 from gpubench.bench import numa
 from gpubench.bench.interface import BenchFailure, Case, Context, Sample, Waived
-from gpubench.bench.params import parse_bool, parse_choices, parse_int, parse_size, split_items
+from gpubench.bench.params import check_options, parse_bool, parse_choices, parse_int, parse_size, split_items
 from gpubench.errors import UserError
 from gpubench.probe.checks import compact_ranges
 from gpubench.probe.model import Profile, Status
@@ -205,9 +205,7 @@ class Plan:
 
 
 def _plan(topo: Topology, size: str, options: dict[str, str]) -> Plan:
-    unknown = [k for k in options if k not in OPTIONS]
-    if unknown:
-        raise UserError(f"memtier: unknown parameter {unknown[0]!r}; known: {', '.join(OPTIONS)}")
+    check_options("memtier", options, OPTIONS)
     if size not in ARRAY_SIZE:
         raise UserError(f"memtier: unknown size {size!r}; choose from {', '.join(ARRAY_SIZE)}")
     kernels = parse_choices(BENCH, "kernels", options["kernels"], KERNELS) if "kernels" in options else list(KERNELS)

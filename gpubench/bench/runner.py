@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable
 
 from gpubench.bench import hostspeed, registry
 from gpubench.bench.interface import BenchFailure, Benchmark, Case, Context, Sample, Waived
+from gpubench.bench.params import check_options
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
 from gpubench.results.model import HOST_SPEED_KEY, ROUND_KEY, ROUNDS_SECONDS_KEY, WHOLE_BENCHMARK, Result, ResultStatus
@@ -123,11 +124,9 @@ def plan(profile: Profile, keys: Iterable[str], size: str, params: dict[str, dic
         raise UserError(f"parameter {unclaimed[0]!r} is taken by none of: {', '.join(benches)}")
     planned = []
     for key, bench in benches.items():
+        check_options(key, params.get(key, {}), bench.options)  # also for a benchmark waived here
         reason = bench.requires(profile)
         if reason:
-            unknown = sorted(set(params.get(key, {})) - set(bench.options))
-            if unknown:  # the cases would refuse it on a machine where the benchmark runs
-                raise UserError(f"{key}: unknown parameter {unknown[0]!r}; known: {', '.join(bench.options)}")
             planned.append(Planned(key, bench, waived=reason))
             continue
         options = options_for(bench, params)

@@ -86,8 +86,7 @@ class Pooled:
     groups: tuple[tuple[float, ...], ...] = ()
     units: str = ""  # what a group is: "rounds" or "runs"
     problem: str = ""  # why these runs cannot stand together
-    lost_in: str = ""  # where only some of its runs ran the case: the others, and why not
-    lost: Result | None = None  # the first of those others
+    lost: tuple[tuple[str, Result], ...] = ()  # where only some of its runs ran the case: the others (run, result)
 
     @property
     def medians(self) -> tuple[float, ...]:
@@ -124,10 +123,9 @@ def _pool(results: list[Result | None], runs: Sequence[Run], side: str) -> Poole
         statuses.setdefault(r.status.value, []).append(name)
     if len(statuses) > 1:
         ran = next((r for r in present if r.status is ResultStatus.OK), first)
-        lost = [(name, r) for name, r in zip(names, present) if r.status in (ResultStatus.WAIVED, ResultStatus.FAILED)]
-        lost_in = "; ".join(f"{r.status.value} in {side} run {name}" + (f": {r.reason}" if r.reason else "") for name, r in lost)
+        lost = tuple((name, r) for name, r in zip(names, present) if r.status in (ResultStatus.WAIVED, ResultStatus.FAILED))
         problem = f"the {side} runs disagree: " + "; ".join(f"{s} in {', '.join(n)}" for s, n in statuses.items())
-        return Pooled(ran, problem=problem, lost_in=lost_in, lost=lost[0][1] if lost else None)
+        return Pooled(ran, problem=problem, lost=lost)
     for name, r in zip(names[1:], present[1:]):
         if (r.params, r.unit, r.higher_is_better) != (first.params, first.unit, first.higher_is_better):
             return Pooled(first, problem=f"{side} runs {names[0]} and {name} ran this case differently: " + _params_difference(first.params, r.params))
@@ -196,8 +194,9 @@ def compare_case(base_pool: Pooled, new_pool: Pooled, threshold: float) -> CaseC
         return verdict(Verdict.NOT_COMPARABLE, "only in the new run")
     if new is None:
         return verdict(Verdict.NOT_COMPARABLE, "missing from the new run")
-    if base.status is ResultStatus.OK and not base_pool.problem and new_pool.lost is not None:
-        return replace(verdict(Verdict.LOST, f"lost capability: ran in the base, {new_pool.lost_in}"), new=new_pool.lost)
+    if base.status is ResultStatus.OK and not base_pool.problem and new_pool.lost:
+        where = "; ".join(f"{r.status.value} in new run {name}" + (f": {r.reason}" if r.reason else "") for name, r in new_pool.lost)
+        return replace(verdict(Verdict.LOST, f"lost capability: ran in the base, {where}"), new=new_pool.lost[0][1])
     for pool in (base_pool, new_pool):
         if pool.problem:
             return verdict(Verdict.NOT_COMPARABLE, pool.problem)

@@ -21,7 +21,6 @@ from gpubench.results.model import HOST_SPEED_KEY, ROUND_KEY, SCHEMA_VERSION, Ca
 from gpubench.results.stats import summarize
 
 _UID = re.compile(r"^[0-9a-f]{8,64}$")
-MAX_IMPORT_BYTES = 512 * 1024 * 1024
 LAST_TIMESTAMP = 253402300800  # 10000-01-01 UTC
 MAX_SAMPLE = 1e100  # beyond any measurement; near the largest float, sums of samples overflow
 
@@ -47,7 +46,7 @@ def run_to_json(run: Run) -> str:
 
 def read_run_file(path: Path) -> Run:
     """A run from an exported JSON file, validated; any problem is a UserError naming it."""
-    return run_from_json(read_user_file(path, MAX_IMPORT_BYTES, "a gpubench JSON export"), str(path))
+    return run_from_json(read_user_file(path, "a gpubench JSON export"), str(path))
 
 
 def run_from_json(raw: bytes | str, source: str = "input") -> Run:

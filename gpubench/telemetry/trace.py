@@ -27,7 +27,6 @@ from gpubench.files import read_user_file, write_new
 
 TRACE_FORMAT = "gpubench-telemetry-trace"
 TRACE_VERSION = 1
-MAX_TRACE_BYTES = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,7 @@ def write_trace(path: Path, trace: Trace, replace: bool = False) -> None:
 
 
 def read_trace(path: Path) -> Trace:
-    raw = read_user_file(path, MAX_TRACE_BYTES, "a trace file written by gpubench telemetry record")
+    raw = read_user_file(path, "a trace file written by gpubench telemetry record")
     try:
         data = json.loads(raw.decode("utf-8"))
         if not isinstance(data, dict):

@@ -175,13 +175,14 @@ def test_a_malformed_trace_is_one_line_naming_the_problem(tmp_path, document, ex
 
 
 def test_a_trace_is_read_within_its_limit_also_from_a_pipe(tmp_path, monkeypatch):
+    from gpubench import files
     from gpubench.errors import UserError
     from gpubench.telemetry import trace
 
     pipe = tmp_path / "pipe"
     os.mkfifo(pipe)
     writer = subprocess.Popen(["sh", "-c", f"head -c 4096 /dev/zero > {pipe}"])
-    monkeypatch.setattr(trace, "MAX_TRACE_BYTES", 1024)
+    monkeypatch.setattr(files, "MAX_READ_BYTES", 1024)
     with pytest.raises(UserError, match=r"is larger than"):
         trace.read_trace(pipe)
     writer.kill()
