@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from gpubench.bench import hostspeed, registry
-from gpubench.bench.interface import BenchFailure, Case, Context, Sample
-from gpubench.bench.runner import CaseRun, RepeatPolicy, merge_round, options_for, parse_params, plan
+from gpubench.bench.core import hostspeed
+from gpubench.bench.core import registry
+from gpubench.bench.core.interface import BenchFailure, Case, Context, Sample
+from gpubench.bench.core.runner import CaseRun, RepeatPolicy, merge_round, options_for, parse_params, plan
 from gpubench.errors import UserError
-from gpubench.job import JobOptions, Progress, run_job
+from gpubench.bench.core.job import JobOptions, Progress, run_job
 from gpubench.probe.model import Profile
 from gpubench.results.model import ResultStatus, RunStatus
 from gpubench.results.store import Store
@@ -126,7 +127,7 @@ def test_a_parameter_unknown_to_a_waived_benchmark_is_still_an_error():
 
 
 def test_only_and_skip_take_commas_as_compare_does():
-    from gpubench.bench.runner import select
+    from gpubench.bench.core.runner import select
 
     assert select(["iouring,psync"], []) == select(["iouring", "psync"], []) == ["iouring", "psync"]
     assert "psync" not in select([], ["psync, memtier"]) and "memtier" not in select([], ["psync, memtier"])
@@ -348,7 +349,7 @@ class Thermometer(ClockOnly):
     ({}, None, None),
 ])
 def test_cool_down_and_pre_warm_say_once_when_they_cannot_act(tmp_path, monkeypatch, flags, telemetry, expected):
-    from gpubench import job
+    from gpubench.bench.core import job
     from gpubench.telemetry.session import Telemetry
 
     monkeypatch.setitem(registry.BENCHMARKS, "scripted", f"{__name__}:Scripted")

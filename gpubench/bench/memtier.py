@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
-from gpubench.bench import numa
-from gpubench.bench.interface import BenchFailure, Case, Context, Sample, Waived
-from gpubench.bench.params import check_options, parse_bool, parse_choices, parse_int, parse_size, split_items
+from gpubench.bench.engines import numa
+from gpubench.bench.core.interface import BenchFailure, Case, Context, Sample, Waived
+from gpubench.bench.core.params import check_options, parse_bool, parse_choices, parse_int, parse_size, split_items
 from gpubench.errors import UserError
 from gpubench.probe.checks import compact_ranges
 from gpubench.probe.model import Profile, Status
@@ -422,7 +422,7 @@ class _Binder:
 def _stream_case(p: dict[str, Any], binder: _Binder, cpus: list[int], threads: int, ctx: Context) -> Iterator[Callable[[], Sample]]:
     import numpy as np
 
-    from gpubench.bench import memkernels as mk
+    from gpubench.bench.engines import memkernels as mk
 
     if threads > mk.max_threads():
         raise Waived(f"numba allows at most {mk.max_threads()} threads here (NUMBA_NUM_THREADS); {threads} asked")
@@ -474,7 +474,7 @@ def _stream_case(p: dict[str, Any], binder: _Binder, cpus: list[int], threads: i
 def _chase_case(p: dict[str, Any], binder: _Binder, cpus: list[int], ctx: Context) -> Iterator[Callable[[], Sample]]:
     import numpy as np
 
-    from gpubench.bench import memkernels as mk
+    from gpubench.bench.engines import memkernels as mk
 
     hops = int(p["hops"])
     buffer = None

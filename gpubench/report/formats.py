@@ -63,7 +63,7 @@ def side_name(runs) -> str:  # type: ignore[no-untyped-def]
     return f"runs {idents}" + (f" ({shared})" if shared else "")
 
 
-MACHINE_REFERENCE = "a fixed CPU reference timed before every repetition"  # see gpubench.bench.hostspeed
+MACHINE_REFERENCE = "a fixed CPU reference timed before every repetition"  # see gpubench.bench.core.hostspeed
 
 
 def machine_speed(run) -> str | None:  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from gpubench.bench.params import format_size
+from gpubench.bench.core.params import format_size
 from gpubench.report import formats
 from gpubench.results.model import Result, ResultStatus
 

@@ -8,7 +8,7 @@ good or bad. Anything else is `same`: a real but tiny change is not worth failin
 and a large change the test cannot tell from noise is not evidence. A case that ran in the base
 and was waived or failed in the new side (or in one of its runs) is a lost capability.
 
-gpubench measures every case in several rounds spread over a run (gpubench.bench.runner), and a
+gpubench measures every case in several rounds spread over a run (gpubench.bench.core.runner), and a
 side may hold several runs. Where a case's samples come in groups, the rounds of its one run, or
 the runs of a side that holds several (each run one group: the rounds of one run lie closer in
 time than runs do), groups and not samples are the unit: samples taken back to back cannot show

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gpubench.bench import fio
-from gpubench.bench.iouring import IoParams
+from gpubench.bench.engines import fio
+from gpubench.bench.io.iouring import IoParams
 from gpubench.errors import UserError
 
 DATA = Path(__file__).parent / "data"
@@ -102,7 +102,7 @@ def test_a_real_fio_run_is_read_back(tmp_path):
 
 
 def test_calibration_says_clearly_when_fio_is_missing(monkeypatch, tmp_path):
-    from gpubench.bench import calibrate_iouring
+    from gpubench.calibrate import iouring as calibrate_iouring
 
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(UserError, match="fio is not installed"):
@@ -110,7 +110,7 @@ def test_calibration_says_clearly_when_fio_is_missing(monkeypatch, tmp_path):
 
 
 def test_calibration_cases_cover_one_job_and_one_per_core():
-    from gpubench.bench.calibrate_iouring import calibration_cases
+    from gpubench.calibrate.iouring import calibration_cases
 
     cases = calibration_cases(cores=4)
     assert [(c.pattern, c.bs, c.qd, c.direct, c.jobs, c.goal) for c in cases] == [
@@ -122,8 +122,8 @@ def test_calibration_cases_cover_one_job_and_one_per_core():
 
 @pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed")
 def test_a_tiny_interleaved_calibration(tmp_path):
-    from gpubench.bench import calibrate_iouring
-    from gpubench.bench.iofile import MEMORY_FILESYSTEMS, mount_of
+    from gpubench.calibrate import iouring as calibrate_iouring
+    from gpubench.bench.engines.iofile import MEMORY_FILESYSTEMS, mount_of
 
     from gpubench.probe.iouring import binding_selftest
 

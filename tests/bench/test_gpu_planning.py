@@ -19,8 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from gpubench.bench import gds, gpu_common, hmm, iofile, memcpy, p2p, params
-from gpubench.bench.interface import Case, Context, Waived
+from gpubench.bench.gpu import gds
+from gpubench.bench.gpu import common as gpu_common
+from gpubench.bench.gpu import hmm
+from gpubench.bench.engines import iofile
+from gpubench.bench.gpu import memcpy
+from gpubench.bench.gpu import p2p
+from gpubench.bench.core import params
+from gpubench.bench.core.interface import Case, Context, Waived
 from gpubench.errors import UserError
 from gpubench.probe import Source, nvidia, probe
 from gpubench.probe.model import Profile
@@ -189,7 +195,7 @@ def test_memcpy_overrides(server):
 
 
 def test_the_run_flags_meant_for_storage_never_reach_memcpy(server):
-    from gpubench.bench.runner import options_for
+    from gpubench.bench.core.runner import options_for
 
     params = {"*": {"target": "/nowhere", "verify": "1", "drop_cache": "1"}, "memcpy": {"iterations": "3"}}
     assert options_for(memcpy.Memcpy(), params) == {"iterations": "3"}
@@ -425,7 +431,7 @@ def test_gds_target_must_be_a_directory(server, tmp_path):
 def test_a_file_as_target_waives_the_gds_cases_instead_of_failing_the_plan(server, tmp_path):
     """--target FILE goes to every benchmark that takes a target: the I/O benchmarks read it, gds,
     which writes a scratch file of its own, is waived case by case (the whole run failed)."""
-    from gpubench.bench.runner import options_for, parse_params
+    from gpubench.bench.core.runner import options_for, parse_params
 
     existing = tmp_path / "data.bin"
     existing.write_bytes(bytes(4096))
@@ -671,7 +677,7 @@ def test_drop_page_cache_and_scratch_file(tmp_path):
 
 
 def test_gds_scratch_file_larger_than_the_free_space_is_refused_before_writing(tmp_path, monkeypatch):
-    from gpubench.bench.interface import BenchFailure
+    from gpubench.bench.core.interface import BenchFailure
 
     monkeypatch.setattr(iofile, "free_bytes", lambda path: 1 << 20)
     with pytest.raises(BenchFailure, match=rf"no space left on {tmp_path} for a 4194304-byte scratch file "
@@ -753,7 +759,7 @@ def test_gpu_suite_fails_instead_of_skipping_when_a_gpu_is_required(tmp_path, re
 def test_importing_the_benchmarks_loads_no_gpu_library():
     code = (
         "import sys\n"
-        "import gpubench.bench.memcpy, gpubench.bench.p2p, gpubench.bench.gds, gpubench.bench.hmm\n"
+        "import gpubench.bench.gpu.memcpy, gpubench.bench.gpu.p2p, gpubench.bench.gpu.gds, gpubench.bench.gpu.hmm\n"
         "bad = [m for m in ('cupy', 'kvikio', 'numba', 'pynvml') if m in sys.modules]\n"
         "print(bad)\n"
     )

@@ -15,9 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from gpubench.bench import gds, gpu_common, hmm, memcpy, p2p
-from gpubench.bench.runner import CaseRun, RepeatPolicy
-from gpubench.bench.interface import Context
+from gpubench.bench.gpu import gds
+from gpubench.bench.gpu import common as gpu_common
+from gpubench.bench.gpu import hmm
+from gpubench.bench.gpu import memcpy
+from gpubench.bench.gpu import p2p
+from gpubench.bench.core.runner import CaseRun, RepeatPolicy
+from gpubench.bench.core.interface import Context
 from gpubench.probe import Source, probe
 from gpubench.results.model import ResultStatus
 

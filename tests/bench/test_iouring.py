@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from gpubench.bench import iofile, iouring
-from gpubench.bench.interface import BenchFailure, Context, Waived
-from gpubench.bench.iouring import IoUring, Psync
-from gpubench.bench.params import parse_size
+from gpubench.bench.engines import iofile
+from gpubench.bench.io import iouring
+from gpubench.bench.core.interface import BenchFailure, Context, Waived
+from gpubench.bench.io.iouring import IoUring, Psync
+from gpubench.bench.core.params import parse_size
 from gpubench.errors import UserError
 from gpubench.probe.model import Capability, Profile, Status
 
@@ -229,7 +230,7 @@ def test_verify_catches_a_block_corrupted_between_write_and_read_back(bench_cls,
 def test_vs_fio_under_verify_says_fio_does_not_verify_and_keeps_the_pattern(bench_cls, pattern, disk_dir, monkeypatch):
     """fio cannot check gpubench's pattern, and a job of fio's that writes overwrites it (fio is
     simulated here, writing its own data, so that it need not be installed)."""
-    from gpubench.bench import fio
+    from gpubench.bench.engines import fio
 
     def fio_writing_its_own_data(params, filename, span, seconds):
         if params.writes:
@@ -554,8 +555,8 @@ def test_binding_that_died_in_the_child_is_waived_with_the_reason():
 # --- the scratch file goes away --------------------------------------------------------------
 
 @pytest.mark.parametrize("bench_cls, engine_path", [
-    pytest.param(IoUring, "gpubench.bench.uring.UringJob.run", marks=needs_ring, id="iouring"),
-    pytest.param(Psync, "gpubench.bench.iouring.PsyncJob.run", id="psync"),
+    pytest.param(IoUring, "gpubench.bench.engines.uring.UringJob.run", marks=needs_ring, id="iouring"),
+    pytest.param(Psync, "gpubench.bench.io.iouring.PsyncJob.run", id="psync"),
 ])
 def test_scratch_file_removed_after_ctrl_c_inside_a_repetition(bench_cls, engine_path, disk_dir, monkeypatch):
     def interrupted(self, *args, **kwargs):
@@ -576,7 +577,7 @@ def test_scratch_file_removed_after_ctrl_c_inside_a_repetition(bench_cls, engine
 def test_binding_traps_the_loop_relies_on():
     import liburing
 
-    from gpubench.bench import uring
+    from gpubench.bench.engines import uring
 
     sqe = liburing.io_uring_sqe()
     with pytest.raises(ValueError):
@@ -623,7 +624,7 @@ def test_a_repetition_starting_on_a_few_leftover_offsets_draws_a_block_only_when
     the queue depth the first fill must still find a queue's worth (it raised IndexError); after a
     refill the loop must count the new block's length, not the leftover's (it drew a whole new
     block every `left` I/Os)."""
-    from gpubench.bench.uring import UringJob
+    from gpubench.bench.engines.uring import UringJob
 
     block = 65536  # offsets UringJob draws at a time
     path = tmp_path / "f"
@@ -653,8 +654,8 @@ _NO_MEMLOCK = """
 import json, resource, sys
 from pathlib import Path
 resource.setrlimit(resource.RLIMIT_MEMLOCK, (65536, 65536))
-from gpubench.bench.interface import Context
-from gpubench.bench.iouring import IoUring
+from gpubench.bench.core.interface import Context
+from gpubench.bench.io.iouring import IoUring
 from gpubench.probe.model import Profile
 bench = IoUring()
 case = bench.cases(Profile("/", ()), "quick", {"pattern": "read", "bs": "128k", "qd": "8", "direct": "0",
@@ -730,7 +731,7 @@ def test_psync_threads_start_their_clocks_together_so_the_job_time_covers_every_
     longest thread's, not the span the I/O took: 2-7x the real throughput at qd 16-256."""
     import threading
 
-    from gpubench.bench.iouring import PsyncJob
+    from gpubench.bench.io.iouring import PsyncJob
 
     path = tmp_path / "f"
     path.write_bytes(bytes(1 << 20))

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpubench.bench import memtier, numa
-from gpubench.bench.interface import BenchFailure, Context
+from gpubench.bench import memtier
+from gpubench.bench.engines import numa
+from gpubench.bench.core.interface import BenchFailure, Context
 from gpubench.errors import UserError
 from gpubench.probe import Source, probe
 from gpubench.probe.model import Capability, Profile, Status
@@ -20,7 +21,7 @@ TINY = {"size": "64K", "chase_size": "64K", "hops": "5000", "best_of": "2"}
 
 @pytest.fixture(scope="module")
 def mk():
-    from gpubench.bench import memkernels
+    from gpubench.bench.engines import memkernels
 
     return memkernels
 
@@ -256,7 +257,7 @@ def test_each_case_times_on_its_own_cpus_while_a_later_case_holds_a_narrower_pin
 def test_calibration_builds_the_c_reference_and_compares_both_sides(tmp_path):
     import shutil
 
-    from gpubench.bench import calibrate_memtier
+    from gpubench.calibrate import memtier as calibrate_memtier
 
     if not (shutil.which("cc") or shutil.which("gcc")):
         pytest.skip("no C compiler (apt: gcc)")
@@ -296,7 +297,7 @@ def test_calibrate_memtier_command_prints_json_only_and_refuses_bad_input():
 
 def test_ctrl_c_while_measuring_is_an_interruption_not_a_failure(tmp_path, monkeypatch, mk):
     """The measuring frame, kept by the traceback, still views the buffers as they are closed."""
-    from gpubench.bench.runner import CaseRun, RepeatPolicy
+    from gpubench.bench.core.runner import CaseRun, RepeatPolicy
     from gpubench.results.model import ResultStatus
 
     calls = []

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpubench.bench import numa
+from gpubench.bench.engines import numa
 
 MIB = 1 << 20
 

@@ -61,7 +61,7 @@ def test_piped_tables_show_every_cell_in_full(capsys, monkeypatch):
 
 
 def test_piped_messages_on_stderr_are_not_wrapped(capsys, monkeypatch):
-    from gpubench.report.progress import StderrProgress
+    from gpubench.cli.progress import StderrProgress
 
     monkeypatch.delenv("COLUMNS", raising=False)
     message = "planned 10 case(s) in 3 benchmark(s), 3 rounds each; " + "waived: " + ", ".join(["memcpy", "p2p", "gds", "hmm"] * 5)

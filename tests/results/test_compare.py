@@ -130,7 +130,7 @@ def test_threshold_is_validated() -> None:
 def test_a_benchmark_waived_whole_is_a_lost_capability_for_each_case_it_ran():
     from dataclasses import replace as _replace
 
-    from gpubench.bench.runner import waived_result
+    from gpubench.bench.core.runner import waived_result
     from gpubench.results.model import Verdict
 
     samples = (10.0, 10.5, 9.8, 10.1, 10.3)

@@ -91,7 +91,7 @@ def test_calibrate_json_reports_overhead_and_control(runner):
 
 def test_calibrate_without_any_source_is_a_user_error(monkeypatch, tmp_path):
     from gpubench.errors import UserError
-    from gpubench.telemetry.calibrate import calibrate
+    from gpubench.calibrate.telemetry import calibrate
     from gpubench.telemetry.session import open_telemetry
 
     monkeypatch.setattr(samplers_mod.CpuFreqSampler, "open", classmethod(lambda cls: (_ for _ in ()).throw(SamplerUnavailable("none"))))
@@ -132,7 +132,7 @@ def test_record_and_calibrate_say_the_rate_each_source_runs_at(runner, tmp_path,
     assert res.exit_code == 0, res.output
     assert res.stderr.splitlines()[0] == "recording 0.1 s: thermometer at 100 Hz, slowclock at 1 Hz (its cap)"
 
-    import gpubench.telemetry.calibrate as calibrate_mod
+    import gpubench.calibrate.telemetry as calibrate_mod
 
     monkeypatch.setattr(calibrate_mod, "open_telemetry", lambda profile, hz: Telemetry([SlowClock()], hz))
     res = runner.invoke(app, ["calibrate", "telemetry", "--seconds", "0.05", "--rounds", "1", "--hz", "20"])

@@ -1,8 +1,8 @@
 """The one small protocol every benchmark family implements (one module per family).
 
-A benchmark never prints and never stores: the run pipeline (gpubench.bench.runner) plans it,
+A benchmark never prints and never stores: the run pipeline (gpubench.bench.core.runner) plans it,
 repeats it, times out, stores and reports. Adding a family touches one file plus one line in
-gpubench.bench.registry.
+gpubench.bench.core.registry.
 """
 
 from __future__ import annotations

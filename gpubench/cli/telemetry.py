@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from gpubench.cli_common import JsonOpt, emit_json
+from gpubench.cli.common import JsonOpt, emit_json
 from gpubench.errors import Interrupted, UserError
 
 MAX_RECORD_S = 7 * 24 * 3600.0
@@ -140,7 +140,7 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
         as_json: bool = JsonOpt,
     ) -> None:
         """Measure what telemetry sampling costs: the same fixed work with and without it, interleaved in one run."""
-        from gpubench.telemetry.calibrate import calibrate
+        from gpubench.calibrate.telemetry import calibrate
 
         result = calibrate(seconds, rounds, hz, workload, progress=lambda m: typer.echo(m, err=True))
         if as_json:

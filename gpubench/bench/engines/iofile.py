@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from gpubench.bench import params
-from gpubench.bench.interface import Waived
+from gpubench.bench.core import params
+from gpubench.bench.core.interface import Waived
 
 PATTERNS = ("read", "write", "randread", "randwrite", "randrw")
 SCRATCH_PREFIX = "gpubench-io-"

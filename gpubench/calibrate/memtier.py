@@ -1,6 +1,6 @@
 """Calibrate memtier against C: the same triad and pointer chase, built with the system compiler.
 
-The C reference (gpubench/bench/csrc/memtier_ref.c) is compiled with `cc -O3 -fopenmp
+The C reference (gpubench/bench/engines/csrc/memtier_ref.c) is compiled with `cc -O3 -fopenmp
 -march=native` into a temporary directory and started once as a server; gpubench's side runs through
 the memtier benchmark's own prepare(), so what is calibrated is what the benchmark measures. Both
 sides get the same array and chase sizes, thread count, CPU set, memory node (the C process starts
@@ -25,8 +25,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-from gpubench.bench import memtier, numa
-from gpubench.bench.interface import BenchFailure, Context, Sample
+from gpubench.bench import memtier
+from gpubench.bench.engines import numa
+from gpubench.bench.core.interface import BenchFailure, Context, Sample
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
 
@@ -122,7 +123,7 @@ class Calibration:
 
 
 def c_source() -> str:
-    return resources.files("gpubench.bench").joinpath("csrc/memtier_ref.c").read_text()
+    return resources.files("gpubench.bench.engines").joinpath("csrc/memtier_ref.c").read_text()
 
 
 def compiler() -> str:

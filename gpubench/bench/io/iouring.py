@@ -4,7 +4,7 @@ Both run in the same harness so the comparison is fair: the same scratch file, o
 size and latency accounting; only the engine differs. A job is one process with one ring (or,
 for psync, `qd` threads); jobs > 1 run in separate processes and their figures are merged:
 throughputs add up, latency histograms add up. The liburing binding is used only through
-gpubench.bench.uring, and only after the probe loaded it safely in a child process.
+gpubench.bench.engines.uring, and only after the probe loaded it safely in a child process.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
-from gpubench.bench import iofile
-from gpubench.bench.interface import BenchFailure, Case, Context, Sample, Waived
-from gpubench.bench.iofile import JobSpec, JobTotals, LatencyHistogram
-from gpubench.bench.params import FALSE_WORDS, TRUE_WORDS, check_options, parse_bool, parse_size
+from gpubench.bench.engines import iofile
+from gpubench.bench.core.interface import BenchFailure, Case, Context, Sample, Waived
+from gpubench.bench.engines.iofile import JobSpec, JobTotals, LatencyHistogram
+from gpubench.bench.core.params import FALSE_WORDS, TRUE_WORDS, check_options, parse_bool, parse_size
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile, Status
 
@@ -465,7 +465,7 @@ class _Measure:
             if problem:
                 raise BenchFailure(f"verify failed: {problem}")
         if p.vs_fio and self.fio is None:
-            from gpubench.bench import fio
+            from gpubench.bench.engines import fio
 
             unverified = ", without verification (fio cannot check gpubench's pattern)" if p.verify else ""
             self.ctx.progress(f"running the same job through fio (io_uring and psync){unverified}")
@@ -537,7 +537,7 @@ def _job_specs(p: IoParams, spec: JobSpec) -> list[JobSpec]:
 
 def _open_engine(engine: str, spec: JobSpec):
     if engine == "iouring":
-        from gpubench.bench.uring import UringJob
+        from gpubench.bench.engines.uring import UringJob
 
         return UringJob(spec)
     return PsyncJob(spec)
@@ -565,7 +565,7 @@ def _no_space(path: str) -> str:
 
 class _Jobs:
     """The jobs of one case. One job runs in this process; more run as child processes
-    (`python -m gpubench.bench.iouring job`), each talking over its own socket."""
+    (`python -m gpubench.bench.io.iouring job`), each talking over its own socket."""
 
     def __init__(self, p: IoParams, spec: JobSpec, fstype: str):
         self.p, self.fstype = p, fstype
@@ -636,7 +636,7 @@ def _start_child() -> tuple[subprocess.Popen, Connection]:
     ours, theirs = socket.socketpair()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gpubench.bench.iouring", "job", str(theirs.fileno())],
+            [sys.executable, "-m", "gpubench.bench.io.iouring", "job", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
         )
     except BaseException:
@@ -748,7 +748,7 @@ class PsyncJob:
                 ready: Callable[[], int] = time.perf_counter_ns) -> tuple[JobTotals, int, int]:
         """One thread's I/O, from when `ready` returns the start line (perf_counter ns) until
         `seconds` after it; its totals, and when it started and ended."""
-        from gpubench.bench.iofile import block_problem, offsets, pattern_block, primed, read_choices
+        from gpubench.bench.engines.iofile import block_problem, offsets, pattern_block, primed, read_choices
 
         fd, bs, verify = self.fd, spec.block_size, spec.verify
         buf = iofile.aligned_buffer(bs)
@@ -801,5 +801,5 @@ class PsyncJob:
 
 if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] != "job":
-        sys.exit("usage: python -m gpubench.bench.iouring job FD (started by the iouring and psync benchmarks)")
+        sys.exit("usage: python -m gpubench.bench.io.iouring job FD (started by the iouring and psync benchmarks)")
     _job_process(int(sys.argv[2]))

@@ -1,7 +1,7 @@
 """Every use of the PyPI `liburing` binding lives in this module.
 
 The binding is native code that can kill the process (SIGILL on CPUs without the instructions a
-wheel was built for), so gpubench imports it only after `python -m gpubench.bench.uring selftest`
+wheel was built for), so gpubench imports it only after `python -m gpubench.bench.engines.uring selftest`
 succeeded in a child process (see gpubench.probe.iouring). Named constants are not relied on:
 builds made with recent Cython lack them, so the kernel's uapi numbers are used.
 """
@@ -153,7 +153,7 @@ class UringJob:
     def __init__(self, spec, setup_flags: int | None = None):
         liburing = load_liburing()
 
-        from gpubench.bench.iofile import aligned_buffer, pattern_block
+        from gpubench.bench.engines.iofile import aligned_buffer, pattern_block
 
         self.L = liburing
         self.spec = spec
@@ -174,7 +174,7 @@ class UringJob:
             for ud in range(1, qd + 1):
                 self.sqes[ud].user_data = ud
             self._register()
-            from gpubench.bench.iofile import offsets, primed, read_choices
+            from gpubench.bench.engines.iofile import offsets, primed, read_choices
 
             self.next_offset = primed(offsets(spec))
             self.next_is_read = primed(read_choices(spec))
@@ -246,7 +246,7 @@ class UringJob:
 
     def run(self, seconds: float, io_limit: int = 0, generation: int = 1, reap_batch: int = 0):
         """Keep queue_depth I/Os in flight for `seconds` (or until io_limit bytes were issued),
-        then drain. Returns gpubench.bench.iofile.JobTotals.
+        then drain. Returns gpubench.bench.engines.iofile.JobTotals.
 
         Latency of an I/O is its completion latency as the loop sees it: from the clock read just
         before the io_uring_enter that submitted it to the clock read just after the wake-up that
@@ -263,7 +263,7 @@ class UringJob:
         folds into the histogram."""
         import array
 
-        from gpubench.bench.iofile import JobTotals, LatencyHistogram, io_count, io_error
+        from gpubench.bench.engines.iofile import JobTotals, LatencyHistogram, io_count, io_error
 
         L, spec = self.L, self.spec
         ring, sqes, fixed_bufs, iovs, fd = self.ring, self.sqes, self.fixed_bufs, self.iovs, self.file_arg
@@ -387,7 +387,7 @@ class UringJob:
 
     def _run_general(self, seconds: float, io_limit: int, generation: int, reap_batch: int):
         """Any mix of reads and writes, with or without verify."""
-        from gpubench.bench.iofile import (
+        from gpubench.bench.engines.iofile import (
             JobTotals, LatencyHistogram, block_problem, io_count, io_error, pattern_block,
         )
 
@@ -535,7 +535,7 @@ def _memlock_text() -> str:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["selftest"]:
-        sys.exit("usage: python -m gpubench.bench.uring selftest")
+        sys.exit("usage: python -m gpubench.bench.engines.uring selftest")
     try:
         print(json.dumps(selftest()))
     except OSError as e:  # e.g. io_uring disabled: the ring cannot be created

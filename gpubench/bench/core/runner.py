@@ -11,9 +11,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from gpubench.bench import hostspeed, registry
-from gpubench.bench.interface import BenchFailure, Benchmark, Case, Context, Sample, Waived
-from gpubench.bench.params import check_options
+from gpubench.bench.core import hostspeed
+from gpubench.bench.core import registry
+from gpubench.bench.core.interface import BenchFailure, Benchmark, Case, Context, Sample, Waived
+from gpubench.bench.core.params import check_options
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
 from gpubench.results.model import HOST_SPEED_KEY, ROUND_KEY, ROUNDS_SECONDS_KEY, WHOLE_BENCHMARK, Result, ResultStatus

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from typing import Any, Callable
 
-from gpubench.bench.interface import BenchFailure, Sample, Waived
-from gpubench.bench.params import parse_int, parse_sizes, split_items
+from gpubench.bench.core.interface import BenchFailure, Sample, Waived
+from gpubench.bench.core.params import parse_int, parse_sizes, split_items
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile, Status
 

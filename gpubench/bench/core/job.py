@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from gpubench.bench.interface import Context, Sample
-from gpubench.bench.runner import CaseRun, Planned, RepeatPolicy, merge_round, plan, scratch_dir, waived_result
+from gpubench.bench.core.interface import Context, Sample
+from gpubench.bench.core.runner import CaseRun, Planned, RepeatPolicy, merge_round, plan, scratch_dir, waived_result
 from gpubench.errors import UserError
 from gpubench.probe import Profile, Source, probe
 from gpubench.results.metadata import capture

@@ -35,9 +35,9 @@ from contextlib import ExitStack, contextmanager
 from itertools import permutations
 from typing import Any, Callable, ClassVar, Iterator
 
-from gpubench.bench.params import check_options, format_size, parse_choices, parse_int
-from gpubench.bench import gpu_common as g
-from gpubench.bench.interface import Case, Context, Sample, Waived
+from gpubench.bench.core.params import check_options, format_size, parse_choices, parse_int
+from gpubench.bench.gpu import common as g
+from gpubench.bench.core.interface import Case, Context, Sample, Waived
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
 

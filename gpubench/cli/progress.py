@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from gpubench.bench.interface import Sample
-from gpubench.bench.runner import Planned
-from gpubench.job import Progress as JobProgress
+from gpubench.bench.core.interface import Sample
+from gpubench.bench.core.runner import Planned
+from gpubench.bench.core.job import Progress as JobProgress
 from gpubench.report import formats
 from gpubench.report.terminal import stderr_console
 from gpubench.results.model import WHOLE_BENCHMARK, Result, ResultStatus

@@ -50,10 +50,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
-from gpubench.bench.params import check_options, format_size, parse_bool, parse_choices, parse_ints, parse_sizes
-from gpubench.bench import gpu_common as g
-from gpubench.bench import iofile
-from gpubench.bench.interface import BenchFailure, Case, Context, Sample, Waived
+from gpubench.bench.core.params import check_options, format_size, parse_bool, parse_choices, parse_ints, parse_sizes
+from gpubench.bench.gpu import common as g
+from gpubench.bench.engines import iofile
+from gpubench.bench.core.interface import BenchFailure, Case, Context, Sample, Waived
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
 

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from gpubench.cli_common import JsonOpt, emit_json
+from gpubench.cli.common import JsonOpt, emit_json
 from gpubench.errors import UserError
 from gpubench.files import check_output_path, write_user_file
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from gpubench.cli_common import JsonOpt, emit_json
+from gpubench.cli.common import JsonOpt, emit_json
 
 
 def calibrate_memtier_command(
@@ -22,7 +22,7 @@ def calibrate_memtier_command(
 
     Same sizes, threads, CPUs, memory node and huge-page advice on both sides; rounds alternate
     which side goes first. Goals: triad at least 0.9x of C, latency within 10% of C."""
-    from gpubench.bench.calibrate_memtier import calibrate
+    from gpubench.calibrate.memtier import calibrate
     from gpubench.probe import Source, probe
     from gpubench.report.terminal import stderr_console
 

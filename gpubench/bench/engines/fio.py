@@ -158,7 +158,7 @@ def run_fio(job: FioJob, fio: str | None = None, timeout: float | None = None) -
 def job_for(params: Any, filename: str, span: int, seconds: float, ioengine: str) -> FioJob:
     """The fio job matching a gpubench iouring/psync case (an IoParams). Where gpubench's jobs
     work on regions of the file of their own (iofile.regions), so do fio's."""
-    from gpubench.bench import iofile
+    from gpubench.bench.engines import iofile
 
     psync = ioengine == "psync"
     numjobs = params.jobs * (params.qd if psync and params.engine == "psync" else 1)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from gpubench.cli_common import JsonOpt, emit_json
+from gpubench.cli.common import JsonOpt, emit_json
 
 
 def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
@@ -21,8 +21,8 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
     ) -> None:
         """gpubench/fio throughput ratios for 4 KiB randread QD32 (warm page cache and O_DIRECT) and
         128 KiB sequential read QD8 O_DIRECT, with one job and with one job per core."""
-        from gpubench.bench.calibrate_iouring import calibrate, calibration_table
-        from gpubench.bench.params import parse_size
+        from gpubench.calibrate.iouring import calibrate, calibration_table
+        from gpubench.bench.core.params import parse_size
         from gpubench.report.terminal import stdout_console
 
         result = calibrate(runtime, rounds, directory, parse_size("calibrate iouring", "--size", size, default_unit=""),

@@ -22,9 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from gpubench.bench import fio, iofile
-from gpubench.bench.interface import BenchFailure, Context, Waived
-from gpubench.bench.iouring import IoUring
+from gpubench.bench.engines import fio
+from gpubench.bench.engines import iofile
+from gpubench.bench.core.interface import BenchFailure, Context, Waived
+from gpubench.bench.io.iouring import IoUring
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
 

@@ -35,9 +35,9 @@ import time
 from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, ClassVar, Iterator
 
-from gpubench.bench.params import check_options, format_size, parse_choices
-from gpubench.bench import gpu_common as g
-from gpubench.bench.interface import BenchFailure, Case, Context, Sample, Waived
+from gpubench.bench.core.params import check_options, format_size, parse_choices
+from gpubench.bench.gpu import common as g
+from gpubench.bench.core.interface import BenchFailure, Case, Context, Sample, Waived
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
 

@@ -14,7 +14,7 @@ try:  # recent typer vendors click
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
-from gpubench.cli_common import JsonOpt, emit_json
+from gpubench.cli.common import JsonOpt, emit_json
 from gpubench.errors import Interrupted, UserError
 
 app = typer.Typer(
@@ -129,9 +129,9 @@ def run(
     list of the N runs.
     Exit status: 0 all ran (or were waived), 1 a case failed, bad input or no report, 2 usage,
     130 interrupted."""
-    from gpubench.bench.runner import parse_params, select
-    from gpubench.job import JobOptions, run_job
-    from gpubench.report.progress import StderrProgress
+    from gpubench.bench.core.runner import parse_params, select
+    from gpubench.bench.core.job import JobOptions, run_job
+    from gpubench.cli.progress import StderrProgress
     from gpubench.results.model import ResultStatus, RunStatus
     from gpubench.results.store import default_db_path
 
@@ -233,10 +233,10 @@ app.add_typer(calibrate_app, name="calibrate")
 # Modules that add their own commands with register(app, calibrate_app); each keeps heavy imports
 # inside its commands.
 COMMAND_MODULES: tuple[str, ...] = (
-    "gpubench.cli_history",
-    "gpubench.cli_calibrate",
-    "gpubench.cli_calibrate_memtier",
-    "gpubench.cli_telemetry",
+    "gpubench.cli.history",
+    "gpubench.cli.calibrate",
+    "gpubench.cli.calibrate_memtier",
+    "gpubench.cli.telemetry",
 )
 
 
