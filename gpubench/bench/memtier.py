@@ -42,7 +42,8 @@ from gpubench.bench.core.interface import BenchFailure, Case, Context, Sample, W
 from gpubench.bench.core.params import check_options, parse_bool, parse_choices, parse_int, parse_size, split_items
 from gpubench.errors import UserError
 from gpubench.probe.checks import compact_ranges
-from gpubench.probe.model import Profile, Status
+from gpubench.probe.model import Profile
+from gpubench.probe.views import HmatFigures, NumaNode, NumaView
 
 MIB = 1 << 20
 STREAM_KERNELS = ("copy", "scale", "add", "triad")
@@ -51,7 +52,6 @@ KERNELS = STREAM_KERNELS + ("chase",)
 STORES = ("streaming", "plain")
 BENCH = "memtier"
 OPTIONS = ("size", "chase_size", "threads", "kernels", "nodes", "cpu_nodes", "hops", "stores", "best_of", "hugepages")
-HMAT_KEYS = ("read_bandwidth_mbps", "write_bandwidth_mbps", "read_latency_ns", "write_latency_ns")
 
 # size -> (floor of one STREAM array, multiple of the node's last-level caches); the larger wins
 ARRAY_SIZE = {"quick": (64 * MIB, 2), "default": (256 * MIB, 4), "full": (1024 * MIB, 8)}
@@ -63,36 +63,20 @@ CHASE_SEED = 0x6D656D74  # fixed, so every run walks the same permutation
 
 
 @dataclass(frozen=True)
-class MemNode:
-    id: int
-    cpus: tuple[int, ...]
-    has_cpu: bool
-    mem_total_kb: int | None
-    mem_free_kb: int | None
-    tier: int | None
-    hmat: dict[str, Any] | None
-    distances: tuple[int, ...] = ()
-
-    @property
-    def has_memory(self) -> bool:
-        return self.mem_total_kb is None or self.mem_total_kb > 0
-
-
-@dataclass(frozen=True)
 class Topology:
-    nodes: tuple[MemNode, ...]
+    nodes: tuple[NumaNode, ...]
     source: str  # "probe" or "fallback: <why>"
     demotion_enabled: bool | None = None
 
-    def node(self, node_id: int) -> MemNode | None:
+    def node(self, node_id: int) -> NumaNode | None:
         return next((n for n in self.nodes if n.id == node_id), None)
 
     @property
-    def cpu_nodes(self) -> list[MemNode]:
+    def cpu_nodes(self) -> list[NumaNode]:
         return [n for n in self.nodes if n.has_cpu and n.cpus]
 
     @property
-    def memory_nodes(self) -> list[MemNode]:
+    def memory_nodes(self) -> list[NumaNode]:
         return [n for n in self.nodes if n.has_memory]
 
     def describe_ids(self) -> str:
@@ -102,26 +86,13 @@ class Topology:
 def topology(profile: Profile) -> Topology:
     """The NUMA nodes from the probe's "numa nodes" capability; node 0 with this process's CPUs when
     the probe could not tell."""
-    cap = profile.get("numa nodes")
-    raw = cap.details.get("nodes") if cap is not None else None
-    if cap is not None and cap.status is not Status.UNKNOWN and raw:
-        nodes = tuple(
-            MemNode(
-                id=int(n["id"]),
-                cpus=tuple(int(c) for c in n.get("cpus") or ()),
-                has_cpu=bool(n.get("has_cpu", bool(n.get("cpus")))),
-                mem_total_kb=n.get("mem_total_kb"),
-                mem_free_kb=n.get("mem_free_kb"),
-                tier=n.get("tier"),
-                hmat=dict(n["hmat"]) if n.get("hmat") else None,
-                distances=tuple(int(d) for d in n.get("distances") or ()),
-            )
-            for n in raw
-        )
-        return Topology(nodes, "probe", cap.details.get("demotion_enabled"))
+    view = NumaView.from_profile(profile)
+    if view.nodes:
+        return Topology(view.nodes, "probe", view.demotion_enabled)
+    cap = view.verdict
     why = "the probe found no NUMA nodes" if cap is None else f"the probe could not read the NUMA nodes ({cap.why or cap.status.value})"
     free_kb = _live_node_free_kb(0)
-    node0 = MemNode(0, tuple(sorted(os.sched_getaffinity(0))), True, None, free_kb, None, None)
+    node0 = NumaNode(0, tuple(sorted(os.sched_getaffinity(0))), True, None, free_kb, None, None)
     return Topology((node0,), f"fallback: {why}; measuring node 0 with this process's CPUs")
 
 
@@ -244,7 +215,7 @@ def _plan(topo: Topology, size: str, options: dict[str, str]) -> Plan:
     )
 
 
-def _check_fits(option: str, given: bool, needed: int, node: MemNode, what: str) -> None:
+def _check_fits(option: str, given: bool, needed: int, node: NumaNode, what: str) -> None:
     if node.mem_free_kb is None or needed <= node.mem_free_kb * 1024:
         return
     hint = f"lower {option}" if given else f"set a smaller --param memtier.{option}"
@@ -253,22 +224,25 @@ def _check_fits(option: str, given: bool, needed: int, node: MemNode, what: str)
     )
 
 
-def _tier_params(topo: Topology, mem: MemNode, cpu: MemNode, kernel: str) -> dict[str, Any]:
-    hmat = mem.hmat or {}
+def _tier_params(topo: Topology, mem: NumaNode, cpu: NumaNode, kernel: str) -> dict[str, Any]:
+    hmat = mem.hmat or HmatFigures()
     column = sorted(n.id for n in topo.nodes).index(cpu.id)  # a node's distance file lists the online nodes in order
     out: dict[str, Any] = {
         "mem_tier": mem.tier,
         "mem_has_cpu": mem.has_cpu,
         "distance": mem.distances[column] if column < len(mem.distances) else None,
-        **{f"hmat_{k}": hmat.get(k) for k in HMAT_KEYS},
-        "hmat_initiators": list(hmat.get("initiators") or []) or None,
+        "hmat_read_bandwidth_mbps": hmat.read_bandwidth_mbps,
+        "hmat_write_bandwidth_mbps": hmat.write_bandwidth_mbps,
+        "hmat_read_latency_ns": hmat.read_latency_ns,
+        "hmat_write_latency_ns": hmat.write_latency_ns,
+        "hmat_initiators": list(hmat.initiators) or None,
     }
     if kernel == "chase":
-        advertised = hmat.get("read_latency_ns")
+        advertised = hmat.read_latency_ns
         out["advertised"] = float(advertised) if advertised is not None else None
         out["advertised_what"] = "HMAT access0 read latency (ns)" if advertised is not None else None
     else:
-        advertised = hmat.get("read_bandwidth_mbps")
+        advertised = hmat.read_bandwidth_mbps
         out["advertised"] = advertised / 1000.0 if advertised is not None else None
         out["advertised_what"] = "HMAT access0 read bandwidth (GB/s)" if advertised is not None else None
     out["topology"] = topo.source

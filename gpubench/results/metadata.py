@@ -12,6 +12,7 @@ from typing import Any
 
 from gpubench import __version__
 from gpubench.probe.model import Profile
+from gpubench.probe.views import GpuView, KernelView
 
 PACKAGES = ("numpy", "numba", "scipy", "liburing", "cupy-cuda12x", "cupy-cuda13x", "kvikio-cu12", "kvikio-cu13",
             "nvidia-ml-py", "psutil", "typer", "rich")
@@ -59,13 +60,13 @@ def _packages() -> dict[str, str]:
 def capture(profile: Profile, label: str) -> dict[str, Any]:
     import psutil
 
-    gpus = profile.detail("gpus", "devices", []) or []
-    nvidia = profile.get("nvidia driver")
+    gpus = GpuView.from_profile(profile)
+    kernel = KernelView.from_profile(profile)
     return {
         "label": label,
         "hostname": socket.gethostname(),
-        "kernel": profile.detail("kernel", "release") or platform.release(),
-        "cmdline": profile.detail("kernel", "cmdline"),
+        "kernel": kernel.release or platform.release(),
+        "cmdline": kernel.cmdline,
         "distro": _distro(),
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
@@ -76,9 +77,9 @@ def capture(profile: Profile, label: str) -> dict[str, Any]:
         "memory_bytes": psutil.virtual_memory().total,
         "thp": _bracketed(_read("/sys/kernel/mm/transparent_hugepage/enabled")),
         "numa_nodes": _read("/sys/devices/system/node/online"),
-        "gpus": [g.get("model") or g.get("pci") for g in gpus],
-        "nvidia_driver": nvidia.details.get("version") if nvidia else None,
-        "cuda_driver": nvidia.details.get("cuda_version") if nvidia else None,
+        "gpus": [g.model or g.pci for g in gpus.others],
+        "nvidia_driver": gpus.driver_version,
+        "cuda_driver": gpus.cuda_driver_version,
         "python": sys.version.split()[0],
         "packages": _packages(),
         "gpubench": __version__,

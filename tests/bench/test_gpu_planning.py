@@ -30,6 +30,7 @@ from gpubench.bench.core.interface import Case, Context, Waived
 from gpubench.errors import UserError
 from gpubench.probe import Source, nvidia, probe
 from gpubench.probe.model import Profile
+from gpubench.probe.views import GpuDevice
 
 PROBES = Path(__file__).resolve().parents[2] / "probes"
 SERVER = PROBES / "nvidia-multigpu"
@@ -142,7 +143,7 @@ def test_one_gpu_waives_p2p_only(tmp_path, with_cupy):
     root = copy_server(tmp_path)
     keep_one_gpu(root)
     one = profile_of(root)
-    assert gpu_common.nvidia_gpus(one) == [gpu_common.GpuInfo(0, H100_PCI[0], "NVIDIA H100 80GB HBM3")]
+    assert gpu_common.nvidia_gpus(one) == [GpuDevice(0, H100_PCI[0], "NVIDIA H100 80GB HBM3")]
     assert p2p.P2P().requires(one) == "needs >= 2 GPUs (probe: 1 NVIDIA GPU)"
     for bench in (memcpy.Memcpy(), gds.Gds(), hmm.Hmm()):
         assert bench.requires(one) is None, bench.key

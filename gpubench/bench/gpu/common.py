@@ -23,6 +23,7 @@ from gpubench.bench.core.interface import BenchFailure, Sample, Waived
 from gpubench.bench.core.params import parse_int, parse_sizes, split_items
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile, Status
+from gpubench.probe.views import GpuDevice, GpuView
 
 MIB, GIB = 1 << 20, 1 << 30
 # the packages of the gpu and gpu-cu13 extras (pyproject.toml), named: PyPI's "gpubench" is another project
@@ -46,21 +47,9 @@ DEV_ATTR_CONCURRENT_MANAGED_ACCESS = 89
 
 # --- what the probe says ---------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class GpuInfo:
-    index: int  # position in the probe's NVIDIA GPU list (PCI order)
-    pci: str | None
-    model: str | None
-
-
-def nvidia_gpus(profile: Profile) -> list[GpuInfo]:
-    """The NVIDIA GPUs the probe found: from "gpus" (every vendor, sorted by PCI address), else
-    from the NVIDIA driver's own list."""
-    devices = [d for d in profile.detail("gpus", "devices") or [] if isinstance(d, dict) and d.get("vendor") == "nvidia"]
-    if not devices:
-        devices = [d for d in profile.detail("nvidia driver", "gpus") or [] if isinstance(d, dict)]
-        devices.sort(key=lambda d: str(d.get("pci") or ""))
-    return [GpuInfo(i, d.get("pci"), d.get("model")) for i, d in enumerate(devices)]
+def nvidia_gpus(profile: Profile) -> list[GpuDevice]:
+    """The NVIDIA GPUs the probe found, in PCI address order: the numbering every GPU benchmark uses."""
+    return list(GpuView.from_profile(profile).nvidia)
 
 
 def cupy_missing() -> str | None:
@@ -79,22 +68,20 @@ def kvikio_missing() -> str | None:
 def gpu_waiver(profile: Profile, minimum: int = 1) -> str | None:
     """None when the probed machine has `minimum` NVIDIA GPUs with a loaded driver and CuPy is
     installed; otherwise why a GPU benchmark cannot run."""
-    gpus = nvidia_gpus(profile)
+    view = GpuView.from_profile(profile)
+    gpus = view.nvidia
     if not gpus:
-        cap = profile.get("gpus")
-        state = cap.status.value if cap is not None else "not probed"
-        others = [d for d in profile.detail("gpus", "devices") or [] if isinstance(d, dict)]
-        seen = f"; found only {', '.join(str(d.get('vendor') or '?') for d in others)}" if others else ""
+        state = view.inventory.status.value if view.inventory is not None else "not probed"
+        seen = f"; found only {', '.join(o.vendor or '?' for o in view.others)}" if view.others else ""
         return f"no NVIDIA GPU found (probe: gpus = {state}{seen})"
-    driver = profile.get("nvidia driver")
-    if driver is not None and driver.status is Status.NO:
-        return f"the NVIDIA driver is not loaded (probe: nvidia driver = no: {driver.why})"
+    if view.driver is not None and view.driver.status is Status.NO:
+        return f"the NVIDIA driver is not loaded (probe: nvidia driver = no: {view.driver.why})"
     if len(gpus) < minimum:
         return f"needs >= {minimum} GPUs (probe: {len(gpus)} NVIDIA GPU{'s' if len(gpus) != 1 else ''})"
     return cupy_missing()
 
 
-def parse_gpus(bench: str, option: str, text: str, gpus: list[GpuInfo]) -> list[int]:
+def parse_gpus(bench: str, option: str, text: str, gpus: list[GpuDevice]) -> list[int]:
     """GPU indices (probe order), each checked against the GPUs the probe found."""
     out = []
     for item in split_items(text):
@@ -109,7 +96,7 @@ def parse_gpus(bench: str, option: str, text: str, gpus: list[GpuInfo]) -> list[
     return list(dict.fromkeys(out))
 
 
-def gpu_params(gpu: GpuInfo) -> dict[str, Any]:
+def gpu_params(gpu: GpuDevice) -> dict[str, Any]:
     return {"gpu": gpu.index, "gpu_pci": gpu.pci, "gpu_model": gpu.model}
 
 

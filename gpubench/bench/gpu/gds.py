@@ -56,6 +56,7 @@ from gpubench.bench.engines import iofile
 from gpubench.bench.core.interface import BenchFailure, Case, Context, Sample, Waived
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
+from gpubench.probe.views import GdsView
 
 BENCH = "gds"
 OPTIONS = ("sizes", "threads", "task_sizes", "ops", "caches", "baseline", "iterations", "gpu", "target", "drop_cache")
@@ -181,7 +182,7 @@ def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
         raise UserError(f"{BENCH}: target {target}: no such directory (gds writes its own scratch file there)")
 
     common = {**g.gpu_params(gpus[gpu]), "iterations": iterations, "target": target,
-              "probe_path": profile.detail("gpudirect storage", "path")}
+              "probe_path": GdsView.from_profile(profile).path}
     cases = []
     for nbytes in sizes:
         for nthreads in threads:
@@ -215,7 +216,7 @@ class Gds:
         reason = g.gpu_waiver(profile, 1)
         if reason:
             return reason
-        if profile.detail("gpudirect storage", "kvikio") is False:
+        if GdsView.from_profile(profile).kvikio is False:
             return f"KvikIO is not installed (probe: gpudirect storage, kvikio = no): {g.INSTALL_HINT}"
         return g.kvikio_missing()
 

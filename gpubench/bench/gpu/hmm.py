@@ -40,6 +40,7 @@ from gpubench.bench.gpu import common as g
 from gpubench.bench.core.interface import BenchFailure, Case, Context, Sample, Waived
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
+from gpubench.probe.views import HmmView
 
 BENCH = "hmm"
 OPTIONS = ("sizes", "iterations", "gpu", "placements")
@@ -68,14 +69,13 @@ extern "C" __global__ void gpubench_read_sum(const uint4* __restrict__ src, unsi
 
 def system_memory_waiver(profile: Profile) -> str | None:
     """None when the probe found HMM or ATS active; otherwise why plain system memory is not tried."""
-    cap = profile.get("hmm")
-    if cap is None:
+    view = HmmView.from_profile(profile)
+    if view.verdict is None:
         return "plain system memory needs HMM or ATS, and the probe did not check for them (probe area hmm)"
-    active, mode = cap.details.get("active"), cap.details.get("mode")
-    if active is True and mode in ("hmm", "ats"):
+    if view.mode is not None:
         return None
-    why = f": {cap.why}" if cap.why else ""
-    return f"plain system memory needs HMM or ATS, which the probe did not find active (probe: hmm = {cap.status.value}{why})"
+    why = f": {view.verdict.why}" if view.verdict.why else ""
+    return f"plain system memory needs HMM or ATS, which the probe did not find active (probe: hmm = {view.verdict.status.value}{why})"
 
 
 def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
@@ -86,8 +86,7 @@ def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
         raise UserError(f"{BENCH}: the probe found no NVIDIA GPU")
     gpu = g.parse_gpus(BENCH, "gpu", options["gpu"], gpus)[0] if "gpu" in options else 0
     placements = parse_choices(BENCH, "placements", options["placements"], PLACEMENTS) if "placements" in options else list(PLACEMENTS)
-    cap = profile.get("hmm")
-    hmm_mode = cap.details.get("mode") if cap is not None and cap.details.get("active") is True else None
+    hmm_mode = HmmView.from_profile(profile).mode
     cases = []
     for nbytes in sizes:
         for placement in placements:

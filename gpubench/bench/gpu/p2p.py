@@ -40,6 +40,7 @@ from gpubench.bench.gpu import common as g
 from gpubench.bench.core.interface import Case, Context, Sample, Waived
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
+from gpubench.probe.views import GpuDevice, GpuView
 
 BENCH = "p2p"
 OPTIONS = ("sizes", "iterations", "pairs", "kinds", "latency_bytes")
@@ -51,8 +52,7 @@ MAX_LATENCY_BYTES = 1 << 20
 
 def probe_pair_status(profile: Profile, a: int, b: int) -> str | None:
     """What the probe's "gpu p2p" says of a pair ("ok", "not supported", ...), None if nothing."""
-    pairs = profile.detail("gpu p2p", "pairs") or {}
-    return pairs.get(f"{min(a, b)}-{max(a, b)}")
+    return GpuView.from_profile(profile).p2p_status(a, b)
 
 
 def route(status: str | None) -> str:
@@ -108,7 +108,7 @@ def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
     return cases
 
 
-def _pair_cases(profile: Profile, gpus: list[g.GpuInfo], src: int, dst: int, kind: str, sizes: list[int],
+def _pair_cases(profile: Profile, gpus: list[GpuDevice], src: int, dst: int, kind: str, sizes: list[int],
                 iterations: int, latency_bytes: int, size: str) -> list[Case]:
     status = probe_pair_status(profile, src, dst)
     common = {

@@ -29,6 +29,7 @@ from gpubench.bench.engines.iofile import JobSpec, JobTotals, LatencyHistogram
 from gpubench.bench.core.params import FALSE_WORDS, TRUE_WORDS, check_options, parse_bool, parse_size
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile, Status
+from gpubench.probe.views import IoUringView
 
 MAX_QUEUE_DEPTH = 4096  # gpubench's ring ceiling (the kernel itself allows 32768 SQ entries)
 MAX_PSYNC_THREADS = 256
@@ -345,28 +346,25 @@ class Psync(_FileBenchmark):
 
 def iouring_waiver(profile: Profile) -> str | None:
     """Why io_uring cannot be measured on the probed machine, or None."""
-    cap = profile.get("io_uring")
-    if cap is not None:
-        disabled = cap.details.get("disabled")
-        if cap.details.get("config") == "n":
-            return "the kernel was built without io_uring (CONFIG_IO_URING is not set)"
-        if disabled == 2:
-            return ("io_uring is switched off: sysctl kernel.io_uring_disabled = 2 "
-                    "(sysctl -w kernel.io_uring_disabled=0 allows it)")
-        if cap.status is Status.NO:
-            return cap.why or "the probe found io_uring unavailable"
-    binding = profile.get("io_uring binding")
-    if binding is None or binding.status is Status.UNKNOWN:
+    view = IoUringView.from_profile(profile)
+    if view.config == "n":
+        return "the kernel was built without io_uring (CONFIG_IO_URING is not set)"
+    if view.disabled == 2:
+        return ("io_uring is switched off: sysctl kernel.io_uring_disabled = 2 "
+                "(sysctl -w kernel.io_uring_disabled=0 allows it)")
+    if view.kernel is not None and view.kernel.status is Status.NO:
+        return view.kernel.why or "the probe found io_uring unavailable"
+    binding = view.binding
+    if binding is None or not binding.probed:
         why = binding.why if binding is not None else "the probe did not check it"
         return f"the liburing binding was not checked in a child process ({why}); run the iouring probe area"
-    details = binding.details
-    if not details.get("loaded"):
-        reason = details.get("error") or binding.why or "it failed to load"
+    if not view.binding_loaded:
+        reason = view.binding_error or binding.why or "it failed to load"
         return f"the liburing binding cannot be used here: {reason}" + (f" ({binding.fix})" if binding.fix else "")
-    if not details.get("ring"):
-        err = details.get("errno")
-        how = os.strerror(err) if isinstance(err, int) and err else details.get("error", "unknown error")
-        if cap is not None and cap.details.get("disabled") == 1:
+    if not view.binding_ring:
+        err = view.binding_errno
+        how = os.strerror(err) if err else view.binding_error or "unknown error"
+        if view.disabled == 1:
             return (f"no io_uring ring could be created ({how}): sysctl kernel.io_uring_disabled = 1 "
                     f"limits rings to kernel.io_uring_group and CAP_SYS_ADMIN")
         return f"no io_uring ring could be created ({how})"

@@ -1,0 +1,245 @@
+"""What the probe hands the later layers (benchmarks, run metadata, telemetry): small frozen
+views built from a Profile. Each reads one capability's details, the JSON stored with every
+run, so that no later layer names a capability or a detail key of its own.
+
+A view built from a profile that lacks the capability says so (`probed` is False, or its status
+is UNKNOWN) rather than guessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from gpubench.probe.model import Capability, Profile, Status
+
+
+def _details(cap: Capability | None) -> Mapping[str, Any]:
+    return cap.details if cap is not None else {}
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A capability's verdict, without its evidence: what a waiver quotes."""
+
+    name: str
+    status: Status
+    why: str = ""
+    fix: str = ""
+
+    @property
+    def probed(self) -> bool:
+        return self.status is not Status.UNKNOWN
+
+    @classmethod
+    def of(cls, profile: Profile, name: str) -> Verdict | None:
+        cap = profile.get(name)
+        return None if cap is None else cls(cap.name, cap.status, cap.why, cap.fix)
+
+
+# --- kernel -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KernelView:
+    release: str | None
+    cmdline: str | None
+    config_origin: str | None
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> KernelView:
+        d = _details(profile.get("kernel"))
+        return cls(_str(d.get("release")), _str(d.get("cmdline")), _str(d.get("config_origin")))
+
+
+# --- io_uring -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class IoUringView:
+    """The kernel's io_uring support and the Python binding's state, as the probe found them."""
+
+    kernel: Verdict | None  # capability "io_uring"; None when the area was not probed
+    config: str | None  # CONFIG_IO_URING: "y", "n", or None when no config was found
+    disabled: int | None  # kernel.io_uring_disabled: 0, 1, 2; None where the sysctl is absent
+    binding: Verdict | None  # capability "io_uring binding"
+    binding_loaded: bool
+    binding_ring: bool  # a ring could be created
+    binding_error: str | None
+    binding_errno: int | None
+    binding_version: str | None
+    opcodes: tuple[int, ...]
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> IoUringView:
+        kd = _details(profile.get("io_uring"))
+        bd = _details(profile.get("io_uring binding"))
+        disabled = _int(kd.get("disabled"))
+        return cls(
+            kernel=Verdict.of(profile, "io_uring"),
+            config=_str(kd.get("config")),
+            disabled=disabled if disabled in (0, 1, 2) else None,
+            binding=Verdict.of(profile, "io_uring binding"),
+            binding_loaded=bd.get("loaded") is True,
+            binding_ring=bd.get("ring") is True,
+            binding_error=_str(bd.get("error")),
+            binding_errno=_int(bd.get("errno")),
+            binding_version=_str(bd.get("version")),
+            opcodes=tuple(op for op in bd.get("opcodes") or () if _int(op) is not None),
+        )
+
+
+# --- GPUs ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GpuDevice:
+    index: int  # place among the probe's NVIDIA GPUs, in PCI address order: the numbering benchmarks use
+    pci: str | None
+    model: str | None
+
+
+@dataclass(frozen=True)
+class OtherGpu:
+    pci: str | None
+    vendor: str | None
+    driver: str | None
+    model: str | None
+
+
+@dataclass(frozen=True)
+class GpuView:
+    """The GPUs the probe found, the NVIDIA driver's state and what it says of GPU pairs."""
+
+    inventory: Verdict | None  # capability "gpus"
+    nvidia: tuple[GpuDevice, ...]
+    others: tuple[OtherGpu, ...]  # every GPU the inventory lists, NVIDIA ones included
+    driver: Verdict | None  # capability "nvidia driver"
+    driver_version: str | None
+    cuda_driver_version: str | None
+    pair_status: Mapping[tuple[int, int], str]  # (low, high) -> NVML's P2P read status ("ok", "not supported", ...)
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> GpuView:
+        devices = [d for d in _details(profile.get("gpus")).get("devices") or () if isinstance(d, dict)]
+        nvidia = [d for d in devices if d.get("vendor") == "nvidia"]
+        driver = _details(profile.get("nvidia driver"))
+        if not nvidia:  # an inventory that could not read PCI: the driver's own list
+            nvidia = sorted((d for d in driver.get("gpus") or () if isinstance(d, dict)), key=lambda d: str(d.get("pci") or ""))
+        pairs: dict[tuple[int, int], str] = {}
+        for key, status in (_details(profile.get("gpu p2p")).get("pairs") or {}).items():
+            a, sep, b = str(key).partition("-")
+            if sep and a.isdigit() and b.isdigit():
+                pairs[(min(int(a), int(b)), max(int(a), int(b)))] = str(status)
+        return cls(
+            inventory=Verdict.of(profile, "gpus"),
+            nvidia=tuple(GpuDevice(i, _str(d.get("pci")), _str(d.get("model"))) for i, d in enumerate(nvidia)),
+            others=tuple(OtherGpu(_str(d.get("pci")), _str(d.get("vendor")), _str(d.get("driver")), _str(d.get("model"))) for d in devices),
+            driver=Verdict.of(profile, "nvidia driver"),
+            driver_version=_str(driver.get("version")),
+            cuda_driver_version=_str(driver.get("cuda_driver_version")),
+            pair_status=pairs,
+        )
+
+    def p2p_status(self, a: int, b: int) -> str | None:
+        """What the probe says of GPUs a and b ("ok", "not supported", ...); None when nothing."""
+        return self.pair_status.get((min(a, b), max(a, b)))
+
+
+@dataclass(frozen=True)
+class HmmView:
+    verdict: Verdict | None  # capability "hmm"
+    active: bool | None  # HMM or ATS confirmed (True), ruled out (False), or not known
+    mode: str | None  # "hmm" or "ats" when active
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> HmmView:
+        d = _details(profile.get("hmm"))
+        active = _bool(d.get("active"))
+        mode = _str(d.get("mode"))
+        return cls(Verdict.of(profile, "hmm"), active, mode if active and mode in ("hmm", "ats") else None)
+
+
+@dataclass(frozen=True)
+class GdsView:
+    verdict: Verdict | None  # capability "gpudirect storage"
+    path: str | None  # "gds" (nvidia-fs), "compat", or None
+    kvikio: bool | None  # importable (True), absent or broken (False), not known (None)
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> GdsView:
+        d = _details(profile.get("gpudirect storage"))
+        return cls(Verdict.of(profile, "gpudirect storage"), _str(d.get("path")), _bool(d.get("kvikio")))
+
+
+# --- memory nodes -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HmatFigures:
+    """The firmware's advertised access figures for one memory node from its nearest initiator."""
+
+    read_bandwidth_mbps: int | None = None
+    write_bandwidth_mbps: int | None = None
+    read_latency_ns: int | None = None
+    write_latency_ns: int | None = None
+    initiators: tuple[int, ...] = ()  # the nodes these figures are from
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> HmatFigures:
+        figures = (_int(d.get(k)) for k in ("read_bandwidth_mbps", "write_bandwidth_mbps", "read_latency_ns", "write_latency_ns"))
+        return cls(*figures, initiators=tuple(i for i in d.get("initiators") or () if _int(i) is not None))
+
+
+@dataclass(frozen=True)
+class NumaNode:
+    id: int
+    cpus: tuple[int, ...]
+    has_cpu: bool
+    mem_total_kb: int | None
+    mem_free_kb: int | None
+    tier: int | None  # the memory tier the kernel put the node in
+    hmat: HmatFigures | None
+    distances: tuple[int, ...] = ()  # to each online node, in node id order
+
+    @property
+    def has_memory(self) -> bool:
+        return self.mem_total_kb is None or self.mem_total_kb > 0
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> NumaNode:
+        cpus = tuple(int(c) for c in d.get("cpus") or ())
+        hmat = d.get("hmat")
+        return cls(
+            id=int(d["id"]),
+            cpus=cpus,
+            has_cpu=bool(d.get("has_cpu", bool(cpus))),
+            mem_total_kb=_int(d.get("mem_total_kb")),
+            mem_free_kb=_int(d.get("mem_free_kb")),
+            tier=_int(d.get("tier")),
+            hmat=HmatFigures.from_dict(hmat) if isinstance(hmat, Mapping) and hmat else None,
+            distances=tuple(int(x) for x in d.get("distances") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class NumaView:
+    verdict: Verdict | None  # capability "numa nodes"
+    nodes: tuple[NumaNode, ...]  # empty when the probe could not read them
+    demotion_enabled: bool | None
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> NumaView:
+        cap = profile.get("numa nodes")
+        d = _details(cap)
+        raw = d.get("nodes") if cap is not None and cap.status is not Status.UNKNOWN else None
+        nodes = tuple(NumaNode.from_dict(n) for n in raw or () if isinstance(n, Mapping))
+        return cls(Verdict.of(profile, "numa nodes"), nodes, _bool(d.get("demotion_enabled")))

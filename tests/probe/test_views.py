@@ -1,0 +1,50 @@
+"""The typed views later layers read the probe through, built from recorded snapshots: each must
+carry what the probe found, and say "not probed" rather than guess where an area was left out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gpubench.probe import Source, Status, probe
+from gpubench.probe.views import GdsView, GpuView, HmmView, IoUringView, KernelView, NumaView
+from gpubench.results.metadata import capture
+
+PROBES = Path(__file__).resolve().parents[2] / "probes"
+H100_PCI = ("0000:1b:00.0", "0000:43:00.0", "0000:52:00.0", "0000:61:00.0")
+
+
+def test_gpu_view_of_the_multi_gpu_server():
+    profile = probe(Source(PROBES / "nvidia-multigpu"), ["kernel", "gpu", "p2p", "hmm", "gds"])
+    gpus = GpuView.from_profile(profile)
+    assert tuple(g.pci for g in gpus.nvidia) == H100_PCI
+    assert [g.index for g in gpus.nvidia] == [0, 1, 2, 3]
+    assert gpus.driver is not None and gpus.driver.status is Status.YES
+    assert gpus.cuda_driver_version == "12.8"
+    assert gpus.pair_status and all(a < b for a, b in gpus.pair_status)
+    assert gpus.p2p_status(1, 0) == gpus.p2p_status(0, 1) == gpus.pair_status[(0, 1)]
+    assert GdsView.from_profile(profile).verdict is not None
+    assert HmmView.from_profile(profile).verdict is not None
+
+
+def test_run_metadata_carries_the_cuda_driver_version_the_probe_read():
+    """The metadata asked the driver capability for a key the probe never wrote (cuda_version), so
+    every run stored cuda_driver = null."""
+    profile = probe(Source(PROBES / "nvidia-multigpu"), ["kernel", "gpu"])
+    meta = capture(profile, "label")
+    assert meta["cuda_driver"] == "12.8"
+    assert meta["nvidia_driver"] == GpuView.from_profile(profile).driver_version is not None
+    assert meta["kernel"] == KernelView.from_profile(profile).release is not None
+
+
+def test_views_of_areas_not_probed_say_so():
+    profile = probe(Source(PROBES / "cpu-vm"), ["kernel"])
+    assert IoUringView.from_profile(profile).binding is None
+    assert GpuView.from_profile(profile).nvidia == ()
+    assert HmmView.from_profile(profile).verdict is None
+    assert NumaView.from_profile(profile).nodes == ()
+
+
+def test_numa_view_of_the_cxl_host_has_its_cpu_less_node_and_hmat():
+    numa = NumaView.from_profile(probe(Source(PROBES / "cxl-host"), ["cxl"]))
+    cpu_less = [n for n in numa.nodes if not n.has_cpu]
+    assert cpu_less and cpu_less[0].hmat is not None and cpu_less[0].hmat.read_latency_ns
