@@ -47,10 +47,11 @@ import re
 import statistics
 import time
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
-from gpubench.bench.core.params import check_options, format_size, parse_bool, parse_choices, parse_ints, parse_sizes
+from gpubench.bench.core.params import check_options, format_size, parse_bool, parse_choices, parse_ints, parse_sizes, record_from_params
 from gpubench.bench.gpu import common as g
 from gpubench.bench.engines import iofile
 from gpubench.bench.core.interface import BenchFailure, Case, Context, Sample, Waived
@@ -159,6 +160,25 @@ def parse_kvikio_report(text: str) -> dict[str, float]:
 
 
 # --- planning --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GdsParams:
+    """A stored gds case, read back from its result's parameters (see plan): engine "kvikio" or
+    the baseline "posix-pinned-h2d"; cache "cold", "warm" or None (writes)."""
+
+    op: str
+    cache: str | None
+    engine: str
+    size: int
+    threads: int
+    gpu: int
+    task_size: int | None = None
+    gpu_pci: str | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> GdsParams | None:
+        return record_from_params(cls, params)
+
 
 def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
     check_options(BENCH, options, OPTIONS)

@@ -33,9 +33,10 @@ from __future__ import annotations
 import statistics
 import time
 from contextlib import ExitStack, contextmanager
-from typing import Any, Callable, ClassVar, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
-from gpubench.bench.core.params import check_options, format_size, parse_choices
+from gpubench.bench.core.params import check_options, format_size, parse_choices, record_from_params
 from gpubench.bench.gpu import common as g
 from gpubench.bench.core.interface import BenchFailure, Case, Context, Sample, Waived
 from gpubench.errors import UserError
@@ -76,6 +77,20 @@ def system_memory_waiver(profile: Profile) -> str | None:
         return None
     why = f": {view.verdict.why}" if view.verdict.why else ""
     return f"plain system memory needs HMM or ATS, which the probe did not find active (probe: hmm = {view.verdict.status.value}{why})"
+
+
+@dataclass(frozen=True)
+class HmmParams:
+    """A stored hmm case, read back from its result's parameters (see plan)."""
+
+    placement: str  # one of PLACEMENTS
+    size: int
+    gpu: int
+    gpu_pci: str | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> HmmParams | None:
+        return record_from_params(cls, params)
 
 
 def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:

@@ -36,9 +36,9 @@ from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
-from gpubench.bench.core.params import check_options, format_size, parse_bool, parse_choices
+from gpubench.bench.core.params import check_options, format_size, parse_bool, parse_choices, record_from_params
 from gpubench.bench.gpu import common as g
 from gpubench.bench.core.interface import Case, Context, Sample, Waived
 from gpubench.errors import UserError
@@ -68,6 +68,22 @@ class CopyCase:
             return f"d2d-cupy-reference-{format_size(size)}-gpu{gpu}"
         parts = [self.direction] + ([self.host_memory] if self.host_memory else []) + [self.engine]
         return "-".join(parts + [format_size(size), f"gpu{gpu}"])
+
+
+@dataclass(frozen=True)
+class CopyParams:
+    """A stored memcpy case, read back from its result's parameters (see plan)."""
+
+    direction: str
+    host_memory: str | None
+    engine: str
+    size: int
+    gpu: int
+    gpu_pci: str | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> CopyParams | None:
+        return record_from_params(cls, params)
 
 
 def copy_matrix(directions: list[str], memory: list[str], engines: list[str], reference: bool) -> list[CopyCase]:

@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import statistics
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from itertools import permutations
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
-from gpubench.bench.core.params import check_options, format_size, parse_choices, parse_int
+from gpubench.bench.core.params import check_options, format_size, parse_choices, parse_int, record_from_params
 from gpubench.bench.gpu import common as g
 from gpubench.bench.core.interface import Case, Context, Sample, Waived
 from gpubench.errors import UserError
@@ -80,6 +81,26 @@ def parse_pairs(text: str, count: int) -> list[tuple[int, int]]:
     if not out:
         raise UserError(f"{BENCH}: pairs is empty")
     return list(dict.fromkeys(out))
+
+
+@dataclass(frozen=True)
+class PairParams:
+    """A stored p2p case, read back from its result's parameters (see _pair_cases). `via` is the
+    path that ran, "peer" or "host", where the result's extras record it, else the planned route."""
+
+    kind: str  # one of KINDS
+    src: int
+    dst: int
+    size: int
+    via: str
+    src_pci: str | None = None
+    dst_pci: str | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> PairParams | None:
+        record = record_from_params(cls, params)
+        ran = (extra or {}).get("via")
+        return replace(record, via=ran) if record is not None and ran in ("peer", "host") else record
 
 
 def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:

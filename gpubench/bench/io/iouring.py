@@ -21,12 +21,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 from gpubench.bench.engines import iofile
 from gpubench.bench.core.interface import BenchFailure, Case, Context, Sample, Waived
 from gpubench.bench.engines.iofile import JobSpec, JobTotals, LatencyHistogram
-from gpubench.bench.core.params import FALSE_WORDS, TRUE_WORDS, check_options, parse_bool, parse_size
+from gpubench.bench.core.params import FALSE_WORDS, TRUE_WORDS, check_options, parse_bool, parse_size, record_from_params
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile, Status
 from gpubench.probe.views import IoUringView
@@ -93,6 +93,11 @@ class IoParams:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d.pop("engine")
         return d
+
+    @classmethod
+    def from_params(cls, engine: str, params: Mapping[str, Any]) -> IoParams | None:
+        """The case a stored iouring or psync result ran (to_params read back); None for another version's."""
+        return record_from_params(cls, params, engine=engine)
 
 
 def _flag(options: dict[str, str], key: str, default: bool) -> bool:
