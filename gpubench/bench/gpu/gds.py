@@ -62,6 +62,7 @@ from gpubench.probe.views import GdsView
 BENCH = "gds"
 OPTIONS = ("sizes", "threads", "task_sizes", "ops", "caches", "baseline", "iterations", "gpu", "target", "drop_cache")
 OPS = ("read", "write")
+BASELINE_ENGINE = "posix-pinned-h2d"
 CACHES = ("cold", "warm")
 MAX_THREADS = 1024
 DEFAULT_SIZES = {"quick": [64 * g.MIB], "default": [256 * g.MIB, g.GIB], "full": [64 * g.MIB, 256 * g.MIB, g.GIB, 4 * g.GIB]}
@@ -175,6 +176,11 @@ class GdsParams:
     task_size: int | None = None
     gpu_pci: str | None = None
 
+    @property
+    def baseline(self) -> bool:
+        """POSIX read into pinned memory plus a host-to-device copy, not KvikIO."""
+        return self.engine == BASELINE_ENGINE
+
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> GdsParams | None:
         return record_from_params(cls, params)
@@ -216,7 +222,7 @@ def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
                     cases.append(Case(f"write-{tail}", {**common, **knobs, "op": "write", "cache": None, "engine": "kvikio", "includes_fsync": True}, "GB/s"))
         if baseline and "read" in ops:
             for cache in caches:
-                params = {**common, "size": nbytes, "threads": 1, "task_size": None, "op": "read", "cache": cache, "engine": "posix-pinned-h2d"}
+                params = {**common, "size": nbytes, "threads": 1, "task_size": None, "op": "read", "cache": cache, "engine": BASELINE_ENGINE}
                 cases.append(Case(f"baseline-read-{cache}-{format_size(nbytes)}", params, "GB/s"))
     if not cases:
         raise UserError(f"{BENCH}: nothing to measure for ops={','.join(ops)}")

@@ -88,6 +88,14 @@ class HmmParams:
     gpu: int
     gpu_pci: str | None = None
 
+    @property
+    def memory(self) -> str:
+        """Where the kernel reads from: "system" (malloc memory through HMM/ATS), "managed",
+        "copy" (device memory after an explicit copy) or "mapped" (pinned host memory)."""
+        if self.placement in SYSTEM_PLACEMENTS:
+            return "system"
+        return "managed" if self.placement.startswith("managed") else "copy" if self.placement.startswith("device-") else "mapped"
+
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> HmmParams | None:
         return record_from_params(cls, params)

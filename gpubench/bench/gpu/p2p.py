@@ -96,6 +96,14 @@ class PairParams:
     src_pci: str | None = None
     dst_pci: str | None = None
 
+    @property
+    def both_ways(self) -> bool:
+        return self.kind.startswith("bidir")
+
+    @property
+    def latency(self) -> bool:
+        return self.kind == "latency-ce"
+
     @classmethod
     def from_params(cls, params: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> PairParams | None:
         record = record_from_params(cls, params)
