@@ -260,12 +260,13 @@ def _p2p_rows(results: Sequence[Result], machine: _Machine) -> list[PathRow]:
         return []
     result, p = best
     limit, no_limit = machine.pair_limit(p)
+    job = f"{p.kind} GPU {p.src} {'and' if p.both_ways else 'to'} {p.dst}, {format_size(p.size)}"
+    if p.via != "peer":
+        return [PathRow("GPU to GPU through host", job, result, limit, no_limit, (), "no pair has peer access: all went through the host")]
     host = [(r, q) for r, q in pairs if q.via == "host" and q.kind == p.kind and q.size == p.size]
     twin = next((r for r, q in host if {q.src, q.dst} == {p.src, p.dst}), None) or (host[0][0] if host else None)
-    vs = versus("through host", result, twin) if twin is not None and p.via == "peer" else None
-    job = f"{p.kind} GPU {p.src} {'and' if p.both_ways else 'to'} {p.dst}, {format_size(p.size)}"
-    why = "" if vs else "no pair was copied through the host in this run" if p.via == "peer" else "no pair has peer access: all went through the host"
-    return [PathRow("GPU to GPU (P2P)" if p.via == "peer" else "GPU to GPU through host", job, result, limit, no_limit, (vs,) if vs else (), why)]
+    vs = versus("through host", result, twin) if twin is not None else None
+    return [PathRow("GPU to GPU (P2P)", job, result, limit, no_limit, (vs,) if vs else (), "" if vs else "no pair was copied through the host in this run")]
 
 
 def _tier_rows(results: Sequence[Result], machine: _Machine) -> list[PathRow]:
@@ -278,19 +279,22 @@ def _tier_rows(results: Sequence[Result], machine: _Machine) -> list[PathRow]:
             continue
         result, p = best
         limit, no_limit = _hmat_limit(machine.numa, mem)
-        local = [(r, q) for r, q in cases if q.cpu_node == cpu and q.local]
-        vs: list[Versus] = []
-        if not p.local:
-            twin = next((r for r, q in local if q.kernel == p.kernel), None)
-            chase = next((r for r, q in here if q.kernel == "chase"), None)
-            local_chase = next((r for r, q in local if q.kernel == "chase"), None)
-            vs = [v for v in (twin and versus("the local node", result, twin),
-                              chase and local_chase and versus("the local node", chase, local_chase, own=True)) if v]
+        vs = () if p.local else _far_versus(result, p, here, [(r, q) for r, q in cases if q.cpu_node == cpu and q.local])
         tier = f", tier {p.mem_tier}" if p.mem_tier is not None else ""
         where = f"memory node {mem}" + ("" if p.local else f" from node {cpu}") + (" (no CPUs)" if p.mem_has_cpu is False else "")
         why = "the local node: what far tiers are set against" if p.local else "" if vs else f"no local case of node {cpu} to set it against"
-        rows.append(PathRow(where, f"STREAM {p.kernel}, {p.threads} thread{'s' if p.threads > 1 else ''}{tier}", result, limit, no_limit, tuple(vs), why))
+        rows.append(PathRow(where, f"STREAM {p.kernel}, {p.threads} thread{'s' if p.threads > 1 else ''}{tier}", result, limit, no_limit, vs, why))
     return rows
+
+
+def _far_versus(result: Result, p: TierParams, here: list[tuple[Result, TierParams]], local: list[tuple[Result, TierParams]]) -> tuple[Versus, ...]:
+    """A far node against the local one: the same STREAM kernel's bandwidth, and the pointer
+    chase's latency (a multiple)."""
+    twin = next((r for r, q in local if q.kernel == p.kernel), None)
+    chase = next((r for r, q in here if q.kernel == "chase"), None)
+    local_chase = next((r for r, q in local if q.kernel == "chase"), None)
+    found = [twin and versus("the local node", result, twin), chase and local_chase and versus("the local node", chase, local_chase, own=True)]
+    return tuple(v for v in found if v)
 
 
 def _hmat_limit(numa: NumaView, node_id: int) -> tuple[Limit | None, str]:
