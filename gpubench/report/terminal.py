@@ -9,7 +9,7 @@ import os
 
 from rich.cells import cell_len
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from gpubench.probe.model import Profile, Status
@@ -49,14 +49,65 @@ def stderr_console() -> Console:
     return console
 
 
+# What a table can best do without, first, where its words cannot all fit: `show` and the JSON
+# carry them (their headers, as the tables in this package name them)
+LEAVE_OUT_FIRST = ("n", "p", "95% CI", "unit", "took", "uid", "evidence")
+
+
 def fit(table: Table, width: int) -> Table:
     """Give the columns that may wrap widths that fit the table into `width`, where rich alone
     would shrink every column alike, cutting numbers to "…" and pushing the edge off-screen. They
-    give way in three steps, the widest first in each: sentences (a column with a max_width) wrap
-    down to PROSE_FLOOR, then every column wraps down to its longest word, then words fold down
-    to the column's header or its min_width. Where that is still too wide, the cells lose their
-    padding and the steps are taken again. Cells are str or Text, as every table here makes them."""
-    natural, prose, word, floor = [], [], [], []
+    give way in steps, the widest first in each: sentences (a column with a max_width) wrap down
+    to PROSE_FLOOR, then every column wraps down to its longest word; where that is still too
+    wide, the cells lose their padding and the steps are taken again, then a sentence's long words
+    (paths) fold. No case name or number is split: where all that is not enough, sentences move
+    under the table as numbered notes, then the columns of LEAVE_OUT_FIRST are left out, one by
+    one, and the caption says so; only a table with none of them left folds its words. Cells are
+    str or Text, as every table here makes them."""
+    notes: list[str] = []
+    left_out: list[str] = []
+    while (widths := _fitted_widths(table, width, fold=False)) is None:
+        prose = [c for c in table.columns if c.max_width and not any(str(cell).startswith("[") for cell in c.cells)]
+        drop = next((c for name in LEAVE_OUT_FIRST for c in table.columns if str(c.header) == name), None)
+        if prose:
+            _to_notes(prose[0], notes)
+        elif drop is not None and len(table.columns) > 2:
+            table.columns.remove(drop)
+            left_out.append(str(drop.header))
+        else:
+            widths = _fitted_widths(table, width, fold=True)
+            break
+    for column, column_width in zip(table.columns, widths or ()):
+        if not column.no_wrap:
+            column.width = column_width
+    caption = [f"[{n}] {text}" for n, text in enumerate(notes, 1)]
+    if left_out:
+        caption.append(f"not shown at {width} columns: {', '.join(left_out)} (a wider terminal or --json shows them)")
+    if caption:
+        table.caption, table.caption_justify = "\n".join(caption), "left"
+    return table
+
+
+def _to_notes(column: Column, notes: list[str]) -> None:
+    """Move a column of sentences under the table: each cell becomes the number of its note (the
+    same text, the same number), a blank cell stays blank."""
+    cells = []
+    for cell in column.cells:
+        text = cell.plain if isinstance(cell, Text) else str(cell)
+        if text.strip():
+            if text not in notes:
+                notes.append(text)
+            cells.append(f"[{notes.index(text) + 1}]")
+        else:
+            cells.append("")
+    column._cells = cells  # type: ignore[attr-defined]
+    column.max_width = None
+
+
+def _fitted_widths(table: Table, width: int, fold: bool) -> list[int] | None:
+    """Column widths that fit `width`, dropping the cells' padding if need be; None where the
+    words do not fit (with `fold`, words fold down to the column's header or min_width instead)."""
+    natural, prose, word, prose_fold, floor = [], [], [], [], []
     for column in table.columns:
         header = cell_len(str(column.header))
         lines = [line for cell in column.cells for line in (Text(cell) if isinstance(cell, str) else cell).split("\n")]
@@ -66,18 +117,19 @@ def fit(table: Table, width: int) -> Table:
         floor.append(min(max(header, column.min_width or 0), widest))
         word.append(min(max(longest, floor[-1]), widest))
         prose.append(min(max(word[-1], PROSE_FLOOR), widest) if column.max_width else widest)
+        prose_fold.append(min(max(floor[-1], PROSE_FLOOR), widest) if column.max_width else word[-1])
     may_wrap = [not column.no_wrap for column in table.columns]
+    steps = (prose, word, prose_fold) + ((floor,) if fold else ())
     inside_rules = width - (len(natural) + 1)
-    padded = inside_rules - 2 * len(natural)  # a space each side of every cell
-    widths = _give_way(natural, (prose, word, floor), may_wrap, padded)
-    if sum(widths) > padded:
-        table.padding = (0, 0)
-        widths = _give_way(natural, (prose, word, floor), may_wrap, inside_rules)
-    if widths != natural:
-        for column, column_width in zip(table.columns, widths):
-            if not column.no_wrap:
-                column.width = column_width
-    return table
+    for padding, budget in ((True, inside_rules - 2 * len(natural)), (False, inside_rules)):  # a space each side of every cell
+        widths = _give_way(natural, steps, may_wrap, budget)
+        if sum(widths) <= budget:
+            table.padding = (0, 1) if padding else (0, 0)
+            return widths
+    if not fold:
+        return None
+    table.padding = (0, 0)
+    return widths
 
 
 def _give_way(natural: list[int], limits: tuple[list[int], ...], may_wrap: list[bool], budget: int) -> list[int]:
