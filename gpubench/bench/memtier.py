@@ -260,6 +260,8 @@ class TierParams:
     threads: int
     mem_tier: int | None = None
     mem_has_cpu: bool | None = None
+    advertised: float | None = None  # the firmware's figure for this case, in its unit (HMAT)
+    advertised_what: str | None = None
 
     @property
     def local(self) -> bool:

@@ -25,6 +25,7 @@ from gpubench.bench.io.iouring import IoParams
 from gpubench.bench.memtier import STREAM_KERNELS, TierParams
 from gpubench.probe.model import Profile, Status
 from gpubench.probe.views import LinksView, NumaView
+from gpubench.report import formats
 from gpubench.results.model import Result, ResultStatus, Run
 
 Params = TypeVar("Params")
@@ -61,6 +62,31 @@ class Versus:
     note: str = ""  # how the two jobs differ where they cannot be the same (threads vs queue depth)
     result: Result | None = None  # the row's own result when it is not the row's best (a latency beside a bandwidth)
 
+    @property
+    def ratio_text(self) -> str:
+        """'2.61x psync', or for a latency '3.1x the latency of the local node'."""
+        own = self.result or None
+        latency = own is not None and not own.higher_is_better
+        return f"{ratio_text(self.ratio)} {'the latency of ' if latency else ''}{self.what}"
+
+    @property
+    def ci_text(self) -> str:
+        """'95% CI 2.21-3.00', '' without an interval."""
+        if self.ci_low is None or self.ci_high is None:
+            return ""
+        return f"95% CI {ratio_number(self.ci_low)}-{ratio_number(self.ci_high)}"
+
+
+def ratio_number(ratio: float) -> str:
+    """Two decimals from 0.1 to 10, then fewer: 0.96, 2.61, 19.1, 250; 0.041 below 0.1."""
+    if ratio < 0.1:
+        return f"{ratio:.2g}"
+    return f"{ratio:.2f}" if ratio < 10 else f"{ratio:.1f}" if ratio < 100 else f"{ratio:.0f}"
+
+
+def ratio_text(ratio: float) -> str:
+    return ratio_number(ratio) + "x"
+
 
 @dataclass(frozen=True)
 class PathRow:
@@ -80,6 +106,14 @@ class PathRow:
     @property
     def share_of_limit(self) -> float | None:
         return self.value / self.limit.value if self.limit and self.limit.value > 0 else None
+
+    @property
+    def limit_text(self) -> str:
+        """'63.0 GB/s (87% of it)' or why there is none."""
+        if self.limit is None:
+            return self.no_limit
+        share = self.share_of_limit
+        return f"{formats.number(self.limit.value)} {self.best.unit}" + (f", {share:.0%} reached" if share is not None else "")
 
 
 @dataclass(frozen=True)
@@ -260,7 +294,7 @@ def _p2p_rows(results: Sequence[Result], machine: _Machine) -> list[PathRow]:
         return []
     result, p = best
     limit, no_limit = machine.pair_limit(p)
-    job = f"{p.kind} GPU {p.src} {'and' if p.both_ways else 'to'} {p.dst}, {format_size(p.size)}"
+    job = f"{p.kind} GPU {p.src} {'and' if p.both_ways else 'to'} {p.dst}" + (f", {format_size(p.size)}" if p.size else "")
     if p.via != "peer":
         return [PathRow("GPU to GPU through host", job, result, limit, no_limit, (), "no pair has peer access: all went through the host")]
     host = [(r, q) for r, q in pairs if q.via == "host" and q.kind == p.kind and q.size == p.size]

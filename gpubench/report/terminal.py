@@ -6,6 +6,7 @@ and a "[/x]" or ":fire:" in one must print as it is. Styles are given with rich.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Sequence
 
 from rich.cells import cell_len
 from rich.console import Console
@@ -13,6 +14,11 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from gpubench.probe.model import Profile, Status
+
+if TYPE_CHECKING:
+    from gpubench.report.headline import PathRow, Shortfall
+    from gpubench.report.sections import Section
+    from gpubench.results.model import Run
 
 STATUS_STYLE = {
     Status.YES: "bold green",
@@ -162,3 +168,134 @@ def profile_table(profile: Profile) -> Table:
         table.add_row(cap.area, cap.name, Text(cap.status.value, style=STATUS_STYLE[cap.status]), evidence, advice)
     return table
 
+
+
+# ------------------------------------------------------------------------------- a run's report
+
+
+def print_run_report(console: Console, run: Run, history: str = "", reports: Sequence[str] = ()) -> None:
+    """A stored run as `gpubench report` and the end of `gpubench run` show it: who and where, the
+    headline (what is missing and the fix; each data path against its limit and its baseline),
+    one compact table per benchmark, what did not run and why, and where the history is."""
+    from gpubench.report import headline as hl
+    from gpubench.report import sections as sec
+
+    width = console.width
+    head = hl.build(run)
+    console.print(Text(run_heading(run), style="bold"))
+    console.print(machine_line(run), style="dim")
+    if head.shortfalls:
+        console.print(fit(shortfall_table(head.shortfalls), width))
+    if head.paths:
+        console.print(fit(paths_table(head.paths), width))
+    for section in sec.sections(run):
+        console.print()
+        console.print(Text(section_heading(section), style="bold"))
+        if section.shared:
+            console.print(Text("the same in every case: " + ", ".join(f"{k} {v}" for k, v in section.shared), style="dim"))
+        console.print(fit(section_table(section), width))
+    for group in sec.not_run(run):
+        console.print(Text(f"{group.status.value}: {group.names()}: {group.reason}"))
+    _print_footer(console, run, history, reports)
+
+
+def run_heading(run: Run) -> str:
+    from gpubench.report import formats
+
+    took = f", took {formats.duration(run.ended - run.started)}" if run.ended else ""
+    return f"gpubench {formats.run_name(run)}: {run.status.value}, {formats.when(run.started)}{took}"
+
+
+def machine_line(run: Run) -> str:
+    meta = run.metadata
+    cpus = f"{meta.get('cpu_count')} CPUs" if meta.get("cpu_count") else ""
+    memory = f"{meta['memory_bytes'] / 2**30:.1f} GiB" if isinstance(meta.get("memory_bytes"), (int, float)) else ""
+    gpus = ", ".join(map(str, meta.get("gpus") or [])) or "no GPU"
+    parts = [f"kernel {meta.get('kernel')}" if meta.get("kernel") else "", str(meta.get("cpu_model") or ""), cpus, memory, gpus,
+             f"host {meta.get('hostname')}" if meta.get("hostname") else ""]
+    return " · ".join(p for p in parts if p)
+
+
+def shortfall_table(shortfalls: Sequence[Shortfall]) -> Table:
+    table = Table(title="Not (fully) there, and the fix", title_justify="left", expand=False)
+    table.add_column("capability", overflow="fold")
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("fix", max_width=PROSE_WIDTH, overflow="fold")
+    for s in shortfalls:
+        table.add_row(s.name, Text(s.status.value, style=STATUS_STYLE[s.status]), s.fix or s.why)
+    return table
+
+
+def paths_table(paths: Sequence[PathRow]) -> Table:
+    table = Table(title="Data paths: the best figure, the limit the machine states, the baseline path for the same job",
+                  title_justify="left", expand=False, show_lines=True)
+    table.add_column("path", overflow="fold")
+    table.add_column("best", justify="right", overflow="fold")
+    table.add_column("limit", max_width=PROSE_WIDTH, overflow="fold")
+    table.add_column("vs baseline", max_width=PROSE_WIDTH, overflow="fold")
+    for row in paths:
+        from gpubench.report import formats
+
+        path = Text(row.path, style="bold")
+        path.append("\n" + row.job, style="dim")
+        versus = "\n".join(" ".join(t for t in (v.ratio_text, f"({v.ci_text})" if v.ci_text else "", f"[{v.note}]" if v.note else "") if t)
+                           for v in row.versus) or row.no_versus
+        table.add_row(path, f"{formats.number(row.value)} {row.best.unit}", row.limit_text, versus)
+    return table
+
+
+def section_heading(section: Section) -> str:
+    rounds = f", {section.rounds} rounds" if section.rounds and section.rounds > 1 else ""
+    return f"{section.benchmark}: {len(section.rows)} case{'s' if len(section.rows) != 1 else ''}{rounds}"
+
+
+def section_table(section: Section) -> Table:
+    """A row per case: the median with its 95% CI, the samples, and where the family has one, the
+    baseline path for the same job or the firmware's figure."""
+    from gpubench.report import formats
+    from gpubench.report.tables import RESULT_COUNT_STYLE
+    from gpubench.results.model import ResultStatus
+
+    from gpubench.report.headline import ratio_text
+
+    notes: list[str] = []
+    table = Table(expand=False, caption_justify="left")
+    table.add_column("case", overflow="fold")
+    table.add_column("median", justify="right", overflow="fold")
+    table.add_column("95% CI", justify="right", overflow="fold")
+    table.add_column("n", justify="right", overflow="fold")
+    if section.versus_what:
+        table.add_column(f"vs {section.versus_what}", justify="right", overflow="fold")
+    if section.claims:
+        table.add_column("advertised", justify="right", max_width=PROSE_WIDTH, overflow="fold")
+    for row in section.rows:
+        r, s = row.result, row.result.summary
+        median = f"{formats.number(s.median)} {r.unit}" if s else Text(r.status.value, style=RESULT_COUNT_STYLE[r.status])
+        if s and r.status is not ResultStatus.OK:
+            median = Text(f"{formats.number(s.median)} {r.unit} ({r.status.value})", style=RESULT_COUNT_STYLE[r.status])
+        cells: list = [r.case, median, f"{formats.number(s.ci_low)} - {formats.number(s.ci_high)}" if s else "", str(len(r.samples))]
+        if section.versus_what:
+            v, note = row.versus, row.versus.note if row.versus else row.no_versus
+            if note and note not in notes:
+                notes.append(note)
+            cells.append(" ".join(t for t in (ratio_text(v.ratio) if v else "—", f"[{notes.index(note) + 1}]" if note else "") if t))
+        if section.claims:
+            share = row.share_of_claim
+            cells.append(f"{formats.number(row.claim.value)} {r.unit}" + (f", {share:.0%}" if share is not None else "") if row.claim else "")
+        table.add_row(*cells)
+    if notes:
+        table.caption = "\n".join(f"[{n}] {note}" for n, note in enumerate(notes, 1))
+    return table
+
+
+def _print_footer(console: Console, run: Run, history: str, reports: Sequence[str]) -> None:
+    from gpubench.report import formats
+
+    speed = formats.machine_speed(run)
+    if speed:
+        console.print(f"machine speed: {speed}")
+    if history:
+        console.print(f"history: run {run.ident} in {history} (gpubench show {run.ident}; gpubench report {run.ident} --html FILE; "
+                      f"gpubench compare OTHER {run.ident})")
+    for path in reports:
+        console.print(f"report: {path}")

@@ -35,7 +35,7 @@ def test_gpu_cases_read_back(server, family, record):
     for case in cases:
         read = record.from_params(case.params)
         assert read is not None, case.name
-        assert {k: getattr(read, k) for k in read.__dataclass_fields__} == {k: case.params.get(k) for k in read.__dataclass_fields__}
+        assert all(getattr(read, k) == case.params[k] for k in read.__dataclass_fields__ if k in case.params), case.name
     assert record.from_params({"size": 1}) is None
 
 

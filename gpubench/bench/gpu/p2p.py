@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import statistics
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import permutations
 from typing import Any, Callable, ClassVar, Iterator, Mapping
 
-from gpubench.bench.core.params import check_options, format_size, parse_choices, parse_int, record_from_params
+from gpubench.bench.core.params import check_options, format_size, parse_choices, parse_int
 from gpubench.bench.gpu import common as g
 from gpubench.bench.core.interface import Case, Context, Sample, Waived
 from gpubench.errors import UserError
@@ -83,34 +83,6 @@ def parse_pairs(text: str, count: int) -> list[tuple[int, int]]:
     return list(dict.fromkeys(out))
 
 
-@dataclass(frozen=True)
-class PairParams:
-    """A stored p2p case, read back from its result's parameters (see _pair_cases). `via` is the
-    path that ran, "peer" or "host", where the result's extras record it, else the planned route."""
-
-    kind: str  # one of KINDS
-    src: int
-    dst: int
-    size: int
-    via: str
-    src_pci: str | None = None
-    dst_pci: str | None = None
-
-    @property
-    def both_ways(self) -> bool:
-        return self.kind.startswith("bidir")
-
-    @property
-    def latency(self) -> bool:
-        return self.kind == "latency-ce"
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> PairParams | None:
-        record = record_from_params(cls, params)
-        ran = (extra or {}).get("via")
-        return replace(record, via=ran) if record is not None and ran in ("peer", "host") else record
-
-
 def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
     check_options(BENCH, options, OPTIONS)
     gpus = g.nvidia_gpus(profile)
@@ -154,6 +126,46 @@ def _pair_cases(profile: Profile, gpus: list[GpuDevice], src: int, dst: int, kin
         Case(f"{kind}-{label}-{format_size(n)}", {**common, "size": n, "iterations": iterations, "bytes_per_iteration": factor * n}, "GB/s")
         for n in sizes
     ]
+
+
+@dataclass(frozen=True)
+class PairParams:
+    """What a p2p result says about its GPU pair, typed for readers outside this family (the
+    reports): built from the parameters _pair_cases writes and the extras a measurement records."""
+
+    src: int
+    dst: int
+    kind: str  # one of KINDS
+    size: int | None  # bytes per copy
+    via: str  # the path that ran (peer or host), else the planned route (peer, host or auto)
+    src_model: str = ""
+    dst_model: str = ""
+    src_pci: str | None = None
+    dst_pci: str | None = None
+
+    @property
+    def both_ways(self) -> bool:
+        """A bidirectional kind measures the unordered pair."""
+        return self.kind.startswith("bidir")
+
+    @property
+    def latency(self) -> bool:
+        return self.kind == "latency-ce"
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> PairParams | None:
+        """None where the parameters name no pair of GPUs (another benchmark's result)."""
+        src, dst = params.get("src"), params.get("dst")
+        if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in (src, dst)):
+            return None
+        size = params.get("size")
+        return cls(
+            src=src, dst=dst, kind=str(params.get("kind") or ""),  # type: ignore[arg-type]
+            size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+            via=str((extra or {}).get("via") or params.get("via") or ""),
+            src_model=str(params.get("src_model") or ""), dst_model=str(params.get("dst_model") or ""),
+            src_pci=params.get("src_pci"), dst_pci=params.get("dst_pci"),
+        )
 
 
 class P2P:
