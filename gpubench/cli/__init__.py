@@ -62,9 +62,10 @@ def probe(
         if as_json:
             emit_json(profile.to_dict())
         else:
-            from gpubench.report.terminal import profile_table, stdout_console
+            from gpubench.report.terminal import fit, profile_table, stdout_console
 
-            stdout_console().print(profile_table(profile))
+            console = stdout_console()
+            console.print(fit(profile_table(profile), console.width))
 
     if root is None:
         show(Source("/"))
@@ -173,7 +174,7 @@ def run(
         with StderrProgress() as progress:
             stored = run_job(opts, progress)
         finished.append(stored)
-        problems += _show_run(stored, None if no_report else reports_dir, as_json)
+        problems += _show_run(stored, None if no_report else reports_dir, as_json, opts.db)
         if stored.status is RunStatus.INTERRUPTED:
             break
     if as_json:
@@ -190,8 +191,8 @@ def run(
         raise typer.Exit(1)
 
 
-def _show_run(stored, reports_dir: Path | None, as_json: bool) -> list[str]:  # type: ignore[no-untyped-def]
-    """Write the run's reports and print its table (the table only without --json); the problems."""
+def _show_run(stored, reports_dir: Path | None, as_json: bool, db: Path) -> list[str]:  # type: ignore[no-untyped-def]
+    """Write the run's reports and print its report (not with --json); the problems."""
     paths, problems = [], []
     if reports_dir is not None:
         try:
@@ -199,17 +200,9 @@ def _show_run(stored, reports_dir: Path | None, as_json: bool) -> list[str]:  # 
         except UserError as e:
             problems.append(str(e))
     if not as_json:
-        from gpubench.report.formats import machine_speed
-        from gpubench.report.tables import results_table
-        from gpubench.report.terminal import fit, stdout_console
+        from gpubench.cli.report import show_run
 
-        console = stdout_console()
-        console.print(fit(results_table(stored), console.width))
-        speed = machine_speed(stored)
-        if speed:
-            console.print(f"machine speed: {speed}")
-        for p in paths:
-            console.print(f"report: {p}")
+        show_run(stored, db, paths)
     for p in paths if as_json else ():
         typer.echo(f"report: {p}", err=True)
     return problems
@@ -237,6 +230,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gpubench.cli.calibrate",
     "gpubench.cli.calibrate_memtier",
     "gpubench.cli.telemetry",
+    "gpubench.cli.report",
 )
 
 

@@ -365,3 +365,9 @@ def to_dict(headline: Headline) -> dict[str, Any]:
             for row in headline.paths
         ],
     }
+
+
+def run_document(run: Run) -> dict[str, Any]:
+    """`gpubench report RUN --json`: the stored run as `run --json` prints it (its local number as
+    `id`), with its headline."""
+    return {"id": run.id, **run.to_dict(), "headline": to_dict(build(run))}

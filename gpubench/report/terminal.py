@@ -55,9 +55,11 @@ def stderr_console() -> Console:
     return console
 
 
-# What a table can best do without, first, where its words cannot all fit: `show` and the JSON
-# carry them (their headers, as the tables in this package name them)
-LEAVE_OUT_FIRST = ("n", "p", "95% CI", "unit", "took", "uid", "evidence")
+# What a table can best do without where its words cannot all fit (their headers, as the tables
+# in this package name them): the probe's evidence even before sentences move under the table,
+# the others after; --json carries them all
+LEAVE_OUT_BEFORE_NOTES = ("evidence",)
+LEAVE_OUT_AFTER_NOTES = ("n", "p", "95% CI", "unit", "took", "uid")
 
 
 def fit(table: Table, width: int) -> Table:
@@ -67,15 +69,16 @@ def fit(table: Table, width: int) -> Table:
     to PROSE_FLOOR, then every column wraps down to its longest word; where that is still too
     wide, the cells lose their padding and the steps are taken again, then a sentence's long words
     (paths) fold. No case name or number is split: where all that is not enough, sentences move
-    under the table as numbered notes, then the columns of LEAVE_OUT_FIRST are left out, one by
-    one, and the caption says so; only a table with none of them left folds its words. Cells are
+    under the table as numbered notes (the probe's evidence is left out before), then the columns
+    of LEAVE_OUT_AFTER_NOTES are left out, one by one, and the caption says so; only a table with none of them left folds its words. Cells are
     str or Text, as every table here makes them."""
     notes: list[str] = []
     left_out: list[str] = []
     while (widths := _fitted_widths(table, width, fold=False)) is None:
         prose = [c for c in table.columns if c.max_width and not any(str(cell).startswith("[") for cell in c.cells)]
-        drop = next((c for name in LEAVE_OUT_FIRST for c in table.columns if str(c.header) == name), None)
-        if prose:
+        first = next((c for c in table.columns if str(c.header) in LEAVE_OUT_BEFORE_NOTES), None)
+        drop = first or next((c for name in LEAVE_OUT_AFTER_NOTES for c in table.columns if str(c.header) == name), None)
+        if prose and first is None:
             _to_notes(prose[0], notes)
         elif drop is not None and len(table.columns) > 2:
             table.columns.remove(drop)

@@ -1,0 +1,71 @@
+"""A stored run's report as GitHub-flavoured Markdown (`gpubench report RUN --markdown`): the same
+headline and per-benchmark tables as the terminal, for a CI step summary ($GITHUB_STEP_SUMMARY
+takes it as it is)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from gpubench.report import formats
+from gpubench.report import headline as hl
+from gpubench.report import sections as sec
+from gpubench.report.terminal import machine_line, run_heading
+from gpubench.results.model import Run
+
+
+def cell(text: object) -> str:
+    """Table cell text: a `|` would end the cell and a newline the row."""
+    return " ".join(str(text).split()).replace("\\", "\\\\").replace("|", "\\|")
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[int] = ()) -> list[str]:
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
+             "|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def run_markdown(run: Run) -> str:
+    head = hl.build(run)
+    out = [f"## {cell(run_heading(run))}", "", cell(machine_line(run)), ""]
+    if head.shortfalls:
+        out += ["### Not (fully) there, and the fix", ""]
+        out += table(("capability", "verdict", "fix"), [(f"{s.area} / {s.name}", s.status.value, s.fix or s.why) for s in head.shortfalls])
+    if head.paths:
+        out += ["### Data paths", "", "The best figure, the limit the machine states, the baseline path for the same job.", ""]
+        rows = []
+        for row in head.paths:
+            versus = "; ".join(" ".join(t for t in (v.ratio_text, f"({v.ci_text})" if v.ci_text else "", f"[{v.note}]" if v.note else "") if t)
+                               for v in row.versus) or row.no_versus
+            rows.append((f"**{row.path}**: {row.job}", f"{formats.number(row.value)} {row.best.unit}", row.limit_text, versus))
+        out += table(("path", "best", "limit", "vs baseline"), rows, right=(1,))
+    for section in sec.sections(run):
+        out += _section(section)
+    for group in sec.not_run(run):
+        out += [f"- {group.status.value}: {cell(group.names())}: {cell(group.reason)}"]
+    speed = formats.machine_speed(run)
+    if speed:
+        out += ["", f"Machine speed: {speed}."]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _section(section: sec.Section) -> list[str]:
+    from gpubench.report.terminal import section_heading
+
+    out = [f"### {cell(section_heading(section))}", ""]
+    if section.shared:
+        out += ["The same in every case: " + cell(", ".join(f"{k} {v}" for k, v in section.shared)) + ".", ""]
+    header = ["case", "median", "95% CI", "n"] + ([f"vs {section.versus_what}"] if section.versus_what else []) + (["advertised"] if section.claims else [])
+    rows = []
+    for row in section.rows:
+        r, s = row.result, row.result.summary
+        cells: list[object] = [f"`{r.case}`", f"{formats.number(s.median)} {r.unit}" if s else r.status.value,
+                               f"{formats.number(s.ci_low)} – {formats.number(s.ci_high)}" if s else "", len(r.samples)]
+        if section.versus_what:
+            v = row.versus
+            cells.append(f"{hl.ratio_text(v.ratio)}" + (f" ({v.note})" if v.note else "") if v else row.no_versus)
+        if section.claims:
+            share = row.share_of_claim
+            cells.append(f"{formats.number(row.claim.value)} {r.unit}" + (f" ({share:.0%})" if share is not None else "") if row.claim else "")
+        rows.append(cells)
+    return out + table(header, rows, right=(1, 2, 3))
