@@ -13,6 +13,7 @@ over the other, with a 95% percentile-bootstrap interval from their samples
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
@@ -61,6 +62,14 @@ class Versus:
     ci_high: float | None
     note: str = ""  # how the two jobs differ where they cannot be the same (threads vs queue depth)
     result: Result | None = None  # the row's own result when it is not the row's best (a latency beside a bandwidth)
+
+    @property
+    def own_value(self) -> float:
+        return _median(self.result) if self.result is not None else math.nan
+
+    @property
+    def other_value(self) -> float:
+        return _median(self.other)
 
     @property
     def ratio_text(self) -> str:

@@ -52,7 +52,7 @@ def measured(bench: str, case: Case, centre: float, seed: int, extra: dict | Non
     rng = random.Random(seed)
     samples = [centre * (1 + rng.uniform(-0.02, 0.02)) for _ in range(rounds * per_round)]
     return Result(bench, case.name, case.params, case.unit, case.higher_is_better, ResultStatus.OK, samples=tuple(samples),
-                  sample_metrics=tuple({ROUND_KEY: float(1 + i // per_round)} for i in range(len(samples))),
+                  sample_metrics=tuple({ROUND_KEY: 1 + i // per_round} for i in range(len(samples))),
                   extra=dict(extra or {}), summary=summarize(samples), started=STARTED + seed, ended=STARTED + seed + 1)
 
 

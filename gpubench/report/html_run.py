@@ -1,0 +1,139 @@
+"""What the HTML report of one run shows, as plain values for its template: the header, the
+headline (gpubench.report.headline), one section per benchmark (gpubench.report.sections) with
+its table, its chart and its telemetry, what did not run, then the machine and the full probe
+folded away. Every figure comes from the same typed models as the terminal's."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from gpubench.probe.model import Status
+from gpubench.report import formats
+from gpubench.report import headline as hl
+from gpubench.report import sections as sec
+from gpubench.report.matrix import pair_matrices
+from gpubench.report.terminal import machine_line
+from gpubench.results.model import Run, RunStatus
+
+NOT_AVAILABLE = "—"
+RUN_STATUS_NOTICE = {
+    RunStatus.COMPLETE: "",
+    RunStatus.INTERRUPTED: "This run was interrupted: only the results completed before it stopped are shown.",
+    RunStatus.RUNNING: "This run never finished: it was still running when this report was made, or its process died "
+    "before it could mark the run.",
+}
+
+
+def anchor(benchmark: str) -> str:
+    return "bench-" + "".join(ch if ch.isalnum() else "-" for ch in benchmark)
+
+
+def shortfall_views(head: hl.Headline) -> list[dict[str, str]]:
+    return [{"area": s.area, "name": s.name, "status": s.status.value, "text": s.fix or s.why, "why": s.why if s.fix else ""}
+            for s in head.shortfalls]
+
+
+def path_views(head: hl.Headline) -> list[dict[str, Any]]:
+    views = []
+    for row in head.paths:
+        share = row.share_of_limit
+        views.append({
+            "path": row.path,
+            "job": row.job,
+            "anchor": anchor(row.best.benchmark),
+            "case": row.best.case,
+            "best": f"{formats.number(row.value)} {row.best.unit}",
+            "limit": f"{formats.number(row.limit.value)} {row.best.unit}" if row.limit else "",
+            "limit_source": row.limit.source if row.limit else row.no_limit,
+            "share": f"{share:.0%}" if share is not None else "",
+            "bar": f"{min(share, 1.0) * 100:.0f}" if share is not None and math.isfinite(share) else "",
+            "versus": [{"ratio": v.ratio_text, "ci": v.ci_text, "note": v.note,
+                        "what": f"{formats.number(v.own_value if v.result else row.value)} vs {formats.number(v.other_value)} {v.other.unit}"}
+                       for v in row.versus],
+            "no_versus": row.no_versus,
+        })
+    return views
+
+
+def case_views(section: sec.Section) -> list[dict[str, Any]]:
+    rows = []
+    for row in section.rows:
+        r, s = row.result, row.result.summary
+        v = row.versus
+        share = row.share_of_claim
+        rows.append({
+            "case": r.case,
+            "status": r.status.value,
+            "median": f"{formats.number(s.median)} {r.unit}" if s else NOT_AVAILABLE,
+            "direction": "higher is better" if r.higher_is_better else "lower is better",
+            "ci": f"{formats.number(s.ci_low)} – {formats.number(s.ci_high)}" if s else NOT_AVAILABLE,
+            "spread": f"{s.rel_spread:.1%}" if s and math.isfinite(s.rel_spread) else NOT_AVAILABLE,
+            "n": str(len(r.samples)),
+            "reason": r.reason if r.status.value != "ok" else "",
+            "versus": hl.ratio_text(v.ratio) if v else "",
+            "versus_ci": v.ci_text if v else "",
+            "versus_note": (v.note if v else row.no_versus),
+            "claim": (f"{formats.number(row.claim.value)} {r.unit}" + (f" ({share:.0%})" if share is not None else "")) if row.claim else "",
+        })
+    return rows
+
+
+def section_views(run: Run, telemetry: Any) -> list[dict[str, Any]]:
+    from gpubench.report import charts
+
+    views = []
+    for section in sec.sections(run):
+        results = [row.result for row in section.rows]
+        drawn = [r for r in results if r.summary is not None and r.summary.median and len(r.samples) > 1]
+        notes = list(dict.fromkeys(n for n in (c["versus_note"] for c in case_views(section)) if n))
+        views.append({
+            "benchmark": section.benchmark,
+            "anchor": anchor(section.benchmark),
+            "count": len(section.rows),
+            "rounds": section.rounds,
+            "shared": list(section.shared),
+            "rows": case_views(section),
+            "versus_what": section.versus_what,
+            "notes": notes,
+            "claims": section.claims,
+            "reasons": any(row.result.status.value != "ok" for row in section.rows),
+            "svg": charts_svg(charts.spread_chart(drawn)) if drawn else None,
+            "matrices": pair_matrices([r for r in run.results if r.benchmark == section.benchmark]),  # waived pairs too
+            "telemetry": telemetry(section.benchmark, results),
+        })
+    return views
+
+
+def charts_svg(markup: str | None) -> Any:
+    from markupsafe import Markup
+
+    return Markup(markup) if markup else None
+
+
+def header_view(run: Run) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for result in run.results:
+        counts[result.status.value] = counts.get(result.status.value, 0) + 1
+    return {
+        "name": formats.run_name(run),
+        "label": run.label,
+        "uid": run.uid,
+        "local_id": run.id,
+        "status": run.status.value,
+        "notice": RUN_STATUS_NOTICE[run.status],
+        "started": formats.when(run.started, NOT_AVAILABLE),
+        "took": formats.duration(run.ended - run.started, NOT_AVAILABLE) if run.ended is not None else "not recorded",
+        "machine": machine_line(run),
+        "counts": counts,
+        "machine_speed": formats.machine_speed(run),
+    }
+
+
+def capability_counts(capabilities: list[dict[str, Any]]) -> str:
+    counts = {status.value: sum(1 for c in capabilities if c["status"] == status.value) for status in Status}
+    return ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+
+
+def not_run_views(run: Run) -> list[dict[str, str]]:
+    return [{"status": g.status.value, "names": g.names(), "reason": g.reason} for g in sec.not_run(run)]
