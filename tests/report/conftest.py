@@ -11,6 +11,7 @@ import pytest
 from gpubench.results.compare import compare
 from gpubench.results.model import Comparison, Result, ResultStatus, Run, RunStatus
 from gpubench.results.stats import summarize
+from gpubench.telemetry.summary import TelemetrySummary
 
 STARTED = 1_700_000_000.0
 
@@ -37,7 +38,7 @@ def not_run(benchmark: str, case: str, status: ResultStatus, reason: str, unit: 
     return Result(benchmark=benchmark, case=case, params={}, unit=unit, higher_is_better=True, status=status, reason=reason)
 
 
-def telemetry_summary() -> dict[str, object]:
+def telemetry_summary() -> TelemetrySummary:
     """What the telemetry session stores for a GPU case: its own summary of a synthetic 10 Hz trace
     (idle, a 10 s plateau with power-cap throttling, cooldown), so the report sees the real shape."""
     from gpubench.telemetry.phases import summarize

@@ -19,6 +19,7 @@ from gpubench.telemetry.samplers import (
     SamplerUnavailable,
     decode_clock_event_reasons,
 )
+from gpubench.telemetry.summary import EnergySource, Measure, TelemetryStatus
 from gpubench.telemetry.session import Telemetry, VirtualClock
 
 
@@ -125,10 +126,10 @@ def test_nvml_in_a_session_gives_counter_energy(monkeypatch):
     with telemetry.around("bench", baseline_s=0.5, cooldown_timeout_s=0.3) as window:
         clock.sleep(2.0)
     s = window.summary()
-    assert s["energy_source"] == "counter"
+    assert s.energy_source is EnergySource.COUNTER
     # the fake's counter rises 65 J per read, ten reads a second
-    assert s["energy_j"] == pytest.approx(2.0 * 650, rel=0.06)
-    assert s["throttled_pct_by_reason"] == {"sw_power_cap": 100.0, "sw_thermal_slowdown": 100.0}
+    assert s.energy_j == pytest.approx(2.0 * 650, rel=0.06)
+    assert s.throttled_pct_by_reason == {"sw_power_cap": 100.0, "sw_thermal_slowdown": 100.0}
     telemetry.close()
 
 
@@ -224,8 +225,8 @@ def test_rapl_sampler_reads_zones_and_their_wrap_range(tmp_path):
             clock.sleep(0.1)
             advance()
     s = window.summary()
-    assert s["energy_source"] == "counter"
-    assert s["energy_j"] == pytest.approx(80.0, abs=4.1)
+    assert s.energy_source is EnergySource.COUNTER
+    assert s.energy_j == pytest.approx(80.0, abs=4.1)
 
 
 def test_rapl_unreadable_counter_says_root_only(tmp_path):
@@ -282,13 +283,13 @@ def test_live_cpufreq_sampler_on_this_machine():
         sum(i * i for i in range(200_000))
     telemetry.close()
     s = window.summary()
-    assert s["status"] == "ok" and s["samplers"] == ["cpufreq"]
+    assert s.status is TelemetryStatus.OK and s.samplers == ("cpufreq",)
     assert window.readings and all(r.values.get("cpu.mhz_mean", 0) > 0 for r in window.readings)
-    assert any(v is not None for v in s["series"]["cpu_mhz"])
+    assert any(v is not None for v in s.series.values[Measure.CPU_CLOCK])
 
 
 def test_summary_of_partial_trace_survives_a_bad_metadata_entry():
     from gpubench.telemetry.trace import Reading, Trace
 
     trace = Trace({"samplers": ["x"], "counters": {"gpu0.energy_j": None}}, (Reading(0.0, {"gpu0.energy_j": 1.0, "gpu0.power_w": 10.0}),), {"start": 0.0, "end": 0.0})
-    assert summarize(trace)["status"] == "ok"
+    assert summarize(trace).status is TelemetryStatus.OK
