@@ -17,12 +17,12 @@ them, read across the whole window, else from integrating the power samples; the
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
-from gpubench.telemetry.samplers import THROTTLE_REASONS
+from gpubench.telemetry.derive import Derived, derive
+from gpubench.telemetry.samplers.base import THROTTLE_REASONS
 from gpubench.telemetry.summary import Baseline, EnergySource, Measure, Phase, PhaseName, TelemetryStatus, TelemetrySummary, ThrottleEvent, Timeline
 from gpubench.telemetry.trace import Reading, Trace
 
@@ -52,133 +52,6 @@ def is_cooled(power_w: float | None, temp_c: float | None, baseline: Baseline, b
     if baseline.power_w is not None and power_w is not None:
         verdicts.append(power_w <= baseline.power_w + max(bands.cool_power_floor_w, bands.cool_power_fraction * baseline.power_w))
     return all(verdicts) if verdicts else None
-
-
-# ---------------------------------------------------------------- deriving one series per quantity
-
-
-def _matching(keys: set[str], pattern: str) -> list[str]:
-    rx = re.compile(pattern)
-    return sorted(k for k in keys if rx.fullmatch(k))
-
-
-def _combine(readings: Sequence[Reading], keys: list[str], how: str) -> list[float | None]:
-    out: list[float | None] = []
-    for r in readings:
-        present = [r.values[k] for k in keys if k in r.values]
-        if not present:
-            out.append(None)
-        elif how == "sum":
-            out.append(sum(present))
-        elif how == "max":
-            out.append(max(present))
-        else:
-            out.append(sum(present) / len(present))
-    return out
-
-
-def unwrap_counter(values: Sequence[float | None], wrap: float | None) -> list[float | None]:
-    """A raw counter as cumulative energy since its first reading.
-
-    A step backwards is a wraparound when the wrap range is known (add the range), otherwise a
-    reset (driver reload): that interval counts zero."""
-    out: list[float | None] = []
-    total, previous = 0.0, None
-    for v in values:
-        if v is None:
-            out.append(None)
-            continue
-        if previous is not None:
-            step = v - previous
-            if step < 0:
-                step = step + wrap if wrap else 0.0
-            total += step
-        previous = v
-        out.append(total)
-    return out
-
-
-@dataclass(frozen=True)
-class Derived:
-    t: list[float]
-    series: dict[Measure, list[float | None]]
-    sources: dict[Measure, str]
-    counters: dict[str, list[float | None]]  # unwrapped energy counters chosen for the energy figure
-    counter_source: str | None
-
-
-def derive(trace: Trace) -> Derived:
-    readings = trace.readings
-    t = [r.t for r in readings]
-    keys: set[str] = set()
-    for r in readings:
-        keys.update(r.values)
-    wraps = {k: (v or {}).get("wrap") for k, v in (trace.metadata.get("counters") or {}).items()}
-    series: dict[Measure, list[float | None]] = {}
-    sources: dict[Measure, str] = {}
-
-    def unwrapped(names: list[str]) -> dict[str, list[float | None]]:
-        return {k: unwrap_counter([r.values.get(k) for r in readings], wraps.get(k)) for k in names}
-
-    gpu_power = _matching(keys, r"gpu\d+\.power_w")
-    hwmon_power = _matching(keys, r"hwmon\.[^.]+\.power\d+_w")
-    rapl_top = _matching(keys, r"rapl\.[^.]+\.energy_j")
-    rapl_packages = [k for k in rapl_top if k.split(".")[1].startswith("package")] or rapl_top
-    gpu_energy = _matching(keys, r"gpu\d+\.energy_j")
-    hwmon_energy = _matching(keys, r"hwmon\.[^.]+\.energy\d+_j")
-
-    if gpu_power:
-        series[Measure.POWER] = _combine(readings, gpu_power, "sum")
-        sources[Measure.POWER] = f"GPU board power ({len(gpu_power)} device{'s' if len(gpu_power) > 1 else ''})"
-    elif hwmon_power:
-        series[Measure.POWER] = _combine(readings, hwmon_power, "sum")
-        sources[Measure.POWER] = "hwmon power inputs"
-    elif rapl_packages:
-        cumulative = unwrapped(rapl_packages)
-        power: list[float | None] = [None]
-        for i in range(1, len(readings)):
-            steps = [c[i] - c[i - 1] for c in cumulative.values() if c[i] is not None and c[i - 1] is not None]
-            dt = t[i] - t[i - 1]
-            power.append(sum(steps) / dt if steps and dt > 0 else None)
-        series[Measure.POWER] = power
-        sources[Measure.POWER] = "CPU package power from RAPL energy counters"
-
-    if gpu_energy:
-        counters, counter_source = unwrapped(gpu_energy), "GPU energy counters"
-    elif gpu_power:
-        counters, counter_source = {}, None  # GPU power without a GPU counter: integrate GPU power, don't mix in the CPU
-    elif hwmon_power and hwmon_energy:
-        counters, counter_source = unwrapped(hwmon_energy), "hwmon energy counters"
-    elif hwmon_power:
-        counters, counter_source = {}, None
-    elif rapl_packages:
-        counters, counter_source = unwrapped(rapl_packages), "RAPL package energy counters"
-    else:
-        counters, counter_source = {}, None
-
-    gpu_temp = _matching(keys, r"gpu\d+\.temp_c")
-    if gpu_temp:
-        series[Measure.TEMP] = _combine(readings, gpu_temp, "max")
-        sources[Measure.TEMP] = "hottest GPU"
-    else:
-        hw_temps = _matching(keys, r"hwmon\..+\.temp_c")
-        cpu_temps = [k for k in hw_temps if k.split(".")[1] in ("coretemp", "k10temp", "zenpower", "cpu_thermal", "cpu-thermal")]
-        if cpu_temps or hw_temps:
-            series[Measure.TEMP] = _combine(readings, cpu_temps or hw_temps, "max")
-            sources[Measure.TEMP] = "hottest CPU sensor (hwmon)" if cpu_temps else "hottest hwmon sensor"
-    for name, pattern, how in (
-        (Measure.MEM_TEMP, r"gpu\d+\.mem_temp_c", "max"),
-        (Measure.SM_CLOCK, r"gpu\d+\.sm_clock_mhz", "mean"),
-        (Measure.MEM_CLOCK, r"gpu\d+\.mem_clock_mhz", "mean"),
-        (Measure.MEM_POWER, r"gpu\d+\.mem_power_w", "sum"),
-        (Measure.POWER_LIMIT, r"gpu\d+\.power_limit_w", "sum"),
-        (Measure.CPU_CLOCK, r"cpu\.mhz_mean", "mean"),
-        (Measure.FAN, r"hwmon\..+\.fan_rpm", "max"),
-    ):
-        matched = _matching(keys, pattern)
-        if matched:
-            series[name] = _combine(readings, matched, how)
-    return Derived(t, series, sources, counters, counter_source)
 
 
 # ---------------------------------------------------------------- facts of one window

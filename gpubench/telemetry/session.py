@@ -14,18 +14,18 @@ so recorded traces replay in no real time.
 
 from __future__ import annotations
 
-import re
 import statistics
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile, Status
 from gpubench.telemetry.clock import Clock, RealClock, VirtualClock
-from gpubench.telemetry.phases import Bands, derive, is_cooled, summarize
+from gpubench.telemetry.derive import derive, is_thermal
+from gpubench.telemetry.phases import Bands, is_cooled, summarize
 from gpubench.telemetry.samplers import (
     AmdSmiSampler,
     CpuFreqSampler,
@@ -36,10 +36,9 @@ from gpubench.telemetry.samplers import (
     SamplerUnavailable,
 )
 from gpubench.telemetry.summary import Baseline, Measure, TelemetryStatus, TelemetrySummary
+from gpubench.telemetry.series import SeriesKey
 from gpubench.telemetry.trace import Reading, ReplaySampler, Trace, read_trace
 
-# Fields that tell whether the device is hot or busy: only these make waiting for a cooldown worthwhile.
-THERMAL_FIELDS = re.compile(r"gpu\d+\.(power_w|temp_c)|hwmon\..+\.(temp_c|power\d+_w)|rapl\..+\.energy_j")
 
 
 class Window:
@@ -56,7 +55,7 @@ class Window:
         meta = self._telemetry.metadata()
         meta.update(self.notes)
         meta["label"] = self.label
-        return Trace(metadata=meta, readings=tuple(self.readings), marks=dict(self.marks))
+        return self._telemetry.trace_of(self.readings, meta, self.marks)
 
     def summary(self, bytes_moved: float | None = None) -> TelemetrySummary:
         """Phases, peak/sustained power, energy, throttling, cooldown, series, events (see phases.summarize)."""
@@ -106,7 +105,8 @@ class Telemetry:
         self.sample_seconds = 0.0  # wall time inside the samplers, summed over all samples
         self.sample_cpu_seconds = 0.0  # CPU time the sampling itself used
         first = self._sample()
-        self.thermal = any(THERMAL_FIELDS.fullmatch(k) for k in first.values)
+        # only a power or temperature reading makes waiting for a cooldown (or a steady state) worthwhile
+        self.thermal = is_thermal(first.values)
 
     @property
     def samplers(self) -> list[str]:
@@ -123,15 +123,25 @@ class Telemetry:
     def _interval(self, sampler: Any) -> float:
         return max(self.period, getattr(sampler, "min_interval_s", 0.0) or 0.0)
 
+    @property
+    def counters(self) -> dict[SeriesKey, float | None]:
+        """The energy counters the samplers read, with their wrap range in joules (None: not known)."""
+        counters: dict[SeriesKey, float | None] = {}
+        for d in self._descriptions.values():
+            counters.update(d.get("counters") or {})
+        return counters
+
+    def trace_of(self, readings: Sequence[Reading], metadata: dict[str, Any] | None = None, marks: dict[str, float] | None = None) -> Trace:
+        return Trace(metadata or self.metadata(), tuple(readings), dict(marks or {}), self.counters)
+
     def metadata(self) -> dict[str, Any]:
-        counters: dict[str, Any] = {}
+        """What the trace records of the session (JSON-able; the counters go in the trace's own field)."""
         devices: dict[str, Any] = {}
         extra: dict[str, Any] = {}
-        for name, d in self._descriptions.items():
-            counters.update(d.get("counters") or {})
+        for d in self._descriptions.values():
             devices.update(d.get("devices") or {})
             extra.update({k: v for k, v in d.items() if k not in ("counters", "devices")})
-        meta: dict[str, Any] = {"samplers": self.samplers, "hz": self.hz, "counters": counters, **extra}
+        meta: dict[str, Any] = {"samplers": self.samplers, "hz": self.hz, **extra}
         if devices:
             meta["devices"] = devices
         if self._failures:
@@ -145,7 +155,7 @@ class Telemetry:
     def _sample(self, force: bool = False) -> Reading:
         started, cpu_started = time.perf_counter(), time.thread_time()
         t = self.clock.now()
-        values: dict[str, float] = {}
+        values: dict[SeriesKey, float] = {}
         reasons: list[str] = []
         for sampler in list(self._live):
             interval = getattr(sampler, "min_interval_s", 0.0)
@@ -220,7 +230,7 @@ class Telemetry:
     def _recent(self, window: Window, seconds: float) -> Trace:
         now = self.clock.now()
         recent = tuple(r for r in window.readings[-int(seconds * self.hz + 2) :] if r.t >= now - seconds - self.period)
-        return Trace(metadata=self.metadata(), readings=recent)
+        return self.trace_of(recent)
 
     def _latest(self, window: Window) -> tuple[float | None, float | None]:
         d = derive(self._recent(window, 2 * self.period))
@@ -229,7 +239,7 @@ class Telemetry:
         return power, temp
 
     def _baseline_of(self, window: Window, a: float, b: float) -> Baseline:
-        d = derive(Trace(metadata=self.metadata(), readings=tuple(r for r in window.readings if a <= r.t < b)))
+        d = derive(self.trace_of([r for r in window.readings if a <= r.t < b]))
         power = [v for v in d.series.get(Measure.POWER, []) if v is not None]
         temp = [v for v in d.series.get(Measure.TEMP, []) if v is not None]
         return Baseline(statistics.fmean(power) if power else None, statistics.fmean(temp) if temp else None)

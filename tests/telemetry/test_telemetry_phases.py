@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from gpubench.telemetry.phases import MAX_SERIES_POINTS, summarize, unwrap_counter
+from gpubench.telemetry.derive import unwrap_counter
+from gpubench.telemetry.phases import MAX_SERIES_POINTS, summarize
+from gpubench.telemetry.series import SeriesKey
 from gpubench.telemetry.summary import EnergySource, Measure, TelemetryStatus, TelemetrySummary
 from gpubench.telemetry.trace import Reading, Trace, read_trace
 
 DATA = Path(__file__).parent / "data"
+K = SeriesKey.parse
 
 
 def test_throttled_h100_trace_has_five_phases_and_throttle_shares():
@@ -52,8 +55,8 @@ def test_energy_from_counter_agrees_with_integrated_power():
     from_counter = summarize(trace)
     assert from_counter.energy_source is EnergySource.COUNTER
     without_counter = Trace(
-        {**trace.metadata, "counters": {}},
-        tuple(Reading(r.t, {k: v for k, v in r.values.items() if k != "gpu0.energy_j"}, r.reasons) for r in trace.readings),
+        trace.metadata,
+        tuple(Reading(r.t, {k: v for k, v in r.values.items() if k != K("gpu0.energy_j")}, r.reasons) for r in trace.readings),
         trace.marks,
     )
     integrated = summarize(without_counter)
@@ -79,7 +82,7 @@ def test_trace_that_never_cools_within_the_timeout():
 
 def test_rapl_counter_wraparound_counts_energy_once():
     trace = read_trace(DATA / "rapl_wrap.json")
-    raw = [r.values["rapl.package-0.energy_j"] for r in trace.readings]
+    raw = [r.values[K("rapl.package-0.energy_j")] for r in trace.readings]
     assert any(b < a for a, b in zip(raw, raw[1:])), "the trace must contain a wraparound"
     s = summarize(trace)
     assert s.energy_source is EnergySource.COUNTER
@@ -109,7 +112,7 @@ def test_series_is_downsampled_and_json_able():
 
 
 def test_power_less_trace_is_one_execution_phase():
-    readings = tuple(Reading(i / 10, {"cpu.mhz_mean": 2600.0 + i}) for i in range(30))
+    readings = tuple(Reading(i / 10, {K("cpu.mhz_mean"): 2600.0 + i}) for i in range(30))
     s = summarize(Trace({"samplers": ["cpufreq"]}, readings, {"start": 0.5, "end": 2.5, "cooldown_end": 2.5}))
     assert s.status is TelemetryStatus.OK
     assert [p.name for p in s.phases] == ["execution"]
@@ -127,21 +130,21 @@ def test_no_samplers_is_status_none():
 def test_a_counter_read_over_part_of_the_window_gives_way_to_integrated_power(counter_from):
     """A counter that stopped (one reading) or started inside the window held its first or last
     value there: 0 J, or 1,800 J of 3,000, labelled as from the counter."""
-    meta = {"samplers": ["nvml"], "counters": {"gpu0.energy_j": {"wrap": None}}}
+    meta = {"samplers": ["nvml"]}
     readings = []
     for t in range(0, 12):
-        values = {"gpu0.power_w": 300.0}
+        values = {K("gpu0.power_w"): 300.0}
         if (counter_from == 0 and t == 0) or (counter_from and t >= counter_from):
-            values["gpu0.energy_j"] = 1000.0 + 300.0 * t
+            values[K("gpu0.energy_j")] = 1000.0 + 300.0 * t
         readings.append(Reading(float(t), values))
-    s = summarize(Trace(meta, tuple(readings), {"start": 1.0, "end": 11.0}))
+    s = summarize(Trace(meta, tuple(readings), {"start": 1.0, "end": 11.0}, {K("gpu0.energy_j"): None}))
     assert s.energy_source is EnergySource.INTEGRATED
     assert s.energy_j == pytest.approx(3000.0)
 
 
 def test_a_counter_read_over_the_whole_window_is_used():
-    meta = {"samplers": ["nvml"], "counters": {"gpu0.energy_j": {"wrap": None}}}
-    readings = [Reading(float(t), {"gpu0.power_w": 300.0, "gpu0.energy_j": 1000.0 + 290.0 * t}) for t in range(0, 12)]
-    s = summarize(Trace(meta, tuple(readings), {"start": 1.0, "end": 11.0}))
+    meta = {"samplers": ["nvml"]}
+    readings = [Reading(float(t), {K("gpu0.power_w"): 300.0, K("gpu0.energy_j"): 1000.0 + 290.0 * t}) for t in range(0, 12)]
+    s = summarize(Trace(meta, tuple(readings), {"start": 1.0, "end": 11.0}, {K("gpu0.energy_j"): None}))
     assert s.energy_source is EnergySource.COUNTER
     assert s.energy_j == pytest.approx(2900.0)

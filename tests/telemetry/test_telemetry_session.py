@@ -10,11 +10,13 @@ import pytest
 from gpubench.probe.model import Capability, Profile, Status
 from gpubench.telemetry import samplers as samplers_mod
 from gpubench.telemetry.samplers import SamplerUnavailable
+from gpubench.telemetry.series import SeriesKey
 from gpubench.telemetry.summary import Measure, TelemetryStatus
 from gpubench.telemetry.session import Telemetry, VirtualClock, open_telemetry
 from gpubench.telemetry.trace import read_trace
 
 DATA = Path(__file__).parent / "data"
+K = SeriesKey.parse
 
 
 class CountingSampler:
@@ -27,7 +29,7 @@ class CountingSampler:
 
     def read(self):
         self.reads += 1
-        return {"cpu.mhz_mean": 2400.0}, ()
+        return {K("cpu.mhz_mean"): 2400.0}, ()
 
     def describe(self):
         return {}
@@ -49,7 +51,7 @@ class BreaksAfter:
         if self.left <= 0:
             raise RuntimeError("GPU is lost")
         self.left -= 1
-        return {"gpu0.power_w": 300.0, "gpu0.temp_c": 50.0}, ()
+        return {K("gpu0.power_w"): 300.0, K("gpu0.temp_c"): 50.0}, ()
 
     def describe(self):
         return {}
@@ -134,7 +136,7 @@ def test_sampler_failing_mid_run_leaves_the_others_and_the_result():
     assert s.partial == {"flaky": "RuntimeError: GPU is lost"}
     assert flaky.closed
     late = [r for r in window.readings if r.t > window.marks["start"] + 2.0]
-    assert late and all("cpu.mhz_mean" in r.values and "gpu0.power_w" not in r.values for r in late)
+    assert late and all(K("cpu.mhz_mean") in r.values and K("gpu0.power_w") not in r.values for r in late)
     assert s.samplers == ("flaky", "fakefreq")
 
 
