@@ -1,4 +1,4 @@
-"""Telemetry commands: `telemetry sources|record|show` and `calibrate telemetry`."""
+"""Telemetry commands: `telemetry sources|record|show` (`calibrate telemetry` is in cli.calibrate)."""
 
 from __future__ import annotations
 
@@ -124,34 +124,3 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
             emit_json(summary.to_dict())
         else:
             typer.echo("\n".join(summary_lines(summary)))
-
-    @calibrate_app.command("telemetry")
-    def calibrate_telemetry(
-        seconds: float = typer.Option(0.5, "--seconds", min=0.05, help="Length of one run of the workload."),
-        rounds: int = typer.Option(20, "--rounds", min=1, help="Rounds of three runs: without telemetry, with it, without it again."),
-        hz: float = HzOpt,
-        workload: str = typer.Option("python", "--workload", help="python (needs the interpreter lock: the worst case) or numpy."),
-        as_json: bool = JsonOpt,
-    ) -> None:
-        """Measure what telemetry sampling costs: the same fixed work with and without it, interleaved in one run."""
-        from gpubench.calibrate.telemetry import calibrate
-
-        result = calibrate(seconds, rounds, hz, workload, progress=lambda m: typer.echo(m, err=True))
-        if as_json:
-            emit_json(result.to_dict())
-            return
-        mean_s = sum(result.without_s) / len(result.without_s)
-        typer.echo(
-            f"telemetry overhead with {rates_text(result.rates, result.hz)}, {result.workload} workload, "
-            f"{result.rounds} rounds of ~{mean_s:.2f} s runs:"
-        )
-        for label, s in (("with telemetry", result.overhead), ("control (none)", result.noise)):
-            typer.echo(
-                f"  {label}: median {s.median:+.2f}% (95% CI {s.ci_low:+.2f}% .. {s.ci_high:+.2f}%, "
-                f"IQR {s.q1:+.2f}% .. {s.q3:+.2f}%, min {s.minimum:+.2f}%, max {s.maximum:+.2f}%)"
-            )
-        typer.echo(f"  all runs together: {result.total_pct:+.2f}%; fastest run with against fastest without: {result.best_pct:+.2f}%")
-        typer.echo(
-            f"  sampling: {result.samples_taken} samples, {result.sample_cpu_ms:.3f} ms CPU each ({result.sample_cost_ms:.3f} ms wall); "
-            f"CPU used = {result.sampler_cpu_pct:.3f}% of the benchmark time"
-        )
