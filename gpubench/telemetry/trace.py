@@ -97,13 +97,7 @@ class Trace:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Trace:
-        if d.get("format") != TRACE_FORMAT:
-            raise ValueError(f"not a {TRACE_FORMAT} (format field is {json.dumps(d.get('format'))[:40]})")
-        version = d.get("version", 0)
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise ValueError(f"version must be a whole number, found {json.dumps(version)[:40]}")
-        if version > TRACE_VERSION:
-            raise ValueError(f"trace version {version} is newer than this gpubench reads ({TRACE_VERSION})")
+        _check_format(d)
         samples, metadata, marks = d.get("samples", []), d.get("metadata") or {}, d.get("marks") or {}
         if not isinstance(samples, list) or not all(isinstance(x, dict) for x in samples):
             raise ValueError("samples must be a list of objects")
@@ -120,6 +114,17 @@ class Trace:
             marks={str(k): _finite(v, f"marks.{k}") for k, v in marks.items() if v is not None},
             counters={_counter(k): _wrap(k, v) for k, v in counters.items()},
         )
+
+
+def _check_format(d: dict[str, Any]) -> None:
+    """A trace of a version this gpubench reads, or ValueError saying what it is instead."""
+    if d.get("format") != TRACE_FORMAT:
+        raise ValueError(f"not a {TRACE_FORMAT} (format field is {json.dumps(d.get('format'))[:40]})")
+    version = d.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"version must be a whole number, found {json.dumps(version)[:40]}")
+    if version > TRACE_VERSION:
+        raise ValueError(f"trace version {version} is newer than this gpubench reads ({TRACE_VERSION})")
 
 
 def _counter(name: str) -> SeriesKey:
