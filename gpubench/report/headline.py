@@ -136,7 +136,7 @@ class Headline:
 
 
 def build(run: Run) -> Headline:
-    profile = Profile.from_dict(run.profile) if run.profile.get("capabilities") else Profile("/", ())
+    profile = stored_profile(run) or Profile("/", ())
     shortfalls = tuple(Shortfall(c.area, c.name, c.status, c.why, c.fix) for c in profile.capabilities if c.status is not Status.YES)
     machine = _Machine(LinksView.from_profile(profile), NumaView.from_profile(profile))
     measured = [r for r in run.results if r.status is ResultStatus.OK and r.summary is not None]
@@ -144,6 +144,15 @@ def build(run: Run) -> Headline:
     for family in (_io_rows, _copy_rows, _gds_rows, _hmm_rows, _p2p_rows, _tier_rows):
         rows += family(measured, machine)
     return Headline(shortfalls, tuple(rows), machine.links.recorded)
+
+
+def stored_profile(run: Run) -> Profile | None:
+    """The probe a run was planned from; None where it stored none that can be read."""
+    try:
+        profile = Profile.from_dict(run.profile)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return profile if profile.capabilities else None
 
 
 def _of(results: Iterable[Result], benchmark: str, read: Callable[[Result], Params | None]) -> list[tuple[Result, Params]]:

@@ -12,8 +12,8 @@ import math
 from typing import Any, Sequence
 
 from gpubench.probe.diff import diff_capabilities
-from gpubench.probe.model import Profile
 from gpubench.report import formats
+from gpubench.report.headline import stored_profile
 from gpubench.results.model import CaseComparison, Comparison, ResultStatus, Run, Verdict
 
 NOT_AVAILABLE = "—"
@@ -60,13 +60,9 @@ def setting_rows(comparison: Comparison) -> tuple[list[dict[str, str]], list[str
     return differ, unrecorded, same
 
 
-def _profile(run: Run) -> Profile | None:
-    return Profile.from_dict(run.profile) if run.profile.get("capabilities") else None
-
-
 def capability_rows(comparison: Comparison) -> list[dict[str, str]] | None:
     """The verdicts that differ between the sides' probes; None where a side stored none."""
-    before, after = _profile(comparison.base), _profile(comparison.new)
+    before, after = stored_profile(comparison.base), stored_profile(comparison.new)
     if before is None or after is None:
         return None
     rows = []
