@@ -41,9 +41,13 @@ VERDICT_COLOUR = {
 SERIES_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#8172b3", "#937860")
 UNIT_QUANTITY = {"W": "power", "°C": "temperature", "MHz": "clock", "%": "utilisation", "MiB": "memory", "V": "voltage", "A": "current"}
 PHASE_LABEL_LEVELS = (1.02, 1.14, 1.26)  # axes fractions above the top panel
-PHASE_COLOURS = ("#f5cba7", "#aed6f1", "#d5f5e3", "#e8daef", "#fcf3cf", "#d6dbdf")
+PHASE_COLOURS = ("#f5cba7", "#aed6f1", "#d5f5e3", "#e8daef", "#fcf3cf", "#d6dbdf")  # phases gpubench does not name
+# the phases gpubench writes (telemetry.summary.PhaseName), one colour each in the charts and the HTML strips
+PHASE_COLOUR = {"cool_down_wait": "#d6dbdf", "pre_run": "#f5cba7", "pre_warm": "#fcf3cf", "ramp_up": "#aed6f1",
+                "execution": "#85c1e9", "sustained": "#abebc6", "cooldown": "#e8daef"}
 
 CHART_WIDTH = 10.0  # inches; the page scales it down to its width
+TELEMETRY_PANEL_INCHES = 1.05
 MAX_POINTS_PER_CASE = 400  # more would only make the file larger, not the picture clearer
 SERIES_UNITS = {"_w": "W", "_c": "°C", "_mhz": "MHz", "_pct": "%", "_percent": "%", "_mib": "MiB", "_v": "V", "_a": "A"}
 
@@ -199,11 +203,11 @@ def telemetry_chart(telemetry: TelemetrySummary) -> str | None:
     phases, events = telemetry.phases, telemetry.events
     panels = _panels(list(curves))
     span = (t[-1] - t[0]) or 1.0
-    with _figure(CHART_WIDTH, 0.6 + 1.45 * len(panels)) as fig:
+    with _figure(CHART_WIDTH, 0.6 + TELEMETRY_PANEL_INCHES * len(panels)) as fig:
         axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
         for ax, (unit, members) in zip(axes, panels):
             for index, phase in enumerate(phases):
-                colour = PHASE_COLOURS[index % len(PHASE_COLOURS)]
+                colour = PHASE_COLOUR.get(phase.name, PHASE_COLOURS[index % len(PHASE_COLOURS)])
                 ax.axvspan(phase.start - origin, phase.end - origin, color=colour, alpha=0.55, linewidth=0, zorder=0)
             for event in events:
                 ax.axvline(event.t - origin, color=COLOUR_MEDIAN, linewidth=0.7, linestyle=":", zorder=1)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from gpubench.errors import UserError
 from gpubench.files import write_new
 from gpubench.report import formats
 from gpubench.report.html_run import RUN_STATUS_NOTICE
-from gpubench.results.model import Comparison, Result, ResultStatus, Run, Verdict
-from gpubench.telemetry.summary import Phase, TelemetryStatus, TelemetrySummary
+from gpubench.results.model import Comparison, ResultStatus, Run, Verdict
 
 CAPABILITY_STATUSES = ("yes", "partial", "no", "unknown")
 RESULT_STATUSES = tuple(s.value for s in ResultStatus)
@@ -125,56 +124,6 @@ def capability_rows(profile: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-TELEMETRY_DRAWN_ELSEWHERE = ("series", "phases", "events")
-PHASE_LEADING_COLUMNS = ("name", "start", "end", "duration_s", "samples")
-
-
-def _cell_text(value: Any) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{k} {_scalar_text(v)}" for k, v in value.items()) or NOT_AVAILABLE
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_scalar_text(v) for v in value) or NOT_AVAILABLE
-    return _scalar_text(value)
-
-
-def phase_table(phases: Sequence[Phase]) -> dict[str, Any] | None:
-    """A column per phase, a row per field (the union of the phases' fields, the usual ones first)."""
-    columns = [p.to_dict() for p in phases]
-    if not columns:
-        return None
-    fields = [f for f in PHASE_LEADING_COLUMNS[1:] if any(f in p for p in columns)]
-    for phase in columns:
-        fields += [key for key in phase if key != "name" and key not in fields]
-    return {
-        "phases": [str(p.get("name", "")) for p in columns],
-        "rows": [(field, [_cell_text(p[field]) if field in p else "" for p in columns]) for field in fields],
-    }
-
-
-def telemetry_view(case: str, telemetry: TelemetrySummary) -> dict[str, Any] | None:
-    """What the report shows of one result's telemetry; None when no sampler ran and nothing was drawn."""
-    from gpubench.report import charts
-
-    chart = charts.telemetry_chart(telemetry)
-    if chart is None and telemetry.status is TelemetryStatus.NONE:
-        return None
-    # what was measured: the figures without a value (null, no entries) are left out
-    summary = {k: v for k, v in telemetry.to_dict().items() if k not in TELEMETRY_DRAWN_ELSEWHERE and v not in (None, {}, [])}
-    events = [f"{formats.number(e.t, NOT_AVAILABLE)} s {e.reason}".strip() for e in telemetry.events]
-    view = {
-        "case": case,
-        "svg": _svg(chart),
-        "phases": phase_table(telemetry.phases),
-        "summary": flatten_metadata(summary) if summary else [],
-        "events": events,
-    }
-    return view if chart or view["phases"] or view["summary"] or events else None
-
-
-def _telemetry_views(benchmark: str, results: Sequence[Result]) -> list[dict[str, Any]]:
-    return [view for r in results if r.telemetry and (view := telemetry_view(r.case, r.telemetry))]
-
-
 def render_run_html(run: Run) -> str:
     from gpubench.report import html_run
     from gpubench.report.headline import build
@@ -186,7 +135,8 @@ def render_run_html(run: Run) -> str:
         header=html_run.header_view(run),
         paths=html_run.path_views(head),
         shortfalls=html_run.shortfall_views(head),
-        sections=html_run.section_views(run, _telemetry_views),
+        sections=html_run.section_views(run),
+        telemetry=html_run.telemetry_sources(run),
         not_run=html_run.not_run_views(run),
         metadata=flatten_metadata(run.metadata),
         profile_root=str(run.profile.get("root", "")),

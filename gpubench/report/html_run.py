@@ -12,6 +12,7 @@ from gpubench.probe.model import Status
 from gpubench.report import formats
 from gpubench.report import headline as hl
 from gpubench.report import sections as sec
+from gpubench.report import telemetry as tel
 from gpubench.report.matrix import pair_matrices
 from gpubench.report.terminal import machine_line
 from gpubench.results.model import Run, RunStatus
@@ -79,9 +80,10 @@ def case_views(section: sec.Section) -> list[dict[str, Any]]:
     return rows
 
 
-def section_views(run: Run, telemetry: Any) -> list[dict[str, Any]]:
+def section_views(run: Run) -> list[dict[str, Any]]:
     from gpubench.report import charts
 
+    telemetry = {b.benchmark: b for b in tel.of_run(run).benchmarks}
     views = []
     for section in sec.sections(run):
         results = [row.result for row in section.rows]
@@ -100,7 +102,7 @@ def section_views(run: Run, telemetry: Any) -> list[dict[str, Any]]:
             "reasons": any(row.result.status.value != "ok" for row in section.rows),
             "svg": charts_svg(charts.spread_chart(drawn)) if drawn else None,
             "matrices": pair_matrices([r for r in run.results if r.benchmark == section.benchmark]),  # waived pairs too
-            "telemetry": telemetry(section.benchmark, results),
+            "telemetry": telemetry_view(telemetry[section.benchmark]) if section.benchmark in telemetry else None,
         })
     return views
 
@@ -137,3 +139,49 @@ def capability_counts(capabilities: list[dict[str, Any]]) -> str:
 
 def not_run_views(run: Run) -> list[dict[str, str]]:
     return [{"status": g.status.value, "names": g.names(), "reason": g.reason} for g in sec.not_run(run)]
+
+
+def _phase_colour(title: str) -> str:
+    from gpubench.report.charts import PHASE_COLOUR
+
+    name = next((n for n, t in tel.PHASE_TITLES.items() if t == title), "")
+    return PHASE_COLOUR.get(name, "#d6dbdf")
+
+
+def _figure(value: float | None, unit: str = "") -> str:
+    return f"{formats.number(value)}{' ' + unit if unit else ''}" if value is not None else ""
+
+
+def telemetry_view(bench: tel.BenchmarkTelemetry) -> dict[str, Any] | None:
+    """The benchmark's telemetry: a row per case where there is more than one phase or a figure
+    to show, the series of the case drawn where one varies; None where there is nothing but the
+    line saying what was sampled."""
+    from gpubench.report import charts
+
+    rows = []
+    for case in bench.cases:
+        throttled = case.throttled
+        rows.append({
+            "case": case.case,
+            "strip": [{"name": span.name, "colour": _phase_colour(span.name), "left": f"{span.start * 100:.2f}",
+                       "width": f"{span.width * 100:.2f}", "seconds": formats.number(span.seconds)} for span in case.strip],
+            "peak": _figure(case.peak_w, "W"), "sustained": _figure(case.sustained_w, "W"), "energy": _figure(case.energy_j, "J"),
+            "per_gb": _figure(case.j_per_gb, "J/GB"), "throttled": f"{throttled[1]:.0f}% {throttled[0]}" if throttled else "",
+            "cool": _figure(case.time_to_cool_s, "s"),
+        })
+    drawn = bench.drawn
+    hz = next((c.summary.hz for c in bench.cases if c.summary.hz), None)
+    return {
+        "line": tel.line(bench).removeprefix("telemetry: "),
+        "hz": formats.number(hz) if hz else "",
+        "columns": bench.columns,
+        "rows": rows if bench.columns or any(len(r["strip"]) > 1 for r in rows) else [],
+        "svg": charts_svg(charts.telemetry_chart(drawn.summary)) if drawn is not None else None,
+        "drawn": drawn.case if drawn is not None else "",
+    }
+
+
+def telemetry_sources(run: Run) -> dict[str, Any]:
+    found = tel.of_run(run)
+    return {"unreadable": list(found.unreadable), "stopped": [{"source": s, "why": w, "cases": ", ".join(c)} for s, w, c in found.stopped],
+            "phases": [{"name": title, "colour": _phase_colour(title)} for title in tel.PHASE_TITLES.values()]}

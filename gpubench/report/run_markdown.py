@@ -9,6 +9,7 @@ from typing import Sequence
 from gpubench.report import formats
 from gpubench.report import headline as hl
 from gpubench.report import sections as sec
+from gpubench.report import telemetry as tel
 from gpubench.report.terminal import machine_line, run_heading
 from gpubench.results.model import Run
 
@@ -39,10 +40,16 @@ def run_markdown(run: Run) -> str:
                                for v in row.versus) or row.no_versus
             rows.append((f"**{row.path}**: {row.job}", f"{formats.number(row.value)} {row.best.unit}", row.limit_text, versus))
         out += table(("path", "best", "limit", "vs baseline"), rows, right=(1,))
+    telemetry = tel.of_run(run)
+    by_bench = {b.benchmark: b for b in telemetry.benchmarks}
     for section in sec.sections(run):
         out += _section(section)
+        if section.benchmark in by_bench:
+            out += [cell(tel.line(by_bench[section.benchmark])) + ".", ""]
     for group in sec.not_run(run):
         out += [f"- {group.status.value}: {cell(group.names())}: {cell(group.reason)}"]
+    if telemetry.unreadable:
+        out += ["", "Telemetry sources not readable here: " + cell("; ".join(f"{s} ({why})" for s, why in telemetry.unreadable)) + "."]
     speed = formats.machine_speed(run)
     if speed:
         out += ["", f"Machine speed: {speed}."]

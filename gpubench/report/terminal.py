@@ -182,6 +182,7 @@ def print_run_report(console: Console, run: Run, history: str = "", reports: Seq
     one compact table per benchmark, what did not run and why, and where the history is."""
     from gpubench.report import headline as hl
     from gpubench.report import sections as sec
+    from gpubench.report import telemetry as tel
 
     width = console.width
     head = hl.build(run)
@@ -191,14 +192,20 @@ def print_run_report(console: Console, run: Run, history: str = "", reports: Seq
         console.print(fit(shortfall_table(head.shortfalls), width))
     if head.paths:
         console.print(fit(paths_table(head.paths), width))
+    telemetry = tel.of_run(run)
+    by_bench = {b.benchmark: b for b in telemetry.benchmarks}
     for section in sec.sections(run):
         console.print()
         console.print(Text(section_heading(section), style="bold"))
         if section.shared:
             console.print(Text("the same in every case: " + ", ".join(f"{k} {v}" for k, v in section.shared), style="dim"))
         console.print(fit(section_table(section), width))
+        if section.benchmark in by_bench:
+            console.print(Text(tel.line(by_bench[section.benchmark]), style="dim"))
     for group in sec.not_run(run):
         console.print(Text(f"{group.status.value}: {group.names()}: {group.reason}"))
+    if telemetry.unreadable:
+        console.print(Text("telemetry sources not readable here: " + "; ".join(f"{s} ({why})" for s, why in telemetry.unreadable), style="dim"))
     _print_footer(console, run, history, reports)
 
 
@@ -213,7 +220,10 @@ def machine_line(run: Run) -> str:
     meta = run.metadata
     cpus = f"{meta.get('cpu_count')} CPUs" if meta.get("cpu_count") else ""
     memory = f"{meta['memory_bytes'] / 2**30:.1f} GiB" if isinstance(meta.get("memory_bytes"), (int, float)) else ""
-    gpus = ", ".join(map(str, meta.get("gpus") or [])) or "no GPU"
+    counts: dict[str, int] = {}
+    for gpu in meta.get("gpus") or []:
+        counts[str(gpu)] = counts.get(str(gpu), 0) + 1
+    gpus = ", ".join(f"{n} x {name}" if n > 1 else name for name, n in counts.items()) or "no GPU"
     parts = [f"kernel {meta.get('kernel')}" if meta.get("kernel") else "", str(meta.get("cpu_model") or ""), cpus, memory, gpus,
              f"host {meta.get('hostname')}" if meta.get("hostname") else ""]
     return " · ".join(p for p in parts if p)

@@ -96,3 +96,37 @@ def tier_run(profile: Profile) -> Run:
     cases = [c for c in MemTier().cases(profile, "quick", {}) if c.params["kernel"] in ("copy", "chase")]
     figures = {("copy", 0): 100.0, ("chase", 0): 100.0, ("copy", 1): 40.0, ("chase", 1): 250.0}
     return run_of(profile, results_for("memtier", cases, lambda c: figures.get((c.params["kernel"], c.params["mem_node"]))), "cxl host")
+
+
+def gpu_telemetry(level_w: float, seconds: float = 10.0, bytes_moved: float = 2.5e10, throttle_every: int = 9) -> "TelemetrySummary":
+    """What the telemetry session stores for a GPU case: its summary of a synthetic 10 Hz trace
+    (idle at 70 W, a plateau at `level_w` with power-cap throttling, cooldown)."""
+    import math
+
+    from gpubench.telemetry.phases import summarize
+    from gpubench.telemetry.series import SeriesKey
+    from gpubench.telemetry.trace import Reading, Trace
+
+    end = 5.0 + seconds
+    readings = []
+    for k in range(int((end + 7) * 10)):
+        t = k / 10
+        running = 5 <= t < end
+        power = (level_w if running else 70.0) + 4 * math.sin(k / 3)
+        temp = 33.0 + (min(t - 5, seconds) * 3.2 if t >= 5 else 0) - (max(t - end, 0) * 2.5)
+        values = {SeriesKey.parse("gpu0.power_w"): power, SeriesKey.parse("gpu0.temp_c"): temp,
+                  SeriesKey.parse("gpu0.sm_clock_mhz"): 1980.0 if running else 345.0}
+        readings.append(Reading(t, values, ("sw_power_cap",) if running and k % throttle_every == 0 else ()))
+    marks = {"baseline_start": 0.0, "start": 5.0, "end": end, "cooldown_end": end + 7.0}
+    metadata = {"samplers": ["nvml"], "hz": 10.0, "not_available": {"rapl": "no RAPL powercap zone on this machine"}}
+    return summarize(Trace(metadata, tuple(readings), marks), bytes_moved=bytes_moved)
+
+
+def with_telemetry(run: Run) -> Run:
+    """Each result of `run` with a telemetry summary whose power follows its figure."""
+    from dataclasses import replace
+
+    results = tuple(replace(r, telemetry=gpu_telemetry(150.0 + 4 * (r.summary.median if r.summary else 0) % 500,
+                                                        throttle_every=7 + i % 5))
+                    for i, r in enumerate(run.results))
+    return replace(run, results=results)

@@ -16,6 +16,7 @@ from gpubench.report.formats import number as format_number
 from gpubench.report.html import render_comparison_html, render_run_html, write_run_reports
 from gpubench.results.jsonio import run_to_json as run_json
 from gpubench.results.model import SCHEMA_VERSION, Run, RunStatus, Verdict
+from gpubench.report.telemetry import PHASE_TITLES
 from gpubench.telemetry.summary import TelemetryStatus, TelemetrySummary
 
 try:
@@ -139,18 +140,21 @@ def test_run_report_draws_one_chart_per_benchmark_and_the_telemetry(run_html: st
     assert _svg_count(run_html) == 3
     telemetry = next(r.telemetry for r in sample_run.results if r.telemetry)
     for phase in telemetry.phases:
-        assert f"<th>{phase.name}</th>" in run_html  # a column of the phase table
+        assert f'title="{PHASE_TITLES[phase.name]}: ' in run_html  # a segment of the phase strip
     assert "power (W)" in run_html and "temp (°C)" in run_html and "sm clock (MHz)" in run_html
-    assert "energy_j" in run_html and "Throttle events:" in run_html and "sw_power_cap" in run_html
+    assert f"peak {format_number(telemetry.peak_w)} W" in run_html and f"{format_number(telemetry.sustained_mean_w)} W" in run_html
+    assert f"{format_number(telemetry.energy_j)} J" in run_html and "% sw_power_cap" in run_html
+    for raw in ("energy_j", "throttled_pct", "not_available", "baseline.power_w", "duration_s"):
+        assert raw not in run_html  # no raw key dumps
 
 
 def test_telemetry_without_series_draws_no_chart_and_unsampled_telemetry_is_left_out(sample_run: Run) -> None:
     summaries_only = tuple(replace(r, telemetry=TelemetrySummary(samplers=("rapl",), status=TelemetryStatus.OK, energy_j=88.5)) if r.telemetry else r for r in sample_run.results)
     html = render_run_html(replace(sample_run, results=summaries_only))
-    assert _svg_count(html) == 2 and "energy_j" in html and "88.5" in html and "Telemetry:" in html
+    assert _svg_count(html) == 2 and "88.5 J" in html and "<h3>Telemetry</h3>" in html
     none_sampled = tuple(replace(r, telemetry=TelemetrySummary(samplers=(), status=TelemetryStatus.NONE)) for r in sample_run.results)
     html = render_run_html(replace(sample_run, results=none_sampled))
-    assert "Telemetry:" not in html
+    assert "<h3>Telemetry</h3>" not in html
 
 
 def test_telemetry_chart_with_epoch_times_and_extra_series() -> None:
