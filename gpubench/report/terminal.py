@@ -127,6 +127,8 @@ def _fitted_widths(table: Table, width: int, fold: bool) -> list[int] | None:
         word.append(min(max(longest, floor[-1]), widest))
         prose.append(min(max(word[-1], PROSE_FLOOR), widest) if column.max_width else widest)
         prose_fold.append(min(max(floor[-1], PROSE_FLOOR), widest) if column.max_width else word[-1])
+        if column.max_width:  # sentences never wrap narrower than PROSE_FLOOR: they move under the table instead
+            word[-1] = prose[-1]
     may_wrap = [not column.no_wrap for column in table.columns]
     steps = (prose, word, prose_fold) + ((floor,) if fold else ())
     inside_rules = width - (len(natural) + 1)
