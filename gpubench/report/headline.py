@@ -79,6 +79,11 @@ class Versus:
         return f"{ratio_text(self.ratio)} {'the latency of ' if latency else ''}{self.what}"
 
     @property
+    def text(self) -> str:
+        """'2.61x psync (95% CI 2.21-3.00) [psync 1 thread per job, io_uring queue depth 8]'."""
+        return " ".join(t for t in (self.ratio_text, f"({self.ci_text})" if self.ci_text else "", f"[{self.note}]" if self.note else "") if t)
+
+    @property
     def ci_text(self) -> str:
         """'95% CI 2.21-3.00', '' without an interval."""
         if self.ci_low is None or self.ci_high is None:
@@ -111,6 +116,10 @@ class PathRow:
     def value(self) -> float:
         assert self.best.summary is not None
         return self.best.summary.median
+
+    @property
+    def best_text(self) -> str:
+        return f"{formats.number(self.value)} {self.best.unit}"
 
     @property
     def share_of_limit(self) -> float | None:
@@ -193,14 +202,14 @@ class _Machine:
     links: LinksView
     numa: NumaView
 
-    def gpu_limit(self, address: str | None, what: str, factor: float = 1.0) -> tuple[Limit | None, str]:
-        """The PCIe link of the GPU at `address`, GB/s per direction (times factor)."""
+    def gpu_limit(self, address: str | None) -> tuple[Limit | None, str]:
+        """The PCIe link of the GPU at `address`, GB/s per direction."""
         if not self.links.recorded:
             return None, NOT_RECORDED
         link = self.links.link_of(address)
         if link is None or link.gbps is None:
             return None, f"not stated: the probe found no PCIe link for GPU {address or '?'}"
-        return Limit(link.gbps * factor, f"{what}{link.describe()} of GPU {address}"), ""
+        return Limit(link.gbps, f"{link.describe()} of GPU {address}"), ""
 
     def pair_limit(self, pair: PairParams) -> tuple[Limit | None, str]:
         factor = 2.0 if pair.both_ways else 1.0
@@ -269,7 +278,7 @@ def _copy_rows(results: Sequence[Result], machine: _Machine) -> list[PathRow]:
         if best is None:
             continue
         result, p = best
-        limit, no_limit = machine.gpu_limit(p.gpu_pci, "")
+        limit, no_limit = machine.gpu_limit(p.gpu_pci)
         twin = next(((r, q) for r, q in copies if q.direction == direction and q.size == p.size and q.gpu == p.gpu
                      and q.host_memory != p.host_memory and q.engine == p.engine), None)
         vs = versus(f"{twin[1].host_memory} memory", result, twin[0]) if twin is not None else None
@@ -284,7 +293,7 @@ def _gds_rows(results: Sequence[Result], machine: _Machine) -> list[PathRow]:
     if best is None:
         return []
     result, p = best
-    limit, no_limit = machine.gpu_limit(p.gpu_pci, "")
+    limit, no_limit = machine.gpu_limit(p.gpu_pci)
     twin = next((r for r, q in reads if q.baseline and q.size == p.size and q.cache == p.cache and q.gpu == p.gpu), None)
     vs = versus("POSIX read + copy", result, twin) if twin is not None else None
     job = f"read {p.cache} cache, {format_size(p.size)}, {p.threads} thread{'s' if p.threads > 1 else ''}, GPU {p.gpu}"
@@ -297,7 +306,7 @@ def _hmm_rows(results: Sequence[Result], machine: _Machine) -> list[PathRow]:
     if best is None:
         return []
     result, p = best
-    limit, no_limit = machine.gpu_limit(p.gpu_pci, "")
+    limit, no_limit = machine.gpu_limit(p.gpu_pci)
     same = [(r, q) for r, q in cases if q.size == p.size and q.gpu == p.gpu]
     others = [("managed memory", "managed"), ("explicit copy", "copy")] if p.memory == "system" else [("explicit copy", "copy")]
     vs = [v for what, memory in others if (b := _best([(r, q) for r, q in same if q.memory == memory])) and (v := versus(what, result, b[0]))]

@@ -44,7 +44,7 @@ def path_views(head: hl.Headline) -> list[dict[str, Any]]:
             "job": row.job,
             "anchor": anchor(row.best.benchmark),
             "case": row.best.case,
-            "best": f"{formats.number(row.value)} {row.best.unit}",
+            "best": row.best_text,
             "limit": f"{formats.number(row.limit.value)} {row.best.unit}" if row.limit else "",
             "limit_source": row.limit.source if row.limit else row.no_limit,
             "share": f"{share:.0%}" if share is not None else "",
@@ -62,20 +62,19 @@ def case_views(section: sec.Section) -> list[dict[str, Any]]:
     for row in section.rows:
         r, s = row.result, row.result.summary
         v = row.versus
-        share = row.share_of_claim
         rows.append({
             "case": r.case,
             "status": r.status.value,
-            "median": f"{formats.number(s.median)} {r.unit}" if s else NOT_AVAILABLE,
+            "median": row.median_text if s else NOT_AVAILABLE,
             "direction": "higher is better" if r.higher_is_better else "lower is better",
-            "ci": f"{formats.number(s.ci_low)} – {formats.number(s.ci_high)}" if s else NOT_AVAILABLE,
+            "ci": row.ci_text(" – ") if s else NOT_AVAILABLE,
             "spread": f"{s.rel_spread:.1%}" if s and math.isfinite(s.rel_spread) else NOT_AVAILABLE,
             "n": str(len(r.samples)),
             "reason": r.reason if r.status.value != "ok" else "",
             "versus": hl.ratio_text(v.ratio) if v else "",
             "versus_ci": v.ci_text if v else "",
             "versus_note": (v.note if v else row.no_versus),
-            "claim": (f"{formats.number(row.claim.value)} {r.unit}" + (f" ({share:.0%})" if share is not None else "")) if row.claim else "",
+            "claim": row.claim_text,
         })
     return rows
 
@@ -88,14 +87,15 @@ def section_views(run: Run) -> list[dict[str, Any]]:
     for section in sec.sections(run):
         results = [row.result for row in section.rows]
         drawn = [r for r in results if r.summary is not None and r.summary.median and len(r.samples) > 1]
-        notes = list(dict.fromkeys(n for n in (c["versus_note"] for c in case_views(section)) if n))
+        rows = case_views(section)
+        notes = list(dict.fromkeys(r["versus_note"] for r in rows if r["versus_note"]))
         views.append({
             "benchmark": section.benchmark,
             "anchor": anchor(section.benchmark),
             "count": len(section.rows),
             "rounds": section.rounds,
             "shared": list(section.shared),
-            "rows": case_views(section),
+            "rows": rows,
             "versus_what": section.versus_what,
             "notes": notes,
             "claims": section.claims,

@@ -36,9 +36,8 @@ def run_markdown(run: Run) -> str:
         out += ["### Data paths", "", "The best figure, the limit the machine states, the baseline path for the same job.", ""]
         rows = []
         for row in head.paths:
-            versus = "; ".join(" ".join(t for t in (v.ratio_text, f"({v.ci_text})" if v.ci_text else "", f"[{v.note}]" if v.note else "") if t)
-                               for v in row.versus) or row.no_versus
-            rows.append((f"**{row.path}**: {row.job}", f"{formats.number(row.value)} {row.best.unit}", row.limit_text, versus))
+            versus = "; ".join(v.text for v in row.versus) or row.no_versus
+            rows.append((f"**{row.path}**: {row.job}", row.best_text, row.limit_text, versus))
         out += table(("path", "best", "limit", "vs baseline"), rows, right=(1,))
     telemetry = tel.of_run(run)
     by_bench = {b.benchmark: b for b in telemetry.benchmarks}
@@ -65,14 +64,12 @@ def _section(section: sec.Section) -> list[str]:
     header = ["case", "median", "95% CI", "n"] + ([f"vs {section.versus_what}"] if section.versus_what else []) + (["advertised"] if section.claims else [])
     rows = []
     for row in section.rows:
-        r, s = row.result, row.result.summary
-        cells: list[object] = [f"`{r.case}`", f"{formats.number(s.median)} {r.unit}" if s else r.status.value,
-                               f"{formats.number(s.ci_low)} – {formats.number(s.ci_high)}" if s else "", len(r.samples)]
+        r = row.result
+        cells: list[object] = [f"`{r.case}`", row.median_text, row.ci_text(" – "), len(r.samples)]
         if section.versus_what:
             v = row.versus
             cells.append(f"{hl.ratio_text(v.ratio)}" + (f" ({v.note})" if v.note else "") if v else row.no_versus)
         if section.claims:
-            share = row.share_of_claim
-            cells.append(f"{formats.number(row.claim.value)} {r.unit}" + (f" ({share:.0%})" if share is not None else "") if row.claim else "")
+            cells.append(row.claim_text)
         rows.append(cells)
     return out + table(header, rows, right=(1, 2, 3))

@@ -29,6 +29,24 @@ class CaseRow:
         s = self.result.summary
         return s.median / self.claim.value if s is not None and self.claim and self.claim.value > 0 else None
 
+    @property
+    def median_text(self) -> str:
+        """'3,830 MB/s', or the status where there is no figure."""
+        s = self.result.summary
+        return f"{formats.number(s.median)} {self.result.unit}" if s else self.result.status.value
+
+    def ci_text(self, dash: str = " - ") -> str:
+        s = self.result.summary
+        return f"{formats.number(s.ci_low)}{dash}{formats.number(s.ci_high)}" if s else ""
+
+    @property
+    def claim_text(self) -> str:
+        """'61.44 GB/s (98%)': the platform's figure and the share of it measured."""
+        if self.claim is None:
+            return ""
+        share = self.share_of_claim
+        return f"{formats.number(self.claim.value)} {self.result.unit}" + (f" ({share:.0%})" if share is not None else "")
+
 
 @dataclass(frozen=True)
 class Section:

@@ -14,6 +14,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from gpubench.probe.model import Profile, Status
+from gpubench.report import formats
 
 if TYPE_CHECKING:
     from gpubench.report.headline import PathRow, Shortfall
@@ -212,8 +213,6 @@ def print_run_report(console: Console, run: Run, history: str = "", reports: Seq
 
 
 def run_heading(run: Run) -> str:
-    from gpubench.report import formats
-
     took = f", took {formats.duration(run.ended - run.started)}" if run.ended else ""
     return f"gpubench {formats.run_name(run)}: {run.status.value}, {formats.when(run.started)}{took}"
 
@@ -249,13 +248,10 @@ def paths_table(paths: Sequence[PathRow]) -> Table:
     table.add_column("limit", max_width=PROSE_WIDTH, overflow="fold")
     table.add_column("vs baseline", max_width=PROSE_WIDTH, overflow="fold")
     for row in paths:
-        from gpubench.report import formats
-
         path = Text(row.path, style="bold")
         path.append("\n" + row.job, style="dim")
-        versus = "\n".join(" ".join(t for t in (v.ratio_text, f"({v.ci_text})" if v.ci_text else "", f"[{v.note}]" if v.note else "") if t)
-                           for v in row.versus) or row.no_versus
-        table.add_row(path, f"{formats.number(row.value)} {row.best.unit}", row.limit_text, versus)
+        versus = "\n".join(v.text for v in row.versus) or row.no_versus
+        table.add_row(path, row.best_text, row.limit_text, versus)
     return table
 
 
@@ -267,7 +263,6 @@ def section_heading(section: Section) -> str:
 def section_table(section: Section) -> Table:
     """A row per case: the median with its 95% CI, the samples, and where the family has one, the
     baseline path for the same job or the firmware's figure."""
-    from gpubench.report import formats
     from gpubench.report.tables import RESULT_COUNT_STYLE
     from gpubench.results.model import ResultStatus
 
@@ -285,18 +280,17 @@ def section_table(section: Section) -> Table:
         table.add_column("advertised", justify="right", max_width=PROSE_WIDTH, overflow="fold")
     for row in section.rows:
         r, s = row.result, row.result.summary
-        median = f"{formats.number(s.median)} {r.unit}" if s else Text(r.status.value, style=RESULT_COUNT_STYLE[r.status])
-        if s and r.status is not ResultStatus.OK:
-            median = Text(f"{formats.number(s.median)} {r.unit} ({r.status.value})", style=RESULT_COUNT_STYLE[r.status])
-        cells: list = [r.case, median, f"{formats.number(s.ci_low)} - {formats.number(s.ci_high)}" if s else "", str(len(r.samples))]
+        median: str | Text = row.median_text
+        if r.status is not ResultStatus.OK:
+            median = Text(row.median_text + (f" ({r.status.value})" if s else ""), style=RESULT_COUNT_STYLE[r.status])
+        cells: list = [r.case, median, row.ci_text(), str(len(r.samples))]
         if section.versus_what:
             v, note = row.versus, row.versus.note if row.versus else row.no_versus
             if note and note not in notes:
                 notes.append(note)
             cells.append(" ".join(t for t in (ratio_text(v.ratio) if v else "—", f"[{notes.index(note) + 1}]" if note else "") if t))
         if section.claims:
-            share = row.share_of_claim
-            cells.append(f"{formats.number(row.claim.value)} {r.unit}" + (f", {share:.0%}" if share is not None else "") if row.claim else "")
+            cells.append(row.claim_text)
         table.add_row(*cells)
     if notes:
         table.caption = "\n".join(f"[{n}] {note}" for n, note in enumerate(notes, 1))
@@ -304,8 +298,6 @@ def section_table(section: Section) -> Table:
 
 
 def _print_footer(console: Console, run: Run, history: str, reports: Sequence[str]) -> None:
-    from gpubench.report import formats
-
     speed = formats.machine_speed(run)
     if speed:
         console.print(f"machine speed: {speed}")
