@@ -29,7 +29,7 @@ VERDICT_CLASS = {
 SETTINGS = (("kernel", "kernel release"), ("cmdline", "kernel command line"), ("governor", "CPU frequency governor"),
             ("thp", "transparent huge pages"), ("smt", "simultaneous multithreading"), ("isolated_cpus", "isolated CPUs"),
             ("numa_nodes", "NUMA nodes online"), ("gpus", "GPUs"), ("nvidia_driver", "NVIDIA driver"), ("cuda_driver", "CUDA driver"),
-            ("gpubench", "gpubench"))
+            ("cpu_model", "CPU model"), ("cpu_count", "logical CPUs"), ("gpubench", "gpubench"))
 MEDIAN_MEANS = ("base and new are the values the ratio compares: for each side, the geometric mean of the medians of its "
                 "rounds (of its runs, where a side holds several), or the median of all its samples where a side has no rounds; "
                 "so a run's value here can differ a little from the median `gpubench show` gives.")

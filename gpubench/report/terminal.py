@@ -31,6 +31,7 @@ STATUS_STYLE = {
 
 EVIDENCE_WIDTH = 100  # the table shortens long values; --json carries them whole
 PROSE_WIDTH = 80  # the widest a column of sentences (why / fix, reason, note) grows before it wraps
+PATH_WIDTH = 28  # the headline's path and job column
 PROSE_FLOOR = 24  # on a narrow terminal, sentences wrap down to this before other columns give way
 PIPED_WIDTH = 1000  # not a terminal: rich would assume 80 columns and cut cells short
 
@@ -241,17 +242,27 @@ def shortfall_table(shortfalls: Sequence[Shortfall]) -> Table:
 
 
 def paths_table(paths: Sequence[PathRow]) -> Table:
+    """A row per data path: what was measured, its best figure, then the limit the machine states
+    and the baseline path for the same job, one under the other."""
     table = Table(title="Data paths: the best figure, the limit the machine states, the baseline path for the same job",
                   title_justify="left", expand=False, show_lines=True)
-    table.add_column("path", overflow="fold")
+    table.add_column("path", max_width=PATH_WIDTH, overflow="fold")
     table.add_column("best", justify="right", overflow="fold")
-    table.add_column("limit", max_width=PROSE_WIDTH, overflow="fold")
-    table.add_column("vs baseline", max_width=PROSE_WIDTH, overflow="fold")
+    table.add_column("against", max_width=PROSE_WIDTH, overflow="fold")
     for row in paths:
         path = Text(row.path, style="bold")
         path.append("\n" + row.job, style="dim")
-        versus = "\n".join(v.text for v in row.versus) or row.no_versus
-        table.add_row(path, row.best_text, row.limit_text, versus)
+        against = Text("limit: ", style="bold")
+        against.append(row.limit_text)
+        if row.limit is not None:
+            against.append(f" ({row.limit.source})", style="dim")
+        for v in row.versus:
+            against.append("\nvs ", style="bold")
+            against.append(v.text)
+        if not row.versus:
+            against.append("\nbaseline: ", style="bold")
+            against.append(row.no_versus)
+        table.add_row(path, row.best_text, against)
     return table
 
 

@@ -43,6 +43,13 @@ def test_run_report_renders_non_blank_in_chromium(run_html: str, tmp_path: Path)
     assert inked > 0.03, f"only {inked:.1%} of the pixels are not white"
 
 
+def test_run_report_renders_non_blank_on_a_phone_wide_screen(run_html: str, tmp_path: Path) -> None:
+    page = tmp_path / "run-390.html"
+    page.write_text(run_html, encoding="utf-8")
+    colours, inked = ink_stats(screenshot(page, tmp_path, width=390, height=1600))
+    assert colours > 50 and inked > 0.03
+
+
 def test_comparison_report_renders_non_blank_in_chromium(comparison_html: str, tmp_path: Path) -> None:
     page = tmp_path / "comparison.html"
     page.write_text(comparison_html, encoding="utf-8")
@@ -151,10 +158,10 @@ def test_run_report_draws_one_chart_per_benchmark_and_the_telemetry(run_html: st
 def test_telemetry_without_series_draws_no_chart_and_unsampled_telemetry_is_left_out(sample_run: Run) -> None:
     summaries_only = tuple(replace(r, telemetry=TelemetrySummary(samplers=("rapl",), status=TelemetryStatus.OK, energy_j=88.5)) if r.telemetry else r for r in sample_run.results)
     html = render_run_html(replace(sample_run, results=summaries_only))
-    assert _svg_count(html) == 2 and "88.5 J" in html and "<h3>Telemetry</h3>" in html
+    assert _svg_count(html) == 2 and "88.5 J" in html and "<h3>Telemetry</h3>" in html  # a table: the energy row
     none_sampled = tuple(replace(r, telemetry=TelemetrySummary(samplers=(), status=TelemetryStatus.NONE)) for r in sample_run.results)
     html = render_run_html(replace(sample_run, results=none_sampled))
-    assert "<h3>Telemetry</h3>" not in html
+    assert "<h3>Telemetry</h3>" not in html and "Telemetry:" not in html
 
 
 def test_telemetry_chart_with_epoch_times_and_extra_series() -> None:
