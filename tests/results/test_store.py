@@ -11,9 +11,10 @@ import pytest
 from history_factories import build_result, build_run
 
 from gpubench.errors import UserError
-from gpubench.results import store as store_module
+from gpubench.results import dbfile
 from gpubench.results.model import ResultStatus, Run, RunStatus
-from gpubench.results.store import Store, WriterIdentity, default_db_path
+from gpubench.results.store import Store, default_db_path
+from gpubench.results.writer import WriterIdentity
 
 
 def _without_id(run: Run) -> dict:
@@ -250,7 +251,7 @@ def test_newer_schema_is_refused_and_file_untouched(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
     Store.open(db).close()
     raw = sqlite3.connect(db)
-    raw.execute(f"PRAGMA user_version = {store_module.schema_version() + 1}")
+    raw.execute(f"PRAGMA user_version = {dbfile.schema_version() + 1}")
     raw.close()
     before = db.read_bytes()
     for kwargs in ({"create": False, "readonly": True}, {"create": True}):
@@ -268,7 +269,7 @@ def test_older_schema_is_migrated(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     def add_notes(connection: sqlite3.Connection) -> None:
         connection.execute("ALTER TABLE runs ADD COLUMN notes TEXT NOT NULL DEFAULT ''")
 
-    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, add_notes])
+    monkeypatch.setattr(dbfile, "MIGRATIONS", [*dbfile.MIGRATIONS, add_notes])
     before = db.read_bytes()
     # read-only: migrated in a private copy; the file stays at version 1
     with Store.open(db, create=False, readonly=True) as store:
@@ -290,7 +291,7 @@ def test_failed_migration_leaves_the_old_version(tmp_path: Path, monkeypatch: py
         connection.execute("ALTER TABLE runs ADD COLUMN x TEXT")
         raise sqlite3.OperationalError("simulated failure")
 
-    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, broken])
+    monkeypatch.setattr(dbfile, "MIGRATIONS", [*dbfile.MIGRATIONS, broken])
     with pytest.raises(UserError, match="simulated failure"):
         Store.open(db)
     raw = sqlite3.connect(db)
@@ -303,8 +304,8 @@ def test_fresh_database_is_created_at_the_current_version(tmp_path: Path) -> Non
     db = tmp_path / "deep" / "er" / "r.db"
     Store.open(db).close()
     raw = sqlite3.connect(db)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == store_module.schema_version()
-    assert raw.execute("PRAGMA application_id").fetchone()[0] == store_module.APPLICATION_ID
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == dbfile.schema_version()
+    assert raw.execute("PRAGMA application_id").fetchone()[0] == dbfile.APPLICATION_ID
     raw.close()
 
 
