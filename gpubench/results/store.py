@@ -57,6 +57,13 @@ class RunListing:
     def n_results(self) -> int:
         return sum(self.counts.values())
 
+    def to_dict(self) -> dict[str, Any]:
+        """One entry of `gpubench list --json`."""
+        run = self.run
+        return {"id": run.id, "uid": run.uid, "label": run.label, "started": run.started, "ended": run.ended,
+                "status": run.status.value, "results": self.counts,
+                "kernel": run.metadata.get("kernel"), "hostname": run.metadata.get("hostname")}
+
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
