@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "results"))
-from history_factories import build_result, build_run, noisy  # noqa: E402
+from gpubench.cli import app
+from gpubench.errors import UserError
+from gpubench.results.model import ResultStatus, Run, RunStatus
+from gpubench.results.store import Store
+from tests.factories import (RANDREAD_BUFFERED, RANDWRITE, SEQREAD, failed, interrupted, measured, noisy, planned,
+                             planned_all, run_of, waived, waived_benchmark)
 
-from gpubench.cli import app  # noqa: E402
-from gpubench.errors import UserError  # noqa: E402
-from gpubench.results.model import ResultStatus, Run, RunStatus  # noqa: E402
-from gpubench.results.store import Store  # noqa: E402
+READ, WRITE, DIRECT = RANDREAD_BUFFERED, RANDWRITE, SEQREAD
 
 runner = CliRunner()
 
@@ -37,20 +38,16 @@ def _fill(db: Path, *runs: Run) -> list[int]:
 
 
 def _kernel_runs() -> tuple[Run, Run]:
-    base = build_run(
-        (
-            build_result("read", samples=noisy(1000.0, seed=1)),
-            build_result("write", samples=noisy(500.0, seed=2)),
-            build_result("direct", samples=noisy(300.0, seed=3)),
-        ),
+    base = run_of(
+        (measured(READ, noisy(1000.0, seed=1)), measured(WRITE, noisy(500.0, seed=2)), measured(DIRECT, noisy(300.0, seed=3))),
         label="kernel 6.8",
         started=1700000000.0,
     )
-    new = build_run(
+    new = run_of(
         (
-            build_result("read", samples=noisy(800.0, seed=4)),  # 20% slower
-            build_result("write", samples=noisy(500.0, seed=5)),  # noise
-            build_result("direct", status=ResultStatus.WAIVED, reason="O_DIRECT fails on tmpfs"),
+            measured(READ, noisy(800.0, seed=4)),  # 20% slower
+            measured(WRITE, noisy(500.0, seed=5)),  # noise
+            waived(DIRECT, "O_DIRECT fails on tmpfs"),
         ),
         label="kernel 6.12",
         started=1700100000.0,
@@ -91,8 +88,10 @@ def test_list(history: Path) -> None:
 def test_list_keeps_every_column_header_when_the_table_must_wrap(tmp_path: Path, label: str) -> None:
     db = tmp_path / "r.db"
     statuses = [ResultStatus.OK] * 48 + [ResultStatus.WAIVED] * 12 + [ResultStatus.FAILED] * 2 + [ResultStatus.INTERRUPTED]
-    _fill(db, build_run(tuple(build_result(f"c{i}", status=s) for i, s in enumerate(statuses)), label=label,
-                        status=RunStatus.INTERRUPTED, metadata={"kernel": "6.18.44-fc-v657"}))
+    outcome = {ResultStatus.OK: measured, ResultStatus.WAIVED: waived, ResultStatus.FAILED: failed, ResultStatus.INTERRUPTED: interrupted}
+    cases = planned_all("p2p", snapshot="nvidia-multigpu")
+    _fill(db, run_of(tuple(outcome[s](c) for c, s in zip(cases, statuses)), label=label,
+                     status=RunStatus.INTERRUPTED, metadata={"kernel": "6.18.44-fc-v657"}))
     result = _invoke("list", "--db", str(db), env={"COLUMNS": "110"})
     assert result.exit_code == 0, result.stderr
     header = result.stdout.splitlines()[2].split()
@@ -105,8 +104,7 @@ def test_list_keeps_every_column_header_when_the_table_must_wrap(tmp_path: Path,
 
 def test_list_fits_80_columns_with_every_column_and_the_uid_whole(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
-    run = build_run((build_result("c0"), build_result("c1", status=ResultStatus.WAIVED)), label="6.8-rc1",
-                    metadata={"kernel": "6.18.44-fc-v657"})
+    run = run_of((measured(READ), waived(WRITE)), label="6.8-rc1", metadata={"kernel": "6.18.44-fc-v657"})
     _fill(db, run)
     result = _invoke("list", "--db", str(db), env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.stderr
@@ -122,10 +120,10 @@ def test_list_fits_80_columns_with_every_column_and_the_uid_whole(tmp_path: Path
 @pytest.mark.parametrize("command", ["compare", "show"])
 def test_tables_fit_the_terminal_without_cutting_a_number(tmp_path: Path, command: str, columns: int) -> None:
     db = tmp_path / "r.db"
-    cases = ("randread-4k-qd32-j1-buffered", "read-128k-qd8-j1-direct")
-    base = build_run(tuple(build_result(c, samples=noisy(2000.0, seed=i)) for i, c in enumerate(cases))
-                     + (build_result("*", status=ResultStatus.WAIVED, reason="no NVIDIA GPU found (probe: gpus = no)"),))
-    new = build_run(tuple(build_result(c, samples=noisy(1000.0, seed=i + 5)) for i, c in enumerate(cases)))
+    cases = (READ, DIRECT)
+    base = run_of(tuple(measured(c, noisy(2000.0, seed=i)) for i, c in enumerate(cases))
+                  + (waived_benchmark("memcpy", "no NVIDIA GPU found (probe: gpus = no)"),))
+    new = run_of(tuple(measured(c, noisy(1000.0, seed=i + 5)) for i, c in enumerate(cases)))
     _fill(db, base, new)
     result = _invoke(command, *(("1", "2") if command == "compare" else ("1",)), "--db", str(db), env={"COLUMNS": str(columns)})
     assert result.exit_code == 0, result.stderr
@@ -145,7 +143,7 @@ def test_list_json_on_missing_history_is_empty_and_creates_nothing(tmp_path: Pat
 def test_show_table_and_json(history: Path) -> None:
     result = _invoke("show", "2", "--db", str(history))
     assert result.exit_code == 0, result.stderr
-    assert "kernel 6.12" in result.stdout and "O_DIRECT fails on tmpfs" in result.stdout and "MiB/s" in result.stdout
+    assert "kernel 6.12" in result.stdout and "O_DIRECT fails on tmpfs" in result.stdout and "MB/s" in result.stdout
     as_json = json.loads(_invoke("show", "latest", "--db", str(history), "--json").stdout)
     assert as_json["label"] == "kernel 6.12" and len(as_json["results"]) == 3
 
@@ -255,16 +253,16 @@ def test_compare_verdicts_and_exit_codes(history: Path, tmp_path: Path) -> None:
     assert result.exit_code == 3
     document = json.loads(result.stdout)
     verdicts = {c["case"]: c["verdict"] for c in document["comparisons"][0]["cases"]}
-    assert verdicts == {"read": "same", "write": "same", "direct": "lost capability"}
+    assert verdicts == {READ.name: "same", WRITE.name: "same", DIRECT.name: "lost capability"}
     assert document["comparisons"][0]["threshold"] == 0.25
 
 
 def test_compare_notes_cases_missing_from_a_side_and_interrupted_runs(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
-    both = build_result("read", samples=noisy(1000.0, seed=1))
-    base = build_run((both, build_result("write", benchmark="psync", samples=noisy(10.0, seed=2))))
-    lacking = build_run((build_result("read", samples=noisy(1000.0, seed=3)),), started=1700000200.0)
-    stopped = build_run((build_result("read", samples=noisy(1000.0, seed=4)),), status=RunStatus.INTERRUPTED, started=1700000300.0)
+    both = measured(READ, noisy(1000.0, seed=1))
+    base = run_of((both, measured(planned("psync", "randwrite-4k-qd1-j1-direct"), noisy(10.0, seed=2))), label="kernel 6.8", started=1700000100.0)
+    lacking = run_of((measured(READ, noisy(1000.0, seed=3)),), label="kernel 6.8", started=1700000200.0)
+    stopped = run_of((measured(READ, noisy(1000.0, seed=4)),), label="kernel 6.8", status=RunStatus.INTERRUPTED, started=1700000300.0)
     _fill(db, base, lacking, stopped)
     missing_note = ("note: 1 case(s) not compared because one side lacks them (verdict 'not comparable'); "
                     "no regression is reported for them\n")
@@ -286,10 +284,9 @@ def test_compare_notes_cases_missing_from_a_side_and_interrupted_runs(tmp_path: 
 
 def test_compare_notes_cases_the_two_sides_ran_differently(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
-    base = build_run((build_result("read", samples=noisy(1000.0, seed=1), params={"bs": 4096}),
-                      build_result("write", samples=noisy(900.0, seed=2), params={"bs": 4096})))
-    new = build_run((build_result("read", samples=noisy(500.0, seed=3), params={"bs": 8192}),
-                     build_result("write", samples=noisy(900.0, seed=4), params={"bs": 4096})), started=1700000200.0)
+    longer = planned("iouring", READ.name, options={"runtime": "3"})  # as run with -p iouring.runtime=3
+    base = run_of((measured(READ, noisy(1000.0, seed=1)), measured(WRITE, noisy(900.0, seed=2))), started=1700000100.0)
+    new = run_of((measured(longer, noisy(500.0, seed=3)), measured(WRITE, noisy(900.0, seed=4))), started=1700000200.0)
     _fill(db, base, new)
     result = _invoke("compare", "1", "2", "--fail-on-regression", "--json", "--db", str(db))
     assert result.exit_code == 0
@@ -300,12 +297,8 @@ def test_compare_notes_cases_the_two_sides_ran_differently(tmp_path: Path) -> No
 
 
 def test_compare_json_several_new_runs_and_junit(history: Path, tmp_path: Path) -> None:
-    (noise_only,) = _fill(history, build_run(
-        (
-            build_result("read", samples=noisy(1000.0, seed=6)),
-            build_result("write", samples=noisy(500.0, seed=7)),
-            build_result("direct", samples=noisy(300.0, seed=8)),
-        ),
+    (noise_only,) = _fill(history, run_of(
+        (measured(READ, noisy(1000.0, seed=6)), measured(WRITE, noisy(500.0, seed=7)), measured(DIRECT, noisy(300.0, seed=8))),
         label="kernel 6.8 again",
         started=1700200000.0,
     ))
@@ -323,7 +316,7 @@ def _machine_that_moves(db: Path) -> None:
     """Six runs of one configuration: each tight, but the machine sits 30% higher in some."""
     levels = (1000.0, 1300.0, 1000.0, 1300.0, 1300.0, 1000.0)
     runs = [
-        build_run((build_result("read", samples=noisy(level, seed=i)),), label="same kernel", started=1700000000.0 + i)
+        run_of((measured(READ, noisy(level, seed=i)),), label="same kernel", started=1700000000.0 + i)
         for i, level in enumerate(levels)
     ]
     _fill(db, *runs)
@@ -335,10 +328,10 @@ def test_a_verdict_on_the_rounds_of_one_run_per_side_says_so(tmp_path: Path) -> 
     one run per side; with several runs per side (each its own level) the note is gone."""
     def rounds_at(level: float, seed: int):  # type: ignore[no-untyped-def]
         samples = noisy(level, seed=seed)[:6]
-        return build_result("read", samples=samples, sample_metrics=tuple({"round": 1 + i // 2} for i in range(6)))
+        return measured(READ, rounds=[samples[0:2], samples[2:4], samples[4:6]])
 
     db = tmp_path / "r.db"
-    _fill(db, *(build_run((rounds_at(level, i),), started=1700000000.0 + i)
+    _fill(db, *(run_of((rounds_at(level, i),), label="kernel 6.8", started=1700000000.0 + i)
                 for i, level in enumerate((1000.0, 1300.0, 1000.0, 1300.0))))
     single = _invoke("compare", "1", "2", "--db", str(db))
     assert single.exit_code == 0 and "better" in single.stdout
@@ -357,9 +350,9 @@ def test_compare_says_when_the_machine_itself_ran_at_another_speed(tmp_path: Pat
     """The CPU reference each sample carries: 30% apart between the sides is said on stderr, in the
     JSON and in the HTML; 2% apart (within the threshold) is not said."""
     def run_on(speed: float, i: int) -> Run:
-        metrics = tuple({"round": 1 + k // 2, "host_speed": speed + k} for k in range(6))
-        result = build_result("read", samples=noisy(1000.0, seed=i)[:6], sample_metrics=metrics)
-        return build_run((result,), started=1700000000.0 + i)
+        samples = noisy(1000.0, seed=i)[:6]
+        result = measured(READ, rounds=[samples[0:2], samples[2:4], samples[4:6]], host_speed=[speed + k for k in range(6)])
+        return run_of((result,), label="kernel 6.8", started=1700000000.0 + i)
 
     db = tmp_path / "m.db"
     _fill(db, run_on(6000.0, 0), run_on(4200.0, 1), run_on(5880.0, 2), run_on(6010.0, 3))
@@ -401,9 +394,9 @@ def test_compare_pools_several_runs_per_side(tmp_path: Path) -> None:
 
 def test_compare_sides_by_label(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
-    runs = [build_run((build_result("read", samples=noisy(1000.0, seed=i)),), label=label, started=1700000000.0 + i)
+    runs = [run_of((measured(READ, noisy(1000.0, seed=i)),), label=label, started=1700000000.0 + i)
             for i, label in enumerate(["6.8", "6.8", "6.12", "6.8", "6.12", "6.12"])]
-    runs.append(build_run((), label="6.12", status=RunStatus.INTERRUPTED, started=1700000009.0))
+    runs.append(run_of((), label="6.12", status=RunStatus.INTERRUPTED, started=1700000009.0))
     _fill(db, *runs)
     result = _invoke("compare", "label:6.8", "label:6.12", "--json", "--db", str(db))
     assert result.exit_code == 0, result.stderr
@@ -436,7 +429,7 @@ def test_compare_rejects_bad_run_sets(tmp_path: Path, base: str, new: str, expec
 
 def test_a_label_with_commas_is_one_label(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
-    _fill(db, *[build_run((build_result("read", samples=noisy(1000.0, seed=i)),), label=label, started=1700000000.0 + i)
+    _fill(db, *[run_of((measured(READ, noisy(1000.0, seed=i)),), label=label, started=1700000000.0 + i)
                 for i, label in enumerate(["6.8,rc1", "6.8,rc1", "6.12"])])
     result = _invoke("compare", "label:6.8,rc1", "3", "--json", "--db", str(db))
     assert result.exit_code == 0, result.stderr
@@ -516,7 +509,7 @@ def test_failed_commands_are_one_line_and_leave_the_database_alone(history: Path
     malformed.write_text('{"schema_version": 1, "uid": ')
     _assert_one_line_error(_gpubench("import", str(malformed), "--db", str(history)), "not valid JSON")
     wrong_version = tmp_path / "future.json"
-    wrong_version.write_text(json.dumps({**build_run().to_dict(), "schema_version": 99}))
+    wrong_version.write_text(json.dumps({**run_of().to_dict(), "schema_version": 99}))
     _assert_one_line_error(_gpubench("import", str(wrong_version), "--db", str(history)), "schema_version 99 is newer")
     assert history.read_bytes() == before
     assert sorted(p.name for p in history.parent.iterdir() if p.name.startswith("results")) == ["results.db"]
@@ -539,7 +532,7 @@ def test_corrupted_directory_and_read_only_databases(tmp_path: Path) -> None:
     before = corrupted.read_bytes()
     _assert_one_line_error(_gpubench("list", "--db", str(corrupted)), "not a gpubench result database")
     export = tmp_path / "run.json"
-    export.write_text(json.dumps(build_run((build_result(),)).to_dict()))
+    export.write_text(json.dumps(run_of((measured(),)).to_dict()))
     _assert_one_line_error(_gpubench("import", str(export), "--db", str(corrupted)), "not a gpubench result database")
     assert corrupted.read_bytes() == before
     _assert_one_line_error(_gpubench("show", "1", "--db", str(tmp_path)), "is a directory")
