@@ -21,6 +21,8 @@ from gpubench.results.model import HOST_SPEED_KEY, ROUND_KEY, SCHEMA_VERSION, Ca
 from gpubench.results.stats import summarize
 
 _UID = re.compile(r"^[0-9a-f]{8,64}$")
+# `compare --json` is versioned on its own (runs: model.SCHEMA_VERSION). 2: "what_changed" per comparison.
+COMPARISONS_SCHEMA_VERSION = 2
 LAST_TIMESTAMP = 253402300800  # 10000-01-01 UTC
 MAX_SAMPLE = 1e100  # beyond any measurement; near the largest float, sums of samples overflow
 
@@ -333,6 +335,8 @@ def case_comparison_to_dict(case: CaseComparison) -> dict[str, Any]:
 
 
 def comparison_to_dict(comparison: Comparison) -> dict[str, Any]:
+    from gpubench.results.changes import what_changed
+
     return {
         "base": _run_ref(comparison.base),
         "new": _run_ref(comparison.new),
@@ -341,6 +345,7 @@ def comparison_to_dict(comparison: Comparison) -> dict[str, Any]:
         "threshold": comparison.threshold,
         "machine_speed": dict(zip(("base", "new"), comparison.machine_speeds)),
         "regressions": len(comparison.regressions),
+        "what_changed": what_changed(comparison).to_dict(),
         "cases": [case_comparison_to_dict(c) for c in comparison.cases],
     }
 
@@ -349,7 +354,7 @@ def comparisons_to_json(comparisons: Sequence[Comparison], notes: Sequence[str] 
     """`gpubench compare --json`: one entry per new run, all against the same base, and the notes
     the terminal prints on stderr."""
     document = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": COMPARISONS_SCHEMA_VERSION,
         "kind": "comparisons",
         "regressions": sum(len(c.regressions) for c in comparisons),
         "notes": list(notes),
