@@ -1,6 +1,7 @@
-"""History commands: list, show, export, import, compare.
+"""History commands: list, show, export, import, compare, and the housekeeping ones, delete and prune.
 
-Only `import` may create or write the result database; the others open it read-only.
+Only `import` may create the result database; `import`, `delete` and `prune` write it; the others
+open it read-only.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from gpubench.cli.common import JsonOpt, emit_json
+from gpubench.cli.common import JsonOpt, UsageError, emit_json
 from gpubench.errors import UserError
 from gpubench.files import check_output_path, write_user_file
 from gpubench.report.exports import ExportFormat
@@ -228,9 +229,71 @@ def _print_comparisons(comparisons) -> None:  # type: ignore[no-untyped-def]
         console.print(verdict_counts(comparison))
 
 
+def delete_command(
+    run: str = typer.Argument(
+        ..., metavar="RUN", help="A run number, 'latest' or 6+ hex digits of its uid; several as 1,2,3; or label:NAME, every complete run so labelled."
+    ),
+    db: Optional[Path] = DbOpt,
+) -> None:
+    """Delete runs and their results from the history, and say which.
+
+    A run still in progress (its process alive, or on another host) is refused, and then nothing
+    is deleted."""
+    from gpubench.report.formats import run_line
+    from gpubench.results.selection import RunSelection
+    from gpubench.results.store import Store
+
+    selection = RunSelection.parse(run, "RUN")
+    path = _db(db)
+    with Store.open(path, create=False) as store:
+        runs = selection.resolve(store)
+        store.delete_runs([found.id for found in runs])
+    _emit("".join(f"deleted {run_line(found, len(found.results))} from {path}\n" for found in runs))
+
+
+def prune_command(
+    keep: Optional[int] = typer.Option(None, "--keep", min=0, max=2**63 - 1, metavar="N", help="Keep the N most recently started runs."),
+    older_than: Optional[str] = typer.Option(None, "--older-than", metavar="AGE", help="Delete only runs started longer ago than AGE: a number and s, m, h, d or w, e.g. 30d."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be deleted, and delete nothing."),
+    db: Optional[Path] = DbOpt,
+) -> None:
+    """Delete old runs so the history stops growing: those beyond the N most recent (--keep), those
+    older than AGE (--older-than), or with both, those beyond N that are also older than AGE.
+
+    Prints one line per deleted run. A run still in progress is kept, and said so. SQLite reuses
+    the space freed; the file does not shrink."""
+    import time
+
+    from gpubench.report.formats import run_line
+    from gpubench.results.housekeeping import PrunePolicy, parse_age, plan_prune
+    from gpubench.results.store import Store
+
+    if keep is None and older_than is None:
+        raise UsageError("prune needs --keep N, --older-than AGE, or both")
+    try:
+        policy = PrunePolicy(keep, None if older_than is None else parse_age(older_than))
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--older-than") from None
+    path = _db(db)
+    with Store.open(path, create=False) as store:
+        plan = plan_prune(store.list_runs(), policy, time.time())
+        if not dry_run:
+            store.delete_runs([listing.run.id for listing in plan.delete])
+    verb = "would delete" if dry_run else "deleted"
+    lines = [f"{verb} {run_line(listing.run, listing.n_results)}" for listing in plan.delete]
+    lines += [f"kept {run_line(listing.run, listing.n_results)}: still in progress" for listing in plan.in_progress]
+    if dry_run:
+        lines.append(f"nothing deleted (--dry-run): {len(plan.delete)} of {plan.total} runs in {path} would go")
+    else:
+        lines.append(f"pruned {len(plan.delete)} of {plan.total} runs from {path}; {plan.kept} kept")
+    _emit("".join(line + "\n" for line in lines))
+
+
 def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
     app.command("list")(list_command)
     app.command("show")(show_command)
     app.command("export")(export_command)
     app.command("import")(import_command)
     app.command("compare")(compare_command)
+    app.command("delete")(delete_command)
+    app.command("prune")(prune_command)

@@ -65,6 +65,15 @@ class RunListing:
                 "kernel": run.metadata.get("kernel"), "hostname": run.metadata.get("hostname")}
 
 
+class RunInProgress(UserError):
+    """A run whose process is still writing it cannot be deleted."""
+
+    def __init__(self, run_id: int, writer: WriterIdentity) -> None:
+        super().__init__(f"run {run_id} is in progress ({writer.describe()}): let it finish or stop it first; "
+                         f"a stopped run stays stored as interrupted")
+        self.run_id = run_id
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
@@ -279,6 +288,19 @@ class Store:
     def _insert_result(db: sqlite3.Connection, run_id: int, result: Result) -> None:
         row = {"run_id": run_id, "benchmark": result.benchmark, "case_name": result.case, **_result_row(result)}
         db.execute(f"INSERT INTO results ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+
+    def delete_runs(self, run_ids: Sequence[int]) -> None:
+        """Delete these runs with their results, all or none. A run still being written (by a live
+        process, or on another host, where that cannot be checked) is refused: RunInProgress."""
+        with self._transaction() as db:
+            for run_id in run_ids:
+                row = db.execute("SELECT status, hostname, pid, pid_start, boot_id FROM runs WHERE id = ?", (run_id,)).fetchone()
+                if row is None:
+                    raise UserError(f"no run {run_id} in {self.path} (see: gpubench list)")
+                status, hostname, pid, pid_start, boot_id = row
+                if status == RunStatus.RUNNING.value and not writer_is_gone(hostname, pid, pid_start, boot_id):
+                    raise RunInProgress(run_id, WriterIdentity(hostname, pid, pid_start, boot_id))
+            db.executemany("DELETE FROM runs WHERE id = ?", [(run_id,) for run_id in run_ids])
 
     # --- reading ------------------------------------------------------------------------------
 

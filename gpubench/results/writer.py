@@ -24,6 +24,12 @@ class WriterIdentity:
     pid_start: int | None
     boot_id: str | None
 
+    def describe(self) -> str:
+        """'process 1234 on this machine', or on which other host."""
+        if self.hostname == socket.gethostname():
+            return f"process {self.pid} on this machine"
+        return f"process {self.pid} on {self.hostname}, which cannot be checked from here"
+
     @classmethod
     def current(cls) -> WriterIdentity:
         pid = os.getpid()
