@@ -163,11 +163,12 @@ def test_export_json_import_round_trip(history: Path, tmp_path: Path) -> None:
     assert fresh.read_bytes() == before
 
 
-@pytest.mark.parametrize("fmt", ["json", "csv", "junit", "prometheus"])
+@pytest.mark.parametrize("fmt", ["json", "csv", "junit", "prometheus", "bmf"])
 def test_export_formats_to_stdout(history: Path, fmt: str) -> None:
     result = invoke("export", "latest", "--format", fmt, "--db", str(history))
     assert result.exit_code == 0, result.stderr
-    marker = {"json": '"schema_version"', "csv": "run_uid,run_label", "junit": "<testsuites", "prometheus": "# TYPE gpubench_result_median gauge"}
+    marker = {"json": '"schema_version"', "csv": "run_uid,run_label", "junit": "<testsuites", "prometheus": "# TYPE gpubench_result_median gauge",
+              "bmf": f'"iouring/{READ.name}": {{'}
     assert marker[fmt] in result.stdout
     assert result.stderr == ""
 
@@ -224,7 +225,7 @@ def test_export_without_a_format_says_so_on_one_line(history: Path) -> None:
     proc = gpubench("export", "1", "--db", str(history))
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(
-        "gpubench: error: Missing option '--format' / '-f'. Choose from: json, csv, junit, prometheus (see: ")
+        "gpubench: error: Missing option '--format' / '-f'. Choose from: json, csv, junit, prometheus, bmf (see: ")
 
 
 def test_compare_verdicts_and_exit_codes(history: Path, tmp_path: Path) -> None:

@@ -102,12 +102,12 @@ def show_command(
 
 def export_command(
     run: str = typer.Argument(..., metavar="RUN", help="Run number, 'latest', or 6+ hex digits of its uid."),
-    fmt: ExportFormat = typer.Option(..., "--format", "-f", case_sensitive=False, help="json (importable), csv, junit or prometheus (node_exporter textfile)."),
+    fmt: ExportFormat = typer.Option(..., "--format", "-f", case_sensitive=False, help="json (importable), csv, junit, prometheus (node_exporter textfile) or bmf (Bencher metric format)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", help="Write here (atomically) instead of stdout; - means stdout."),
     force: bool = ForceOpt,
     db: Optional[Path] = DbOpt,
 ) -> None:
-    """Export one run: JSON (to import elsewhere), CSV, JUnit XML or a Prometheus textfile."""
+    """Export one run: JSON (to import elsewhere), CSV, JUnit XML, a Prometheus textfile or Bencher's BMF JSON."""
     from gpubench.report.exports import render_export
 
     with _open_readonly(db) as store:
@@ -144,6 +144,7 @@ def compare_command(
     threshold: str = typer.Option("5%", "--threshold", metavar="PCT", help="Smallest change that counts, e.g. 5% or 0.05."),
     fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 3 when any case is significantly worse or lost."),
     as_json: bool = JsonOpt,
+    markdown: bool = typer.Option(False, "--markdown", help="Print GitHub-flavoured Markdown on stdout instead of tables, e.g. >> \"$GITHUB_STEP_SUMMARY\"."),
     html: Optional[Path] = typer.Option(None, "--html", metavar="OUT", help="Also write an HTML report (with several NEW: OUT-<run>.html each)."),
     junit: Optional[Path] = typer.Option(None, "--junit", metavar="OUT", help="Also write JUnit XML (worse or lost = failure)."),
     force: bool = ForceOpt,
@@ -155,13 +156,17 @@ def compare_command(
     are compared: a t-test on the logarithms of their medians, Holm-adjusted over the cases; the
     base and new columns are the geometric means of those medians. A side may be several runs of one configuration, e.g. `compare 1,2,3 4,5,6` or label:NAME.
 
-    Notes on stderr (with --json, also in its "notes") count the cases missing from a side or run
-    with other parameters (not judged), name interrupted runs, say when a better or worse rests on one run per side, and when
-    the machine itself ran at another speed on the two sides (a fixed CPU reference timed before
-    every repetition).
+    Notes on stderr (with --json, also in its "notes"; with --markdown, also under the tables)
+    count the cases missing from a side or run with other parameters (not judged), name
+    interrupted runs, say when a better or worse rests on one run per side, and when the machine
+    itself ran at another speed on the two sides (a fixed CPU reference timed before every
+    repetition). --json also says what changed besides the numbers (what_changed: kernel, boot
+    command line, governor, THP, drivers, capability verdicts); --markdown shows what differs.
 
     Exit status: 0 done, 3 a regression with --fail-on-regression, 1 error, 2 usage."""
     fraction = parse_threshold(threshold)
+    if as_json and markdown:
+        raise UsageError("--json and --markdown exclude each other")
     from gpubench.report.notes import comparison_notes
     from gpubench.results.compare import compare
     from gpubench.results.gate import Gate
@@ -178,6 +183,10 @@ def compare_command(
         from gpubench.results.jsonio import comparisons_to_json
 
         _emit(comparisons_to_json(comparisons, notes))
+    elif markdown:
+        from gpubench.report.markdown import comparisons_markdown
+
+        _emit(comparisons_markdown(comparisons, notes))
     else:
         _print_comparisons(comparisons)
     for target, page in pages:

@@ -13,6 +13,7 @@ class ExportFormat(str, enum.Enum):
     CSV = "csv"
     JUNIT = "junit"
     PROMETHEUS = "prometheus"
+    BMF = "bmf"
 
 
 # format -> "module:function" that turns a Run into the text to write
@@ -21,6 +22,7 @@ RENDERERS: dict[ExportFormat, str] = {
     ExportFormat.CSV: "gpubench.report.csvout:run_csv",
     ExportFormat.JUNIT: "gpubench.report.junit:run_junit",
     ExportFormat.PROMETHEUS: "gpubench.report.prometheus:run_textfile",
+    ExportFormat.BMF: "gpubench.report.bmf:run_bmf",
 }
 
 
