@@ -84,42 +84,43 @@ class _Device:
     """Stands in for what a benchmark drives: each repetition returns the next of the test's values
     (or preparing the case raises what the test asks for)."""
 
-    def __init__(self, values: Sequence[float], outcome: BaseException | None, metrics: dict[str, float]) -> None:
-        self.values, self.outcome, self.metrics = list(values), outcome, metrics
+    def __init__(self, values: Sequence[float], outcome: BaseException | None, metrics: dict[str, float], extra: dict[str, Any]) -> None:
+        self.values, self.outcome, self.metrics, self.extra = list(values), outcome, metrics, extra
 
     @contextmanager
     def prepare(self, case: Case, ctx: Context) -> Iterator[Any]:
         if self.outcome is not None:
             raise self.outcome
         values = iter(self.values)
-        yield lambda: Sample(next(values), dict(self.metrics))
+        yield lambda: Sample(next(values), dict(self.metrics), dict(self.extra))
 
 
 def _round(planned: Planned, values: Sequence[float], outcome: BaseException | None, host_speeds: Iterator[float],
-           metrics: dict[str, float]) -> Result:
+           metrics: dict[str, float], extra: dict[str, Any]) -> Result:
     """One round of one case through the runner."""
     reps = max(1, len(values))
     policy = RepeatPolicy(rounds=1, warmup=0, min_reps=reps, max_reps=reps, target_spread=0.0)
     ctx = Context(scratch=Path(tempfile.gettempdir()), profile=machine())
     with mock.patch.object(hostspeed, "reference", lambda: next(host_speeds)):
-        return CaseRun(planned.key, _Device(values, outcome, metrics), planned.case, ctx, policy).run()  # type: ignore[arg-type]
+        return CaseRun(planned.key, _Device(values, outcome, metrics, extra), planned.case, ctx, policy).run()  # type: ignore[arg-type]
 
 
 def measured(planned: Planned = RANDREAD, samples: Sequence[float] = (100.0, 101.0, 99.0, 100.5, 99.5), *,
              rounds: Sequence[Sequence[float]] | None = None, host_speed: float | Sequence[float] = HOST_SPEED,
-             metrics: dict[str, float] | None = None) -> Result:
+             metrics: dict[str, float] | None = None, extra: dict[str, Any] | None = None) -> Result:
     """A case measured in one round of `samples`, or in `rounds` (one list of samples a round); the
-    machine reference reads `host_speed` before each sample (several: one after the other)."""
+    machine reference reads `host_speed` before each sample (several: one after the other); each
+    sample carries `metrics` and `extra` (the facts of the path that ran) as a benchmark's do."""
     speeds = itertools.cycle([host_speed] if isinstance(host_speed, (int, float)) else host_speed)
     result: Result | None = None
     for number, values in enumerate(rounds if rounds is not None else [samples], start=1):
-        result = merge_round(result, _round(planned, values, None, speeds, metrics or {}), number)
+        result = merge_round(result, _round(planned, values, None, speeds, metrics or {}, extra or {}), number)
     assert result is not None
     return result
 
 
 def _not_measured(planned: Planned, outcome: BaseException) -> Result:
-    return merge_round(None, _round(planned, (), outcome, itertools.repeat(HOST_SPEED), {}), 1)
+    return merge_round(None, _round(planned, (), outcome, itertools.repeat(HOST_SPEED), {}, {}), 1)
 
 
 def waived(planned: Planned = RANDREAD, reason: str = "O_DIRECT is not supported here") -> Result:
