@@ -247,7 +247,9 @@ def delete_command(
     """Delete runs and their results from the history, and say which.
 
     A run still in progress (its process alive, or on another host) is refused, and then nothing
-    is deleted."""
+    is deleted.
+
+    Exit status: 0 deleted, 1 error (nothing deleted), 2 usage."""
     from gpubench.report.formats import run_line
     from gpubench.results.selection import RunSelection
     from gpubench.results.store import Store
@@ -261,7 +263,7 @@ def delete_command(
 
 
 def prune_command(
-    keep: Optional[int] = typer.Option(None, "--keep", min=0, max=2**63 - 1, metavar="N", help="Keep the N most recently started runs."),
+    keep: Optional[int] = typer.Option(None, "--keep", min=0, metavar="N", help="Keep the N most recently started runs."),
     older_than: Optional[str] = typer.Option(None, "--older-than", metavar="AGE", help="Delete only runs started longer ago than AGE: a number and s, m, h, d or w, e.g. 30d."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be deleted, and delete nothing."),
     db: Optional[Path] = DbOpt,
@@ -270,7 +272,9 @@ def prune_command(
     older than AGE (--older-than), or with both, those beyond N that are also older than AGE.
 
     Prints one line per deleted run. A run still in progress is kept, and said so. SQLite reuses
-    the space freed; the file does not shrink."""
+    the space freed; the file does not shrink.
+
+    Exit status: 0 done, 1 error (nothing deleted), 2 usage."""
     import time
 
     from gpubench.report.formats import run_line
