@@ -235,7 +235,6 @@ app.add_typer(calibrate_app, name="calibrate")
 COMMAND_MODULES: tuple[str, ...] = (
     "gpubench.cli.history",
     "gpubench.cli.calibrate",
-    "gpubench.cli.calibrate_memtier",
     "gpubench.cli.telemetry",
 )
 

@@ -19,6 +19,7 @@ from gpubench.errors import UserError
 from gpubench.files import read_user_file
 from gpubench.results.model import HOST_SPEED_KEY, ROUND_KEY, SCHEMA_VERSION, CaseComparison, Comparison, Result, ResultStatus, Run, RunStatus, Summary
 from gpubench.results.stats import summarize
+from gpubench.telemetry.summary import TelemetrySummary
 
 _UID = re.compile(r"^[0-9a-f]{8,64}$")
 # `compare --json` is versioned on its own (runs: model.SCHEMA_VERSION). 2: "what_changed" per comparison.
@@ -132,6 +133,7 @@ def _check_result(item: Any, where: str) -> None:
         _check_sample_metrics(entry, f"{where}.sample_metrics[{index}]")
     check.mapping("extra", optional=True)
     check.mapping("telemetry", optional=True)
+    _check_telemetry(item.get("telemetry"), where)
     check.timestamp("started", optional=True)
     check.timestamp("ended", optional=True)
     check.in_order("started", "ended")
@@ -172,6 +174,14 @@ def _check_summary(summary: Any, n_samples: int, where: str) -> None:
         raise InvalidDocument(f"{where}.n: expected a whole number")
     if summary["n"] != n_samples:
         raise InvalidDocument(f"{where}.n: {summary['n']}, but the result has {n_samples} samples")
+
+
+def _check_telemetry(telemetry: Any, where: str) -> None:
+    if telemetry:
+        try:
+            TelemetrySummary.from_dict(telemetry)
+        except ValueError as e:  # its message starts with "telemetry."
+            raise InvalidDocument(f"{where}.{e}") from None
 
 
 class _Checker:

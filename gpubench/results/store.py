@@ -32,6 +32,7 @@ from gpubench.results import dbfile
 from gpubench.results.dbfile import APPLICATION_ID, check_writable, connect_readonly
 from gpubench.results.model import Result, ResultStatus, Run, RunStatus, Summary
 from gpubench.results.writer import WriterIdentity, writer_is_gone
+from gpubench.telemetry.summary import TelemetrySummary
 
 UID_PREFIX_MIN = 6
 
@@ -420,7 +421,7 @@ def _result_from_row(row: Sequence) -> Result:
         sample_metrics=tuple(dict(m) for m in _loads(sample_metrics)),
         extra=_loads(extra) or {},
         summary=Summary.from_dict(_loads(summary)) if summary else None,
-        telemetry=_loads(telemetry) or {},
+        telemetry=TelemetrySummary.from_dict(stored) if (stored := _loads(telemetry)) else None,
         started=started,
         ended=ended,
     )
@@ -438,7 +439,7 @@ def _result_row(result: Result) -> dict[str, Any]:
         "sample_metrics": _dumps([dict(m) for m in result.sample_metrics]),
         "extra": _dumps(result.extra),
         "summary": _dumps(result.summary.to_dict()) if result.summary else None,
-        "telemetry": _dumps(result.telemetry),
+        "telemetry": _dumps(result.telemetry.to_dict() if result.telemetry else {}),
         "started": float(result.started),
         "ended": float(result.ended),
     }
