@@ -25,6 +25,7 @@ from typing import Callable
 from gpubench.bench.engines import fio
 from gpubench.bench.engines import iofile
 from gpubench.bench.core.interface import BenchFailure, Context, Waived
+from gpubench.bench.core.settings import RunSettings
 from gpubench.bench.io.iouring import IoUring
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
@@ -168,9 +169,9 @@ def calibrate(runtime: float, rounds: int, directory: Path | None = None, file_s
             measures = []
             for c in cases:
                 bench = IoUring()
-                options = {"target": str(path), "pattern": c.pattern, "bs": str(c.bs), "qd": str(c.qd),
+                options = {"pattern": c.pattern, "bs": str(c.bs), "qd": str(c.qd),
                            "jobs": str(c.jobs), "direct": "1" if c.direct else "0", "runtime": str(runtime)}
-                (case,) = bench.cases(profile, "default", options)
+                (case,) = bench.cases(profile, "default", options, RunSettings(target=path))
                 ctx = Context(scratch=directory, profile=profile)
                 try:
                     measures.append(stack.enter_context(bench.prepare(case, ctx)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpubench.bench.engines import uring
+from gpubench.bench.engines import uring_binding as uring
 
 importer = pytest.importorskip("dynamic_import.importer", reason="the liburing binding is not installed")
 
