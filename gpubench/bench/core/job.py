@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 from gpubench.bench.core.interface import Context, Sample
 from gpubench.bench.core.params import format_size
-from gpubench.bench.core.scratch import FILE_PREFIX, Removed, sweep
+from gpubench.bench.core.scratch import Removed, sweep
 from gpubench.bench.core.settings import RunSettings
 from gpubench.bench.core.runner import CaseRun, Planned, RepeatPolicy, merge_round, plan, scratch_dir, waived_result
 from gpubench.errors import UserError
@@ -146,7 +146,7 @@ def sweep_stale_scratch(settings: RunSettings) -> list[Removed]:
     root = settings.scratch if settings.scratch is not None else Path(tempfile.gettempdir())
     removed = sweep(root)
     if settings.target is not None and settings.target.is_dir() and settings.target.resolve() != root.resolve():
-        removed += sweep(settings.target, FILE_PREFIX)
+        removed += sweep(settings.target)
     return removed
 
 

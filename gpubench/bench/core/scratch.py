@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -22,6 +24,11 @@ DIR_PREFIX = "gpubench-scratch-"
 FILE_PREFIX = "gpubench-io-"  # scratch files the I/O benchmarks place (in a target directory too)
 PENDING_PREFIX = ".gpubench-pending-"
 PENDING_GRACE_S = 60.0  # an unlocked pending entry younger than this may be about to be locked
+# the names gpubench gives (mkdtemp's eight characters; the file's pid and eight hex digits): a
+# sweep touches nothing else, whoever named it alike
+_DIR_NAME = re.compile(re.escape(DIR_PREFIX) + r"[a-z0-9_]{8}")
+_FILE_NAME = re.compile(re.escape(FILE_PREFIX) + r"\d+-[0-9a-f]{8}\.dat")
+_PENDING_NAME = re.compile(re.escape(PENDING_PREFIX) + f"(?:[a-z0-9_]{{8}}|{_FILE_NAME.pattern})")
 
 
 @dataclass(frozen=True)
@@ -69,9 +76,10 @@ class ScratchDir:
             self.fd = -1
 
 
-def create_locked_file(directory: Path, name: str) -> tuple[Path, int]:
-    """A new file `directory/name` (mode 0600), open read-write and locked; (path, fd). The caller
-    keeps the fd, and so the lock, for as long as the file is in use."""
+def create_locked_file(directory: Path) -> tuple[Path, int]:
+    """A new scratch file in `directory` (mode 0600), open read-write and locked; (path, fd). The
+    caller keeps the fd, and so the lock, for as long as the file is in use."""
+    name = f"{FILE_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.dat"
     pending = directory / f"{PENDING_PREFIX}{name}"
     fd = os.open(pending, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
     try:
@@ -85,34 +93,34 @@ def create_locked_file(directory: Path, name: str) -> tuple[Path, int]:
     return path, fd
 
 
-def sweep(directory: Path, file_prefix: str | None = None) -> list[Removed]:
-    """Remove what a gpubench that is gone left in `directory`: scratch directories, and files
-    named `file_prefix`* (scratch files placed in a target directory), that are ours and whose
-    lock can be taken. What cannot be read or removed is left as it is."""
+def sweep(directory: Path) -> list[Removed]:
+    """Remove what a gpubench that is gone left in `directory`: scratch directories and scratch
+    files that are ours (this user's, named as gpubench names them) and whose lock can be taken.
+    What cannot be read or removed is left as it is."""
     removed = []
     try:
         entries = list(os.scandir(directory))
     except OSError:
         return []
     for entry in entries:
-        if _ours(entry, file_prefix):
+        if _ours(entry):
             gone = _remove_if_unlocked(Path(entry.path))
             if gone is not None:
                 removed.append(gone)
     return removed
 
 
-def _ours(entry: os.DirEntry, file_prefix: str | None) -> bool:
+def _ours(entry: os.DirEntry) -> bool:
     """A scratch entry of this user's, under a final name or pending long enough to be left over."""
     name = entry.name
-    named = name.startswith(DIR_PREFIX) or (file_prefix is not None and name.startswith(file_prefix))
+    named = bool(_DIR_NAME.fullmatch(name) or _FILE_NAME.fullmatch(name))
     try:
         st = entry.stat(follow_symlinks=False)
     except OSError:
         return False
     if entry.is_symlink() or st.st_uid != os.geteuid():
         return False
-    stale_pending = name.startswith(PENDING_PREFIX) and time.time() - st.st_mtime > PENDING_GRACE_S
+    stale_pending = bool(_PENDING_NAME.fullmatch(name)) and time.time() - st.st_mtime > PENDING_GRACE_S
     return named or stale_pending
 
 

@@ -358,7 +358,7 @@ def create_scratch(directory: Path, size: int, block: int, fill: str, generation
     A file larger than the free space is refused before it is created (DiskFull).
     On any failure the partial file is removed before the error propagates."""
     check_free_space(directory, size)
-    path, fd = scratch.create_locked_file(directory, f"{SCRATCH_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.dat")
+    path, fd = scratch.create_locked_file(directory)
     _LOCKS[str(path)] = fd  # the lock says the file is in use until remove_scratch (gpubench.bench.core.scratch)
     try:
         try:
