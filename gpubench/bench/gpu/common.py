@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
+from contextlib import ExitStack
 from importlib.util import find_spec
 from typing import Any, Callable
 
@@ -238,6 +238,13 @@ class PinnedHost:
         if self.ptr:
             self.cp.cuda.runtime.freeHost(self.ptr)
             self.ptr = 0
+
+
+def own(stack: ExitStack, *buffers: Any) -> None:
+    """Keep buffers alive until the case's stack closes. A timed copy that knows a buffer only by
+    its address must not outlive the buffer: a NumPy array is freed (a large one unmapped) when its
+    last reference goes, a CuPy array goes back to the pool, where the next allocation takes it."""
+    stack.callback(list.clear, list(buffers))
 
 
 def wait_for_setup(cp: Any) -> None:

@@ -185,6 +185,7 @@ def _measurement(cp: Any, ordinal: int, p: dict[str, Any], stack: ExitStack) -> 
     if placement in ("device-from-pageable", "device-from-pinned", "mapped-pinned"):
         if placement == "device-from-pageable":
             host = np.empty(nbytes, dtype=np.uint8)
+            g.own(stack, host)  # the timed copy knows it by address only
             host_ptr = int(host.ctypes.data)
         else:
             pinned = g.PinnedHost(cp, nbytes)

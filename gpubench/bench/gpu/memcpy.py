@@ -165,6 +165,7 @@ def _measurement(cp: Any, ordinal: int, p: dict[str, Any], stack: ExitStack) -> 
 
     def device_buffer(filled: bool) -> Any:
         buf = cp.empty(nbytes, dtype=cp.uint8)
+        g.own(stack, buf)  # the copies know it by address only
         if filled:
             buf.reshape(-1, g.PATTERN_BYTES)[:] = pattern
         else:
@@ -182,6 +183,7 @@ def _measurement(cp: Any, ordinal: int, p: dict[str, Any], stack: ExitStack) -> 
             host = (pinned.ptr, view, array)
         else:
             view = np.empty(nbytes, dtype=np.uint8)
+            g.own(stack, view)
             host = (int(view.ctypes.data), view, None)
         if filled:
             g.fill_pattern(np, host[1])

@@ -60,15 +60,20 @@ class Here:
         return self.bench.cases(profile, size, options)
 
     def prepare(self, case, ctx):
-        return self.bench.prepare_here(case, ctx)
+        return self.bench.prepare(case, ctx)
+
+
+def run_case(bench: Any, profile: Profile, case, scratch: Path, options: dict[str, str]) -> Result:
+    """One case through CaseRun, in this process."""
+    ctx = Context(scratch=scratch, profile=profile, options=options)
+    return CaseRun(bench.key, Here(bench), case, ctx, TINY).run()
 
 
 def run_here(bench: Any, profile: Profile, scratch: Path, options: dict[str, str], size: str = "quick") -> dict[str, Result]:
     """Every case the benchmark plans, through CaseRun, in this process; by case name."""
     results = {}
     for case in bench.cases(profile, size, options):
-        directory = scratch / f"{bench.key}-{case.name}"
+        directory = scratch / case.name
         directory.mkdir(parents=True)
-        ctx = Context(scratch=directory, profile=profile, options=options)
-        results[case.name] = CaseRun(bench.key, Here(bench), case, ctx, TINY).run()
+        results[case.name] = run_case(bench, profile, case, directory, options)
     return results

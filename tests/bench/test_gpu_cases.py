@@ -1,0 +1,125 @@
+"""Every case of the GPU benchmarks (memcpy, p2p, gds, hmm), end to end through the real case
+runner, against the GPU stand-in (gpu_standin): on 1, 2 and 4 GPUs, with and without peer access,
+with HMM on and off, with CUDA numbering the GPUs its own way. Each case must measure and check
+its bytes, or be waived for the reason its machine gives; afterwards nothing it allocated, enabled
+or queued may be left behind. The stand-in cannot tell speeds or races between streams: these
+tests hold the plumbing, not the figures (test_gpu_real.py does that on a GPU)."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import pytest
+
+from gpu_standin import Config, StandIn, harness
+from gpubench.bench.engines import iofile
+from gpubench.bench.gpu import gds, hmm, memcpy, p2p
+from gpubench.results.model import ResultStatus
+
+BENCHES = {"memcpy": memcpy.Memcpy(), "p2p": p2p.P2P(), "gds": gds.Gds(), "hmm": hmm.Hmm()}
+SMALL = {  # every case the default size plans, at sizes that run in milliseconds
+    "memcpy": {"sizes": "64K", "iterations": "2"},
+    "p2p": {"sizes": "64K", "iterations": "2"},
+    "gds": {"sizes": "64K", "threads": "1,4", "iterations": "2"},
+    "hmm": {"sizes": "64K", "iterations": "2"},
+}
+MACHINES = {
+    "1gpu": Config(gpus=1),
+    "2gpu-peer-nohmm": Config(gpus=2, hmm=False),
+    "2gpu-nopeer": Config(gpus=2, no_peer=((0, 1),)),
+    "4gpu-mixed-cudaorder": Config(gpus=4, no_peer=((0, 2), (1, 3)), cuda_order=(3, 1, 2, 0)),
+}
+SM_WITHOUT_PEER = "SM copies need peer access"
+COLD_STAYS = "the page cache could not be dropped"
+
+
+def cold_reads_possible(directory: Path) -> bool:
+    mount = iofile.mount_of(directory)
+    return not (mount and mount.fstype in iofile.MEMORY_FILESYSTEMS)
+
+
+def leftovers(machine) -> list[str]:
+    """What a finished case left behind on the stand-in: memory still allocated (blocks back in
+    CuPy's pool are not: the runner's reference to the measurement returns them after the case's
+    free_all_blocks, and the next case's memory check frees them), peer access still enabled, work
+    never run, another current device."""
+    gc.collect()
+    out = [b.describe() for b in machine.blocks.values() if b.kind != "host" and b.state == "live"]
+    out += [f"peer access {g.ordinal}->{p}" for g in machine.gpus for p in g.peers]
+    out += [f"queued work on device {s.device}" for g in machine.gpus for s in g.streams if s.pending]
+    if machine.current != 0:
+        out.append(f"current device left at {machine.current}")
+    return out
+
+
+def expected_waiver(config: Config, key: str, case) -> str | None:
+    """Why the stand-in machine waives a case, or None when it must measure."""
+    p = case.params
+    if key == "p2p" and p["kind"].endswith("-sm") and not config.peer(p["src"], p["dst"]):
+        return SM_WITHOUT_PEER
+    if key == "hmm" and p["placement"] in hmm.SYSTEM_PLACEMENTS and not config.hmm:
+        return "plain system memory needs HMM or ATS"
+    return None
+
+
+def check_result(config: Config, key: str, case, result, scratch: Path) -> None:
+    why = expected_waiver(config, key, case)
+    if why is None and key == "gds" and case.params["cache"] == "cold" and not cold_reads_possible(scratch):
+        why = COLD_STAYS
+    if why is not None:
+        assert result.status is ResultStatus.WAIVED and why in result.reason, (case.name, result.reason)
+        return
+    assert result.status is ResultStatus.OK, f"{case.name}: {result.status.value}: {result.reason}"
+    assert len(result.samples) == 2 and all(v > 0 for v in result.samples)
+    extra = result.extra
+    if key == "p2p":
+        peer = config.peer(case.params["src"], case.params["dst"])
+        assert case.params["via"] == extra["via"] == ("peer" if peer else "host")
+        assert extra["src"]["pci_bus_id"].lower() == case.params["src_pci"]
+        assert extra["dst"]["pci_bus_id"].lower() == case.params["dst_pci"]
+    else:  # the case ran on the GPU it names, whatever number CUDA gives that GPU
+        assert extra["pci_bus_id"].lower() == case.params["gpu_pci"], case.name
+    if key == "gds" and case.params["engine"] == "kvikio":
+        assert extra["path"] == ("posix-compat" if config.kvikio_compat else "gds")
+        assert extra["kvikio_num_threads"] == case.params["threads"]
+
+
+@pytest.mark.parametrize("name", MACHINES)
+def test_every_gpu_case_runs_against_the_standin(name, tmp_path, monkeypatch):
+    config = MACHINES[name]
+    standin = StandIn(config).install(monkeypatch)
+    profile = harness.server_profile(tmp_path, config.gpus)
+    ran = 0
+    for key, bench in BENCHES.items():
+        if key == "p2p" and config.gpus < 2:
+            assert bench.requires(profile) == "needs >= 2 GPUs (probe: 1 NVIDIA GPU)"
+            continue
+        assert bench.requires(profile) is None, key
+        for case in bench.cases(profile, "default", SMALL[key]):
+            scratch = tmp_path / key / case.name
+            scratch.mkdir(parents=True)
+            launches = len(standin.machine.launches)
+            result = harness.run_case(bench, profile, case, scratch, SMALL[key])
+            check_result(config, key, case, result, scratch)
+            assert leftovers(standin.machine) == [], case.name
+            assert list(scratch.iterdir()) == [], case.name  # gds removes its scratch file
+            if key == "p2p" and case.params["kind"] == "uni-sm" and result.status is ResultStatus.OK:
+                # the destination GPU pulls: every launch on its CUDA device
+                device = standin.modules["cupy"].cuda.runtime.deviceGetByPCIBusId(case.params["dst_pci"])
+                assert {d for _, d in standin.machine.launches[launches:]} == {device}
+            ran += 1
+    assert ran == {"1gpu": 11 + 8 + 7, "2gpu-peer-nohmm": 22 + 8 + 8 + 7, "2gpu-nopeer": 22 + 8 + 8 + 7,
+                   "4gpu-mixed-cudaorder": 44 + 48 + 8 + 7}[name]
+
+
+def test_buffers_live_as_long_as_they_are_timed(tmp_path, monkeypatch):
+    """Poison mode: memory is poisoned and flagged the moment its owner lets go of it. A timed copy
+    that kept only an address (memcpy's device and pageable buffers, hmm's pageable array) used
+    memory that was back in CuPy's pool, or freed by NumPy (at 16 MiB, unmapped: a segfault)."""
+    StandIn(Config(gpus=1, poison=True)).install(monkeypatch)
+    profile = harness.server_profile(tmp_path, 1)
+    for key in ("memcpy", "hmm"):
+        results = harness.run_here(BENCHES[key], profile, tmp_path / key, SMALL[key], size="default")
+        failed = {name: r.reason for name, r in results.items() if r.status is not ResultStatus.OK}
+        assert failed == {}
