@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from gpu_standin import Config, StandIn
 from gpubench.bench.gpu import gds
 from gpubench.bench.gpu import common as gpu_common
 from gpubench.bench.gpu import hmm
@@ -559,16 +560,20 @@ def test_file_compat_for_one_file_and_size():
 
 
 class FakeCuFile:
-    """kvikio.CuFile before 25.12 over a NumPy buffer: whole-file POSIX reads and writes."""
+    """kvikio.CuFile before 25.12: whole-file POSIX reads and writes of a (stand-in) CuPy array."""
 
     def __init__(self, path, flags):
         self.fd = os.open(path, os.O_RDWR if "+" in flags else os.O_RDONLY)
 
+    @staticmethod
+    def _bytes(buf):
+        return (ctypes.c_char * buf.nbytes).from_address(buf.__cuda_array_interface__["data"][0])
+
     def read(self, buf):
-        return os.preadv(self.fd, [buf], 0)
+        return os.preadv(self.fd, [self._bytes(buf)], 0)
 
     def write(self, buf):
-        return os.pwrite(self.fd, buf.tobytes(), 0)
+        return os.pwrite(self.fd, self._bytes(buf), 0)
 
     def fileno(self):
         return self.fd
@@ -592,14 +597,12 @@ def fake_kvikio(direct_io: bool | None, gds_available: bool) -> types.SimpleName
     ("read", 64 << 10, None, True, "gds"),  # KvikIO < 25.12: only the global answer
     ("write", 64 << 10, False, True, "posix-compat"),
 ])
-def test_kvikio_case_names_the_path_of_its_own_file(tmp_path, op, size, direct_io, gds_available, path):
-    import numpy as np
-
+def test_kvikio_case_names_the_path_of_its_own_file(tmp_path, monkeypatch, op, size, direct_io, gds_available, path):
     file = tmp_path / "f.bin"
-    gds._write_file(file, size)
+    gds._write_file(file, size, pattern=op == "read")
     params = {"size": size, "iterations": 2, "threads": 4, "task_size": 4 << 20, "op": op, "cache": "warm", "probe_path": "gds"}
     kvikio = fake_kvikio(direct_io, gds_available)
-    cp = types.SimpleNamespace(zeros=np.zeros, asarray=np.asarray, asnumpy=np.asarray, uint8=np.uint8)
+    cp = StandIn(Config()).install(monkeypatch).cupy
     with ExitStack() as stack:
         measure = gds._kvikio_case(cp, kvikio, file, params, {}, stack)
         assert kvikio.defaults.values["num_threads"] == 4
@@ -614,13 +617,11 @@ def test_kvikio_case_names_the_path_of_its_own_file(tmp_path, op, size, direct_i
 def test_cold_reads_are_waived_when_the_page_cache_stays(tmp_path, monkeypatch):
     """On tmpfs, or wherever POSIX_FADV_DONTNEED leaves the pages, a cold read would be a warm one
     (the POSIX baseline takes the same step before its reads: gds._before_each_read)."""
-    import numpy as np
-
     file = tmp_path / "f.bin"
     gds._write_file(file, 64 << 10)
     params = {"size": 64 << 10, "iterations": 2, "threads": 4, "task_size": 4 << 20, "op": "read", "cache": "cold",
               "probe_path": "gds"}
-    cp = types.SimpleNamespace(zeros=np.zeros, asarray=np.asarray, asnumpy=np.asarray, uint8=np.uint8)
+    cp = StandIn(Config()).install(monkeypatch).cupy
     with ExitStack() as stack:
         measure = gds._kvikio_case(cp, fake_kvikio(True, True), file, params, {}, stack)
         assert measure().value > 0  # dropped: the cold case runs

@@ -240,7 +240,7 @@ class Gds:
             stack.callback(cp.get_default_memory_pool().free_all_blocks)
             path = directory / f"gpubench-gds-{os.getpid()}.bin"
             stack.callback(iofile.remove_scratch, path)
-            _write_file(path, int(p["size"]))
+            _write_file(path, int(p["size"]), pattern=p["op"] == "read")
             extra = {**g.device_facts(cp, ordinal), "filesystem": _filesystem(directory), "engine": p["engine"], "timer": "wall"}
             if kvikio is None:
                 yield _baseline(cp, path, p, extra, stack)
@@ -268,15 +268,17 @@ def _filesystem(directory: Path) -> str | None:
     return mount.fstype if mount else None
 
 
-def _write_file(path: Path, nbytes: int) -> None:
-    """The scratch file: the 4 KiB pattern repeated, on stable storage."""
+def _write_file(path: Path, nbytes: int, pattern: bool = True) -> None:
+    """The scratch file, on stable storage: the 4 KiB pattern repeated (for reads), or zeros (for
+    writes, which must put the pattern there)."""
     import numpy as np
 
     try:
         iofile.check_free_space(path.parent, nbytes)
     except iofile.DiskFull as e:
         raise BenchFailure(str(e)) from None
-    chunk = np.tile(g.pattern(np), min(nbytes, FILL_CHUNK) // g.PATTERN_BYTES).tobytes()
+    block = g.pattern(np) if pattern else np.zeros(g.PATTERN_BYTES, dtype=np.uint8)
+    chunk = np.tile(block, min(nbytes, FILL_CHUNK) // g.PATTERN_BYTES).tobytes()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     except OSError as e:
@@ -325,6 +327,8 @@ def _kvikio_case(cp: Any, kvikio: Any, path: Path, p: dict[str, Any], extra: dic
     buf = cp.zeros(nbytes, dtype=cp.uint8)
     if p["op"] == "write":
         buf.reshape(-1, g.PATTERN_BYTES)[:] = cp.asarray(g.pattern(np))
+    g.wait_for_setup(cp)  # KvikIO's I/O is not stream-ordered: the fill must have landed before it
+    if p["op"] == "write":
 
         def write() -> None:
             done = handle.write(buf)
@@ -333,6 +337,9 @@ def _kvikio_case(cp: Any, kvikio: Any, path: Path, p: dict[str, Any], extra: dic
                 raise BenchFailure(f"KvikIO wrote {done} of {nbytes} bytes")
 
         write()
+        fd = handle.fileno()
+        g.check_copy(np, f"KvikIO write ({extra['path']})", np.frombuffer(os.pread(fd, g.PATTERN_BYTES, 0), np.uint8),
+                     np.frombuffer(os.pread(fd, g.PATTERN_BYTES, nbytes - g.PATTERN_BYTES), np.uint8))
         return lambda: g.bandwidth_sample(nbytes, g.wall_intervals(write, iterations), extra)
 
     def read() -> None:
