@@ -123,3 +123,42 @@ def test_buffers_live_as_long_as_they_are_timed(tmp_path, monkeypatch):
         results = harness.run_here(BENCHES[key], profile, tmp_path / key, SMALL[key], size="default")
         failed = {name: r.reason for name, r in results.items() if r.status is not ResultStatus.OK}
         assert failed == {}
+
+
+@pytest.mark.parametrize("config, status, reason", [
+    (Config(gpus=1, init_error=35), ResultStatus.FAILED,
+     "CUDA cannot be used: cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version "
+     "(the NVIDIA driver is older than the CUDA runtime CuPy was built for, or its libcuda.so.1 is not installed: "
+     "install the gpubench extra that matches the driver's CUDA version (gpu for 12, gpu-cu13 for 13))"),
+    (Config(gpus=1, init_error=802), ResultStatus.FAILED,
+     "CUDA cannot be used: cudaErrorSystemNotReady: system not yet initialized (on NVSwitch systems, start nvidia-fabricmanager)"),
+    (Config(gpus=1, hidden=(0,)), ResultStatus.WAIVED,
+     "CUDA sees no GPU here (cudaErrorNoDevice: no CUDA-capable device is detected; CUDA_VISIBLE_DEVICES=unset)"),
+    (Config(gpus=2, hidden=(1,)), ResultStatus.WAIVED,
+     "GPU 1 (0000:43:00.0) is not visible to CUDA here (1 visible; check CUDA_VISIBLE_DEVICES)"),
+], ids=["driver-too-old", "fabric-manager-down", "no-gpu-visible", "gpu-hidden"])
+def test_a_missing_gpu_waives_and_a_cuda_fault_fails(tmp_path, monkeypatch, config, status, reason):
+    """Only what is not there waives a case; CUDA failing to start on a GPU machine is a fault."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    StandIn(config).install(monkeypatch)
+    profile = harness.server_profile(tmp_path, config.gpus)
+    for key in ("memcpy", "hmm"):
+        options = {**SMALL[key], "gpus" if key == "memcpy" else "gpu": str(config.gpus - 1)}
+        case = BENCHES[key].cases(profile, "default", options)[0]
+        result = harness.run_case(BENCHES[key], profile, case, tmp_path, options)
+        assert (result.status, result.reason) == (status, reason)
+
+
+def test_cupy_that_breaks_on_import_fails_and_one_that_cannot_import_waives(tmp_path, monkeypatch):
+    from gpubench.bench.core.interface import BenchFailure, Waived
+    from gpubench.bench.gpu import common
+
+    monkeypatch.delitem(__import__("sys").modules, "cupy", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = tmp_path / "cupy.py"
+    module.write_text("raise RuntimeError('CUDA driver library is broken')\n")
+    with pytest.raises(BenchFailure, match=r"^CuPy does not load: RuntimeError: CUDA driver library is broken$"):
+        common.load_cupy()
+    module.write_text("raise ImportError('libnvrtc.so.12: cannot open shared object file')\n")
+    with pytest.raises(Waived, match=r"^CuPy does not import: libnvrtc.so.12: cannot open shared object file \(pip install "):
+        common.load_cupy()

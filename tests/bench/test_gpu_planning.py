@@ -745,7 +745,7 @@ def test_gpu_usable_says_why_not_without_cupy(monkeypatch):
 @pytest.mark.parametrize("required, outcome", [("", "1 skipped"), ("1", "1 error")])
 def test_gpu_suite_fails_instead_of_skipping_when_a_gpu_is_required(tmp_path, required, outcome):
     """What `bash ci/test.sh -m gpu` relies on: a GPU runner without CuPy must not pass by skipping."""
-    (tmp_path / "cupy.py").write_text("raise ImportError('no CuPy here')\n")  # the same on any machine
+    (tmp_path / "cupy.py").write_text("raise ImportError('no CuPy here')\n")  # a CuPy that does not import, on any machine
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])), GPUBENCH_REQUIRE_GPU=required)
     suite = Path(__file__).with_name("test_gpu_real.py")
     proc = subprocess.run(
@@ -755,7 +755,7 @@ def test_gpu_suite_fails_instead_of_skipping_when_a_gpu_is_required(tmp_path, re
     assert outcome in proc.stdout, proc.stdout + proc.stderr
     assert proc.returncode == (1 if required else 0)
     if required:
-        assert "GPUBENCH_REQUIRE_GPU=1, but CuPy is not installed" in proc.stdout
+        assert "GPUBENCH_REQUIRE_GPU=1, but CuPy does not import: no CuPy here" in proc.stdout
 
 
 def test_importing_the_benchmarks_loads_no_gpu_library():

@@ -252,10 +252,10 @@ def _load_kvikio() -> Any:
     try:
         import kvikio
         import kvikio.defaults  # noqa: F401
-    except ImportError:
-        raise Waived(f"KvikIO is not installed: {g.INSTALL_HINT}") from None
-    except Exception as e:
-        raise Waived(f"KvikIO does not load: {type(e).__name__}: {e}") from None
+    except ImportError as e:
+        raise Waived(g.kvikio_missing() or f"KvikIO does not import: {e} ({g.INSTALL_HINT})") from None
+    except Exception as e:  # a broken installation: a fault, not a missing package
+        raise BenchFailure(f"KvikIO does not load: {type(e).__name__}: {e}") from None
     try:
         import kvikio.cufile_driver  # noqa: F401  (absent from old releases; path then reads 'unknown')
     except Exception:
