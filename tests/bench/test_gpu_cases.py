@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from gpu_standin import Config, StandIn, harness
-from gpubench.bench.engines import iofile
 from gpubench.bench.gpu import gds, hmm, memcpy, p2p
 from gpubench.results.model import ResultStatus
 
@@ -32,11 +31,6 @@ MACHINES = {
 }
 SM_WITHOUT_PEER = "SM copies need peer access"
 COLD_STAYS = "the page cache could not be dropped"
-
-
-def cold_reads_possible(directory: Path) -> bool:
-    mount = iofile.mount_of(directory)
-    return not (mount and mount.fstype in iofile.MEMORY_FILESYSTEMS)
 
 
 def leftovers(machine) -> list[str]:
@@ -65,7 +59,7 @@ def expected_waiver(config: Config, key: str, case) -> str | None:
 
 def check_result(config: Config, key: str, case, result, scratch: Path) -> None:
     why = expected_waiver(config, key, case)
-    if why is None and key == "gds" and case.params["cache"] == "cold" and not cold_reads_possible(scratch):
+    if why is None and key == "gds" and case.params["cache"] == "cold" and not harness.cold_reads_possible(scratch):
         why = COLD_STAYS
     if why is not None:
         assert result.status is ResultStatus.WAIVED and why in result.reason, (case.name, result.reason)

@@ -52,6 +52,7 @@ from typing import Any, Callable, ClassVar, Iterator
 
 from gpubench.bench.core.params import check_options, format_size, parse_bool, parse_choices, parse_ints, parse_sizes
 from gpubench.bench.gpu import common as g
+from gpubench.bench.gpu.worker import GpuBenchmark
 from gpubench.bench.engines import iofile
 from gpubench.bench.core.interface import BenchFailure, Case, Context, Sample, Waived
 from gpubench.errors import UserError
@@ -203,7 +204,7 @@ def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
     return cases
 
 
-class Gds:
+class Gds(GpuBenchmark):
     key: ClassVar[str] = "gds"
     options: ClassVar[tuple[str, ...]] = OPTIONS
     description: ClassVar[str] = (
@@ -223,13 +224,17 @@ class Gds:
     def cases(self, profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
         return plan(profile, size, options)
 
+    def waiver(self, case: Case, ctx: Context) -> str | None:
+        p = case.params
+        if p["target"] and not Path(p["target"]).is_dir():  # --target names the file or device the I/O benchmarks read
+            return (f"target {p['target']} is a file or device; gds writes a scratch file of its own and needs a "
+                    f"directory there (-p gds.target=DIR)")
+        return g.kvikio_missing() if p["engine"] == "kvikio" else None
+
     @contextmanager
-    def prepare(self, case: Case, ctx: Context) -> Iterator[Callable[[], Sample]]:
+    def prepare_here(self, case: Case, ctx: Context) -> Iterator[Callable[[], Sample]]:
         p = case.params
         directory = Path(p["target"]) if p["target"] else ctx.scratch
-        if p["target"] and not directory.is_dir():  # --target names the file or device the I/O benchmarks read
-            raise Waived(f"target {directory} is a file or device; gds writes a scratch file of its own and needs a "
-                         f"directory there (-p gds.target=DIR)")
         if not directory.is_dir():
             raise BenchFailure(f"{directory}: not a directory")
         cp = g.load_cupy()

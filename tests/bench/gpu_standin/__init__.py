@@ -70,12 +70,23 @@ class StandIn:
         return self.modules["cupy"]
 
     def install(self, monkeypatch) -> StandIn:
-        """For this test: here (sys.modules) and in the child processes it starts (environment, path)."""
+        """For this test: here (sys.modules) and in the child processes it starts."""
         for name, module in self.modules.items():
             monkeypatch.setitem(sys.modules, name, module)
+        monkeypatch.setattr(np, "empty", tracked_empty(self.machine, np.empty))
+        return self._reach_children(monkeypatch)
+
+    def install_for_children(self, monkeypatch) -> StandIn:
+        """For the child processes this test starts only (none of the modules imported here)."""
+        for name in self.modules:
+            monkeypatch.delitem(sys.modules, name, raising=False)
+        return self._reach_children(monkeypatch)
+
+    def _reach_children(self, monkeypatch) -> StandIn:
+        """The Config in the environment, the site directory on the path (gpubench's GPU workers
+        start with this process's sys.path)."""
         monkeypatch.setenv(ENV, self.config.to_json())
         monkeypatch.syspath_prepend(str(SITE))
-        monkeypatch.setattr(np, "empty", tracked_empty(self.machine, np.empty))
         return self
 
     def install_here(self) -> None:

@@ -9,8 +9,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from gpubench.bench.core.interface import Context
+from gpubench.bench.core.interface import Context, Waived
 from gpubench.bench.core.runner import CaseRun, RepeatPolicy
+from gpubench.bench.engines import iofile
 from gpubench.probe import Source, nvidia, probe
 from gpubench.probe.model import Profile
 from gpubench.results.model import Result
@@ -21,6 +22,12 @@ PROBES = Path(__file__).resolve().parents[3] / "probes"
 SERVER = PROBES / "nvidia-multigpu"
 AREAS = ["gpu", "hmm", "p2p", "gds"]
 TINY = RepeatPolicy(rounds=1, warmup=1, min_reps=2, max_reps=2, target_spread=1.0, case_timeout_s=120.0)
+
+
+def cold_reads_possible(directory: Path) -> bool:
+    """Whether gds's cold reads can run there: not on a file system that keeps files in memory."""
+    mount = iofile.mount_of(directory)
+    return not (mount and mount.fstype in iofile.MEMORY_FILESYSTEMS)
 
 
 def remove_gpus(root: Path, gone: list[str]) -> None:
@@ -60,7 +67,10 @@ class Here:
         return self.bench.cases(profile, size, options)
 
     def prepare(self, case, ctx):
-        return self.bench.prepare(case, ctx)
+        reason = self.bench.waiver(case, ctx)  # what GpuBenchmark.prepare judges before a child starts
+        if reason:
+            raise Waived(reason)
+        return self.bench.prepare_here(case, ctx)
 
 
 def run_case(bench: Any, profile: Profile, case, scratch: Path, options: dict[str, str]) -> Result:

@@ -8,6 +8,7 @@ import ctypes
 import enum
 import os
 import pathlib
+import time
 import types
 from typing import Any
 
@@ -152,6 +153,7 @@ def build(machine: Machine) -> dict[str, types.ModuleType]:
             return ptr, size
 
         def pread(self, buf, size=None, file_offset=0, task_size=None):
+            time.sleep(m.config.io_delay_s)
             ptr, size = self._span(buf, size)
             target = (ctypes.c_char * size).from_address(ptr)
             done = 0
@@ -163,6 +165,7 @@ def build(machine: Machine) -> dict[str, types.ModuleType]:
             return IOFuture(done)
 
         def pwrite(self, buf, size=None, file_offset=0, task_size=None):
+            time.sleep(m.config.io_delay_s)
             ptr, size = self._span(buf, size)
             source = (ctypes.c_char * size).from_address(ptr)
             done = 0

@@ -116,6 +116,9 @@ class Config:
     init_error: int = 0  # a cudaError_t every CUDA call fails with (35: driver too old, 802: fabric manager down)
     system_memory_faults: bool = False  # kernels fault on pageable memory although pageableMemoryAccess = 1
     poison: bool = False
+    crash_kernel: str = ""  # launching this kernel kills the process (SIGSEGV), as a driver bug would
+    chatty: bool = False  # kernels print to stdout as they compile, as JIT and driver warnings do
+    io_delay_s: float = 0.0  # each KvikIO read or write takes at least this long
     kvikio_compat: bool = False  # KvikIO prefers its POSIX compat mode
     gds_available: bool = True  # cuFile's driver properties: nvidia-fs loaded
     driver_version: int = 12080
