@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,16 @@ def test_what_a_child_prints_goes_to_stderr(monkeypatch, tmp_path, capfd):
     out, err = capfd.readouterr()
     assert "stand-in: compiling gpubench_copy16" not in out
     assert "stand-in: compiling gpubench_copy16 for device 0" in err
+
+
+def test_a_case_that_hangs_past_its_deadline_is_stopped(monkeypatch, tmp_path):
+    _, profile = machine(monkeypatch, tmp_path, gpus=1, io_delay_s=30.0)
+    monkeypatch.setattr(worker, "HANG_GRACE_S", 1.0)
+    case = gds.Gds().cases(profile, "quick", {**SMALL["gds"], "threads": "1", "ops": "write", "baseline": "0"})[0]
+    ctx = Context(scratch=tmp_path, profile=profile, deadline=time.monotonic() + 0.5)
+    started = time.monotonic()
+    result = CaseRun("gds", gds.Gds(), case, ctx, harness.TINY).run()
+    assert (result.status, result.reason) == (
+        ResultStatus.FAILED, "the gds worker process did not answer (open) 1 s past the case's deadline: stopped")
+    assert time.monotonic() - started < 15 and worker._current is None
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("gpubench-gds-")] == []

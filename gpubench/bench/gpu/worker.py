@@ -4,7 +4,9 @@ A CUDA fault is sticky: after an illegal memory access or a failed launch, every
 of the process fails with the same error, and a bad pointer in a driver call can end the process.
 So the case is set up, measured and torn down in a child process (python -m ... worker): a fault
 fails that case, with its error, and the child is replaced; the benchmark's other cases and the
-other GPU benchmarks run in fresh CUDA contexts. This process never imports CuPy.
+other GPU benchmarks run in fresh CUDA contexts. A child that has not answered HANG_GRACE_S past
+its case's deadline (a hung GPU, a file system that stopped) is stopped and the case FAILED. This
+process never imports CuPy.
 
 One child at a time: it serves the consecutive cases of one benchmark (in a run of several
 rounds, each round starts it again), and is stopped when the run moves on to another GPU
@@ -36,6 +38,7 @@ from gpubench.bench.core.interface import BenchFailure, Case, Context, Sample, W
 from gpubench.errors import UserError
 
 STOP_GRACE_S = 10.0  # for a child to unwind its case after SIGTERM (or to exit when told)
+HANG_GRACE_S = 300.0  # past the case's deadline, a child that has not answered is stopped: a hung GPU
 _BOOT = "import sys; sys.path[:0] = sys.argv[2:]; from gpubench.bench.gpu.worker import serve; serve(int(sys.argv[1]))"
 
 
@@ -83,21 +86,29 @@ class Worker:
                 raise BenchFailure(f"cannot start the {key} worker process: {e}") from None
             self.conn = Connection(ours.detach())
 
-    def call(self, request: tuple, progress: Callable[[str], None]) -> Any:
-        """Send a request and wait for its reply, passing progress messages on."""
+    def call(self, request: tuple, ctx: Context) -> Any:
+        """Send a request and wait for its reply (up to HANG_GRACE_S past the case's deadline),
+        passing progress messages on."""
+        reply = None
+        patience = None if ctx.deadline == float("inf") else max(0.0, ctx.time_left()) + HANG_GRACE_S
         try:
             self.conn.send(request)
-            while True:
+            while self.conn.poll(patience):
                 reply = self.conn.recv()
                 if reply[0] != "progress":
                     break
-                progress(reply[1])
+                ctx.progress(reply[1])
+                reply = None
         except (EOFError, OSError):
             _retire(self)
             raise BenchFailure(f"the {self.key} worker process {self._ending()} during {request[0]}") from None
         except BaseException:  # Ctrl-C, a kill: the child unwinds its case and goes
             _retire(self, urgent=True)
             raise
+        if reply is None:  # a hung GPU or file system
+            _retire(self, urgent=True)
+            raise BenchFailure(f"the {self.key} worker process did not answer ({request[0]}) "
+                               f"{HANG_GRACE_S:.0f} s past the case's deadline: stopped")
         if reply[0] == "raised":
             raise _rebuilt(reply[1], reply[2])
         return reply[1]
@@ -167,9 +178,8 @@ def in_child(key: str, case: Case, ctx: Context) -> Iterator[Callable[[], Sample
     """Set the case up in the benchmark's child process; yields what measures one repetition. A
     case that ends in anything but success or a waiver retires the child."""
     worker = _worker_for(key)
-    progress = ctx.progress
     try:
-        worker.call(("open", key, case, replace(ctx, progress=_discard, telemetry=None)), progress)
+        worker.call(("open", key, case, replace(ctx, progress=_discard, telemetry=None)), ctx)
     except Waived:
         raise
     except BaseException:
@@ -177,7 +187,7 @@ def in_child(key: str, case: Case, ctx: Context) -> Iterator[Callable[[], Sample
         raise
     ended: BaseException | None = None
     try:
-        yield lambda: worker.call(("measure",), progress)
+        yield lambda: worker.call(("measure",), ctx)
     except BaseException as e:
         ended = e
         raise
@@ -185,7 +195,7 @@ def in_child(key: str, case: Case, ctx: Context) -> Iterator[Callable[[], Sample
         healthy = ended is None or isinstance(ended, Waived)
         try:
             if worker.alive:
-                worker.call(("close",), progress)
+                worker.call(("close",), ctx)
         except BaseException:
             healthy = False
             if ended is None:  # the case's own error, if any, is the one to report
