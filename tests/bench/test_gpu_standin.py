@@ -13,7 +13,7 @@ from importlib.util import find_spec
 import numpy as np
 import pytest
 
-from gpu_standin import POISON, Config, CUDADriverError, CUDARuntimeError, StandIn, UseAfterFree
+from gpu_standin import POISON, Config, CUDARuntimeError, StandIn, UseAfterFree
 from gpu_standin.machine import H100_PCI
 from gpubench.bench.gpu import common as g
 

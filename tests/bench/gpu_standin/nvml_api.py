@@ -131,7 +131,7 @@ def build(machine: Machine) -> dict[str, types.ModuleType]:
     def nvmlDeviceGetP2PStatus(device1, device2, p2pIndex):
         a, b = handle_index(device1), handle_index(device2)
         if not isinstance(p2pIndex, int):
-            raise ctypes.ArgumentError(f"argument 3: TypeError: Don't know how to convert parameter 3")
+            raise ctypes.ArgumentError("argument 3: TypeError: Don't know how to convert parameter 3")
         return 0 if a != b and m.config.peer(a, b) else 5
 
     def nvmlDeviceGetPowerUsage(handle):
