@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from gpu_standin import Config, StandIn
+from gpu_standin import Config, StandIn, harness
 from gpubench.bench.gpu import gds
 from gpubench.bench.gpu import common as gpu_common
 from gpubench.bench.gpu import hmm
@@ -80,13 +80,7 @@ def edit_nvml(root: Path, change) -> None:
 def keep_one_gpu(root: Path) -> None:
     """The server with only its first H100: the other three gone from PCI, DRM, procfs and NVML."""
     gone = H100_PCI[1:]
-    for pci in gone:
-        shutil.rmtree(root / "sys/bus/pci/devices" / pci)
-        shutil.rmtree(root / "proc/driver/nvidia/gpus" / pci)
-    for card in (root / "sys/class/drm").iterdir():
-        uevent = card / "device/uevent"
-        if uevent.is_file() and any(f"PCI_SLOT_NAME={pci}" in uevent.read_text() for pci in gone):
-            shutil.rmtree(card)
+    harness.remove_gpus(root, gone)
 
     def one(data):
         data["devices"] = [d for d in data["devices"] if d["pci"] not in gone]

@@ -212,15 +212,19 @@ def build(machine: Machine) -> dict[str, types.ModuleType]:
                 raise CUDARuntimeError(1)
             return m.allocate("pinned", size, m.current).start
 
-    def freeHost(ptr):
+    def _free(ptr: Any, kinds: tuple[str, ...], call: str) -> None:
+        """cudaFree, cudaFreeHost: the start of a live allocation of those kinds; waits for all work."""
         ptr = _intptr(ptr)
         with m.lock:
             m.check()
             block = m.find(ptr)
-            if block is None or block.kind != "pinned" or block.start != ptr or block.state == "freed":
+            if block is None or block.kind not in kinds or block.start != ptr or block.state == "freed":
                 raise CUDARuntimeError(1)
-            m.drain_all()  # cudaFreeHost waits for the work of every device
-            m.release(block, "freed by cudaFreeHost")
+            m.drain_all()
+            m.release(block, f"freed by {call}")
+
+    def freeHost(ptr):
+        _free(ptr, ("pinned",), "cudaFreeHost")
 
     def mallocManaged(size, flags=1):
         size, flags = _size_t(size), operator.index(flags)
@@ -233,14 +237,7 @@ def build(machine: Machine) -> dict[str, types.ModuleType]:
             return m.allocate("managed", size, m.current).start
 
     def free(ptr):
-        ptr = _intptr(ptr)
-        with m.lock:
-            m.check()
-            block = m.find(ptr)
-            if block is None or block.kind not in ("managed", "device") or block.start != ptr or block.state == "freed":
-                raise CUDARuntimeError(1)
-            m.drain_all()  # cudaFree synchronizes
-            m.release(block, "freed by cudaFree")
+        _free(ptr, ("managed", "device"), "cudaFree")
 
     def pointerGetAttributes(ptr):
         ptr = _intptr(ptr)

@@ -152,26 +152,24 @@ def build(machine: Machine) -> dict[str, types.ModuleType]:
                 raise ValueError(f"size {size} is larger than the buffer ({nbytes} bytes)")
             return ptr, size
 
-        def pread(self, buf, size=None, file_offset=0, task_size=None):
+        def _io(self, transfer, buf, size, file_offset) -> IOFuture:
+            """The whole transfer, now (cuFile's I/O waits for no stream); short only at the file's end."""
             time.sleep(m.config.io_delay_s)
             ptr, size = self._span(buf, size)
-            target = (ctypes.c_char * size).from_address(ptr)
+            view = memoryview((ctypes.c_char * size).from_address(ptr))
             done = 0
             while done < size:
-                n = os.preadv(self._fd, [memoryview(target)[done:]], file_offset + done)
+                n = transfer(self._fd, view[done:], file_offset + done)
                 if n == 0:
                     break
                 done += n
             return IOFuture(done)
 
+        def pread(self, buf, size=None, file_offset=0, task_size=None):
+            return self._io(lambda fd, view, at: os.preadv(fd, [view], at), buf, size, file_offset)
+
         def pwrite(self, buf, size=None, file_offset=0, task_size=None):
-            time.sleep(m.config.io_delay_s)
-            ptr, size = self._span(buf, size)
-            source = (ctypes.c_char * size).from_address(ptr)
-            done = 0
-            while done < size:
-                done += os.pwrite(self._fd, memoryview(source)[done:], file_offset + done)
-            return IOFuture(done)
+            return self._io(os.pwrite, buf, size, file_offset)
 
         def read(self, buf, size=None, file_offset=0, task_size=None):
             return self.pread(buf, size, file_offset, task_size).get()
