@@ -185,3 +185,15 @@ def test_cupy_that_breaks_on_import_fails_and_one_that_cannot_import_waives(tmp_
     module.write_text("raise ImportError('libnvrtc.so.12: cannot open shared object file')\n")
     with pytest.raises(Waived, match=r"^CuPy does not import: libnvrtc.so.12: cannot open shared object file \(pip install "):
         common.load_cupy()
+
+
+def test_peer_access_enabled_before_a_case_is_left_as_it_was(tmp_path, monkeypatch):
+    """deviceEnablePeerAccess answers 704 (already enabled) for access someone else enabled: the
+    case uses it and leaves it enabled; what the case enabled itself, it disables."""
+    standin = StandIn(Config(gpus=2)).install(monkeypatch)
+    profile = harness.server_profile(tmp_path, 2)
+    standin.cupy.cuda.runtime.deviceEnablePeerAccess(1)  # GPU 0 may reach GPU 1 already
+    options = {**SMALL["p2p"], "pairs": "0-1", "kinds": "uni-ce,uni-sm"}
+    results = harness.run_here(BENCHES["p2p"], profile, tmp_path, options, size="default")
+    assert {name: r.status for name, r in results.items()} == {"uni-ce-0to1-64K": ResultStatus.OK, "uni-sm-0to1-64K": ResultStatus.OK}
+    assert [sorted(g.peers) for g in standin.machine.gpus] == [[1], []]
