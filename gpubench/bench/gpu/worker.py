@@ -119,7 +119,10 @@ class Worker:
         except subprocess.TimeoutExpired:
             return "stopped answering"
         if code < 0:
-            return f"was killed by {signal.Signals(-code).name}"
+            try:
+                return f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"was killed by signal {-code}"
         return f"exited with status {code}"
 
     @property
