@@ -38,6 +38,7 @@ from typing import Any, Callable, ClassVar, Iterator
 
 from gpubench.bench.core.params import check_options, format_size, parse_choices, parse_int
 from gpubench.bench.gpu import common as g
+from gpubench.bench.gpu.worker import GpuBenchmark
 from gpubench.bench.core.interface import Case, Context, Sample, Waived
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
@@ -162,7 +163,7 @@ class PairParams:
         )
 
 
-class P2P:
+class P2P(GpuBenchmark):
     key: ClassVar[str] = "p2p"
     options: ClassVar[tuple[str, ...]] = OPTIONS
     description: ClassVar[str] = (
@@ -176,14 +177,16 @@ class P2P:
     def cases(self, profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
         return plan(profile, size, options)
 
-    @contextmanager
-    def prepare(self, case: Case, ctx: Context) -> Iterator[Callable[[], Sample]]:
+    def waiver(self, case: Case, ctx: Context) -> str | None:
         p = case.params
         if p["kind"].endswith("-sm") and p["via"] == "host":
-            raise Waived(
-                f"SM copies need peer access; the probe reports GPUs {p['src']} and {p['dst']} "
-                f"without P2P (gpu p2p {min(p['src'], p['dst'])}-{max(p['src'], p['dst'])} = {p['probe_p2p']})"
-            )
+            return (f"SM copies need peer access; the probe reports GPUs {p['src']} and {p['dst']} "
+                    f"without P2P (gpu p2p {min(p['src'], p['dst'])}-{max(p['src'], p['dst'])} = {p['probe_p2p']})")
+        return None
+
+    @contextmanager
+    def prepare_here(self, case: Case, ctx: Context) -> Iterator[Callable[[], Sample]]:
+        p = case.params
         cp = g.load_cupy()
         a = g.cuda_ordinal(cp, p["src_pci"], p["src"])
         b = g.cuda_ordinal(cp, p["dst_pci"], p["dst"])
