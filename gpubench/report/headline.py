@@ -22,7 +22,7 @@ from gpubench.bench.gpu.gds import GdsParams
 from gpubench.bench.gpu.hmm import HmmParams
 from gpubench.bench.gpu.memcpy import CopyParams
 from gpubench.bench.gpu.p2p import PairParams
-from gpubench.bench.io.iouring import IoParams
+from gpubench.bench.io.plan import IoParams
 from gpubench.bench.memtier import STREAM_KERNELS, TierParams
 from gpubench.probe.model import Profile, Status
 from gpubench.probe.views import LinksView, NumaView

@@ -77,7 +77,7 @@ def fit(table: Table, width: int) -> Table:
     notes: list[str] = []
     left_out: list[str] = []
     while (widths := _fitted_widths(table, width, fold=False)) is None:
-        prose = [c for c in table.columns if c.max_width and not any(str(cell).startswith("[") for cell in c.cells)]
+        prose = [c for c in table.columns if _sentences(c) and not any(str(cell).startswith("[") for cell in c.cells)]
         first = next((c for c in table.columns if str(c.header) in LEAVE_OUT_BEFORE_NOTES), None)
         drop = first or next((c for name in LEAVE_OUT_AFTER_NOTES for c in table.columns if str(c.header) == name), None)
         if prose and first is None:
@@ -97,6 +97,13 @@ def fit(table: Table, width: int) -> Table:
     if caption:
         table.caption, table.caption_justify = "\n".join(caption), "left"
     return table
+
+
+def _sentences(column: Column) -> bool:
+    """A column of sentences: one that wraps at PROSE_WIDTH (a max_width) and has a cell longer
+    than PROSE_FLOOR (a column of dates or short words wraps at its words like any other)."""
+    lines = (line for cell in column.cells for line in (cell.plain if isinstance(cell, Text) else str(cell)).split("\n"))
+    return bool(column.max_width) and any(cell_len(line) > PROSE_FLOOR for line in lines)
 
 
 def _to_notes(column: Column, notes: list[str]) -> None:
@@ -127,9 +134,10 @@ def _fitted_widths(table: Table, width: int, fold: bool) -> list[int] | None:
         natural.append(widest)
         floor.append(min(max(header, column.min_width or 0), widest))
         word.append(min(max(longest, floor[-1]), widest))
-        prose.append(min(max(word[-1], PROSE_FLOOR), widest) if column.max_width else widest)
-        prose_fold.append(min(max(floor[-1], PROSE_FLOOR), widest) if column.max_width else word[-1])
-        if column.max_width:  # sentences never wrap narrower than PROSE_FLOOR: they move under the table instead
+        sentences = _sentences(column)
+        prose.append(min(max(word[-1], PROSE_FLOOR), widest) if sentences else widest)
+        prose_fold.append(min(max(floor[-1], PROSE_FLOOR), widest) if sentences else word[-1])
+        if sentences:  # never wrapped narrower than PROSE_FLOOR: they move under the table instead
             word[-1] = prose[-1]
     may_wrap = [not column.no_wrap for column in table.columns]
     steps = (prose, word, prose_fold) + ((floor,) if fold else ())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gpubench.bench.gpu import gds, hmm, memcpy, p2p
-from gpubench.bench.io.iouring import IoParams, plan_cases
+from gpubench.bench.io.plan import IoParams, plan_cases
 from gpubench.bench.memtier import MemTier, TierParams
 from gpubench.probe import Source, probe
 

@@ -38,6 +38,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 from gpubench.bench.core.params import check_options, format_size, parse_choices, parse_int
 from gpubench.bench.gpu import common as g
+from gpubench.bench.gpu.worker import GpuBenchmark
 from gpubench.bench.core.interface import Case, Context, Sample, Waived
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
@@ -131,7 +132,8 @@ def _pair_cases(profile: Profile, gpus: list[GpuDevice], src: int, dst: int, kin
 @dataclass(frozen=True)
 class PairParams:
     """What a p2p result says about its GPU pair, typed for readers outside this family (the
-    reports): built from the parameters _pair_cases writes and the extras a measurement records."""
+    reports: matrices, headline): built from the parameters _pair_cases writes and the extras a measurement
+    records."""
 
     src: int
     dst: int
@@ -168,7 +170,7 @@ class PairParams:
         )
 
 
-class P2P:
+class P2P(GpuBenchmark):
     key: ClassVar[str] = "p2p"
     options: ClassVar[tuple[str, ...]] = OPTIONS
     description: ClassVar[str] = (
@@ -182,14 +184,16 @@ class P2P:
     def cases(self, profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
         return plan(profile, size, options)
 
-    @contextmanager
-    def prepare(self, case: Case, ctx: Context) -> Iterator[Callable[[], Sample]]:
+    def waiver(self, case: Case, ctx: Context) -> str | None:
         p = case.params
         if p["kind"].endswith("-sm") and p["via"] == "host":
-            raise Waived(
-                f"SM copies need peer access; the probe reports GPUs {p['src']} and {p['dst']} "
-                f"without P2P (gpu p2p {min(p['src'], p['dst'])}-{max(p['src'], p['dst'])} = {p['probe_p2p']})"
-            )
+            return (f"SM copies need peer access; the probe reports GPUs {p['src']} and {p['dst']} "
+                    f"without P2P (gpu p2p {min(p['src'], p['dst'])}-{max(p['src'], p['dst'])} = {p['probe_p2p']})")
+        return None
+
+    @contextmanager
+    def prepare_here(self, case: Case, ctx: Context) -> Iterator[Callable[[], Sample]]:
+        p = case.params
         cp = g.load_cupy()
         a = g.cuda_ordinal(cp, p["src_pci"], p["src"])
         b = g.cuda_ordinal(cp, p["dst_pci"], p["dst"])
