@@ -170,7 +170,10 @@ def render_comparison_html(comparison: Comparison) -> str:
     from gpubench.report import charts
     from gpubench.report import html_comparison as view
 
-    settings, unrecorded, same = view.setting_rows(comparison)
+    from gpubench.results.changes import what_changed
+
+    changed = what_changed(comparison)
+    settings, unrecorded, same = view.setting_rows(changed)
     verdict_counts = [
         {"verdict": v.value, "verdict_class": view.VERDICT_CLASS[v], "count": sum(1 for c in comparison.cases if c.verdict is v)}
         for v in Verdict
@@ -187,7 +190,7 @@ def render_comparison_html(comparison: Comparison) -> str:
         settings=settings,
         unrecorded=unrecorded,
         settings_same=same,
-        capability_changes=view.capability_rows(comparison),
+        capability_changes=view.capability_rows(changed),
         moved=view.moved(comparison),
         regressions=len(comparison.regressions),
         median_means=view.MEDIAN_MEANS,

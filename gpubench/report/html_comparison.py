@@ -3,18 +3,17 @@ between the sides (the machine settings the runs recorded, the capability verdic
 probes, the cases that moved), then every case per benchmark with its notes numbered under the
 table, so that no note squeezes a column.
 
-What changed is computed here from the run metadata and gpubench.probe.diff (the capability diff
-`compare`, `probe --kernel` and the fleet report share)."""
+What changed is gpubench.results.changes' typed record (the run metadata of each side and the
+capability diff of gpubench.probe.diff), as `compare --json` and `--markdown` carry it."""
 
 from __future__ import annotations
 
 import math
 from typing import Any, Sequence
 
-from gpubench.probe.diff import diff_capabilities
 from gpubench.report import formats
-from gpubench.report.headline import stored_profile
-from gpubench.results.model import CaseComparison, Comparison, ResultStatus, Run, Verdict
+from gpubench.results.changes import WhatChanged
+from gpubench.results.model import CaseComparison, Comparison, ResultStatus, Verdict
 
 NOT_AVAILABLE = "—"
 NOT_RECORDED = "not recorded"
@@ -25,48 +24,46 @@ VERDICT_CLASS = {
     Verdict.NOT_COMPARABLE: "not-comparable",
     Verdict.LOST: "lost",
 }
-# The run metadata a reader of a comparison asks about first, in this order.
-SETTINGS = (("kernel", "kernel release"), ("cmdline", "kernel command line"), ("governor", "CPU frequency governor"),
-            ("thp", "transparent huge pages"), ("smt", "simultaneous multithreading"), ("isolated_cpus", "isolated CPUs"),
-            ("numa_nodes", "NUMA nodes online"), ("gpus", "GPUs"), ("nvidia_driver", "NVIDIA driver"), ("cuda_driver", "CUDA driver"),
-            ("cpu_model", "CPU model"), ("cpu_count", "logical CPUs"), ("gpubench", "gpubench"))
 MEDIAN_MEANS = ("base and new are the values the ratio compares: for each side, the geometric mean of the medians of its "
                 "rounds (of its runs, where a side holds several), or the median of all its samples where a side has no rounds; "
                 "so a run's value here can differ a little from the median `gpubench show` gives.")
 
 
-def _setting(run: Run, key: str) -> str | None:
-    if key not in run.metadata:
-        return None
-    value = run.metadata[key]
-    if isinstance(value, (list, tuple)):
-        return ", ".join(map(str, value)) or "none"
-    return "none" if value in (None, "") else str(value)
+def _gib(text: str) -> str:
+    return f"{int(text) / 2**30:.1f} GiB" if text.isdigit() else text
 
 
-def setting_rows(comparison: Comparison) -> tuple[list[dict[str, str]], list[str], int]:
-    """The settings that differ between the first runs of the sides, the ones a side did not
-    record, and how many were the same."""
-    differ, unrecorded, same = [], [], 0
-    for key, title in SETTINGS:
-        base, new = _setting(comparison.base, key), _setting(comparison.new, key)
-        if base is None or new is None:
-            if base is not None or new is not None:
-                unrecorded.append(title)
-        elif base != new:
-            differ.append({"title": title, "base": base, "new": new})
-        else:
-            same += 1
-    return differ, unrecorded, same
+IN_HUMAN_UNITS = {"memory_bytes": _gib}  # settings the run metadata records in bytes
 
 
-def capability_rows(comparison: Comparison) -> list[dict[str, str]] | None:
+def _values(values: tuple[str | None, ...], shown=str) -> str:  # type: ignore[no-untyped-def]
+    """A side's values of a setting: 'none' where recorded as absent; several runs' joined."""
+    return " | ".join("none" if v == "" else NOT_RECORDED if v is None else shown(v) for v in values)
+
+
+def _setting_row(s) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Human units where they still tell the sides apart, the recorded values where they do not."""
+    human = IN_HUMAN_UNITS.get(s.key)
+    base, new = (_values(s.base, human), _values(s.new, human)) if human else ("", "")
+    if not human or base == new:
+        base, new = _values(s.base), _values(s.new)
+    return {"title": s.title, "base": base, "new": new}
+
+
+def setting_rows(changed: WhatChanged) -> tuple[list[dict[str, str]], list[str], int]:
+    """The settings that differ between the sides, the ones a side did not record, and how many
+    were the same."""
+    differ = [_setting_row(s) for s in changed.changed_settings]
+    unrecorded = [s.title for s in changed.unrecorded_settings]
+    return differ, unrecorded, len(changed.settings) - len(differ) - len(unrecorded)
+
+
+def capability_rows(changed: WhatChanged) -> list[dict[str, str]] | None:
     """The verdicts that differ between the sides' probes; None where a side stored none."""
-    before, after = stored_profile(comparison.base), stored_profile(comparison.new)
-    if before is None or after is None:
+    if not all(changed.probed):
         return None
     rows = []
-    for change in diff_capabilities(before, after):
+    for change in changed.capabilities:
         latest = change.after or change.before
         rows.append({
             "area": change.area, "name": change.name,

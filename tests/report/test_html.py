@@ -282,7 +282,7 @@ def test_comparison_says_what_changed_first_then_every_case_with_numbered_notes(
     changed, every = html.index("<h2>What changed</h2>"), html.index("<h2>Every case</h2>")
     assert changed < every
     what = html[changed:every]
-    assert "<th>kernel release</th>" in what  # the setting that differs, base then new
+    assert "<th>kernel.release</th>" in what and "6.11.0-rc2" in what  # the setting that differs (nested in this metadata), base then new
     assert "<code>iouring.enabled</code>" in what and ">partial</span>" in what  # the verdict that changed
     moved = [c for c in sample_comparison.cases if c.verdict in (Verdict.BETTER, Verdict.WORSE, Verdict.LOST)]
     assert moved and all(f"<code>{c.case}</code>" in what for c in moved)
@@ -291,3 +291,18 @@ def test_comparison_says_what_changed_first_then_every_case_with_numbered_notes(
         notes = re.findall(r"<li>(.*?)</li>", table, re.S)
         assert all(re.fullmatch(r"(\d+(, \d+)*)?", r) for r in refs)  # a note never sits in the table, only its number
         assert sorted({int(n) for r in refs for n in r.split(", ") if n}) == list(range(1, len(notes) + 1))
+
+
+def test_a_changed_setting_reads_in_human_units_where_they_still_tell_the_sides_apart(run_factory) -> None:
+    from gpubench.report.html_comparison import setting_rows
+    from gpubench.results.changes import WhatChanged
+
+    base = run_factory("a", seed=0)
+    rows = {}
+    for new_bytes in (48 * 2**30, 24 * 2**30 + 4096):
+        new = replace(run_factory("b", seed=1), metadata={**base.metadata, "memory_bytes": new_bytes})
+        old = replace(base, metadata={**base.metadata, "memory_bytes": 24 * 2**30})
+        differ, _, _ = setting_rows(WhatChanged.between([old], [new]))
+        rows[new_bytes] = next(r for r in differ if r["title"].startswith("memory"))
+    assert (rows[48 * 2**30]["base"], rows[48 * 2**30]["new"]) == ("24.0 GiB", "48.0 GiB")
+    assert rows[24 * 2**30 + 4096]["new"] == str(24 * 2**30 + 4096)  # 24.0 GiB on both sides would read as no change
