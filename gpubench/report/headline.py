@@ -395,6 +395,6 @@ def to_dict(headline: Headline) -> dict[str, Any]:
 
 
 def run_document(run: Run) -> dict[str, Any]:
-    """`gpubench report RUN --json`: the stored run as `run --json` prints it (its local number as
-    `id`), with its headline."""
-    return {"id": run.id, **run.to_dict(), "headline": to_dict(build(run))}
+    """`gpubench report RUN --json` (schema `report`): the stored run as `run --json` prints it
+    (its local number as `id`), and its headline."""
+    return {"run": {"id": run.id, **run.to_dict()}, "headline": to_dict(build(run))}

@@ -18,10 +18,7 @@ from gpubench.report.html import render_run_html
 from gpubench.report.sections import sections
 from gpubench.report.terminal import print_run_report
 
-try:
-    from . import machines
-except ImportError:  # tests/ collected without package __init__ files
-    import machines  # type: ignore[no-redef]
+from tests.report import machines
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,7 @@ from gpubench.probe import Source, Status, probe
 from gpubench.report.headline import NOT_RECORDED, Versus, build, io_versus_psync, to_dict
 from gpubench.results.store import Store
 
-try:
-    from . import machines
-except ImportError:  # tests/ collected without package __init__ files
-    import machines  # type: ignore[no-redef]
+from tests.report import machines
 
 PCIE5_X16 = 16 * 32 * 128 / 130 / 8  # GB/s per direction
 

@@ -16,11 +16,9 @@ from gpubench.cli import app
 from gpubench.report import formats
 from gpubench.report.headline import build, ratio_text, to_dict
 from gpubench.results.jsonio import run_to_json
+from tests.results.test_schemas import _valid
 
-try:
-    from . import machines
-except ImportError:  # tests/ collected without package __init__ files
-    import machines  # type: ignore[no-redef]
+from tests.report import machines
 
 runner = CliRunner()
 
@@ -73,8 +71,10 @@ def test_json_is_the_run_with_its_headline(imported):
     done = invoke("report", "1", "--db", str(db), "--json")
     assert done.exit_code == 0 and done.stderr == ""
     document = json.loads(done.stdout)
-    assert document["id"] == 1 and document["uid"] == run.uid and len(document["results"]) == len(run.results)
+    stored = document["run"]
+    assert stored["id"] == 1 and stored["uid"] == run.uid and len(stored["results"]) == len(run.results)
     assert document["headline"] == json.loads(json.dumps(to_dict(build(run))))
+    _valid("report", document)  # its schema, with the limits and baselines of a GPU server filled in
 
 
 def parse_markdown_tables(text: str) -> list[list[list[str]]]:
