@@ -35,7 +35,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterator
 
 from gpubench.bench.engines import numa
 from gpubench.bench.core.interface import BenchFailure, Case, Context, Sample, Waived
@@ -251,8 +251,7 @@ def _tier_params(topo: Topology, mem: NumaNode, cpu: NumaNode, kernel: str) -> d
 
 @dataclass(frozen=True)
 class TierParams:
-    """A stored memtier case, read back from its result's parameters (see MemTier.cases): which
-    kernel ran on which CPU node against which memory node."""
+    """A stored memtier case (see MemTier.cases): which kernel ran on which CPU node against which memory node."""
 
     kernel: str  # one of KERNELS: STREAM's four in GB/s, "chase" in ns
     cpu_node: int
@@ -267,9 +266,7 @@ class TierParams:
     def local(self) -> bool:
         return self.cpu_node == self.mem_node
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> TierParams | None:
-        return record_from_params(cls, params)
+    from_params = classmethod(record_from_params)  # the record of a stored result's parameters; None for another version's
 
 
 class MemTier:

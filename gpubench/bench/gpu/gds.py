@@ -49,7 +49,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterator
 
 from gpubench.bench.core.settings import RunSettings, Setting
 from gpubench.bench.core.params import check_options, format_size, parse_bool, parse_choices, parse_ints, parse_sizes, record_from_params
@@ -183,9 +183,7 @@ class GdsParams:
         """POSIX read into pinned memory plus a host-to-device copy, not KvikIO."""
         return self.engine == BASELINE_ENGINE
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> GdsParams | None:
-        return record_from_params(cls, params)
+    from_params = classmethod(record_from_params)  # the record of a stored result's parameters; None for another version's
 
 
 def plan(profile: Profile, size: str, options: dict[str, str], settings: RunSettings = RunSettings()) -> list[Case]:

@@ -34,7 +34,7 @@ import statistics
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterator
 
 from gpubench.bench.core.params import check_options, format_size, parse_choices, record_from_params
 from gpubench.bench.gpu import common as g
@@ -97,9 +97,7 @@ class HmmParams:
             return "system"
         return "managed" if self.placement.startswith("managed") else "copy" if self.placement.startswith("device-") else "mapped"
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> HmmParams | None:
-        return record_from_params(cls, params)
+    from_params = classmethod(record_from_params)  # the record of a stored result's parameters; None for another version's
 
 
 def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterator
 
 from gpubench.bench.core.params import check_options, format_size, parse_bool, parse_choices, record_from_params
 from gpubench.bench.gpu import common as g
@@ -82,9 +82,7 @@ class CopyParams:
     gpu: int
     gpu_pci: str | None = None
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> CopyParams | None:
-        return record_from_params(cls, params)
+    from_params = classmethod(record_from_params)  # the record of a stored result's parameters; None for another version's
 
 
 def copy_matrix(directions: list[str], memory: list[str], engines: list[str], reference: bool) -> list[CopyCase]:
