@@ -84,6 +84,15 @@ class Profile:
         return cls(root=d.get("root", "/"), capabilities=tuple(Capability.from_dict(c) for c in d["capabilities"]))
 
 
+EVIDENCE_LIMIT = 4096  # characters of one evidence value; a longer one is in `details` (or the file) whole
+
+
+def _bounded(value: str) -> str:
+    if len(value) <= EVIDENCE_LIMIT:
+        return value
+    return f"{value[:EVIDENCE_LIMIT]}… ({len(value)} characters in all)"
+
+
 class Findings:
     """Collects evidence while a check runs, then becomes a Capability."""
 
@@ -93,7 +102,7 @@ class Findings:
         self.details: dict[str, Any] = {}
 
     def saw(self, source: str, value: object) -> None:
-        self.evidence.append(Evidence(source, str(value)))
+        self.evidence.append(Evidence(source, _bounded(str(value))))
 
     def verdict(self, status: Status, why: str = "", fix: str = "") -> Capability:
         return Capability(self.area, self.name, status, tuple(self.evidence), why, fix, dict(self.details))
