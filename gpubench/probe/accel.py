@@ -63,7 +63,8 @@ ACCEL_RULES: tuple[Rule[AccelFacts], ...] = (
     Rule(lambda x: bool(x.unbound), PARTIAL, AccelFacts.unbound_why, AccelFacts.unbound_fix),
     Rule(lambda x: bool(x.without_node), PARTIAL, lambda x: f"no /dev/accel node for {', '.join(x.without_node)}",
          "in a container, pass the device through (--device /dev/accel/...)"),
-    Rule(always, YES, lambda x: f"{len(x.devices)} accelerator(s): {', '.join(sorted({d['driver'] or '?' for d in x.devices}))}"),
+    Rule(always, YES, lambda x: f"{len(x.devices)} accelerator(s): " + ", ".join(
+        f"{d['name'] or d['pci']} ({d['driver'] or 'driver not shown: ' + ACCEL_DEV + ' only'})" for d in x.devices)),
 )
 
 

@@ -153,28 +153,25 @@ class NvidiaFs:
 
 
 _NVFS_DRIVER = re.compile(r"NVFS Driver\(version:\s*(\d+(?:[.:]\d+)*)\)")
-_STATS_LINE = re.compile(r"^(Reads|Writes|Ops|Error)\s*:(.*)$", re.MULTILINE)
+_STATS_LINE = re.compile(r"^(Reads|Writes|Error)\s*:(.*)$", re.MULTILINE)
 _COUNTER = re.compile(r"([A-Za-z][\w-]*)=(\d+)\b")
 # stats line, counter -> the name in details (those that say whether I/O went through, and its errors)
 COUNTERS = {
     ("Reads", "n"): "reads", ("Reads", "err"): "read_errors",
     ("Writes", "n"): "writes", ("Writes", "err"): "write_errors",
-    ("Ops", "Read"): "read_ops", ("Ops", "Write"): "write_ops", ("Ops", "BatchIO"): "batch_ops",
     ("Error", "dma-map"): "dma_map_errors", ("Error", "cpu-gpu-pages"): "cpu_gpu_page_errors",
 }
 
 
 def parse_stats(text: str) -> tuple[str | None, dict[str, int]]:
-    """The driver version and the counters of /proc/driver/nvidia-fs/stats; counters a version
-    does not print are left out (reads and writes need its I/O statistics turned on)."""
+    """The driver version and the counters of /proc/driver/nvidia-fs/stats; counters it does not
+    print are left out (the read and write counts only appear with its I/O statistics on)."""
     m = _NVFS_DRIVER.search(text)
     counters: dict[str, int] = {}
     for line, rest in _STATS_LINE.findall(text):
         for key, value in _COUNTER.findall(rest):
             if (line, key) in COUNTERS:
                 counters[COUNTERS[line, key]] = int(value)
-    if "reads" not in counters and "read_ops" in counters:  # statistics off: the op counters still count
-        counters["reads"], counters["writes"] = counters["read_ops"], counters.get("write_ops", 0)
     return (m.group(1).replace(":", ".") if m else None), counters
 
 

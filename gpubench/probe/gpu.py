@@ -11,6 +11,7 @@ Sysfs layout: Documentation/ABI/testing/sysfs-class-drm (not all attributes are 
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +39,7 @@ DISPLAY_ONLY_VENDORS = {
 }
 FOUND_BY = {"pci": pci.PCI_DEVICES, "drm": DRM_CLASS, "nvidia procfs": nvidia.GPUS_DIR, "nvgpu": NVGPU_DRIVERS}
 _CARD = re.compile(r"card\d+$")
-_PCI_ADDRESS = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
+_PCI_FOLDER = re.compile(r"(.*/([0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]))(?:/|$)")  # the last PCI address in a path
 
 
 @dataclass
@@ -95,15 +96,15 @@ def _scan_drm(src: Source, inv: Inventory) -> None:
 
 def _read_card(src: Source, card: str) -> tuple[str, str | None, str | None, str | None]:
     """(key, vendor, device, driver) of one card: from its device/ folder, or, where that is
-    missing, from the PCI function its class link points into."""
+    missing, from the PCI function folder its class link points into."""
     dev = f"{DRM_CLASS}/{card}/device"
     event = pci.uevent(src, dev)
     slot = event.get("PCI_SLOT_NAME")
     if not event and not src.exists(dev):  # the link is read only then: a recording keeps card/ a folder
-        addresses = _PCI_ADDRESS.findall(src.readlink(f"{DRM_CLASS}/{card}") or "")
-        slot = addresses[-1] if addresses else None
-        if slot:
-            dev = f"{pci.PCI_DEVICES}/{slot}"
+        where = posixpath.normpath(posixpath.join(DRM_CLASS, src.readlink(f"{DRM_CLASS}/{card}") or ""))
+        m = _PCI_FOLDER.match(where)  # /sys/devices/pci0000:00/0000:00:02.0/drm/card1
+        if m:
+            dev, slot = m.group(1), m.group(2)
             event = pci.uevent(src, dev)
     vendor_id, device_id = pci.ids(src, dev, event)
     key = nvidia.normalize_pci(slot) if slot else f"{card} (not PCI)"

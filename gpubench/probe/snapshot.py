@@ -26,6 +26,7 @@ MARKER = ".gpubench/snapshot.json"  # in every archive `gpubench snapshot` has w
 MAX_UNPACKED_BYTES = 256 * 2**20
 MAX_ENTRIES = 200_000
 _FS_UUID = re.compile(rb"\b((?:PART)?UUID)=[0-9A-Za-z-]+")
+_UUID = re.compile(rb"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")  # a GPU's, wherever it is printed
 
 
 def record(areas: Iterable[str] | None = None, hostname: bool = False) -> tuple[Profile, Recording]:
@@ -42,7 +43,7 @@ def scrub(path: str, data: bytes) -> bytes:
         return data
     if path == "/proc/cmdline" and b" -- " in data:
         data = data.split(b" -- ", 1)[0] + b" -- (init arguments redacted)\n"
-    return _FS_UUID.sub(rb"\1=(redacted)", redact(data))
+    return _UUID.sub(b"(redacted)", _FS_UUID.sub(rb"\1=(redacted)", redact(data)))
 
 
 def write_snapshot(rec: Recording, out: Path, meta: dict) -> int:
