@@ -145,6 +145,9 @@ def test_snapshot_scrubs_serials(tmp_path):
     clean = scrub("/proc/driver/nvidia/gpus/0000:01:00.0/information", text).decode()
     assert "GPU-1234" not in clean and "1650" not in clean and "NVIDIA H100" in clean
     assert b"UUID=(redacted)" in scrub("/proc/cmdline", b"root=UUID=0a1b-22 ro")
+    # nvidia-fs prints each GPU's UUID mid-line, not as a "Key: value" line
+    stats = b"GPU 0000:1b:00.0  uuid:87e5c586-0a1b-9f2e-3c4d-5e6f7a8b9c0d : Registered_MiB=0\n"
+    assert scrub("/proc/driver/nvidia-fs/stats", stats) == b"GPU 0000:1b:00.0  uuid:(redacted) : Registered_MiB=0\n"
     cmdline = scrub("/proc/cmdline", b"quiet rdinit=/init -- --token s3cret\n")
     assert cmdline == b"quiet rdinit=/init -- (init arguments redacted)\n"
 
