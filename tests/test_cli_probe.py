@@ -56,6 +56,15 @@ def test_probe_imports_no_heavy_package():
     assert "HEAVY []" in p.stderr
 
 
+def test_the_probe_command_itself_imports_no_heavy_package():
+    """What `gpubench probe` loads, as the interpreter reports every import (-X importtime)."""
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "gpubench", "probe"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in p.stderr.splitlines() if line.startswith("import time:")}
+    assert "gpubench" in imported and "rich" in imported  # the listing is what it seems
+    assert not imported & {"numba", "cupy", "kvikio", "matplotlib", "scipy"}
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [
