@@ -154,11 +154,11 @@ def gpu_list(src: Source) -> list[dict[str, Any]]:
 HOLDER_FIX = {
     "nouveau": "blacklist nouveau (`blacklist nouveau` and `options nouveau modeset=0` in a file under /etc/modprobe.d), "
     "rebuild the initramfs and reboot, then load the NVIDIA driver: modprobe nvidia",
-    "vfio-pci": "it is set aside for a VM; to use it here: echo {pci} > /sys/bus/pci/drivers/vfio-pci/unbind, "
-    "drop its ID from vfio-pci.ids=, then modprobe nvidia",
+    "vfio-pci": "vfio-pci keeps a GPU for a VM; to use it here: echo ADDRESS > /sys/bus/pci/drivers/vfio-pci/unbind "
+    "(and drop its ID from vfio-pci.ids=), then modprobe nvidia",
     None: "install the NVIDIA driver (open kernel modules, e.g. nvidia-open) and load it: modprobe nvidia",
 }
-HOLDER_SAYS = {"nouveau": "is driven by nouveau", "vfio-pci": "is bound to vfio-pci (set aside for a VM)", None: "has no driver"}
+HOLDER_SAYS = {"nouveau": "driven by nouveau", "vfio-pci": "bound to vfio-pci (set aside for a VM)", None: "without a driver"}
 
 
 @dataclass(frozen=True)
@@ -171,12 +171,17 @@ class DriverFacts:
     def recorded(self) -> bool:
         return self.driver.recorded
 
+    def _by_holder(self) -> dict[str | None, list[str]]:
+        held: dict[str | None, list[str]] = {}
+        for address, drv in self.held:
+            held.setdefault(drv, []).append(address)
+        return held
+
     def holders(self) -> str:
-        return "; ".join(f"{address} {HOLDER_SAYS.get(drv, f'is bound to {drv}')}" for address, drv in self.held)
+        return "; ".join(f"{', '.join(addresses)} {HOLDER_SAYS.get(drv, f'bound to {drv}')}" for drv, addresses in self._by_holder().items())
 
     def holder_fixes(self) -> str:
-        fixes = {HOLDER_FIX.get(drv, f"unbind it from {drv}, then modprobe nvidia").format(pci=address): None for address, drv in self.held}
-        return "; ".join(fixes)
+        return "; ".join(HOLDER_FIX.get(drv, f"unbind it from {drv}, then modprobe nvidia") for drv in self._by_holder())
 
     def describe(self) -> str:
         module = {"open": "open kernel module", "proprietary": "proprietary kernel module"}.get(self.driver.kernel_module or "", "kernel module kind not shown")
