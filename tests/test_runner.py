@@ -16,6 +16,7 @@ from gpubench.bench.core.job import JobOptions, Progress, run_job
 from gpubench.probe.model import Profile
 from gpubench.results.model import ResultStatus, RunStatus
 from gpubench.results.store import Store
+from gpubench.telemetry.series import Quantity, SeriesKey
 
 PROFILE = Profile("/", ())
 
@@ -321,7 +322,7 @@ class ClockOnly:
     name = "clockonly"
 
     def read(self):
-        return {"cpu.mhz_mean": 2400.0}, ()
+        return {SeriesKey.cpu(Quantity.MHZ_MEAN): 2400.0}, ()
 
     def describe(self):
         return {}
@@ -334,7 +335,7 @@ class Thermometer(ClockOnly):
     name = "thermometer"
 
     def read(self):
-        return {"gpu0.temp_c": 40.0}, ()
+        return {SeriesKey.gpu(0, Quantity.TEMP_C): 40.0}, ()
 
 
 @pytest.mark.parametrize("flags,telemetry,expected", [

@@ -186,7 +186,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gpubench.cli.probe",
     "gpubench.cli.history",
     "gpubench.cli.calibrate",
-    "gpubench.cli.calibrate_memtier",
     "gpubench.cli.telemetry",
 )
 

@@ -19,6 +19,7 @@ from gpubench.errors import UserError
 from gpubench.files import read_user_file
 from gpubench.results.model import HOST_SPEED_KEY, ROUND_KEY, SCHEMA_VERSION, CaseComparison, Comparison, Result, ResultStatus, Run, RunStatus, Summary
 from gpubench.results.stats import summarize
+from gpubench.telemetry.summary import TelemetrySummary
 
 _UID = re.compile(r"^[0-9a-f]{8,64}$")
 LAST_TIMESTAMP = 253402300800  # 10000-01-01 UTC
@@ -143,6 +144,7 @@ def _check_result(item: Any, where: str) -> None:
                 raise InvalidDocument(f"{where}.sample_metrics[{index}].{HOST_SPEED_KEY}: expected a speed above zero, found {speed}")
     check.mapping("extra", optional=True)
     check.mapping("telemetry", optional=True)
+    _check_telemetry(item.get("telemetry"), where)
     check.timestamp("started", optional=True)
     check.timestamp("ended", optional=True)
     check.in_order("started", "ended")
@@ -158,6 +160,14 @@ def _check_result(item: Any, where: str) -> None:
             raise InvalidDocument(f"{where}.summary.n: expected a whole number")
         if summary["n"] != len(samples):
             raise InvalidDocument(f"{where}.summary.n: {summary['n']}, but the result has {len(samples)} samples")
+
+
+def _check_telemetry(telemetry: Any, where: str) -> None:
+    if telemetry:
+        try:
+            TelemetrySummary.from_dict(telemetry)
+        except ValueError as e:  # its message starts with "telemetry."
+            raise InvalidDocument(f"{where}.{e}") from None
 
 
 class _Checker:

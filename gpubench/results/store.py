@@ -33,6 +33,7 @@ from urllib.parse import quote
 
 from gpubench.errors import UserError
 from gpubench.results.model import Result, ResultStatus, Run, RunStatus, Summary
+from gpubench.telemetry.summary import TelemetrySummary
 
 # "GPUB": marks the file as a gpubench history (PRAGMA application_id)
 APPLICATION_ID = 0x47505542
@@ -524,7 +525,7 @@ def _result_from_row(row: Sequence) -> Result:
         sample_metrics=tuple(dict(m) for m in _loads(sample_metrics)),
         extra=_loads(extra) or {},
         summary=Summary.from_dict(_loads(summary)) if summary else None,
-        telemetry=_loads(telemetry) or {},
+        telemetry=TelemetrySummary.from_dict(stored) if (stored := _loads(telemetry)) else None,
         started=started,
         ended=ended,
     )
@@ -588,7 +589,7 @@ def _result_row(result: Result) -> dict[str, Any]:
         "sample_metrics": _dumps([dict(m) for m in result.sample_metrics]),
         "extra": _dumps(result.extra),
         "summary": _dumps(result.summary.to_dict()) if result.summary else None,
-        "telemetry": _dumps(result.telemetry),
+        "telemetry": _dumps(result.telemetry.to_dict() if result.telemetry else {}),
         "started": float(result.started),
         "ended": float(result.ended),
     }

@@ -8,6 +8,7 @@ from typing import Any
 
 from gpubench.results.model import Result, ResultStatus, Run, RunStatus
 from gpubench.results.stats import summarize
+from gpubench.telemetry.summary import TelemetryStatus, TelemetrySummary
 
 
 def build_result(
@@ -29,7 +30,7 @@ def build_result(
         sample_metrics=tuple({"iops": s * 256.0} for s in samples) if status is ResultStatus.OK else (),
         extra={"engine": "io_uring"},
         summary=summarize(samples) if status is ResultStatus.OK and samples else None,
-        telemetry={"cpu_temp_c": 51.5},
+        telemetry=TelemetrySummary(samplers=("hwmon",), status=TelemetryStatus.OK, max_temp_c=51.5),
         started=1700000000.25,
         ended=1700000003.5,
     )

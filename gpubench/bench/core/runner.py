@@ -172,7 +172,7 @@ class CaseRun:
 
     def run(self) -> Result:
         started = time.time()
-        status, reason, tel = ResultStatus.OK, "", {}
+        status, reason, tel = ResultStatus.OK, "", None
         try:
             with self.bench.prepare(self.case, self.ctx) as measure:
                 for _ in range(self.policy.warmup):
