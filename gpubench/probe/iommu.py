@@ -226,12 +226,16 @@ def _read_facts(src: Source) -> IommuFacts:
     )
 
 
+def _options_set(config: KernelConfig) -> str:
+    return ", ".join(f"{k}={config.get(k)}" for k in CONFIGS if config.enabled(k)) or "no IOMMU options set"
+
+
 def _evidence(f: Findings, x: IommuFacts) -> None:
     f.saw(f"{CMDLINE} (IOMMU flags)", " ".join(x.flags) if x.flags else ("none" if x.cmdline is not None else "missing"))
     if x.config.origin is None:
         f.saw("kernel config", "not found")
     else:
-        f.saw(f"kernel config ({x.config.origin})", ", ".join(f"{k}={x.config.get(k)}" for k in CONFIGS if x.config.enabled(k)) or "no IOMMU options set")
+        f.saw(f"kernel config ({x.config.origin})", _options_set(x.config))
     f.saw(UNITS, ", ".join(x.units) if x.units else ("empty" if x.units_dir else "missing"))
     f.saw(GROUPS, f"{len(x.group_types)} groups" if x.group_types else ("empty" if x.groups_dir else "missing"))
     if x.group_types:

@@ -83,6 +83,11 @@ def _fill(tar: tarfile.TarFile, rec: Recording, meta: dict) -> int:
         if entries[parent][0] == "link":  # read through as well as read as a link: a folder, or no entry could be unpacked below it
             entries[parent] = ("dir", b"")
 
+    _write_entries(tar, entries)
+    return len(entries)
+
+
+def _write_entries(tar: tarfile.TarFile, entries: dict[str, tuple[str, bytes | str]]) -> None:
     now = time.time()
     for name in sorted(entries):
         kind, payload = entries[name]
@@ -98,7 +103,6 @@ def _fill(tar: tarfile.TarFile, rec: Recording, meta: dict) -> int:
             data = payload if isinstance(payload, bytes) else payload.encode()
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
-    return len(entries)
 
 
 def snapshot_meta(profile: Profile, areas: Iterable[str] | None) -> dict:

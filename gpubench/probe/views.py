@@ -116,6 +116,16 @@ class OtherGpu:
     model: str | None
 
 
+def _pairs(raw: Mapping[str, Any]) -> dict[tuple[int, int], str]:
+    """{"0-1": "ok"} -> {(0, 1): "ok"}; keys that are not two GPU numbers are left out."""
+    pairs: dict[tuple[int, int], str] = {}
+    for key, status in raw.items():
+        a, sep, b = str(key).partition("-")
+        if sep and a.isdigit() and b.isdigit():
+            pairs[(min(int(a), int(b)), max(int(a), int(b)))] = str(status)
+    return pairs
+
+
 @dataclass(frozen=True)
 class GpuView:
     """The GPUs the probe found, the NVIDIA driver's state and what it says of GPU pairs."""
@@ -137,11 +147,6 @@ class GpuView:
         driver = _details(profile.get("nvidia driver"))
         if not nvidia:  # an inventory that could not read PCI: the driver's own list
             nvidia = sorted((d for d in driver.get("gpus") or () if isinstance(d, dict)), key=lambda d: str(d.get("pci") or ""))
-        pairs: dict[tuple[int, int], str] = {}
-        for key, status in (_details(profile.get("gpu p2p")).get("pairs") or {}).items():
-            a, sep, b = str(key).partition("-")
-            if sep and a.isdigit() and b.isdigit():
-                pairs[(min(int(a), int(b)), max(int(a), int(b)))] = str(status)
         return cls(
             inventory=Verdict.of(profile, "gpus"),
             nvidia=tuple(GpuDevice(i, _str(d.get("pci")), _str(d.get("model"))) for i, d in enumerate(nvidia)),
@@ -149,7 +154,7 @@ class GpuView:
             driver=Verdict.of(profile, "nvidia driver"),
             driver_version=_str(driver.get("version")),
             cuda_driver_version=_str(driver.get("cuda_driver_version")),
-            pair_status=pairs,
+            pair_status=_pairs(_details(profile.get("gpu p2p")).get("pairs") or {}),
             gpu_driver=_str(driver.get("gpu_driver")),
             l4t_release=_str(driver.get("l4t_release")),
         )
