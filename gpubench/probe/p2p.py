@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpubench.probe import nvidia
-from gpubench.probe.checks import check, kernel_config
+from gpubench.probe.checks import check, kernel_config, recorded
 from gpubench.probe.iommu import iommu_facts
 from gpubench.probe.gpu import gpu_list
 from gpubench.probe.pci import PCI_DEVICES
@@ -28,6 +28,7 @@ def _int_or_none(text: str | None) -> int | None:
 
 @dataclass(frozen=True)
 class P2pdmaFacts:
+    recorded: bool  # the PCI devices were there to look at (a snapshot may hold none of them)
     option: str | None  # CONFIG_PCI_P2PDMA
     devices: tuple[dict[str, Any], ...]  # the PCI functions that expose p2pmem
     garbled: tuple[str, ...]  # those whose p2pmem attributes are not numbers
@@ -46,6 +47,7 @@ P2PDMA_RULES: tuple[Rule[P2pdmaFacts], ...] = (
          "use a kernel built with CONFIG_PCI_P2PDMA=y (GPUDirect RDMA through nvidia-peermem does not need it)"),
     Rule(lambda x: bool(x.garbled), PARTIAL, lambda x: f"p2pmem attributes of {', '.join(x.garbled)} are not numbers", "re-record the snapshot"),
     Rule(lambda x: bool(x.devices), YES, lambda x: f"P2PDMA built in; {len(x.devices)} device(s) expose p2pmem ({x.published} published)"),
+    Rule(lambda x: not x.recorded, YES, f"P2PDMA built in; whether a device exposes p2pmem was not recorded in this snapshot (no {PCI_DEVICES})"),
     Rule(always, YES, "P2PDMA built in; no device exposes p2pmem (NVMe CMBs do, GPUs usually not)"),
 )
 
@@ -68,7 +70,8 @@ def pci_p2pdma(src: Source, f: Findings):
     if not devices:
         f.saw(f"{PCI_DEVICES}/*/p2pmem", "none")
     f.details.update(config=cfg.get("CONFIG_PCI_P2PDMA"), p2pmem_devices=devices)
-    return decide(f, P2pdmaFacts(cfg.get("CONFIG_PCI_P2PDMA"), tuple(devices), tuple(garbled)), P2PDMA_RULES)
+    facts = P2pdmaFacts(recorded(src, PCI_DEVICES, "/sys/bus"), cfg.get("CONFIG_PCI_P2PDMA"), tuple(devices), tuple(garbled))
+    return decide(f, facts, P2PDMA_RULES)
 
 
 # What to do about each status nvmlDeviceGetP2PStatus reports (nvmlGpuP2PStatus_t): a GPU model or a

@@ -272,6 +272,11 @@ def test_areas_a_snapshot_did_not_record_are_unknown(tmp_path: Path):
     for name in ("nvidia driver", "gpus", "accelerators", "hmm", "gpu p2p", "gpudirect storage"):
         assert found[name].status is Status.UNKNOWN, name
         assert found[name].why.startswith("not recorded in this snapshot"), found[name].why
+    assert found["pci p2pdma"].status is Status.NO  # the config decides it: this kernel lacks CONFIG_PCI_P2PDMA
+    root = v.kernel_area_only(tmp_path / "p2pdma")
+    (root / "proc/config.gz").write_bytes((v.SERVER / "proc/config.gz").read_bytes())  # one that has it
+    p2pdma = caps(root, ["p2p"])["pci p2pdma"]
+    assert p2pdma.status is Status.YES and "not recorded" in p2pdma.why and "no device exposes" not in p2pdma.why
 
 
 def test_nothing_says_prerequisites_met_while_the_config_is_unknown(tmp_path: Path):
