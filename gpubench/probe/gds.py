@@ -260,7 +260,7 @@ class GdsFacts:
         return " KvikIO would use its POSIX compatibility mode" + (f" ({'; '.join(reasons)})" if reasons else "") + "."
 
     def libcufile_said(self) -> str:
-        return {True: "libcufile is present", False: "libcufile was not found", None: "where libcufile is was not recorded"}[self.libcufile]
+        return {True: "libcufile is present", False: "libcufile was not found", None: "libcufile not recorded in this snapshot"}[self.libcufile]
 
 
 INSTALL_GDS = "install NVIDIA GDS (packages nvidia-gds / nvidia-fs and libcufile, or pip install nvidia-cufile-cu12) and modprobe nvidia_fs"
