@@ -228,7 +228,7 @@ def _driver_facts(src: Source) -> DriverFacts:
     drv = nvidia.driver(src)
     inv = inventory(src)
     held = tuple((g["pci"], g["driver"]) for g in inv.gpus.values() if g["vendor"] == "nvidia" and "pci" in g["found_by"] and g["driver"] != "nvidia")
-    if drv.tegra:
+    if drv.gpu_driver == "nvgpu":  # Jetson before L4T 36: its GPU is a platform device, not in procfs
         gpus = tuple({"pci": g["pci"], "model": g["model"]} for g in inv.gpus.values() if g["driver"] == "nvgpu")
     else:
         gpus = tuple({"pci": g["pci"], "model": g["model"]} for g in nvidia.procfs_gpus(src))
@@ -246,7 +246,7 @@ def _driver_evidence(f: Findings, facts: DriverFacts) -> None:
         f.saw("NVIDIA GPUs not driven by nvidia", ", ".join(f"{a} ({d or 'no driver'})" for a, d in facts.held))
     if drv.loaded:
         listed = "; ".join(f"{g['pci']} {g['model'] or '?'}" for g in facts.gpus)
-        f.saw(NVGPU_DRIVERS if drv.tegra else nvidia.GPUS_DIR, listed or "no GPU listed")
+        f.saw(NVGPU_DRIVERS if drv.gpu_driver == "nvgpu" else nvidia.GPUS_DIR, listed or "no GPU listed")
 
 
 @check("gpu", "nvidia driver")

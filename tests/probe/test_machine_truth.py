@@ -159,6 +159,24 @@ def test_jetson_xavier_without_nvidia_ko(tmp_path: Path):
     assert found["hmm"].status is Status.UNKNOWN
 
 
+def test_jetson_linux_36_driven_by_nvidia_ko(tmp_path: Path):
+    """From L4T R36 (JetPack 6) the Jetson GPU is driven by the open nvidia.ko itself, with a
+    desktop-like version; nv_tegra_release still names the board a Jetson (R36), so no desktop
+    floor applies, and its GPUs are the driver's own list (the procfs folder's name here is
+    illustrative: no R36 board was at hand to read it from)."""
+    root = v.copy_of(v.JETSON, tmp_path / "root")
+    shutil.rmtree(root / "sys/module/nvgpu")
+    (root / "etc/nv_tegra_release").write_text("# R36 (release), REVISION: 3.0, GCID: 36923193, BOARD: generic, EABI: aarch64\n")
+    (root / "proc/driver/nvidia/version").write_text("NVRM version: NVIDIA UNIX Open Kernel Module for aarch64  540.3.0  Release Build  (buildbrain@mobile-u64)\n")
+    (root / "proc/driver/nvidia/gpus/platform-17000000.gpu").mkdir(parents=True)
+    (root / "proc/driver/nvidia/gpus/platform-17000000.gpu/information").write_text("Model: \t\t Orin\n")
+    found = caps(root, ["gpu", "hmm"])
+    drv = found["nvidia driver"]
+    assert drv.status is Status.YES and drv.details["gpu_driver"] == "nvidia" and drv.details["l4t_release"] == "36.3.0"
+    assert drv.details["version"] == "540.3.0" and len(drv.details["gpus"]) == 1
+    assert found["hmm"].status is Status.UNKNOWN and "do not apply" in found["hmm"].why
+
+
 def test_a_desktop_aarch64_driver_is_not_taken_for_a_jetson(tmp_path: Path):
     """Grace Hopper servers run the desktop driver line on aarch64 (570.x): its floors apply."""
     root = v.copy_of(v.SERVER, tmp_path / "root")
