@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gpubench.bench.core.interface import BenchFailure, Context, Waived
+from gpubench.bench.core.settings import RunSettings
 from gpubench.bench.engines import fio, iofile
 from gpubench.bench.io.iouring import IoUring
 from gpubench.calibrate.paired import Arm, Goal, PairedRatios, interleave
@@ -215,9 +216,9 @@ class _Sides:
 
     def gpubench(self, c: CalibrationCase) -> Callable[[], Measured]:
         bench = IoUring()
-        options = {"target": str(self.path), "pattern": c.pattern, "bs": str(c.bs), "qd": str(c.qd),
+        options = {"pattern": c.pattern, "bs": str(c.bs), "qd": str(c.qd),
                    "jobs": str(c.jobs), "direct": "1" if c.direct else "0", "runtime": str(self.runtime)}
-        (case,) = bench.cases(self.profile, "default", options)
+        (case,) = bench.cases(self.profile, "default", options, RunSettings(target=self.path))
         try:
             measure = self.stack.enter_context(bench.prepare(case, Context(scratch=self.scratch, profile=self.profile)))
         except (Waived, BenchFailure) as e:

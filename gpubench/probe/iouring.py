@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-
 from dataclasses import dataclass
 
 from gpubench.probe.checks import check, kernel_config, memo
@@ -23,7 +22,7 @@ DISABLED_MEANING = {
 }
 DISABLED_SYSCTL = "/proc/sys/kernel/io_uring_disabled"
 GROUP_SYSCTL = "/proc/sys/kernel/io_uring_group"
-SELFTEST = [sys.executable, "-m", "gpubench.bench.engines.uring", "selftest"]
+SELFTEST = [sys.executable, "-m", "gpubench.bench.engines.uring_binding", "selftest"]
 SELFTEST_TIMEOUT_S = 20.0
 
 
