@@ -18,7 +18,6 @@ RootOpt = typer.Option(None, "--root", metavar="DIR|TAR", help="Read a recorded 
 def probe_command(root: Optional[Path] = RootOpt, area: Optional[List[str]] = AreaOpt, as_json: bool = JsonOpt) -> None:
     """Show what this kernel can do for GPU data paths: a verdict per capability, with evidence and a fix."""
     from gpubench.probe import Profile, Source, probe
-    from gpubench.probe.snapshot import open_root
 
     def show(profile: Profile) -> None:
         if as_json:
@@ -30,9 +29,11 @@ def probe_command(root: Optional[Path] = RootOpt, area: Optional[List[str]] = Ar
 
     if root is None:
         show(probe(Source("/"), area))
-    else:
-        with open_root(root) as src:
-            show(probe(src, area))
+        return
+    from gpubench.probe.snapshot import open_root  # tarfile and the rest: only for a snapshot
+
+    with open_root(root) as src:
+        show(probe(src, area))
 
 
 def snapshot_command(
