@@ -14,7 +14,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-import variants as v
+from tests.probe import variants as v
 
 from gpubench.errors import UserError
 from gpubench.probe import Source, Status, probe, snapshot

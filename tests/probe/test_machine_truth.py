@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-import variants as v
+from tests.probe import variants as v
 
 from gpubench.probe import Source, Status, probe
 

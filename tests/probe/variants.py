@@ -1,9 +1,6 @@
 """Machine variants: copies of the snapshots in probes/ changed the way another real machine, an
 old driver or a damaged snapshot lays its files out. Each builder writes one into an empty
-folder and returns it; its docstring names the documentation or source the layout follows.
-
-Imported by the probe tests (a plain module beside them, found as pytest puts the test folder
-on the path)."""
+folder and returns it; its docstring names the documentation or source the layout follows."""
 
 from __future__ import annotations
 
