@@ -4,7 +4,9 @@ already there."""
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from gpubench.errors import UserError
@@ -31,6 +33,35 @@ def read_user_file(path: Path, what: str) -> bytes:
     if len(data) > limit:
         raise UserError(f"{path} is larger than {limit // 2**20} MiB: not {what}")
     return data
+
+
+class NotRegularFile(OSError):
+    """A FIFO, socket, device node or directory where a file was expected: never opened."""
+
+
+@dataclass(frozen=True)
+class Contents:
+    data: bytes  # at most the limit asked for
+    cut: bool  # the file holds more than that
+
+
+def read_regular_file(path: str | os.PathLike[str], limit: int) -> Contents:
+    """At most `limit` bytes of a regular file. Anything else (a FIFO, whose open would wait for a
+    writer; a device, whose open can act on the hardware; a socket) raises NotRegularFile before it
+    is opened; the open is non-blocking as well, and what it opened is checked again, so that a
+    file swapped for a FIFO in between cannot hang the read either."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise NotRegularFile(f"{os.fspath(path)}: not a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(f"{os.fspath(path)}: not a regular file")
+        chunks, size = [], 0
+        while size <= limit and (chunk := f.read(65536)):  # procfs answers huge reads in pieces
+            chunks.append(chunk)
+            size += len(chunk)
+    data = b"".join(chunks)
+    return Contents(data[:limit], len(data) > limit)
 
 
 def write_new(path: Path, data: str | bytes, replace: bool = False) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -14,7 +12,6 @@ try:  # recent typer vendors click
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
-from gpubench.cli.common import JsonOpt, emit_json
 from gpubench.errors import UserError
 
 app = typer.Typer(
@@ -43,57 +40,6 @@ def _options(
     pass
 
 
-AreaOpt = typer.Option(None, "--area", "-a", metavar="AREA", help="Probe only this area (repeatable): kernel, iouring, gpu, hmm, p2p, gds, cxl, iommu, links.")
-
-
-
-@app.command()
-def probe(
-    root: Optional[Path] = typer.Option(None, "--root", metavar="DIR|TAR", help="Read a recorded snapshot instead of this machine: a directory, or an archive written by `gpubench snapshot`."),
-    area: Optional[List[str]] = AreaOpt,
-    as_json: bool = JsonOpt,
-) -> None:
-    """Show what this kernel can do for GPU data paths: a verdict per capability, with evidence and a fix."""
-    from gpubench.probe import Source, probe as run_probe
-    from gpubench.probe.snapshot import open_root
-
-    def show(src: Source) -> None:
-        profile = run_probe(src, area)
-        if as_json:
-            emit_json(profile.to_dict())
-        else:
-            from gpubench.report.terminal import fit, profile_table, stdout_console
-
-            console = stdout_console()
-            console.print(fit(profile_table(profile), console.width))
-
-    if root is None:
-        show(Source("/"))
-    else:
-        with open_root(root) as src:
-            show(src)
-
-
-@app.command()
-def snapshot(
-    out: Path = typer.Argument(..., metavar="OUT", help="Archive to write, e.g. mybox.tar.gz (never overwritten)."),
-    area: Optional[List[str]] = AreaOpt,
-    hostname: bool = typer.Option(False, "--hostname", help="Also record the hostname (left out by default)."),
-) -> None:
-    """Record exactly the files and command outputs the probes read, so `probe --root OUT` replays them.
-
-    No environment, no serial numbers or UUIDs, no hostname unless asked."""
-    from gpubench.files import NAME_TAKEN, check_output_path
-    from gpubench.probe.snapshot import record, snapshot_meta, write_snapshot
-
-    if str(out) == "-":
-        raise UserError("snapshot writes an archive file: give its name, e.g. mybox.tar.gz (or /dev/stdout to pipe it)")
-    check_output_path(out, taken=NAME_TAKEN)
-    profile, rec = record(area, hostname)
-    n = write_snapshot(rec, out, snapshot_meta(profile, area))
-    typer.echo(f"wrote {out} ({n} entries); replay with: gpubench probe --root {out}", err=True)
-
-
 calibrate_app = typer.Typer(
     no_args_is_help=True,
     help="Check gpubench's own measuring loops against reference tools (fio, C) in one interleaved run on this machine.",
@@ -103,6 +49,7 @@ app.add_typer(calibrate_app, name="calibrate")
 # Modules that add their own commands with register(app, calibrate_app); each keeps heavy imports
 # inside its commands.
 COMMAND_MODULES: tuple[str, ...] = (
+    "gpubench.cli.probe",
     "gpubench.cli.run",
     "gpubench.cli.history",
     "gpubench.cli.calibrate",

@@ -31,9 +31,10 @@ def probe(src: Source, areas: Iterable[str] | None = None) -> Profile:
     unknown = sorted(asked - AREAS.keys())
     if unknown:
         raise UserError(f"unknown area {unknown[0]!r}; choose from: {', '.join(AREAS)}")
-    modules = [import_module(AREAS[area]) for area in AREAS if area in asked]
-    for module in modules:
-        if hasattr(module, "prefetch"):  # slow live checks start first and run alongside the rest
-            module.prefetch(src)
+    modules = []
+    for area in (a for a in AREAS if a in asked):
+        modules.append(import_module(AREAS[area]))
+        if hasattr(modules[-1], "prefetch"):  # a slow live check starts at once, and runs while the rest is imported and read
+            modules[-1].prefetch(src)
     caps = [run_check(fn, src) for module in modules for fn in module.CHECKS]
     return Profile(root=src.name, capabilities=tuple(caps))

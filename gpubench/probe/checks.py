@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import gzip
 import re
+from dataclasses import replace
 from typing import Callable
 
-from gpubench.probe.model import Capability, Findings
+from gpubench.probe.model import Capability, Evidence, Findings
 from gpubench.probe.source import Source, SourceError
 
 CheckFn = Callable[[Source, Findings], Capability]
@@ -23,14 +24,25 @@ def check(area: str, name: str) -> Callable[[CheckFn], CheckFn]:
 
 
 def run_check(fn: CheckFn, src: Source) -> Capability:
-    """Run one check; whatever goes wrong becomes an `unknown` verdict with the reason."""
+    """Run one check; whatever goes wrong becomes an `unknown` verdict with the reason. A file the
+    check read only in part (cut at the read limit) is said in its evidence."""
     findings = Findings(fn.area, fn.capability)  # type: ignore[attr-defined]
+    first_cut = len(src.cuts)
     try:
-        return fn(src, findings)
+        cap = fn(src, findings)
     except SourceError as e:
-        return findings.unknown(str(e), fix="run as a user who can read it, or re-record the snapshot")
+        cap = findings.unknown(str(e), fix="run as a user who can read it, or re-record the snapshot")
     except Exception as e:  # garbage in a file must not take the whole probe down
-        return findings.unknown(f"could not interpret what was read ({type(e).__name__}: {e})")
+        cap = findings.unknown(f"could not interpret what was read ({type(e).__name__}: {e})")
+    cut = tuple(Evidence(path, f"cut at {limit} bytes: what follows was not read") for path, limit in src.cuts[first_cut:])
+    return replace(cap, evidence=cap.evidence + cut) if cut else cap
+
+
+def recorded(src: Source, *paths: str) -> bool:
+    """Whether the inputs of an area are there to be read: always on the live machine; in a
+    snapshot, when any of `paths` (the folders the area reads, or their parents) exists. They are
+    looked at live too, so that a recording carries them."""
+    return any(src.exists(p) for p in paths) or src.live
 
 
 def memo(src: Source, key: str, compute: Callable[[], object]) -> object:

@@ -8,9 +8,11 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 
 from gpubench.probe.checks import check, kernel_config, memo
 from gpubench.probe.model import Findings
+from gpubench.probe.rules import NO, PARTIAL, UNKNOWN, YES, Rule, always, decide
 from gpubench.probe.source import Source
 
 DISABLED_MEANING = {
@@ -18,39 +20,46 @@ DISABLED_MEANING = {
     1: "only processes in kernel.io_uring_group or with CAP_SYS_ADMIN can create rings",
     2: "io_uring is disabled for every process",
 }
+DISABLED_SYSCTL = "/proc/sys/kernel/io_uring_disabled"
+GROUP_SYSCTL = "/proc/sys/kernel/io_uring_group"
 SELFTEST = [sys.executable, "-m", "gpubench.bench.engines.uring_binding", "selftest"]
 SELFTEST_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class IoUringFacts:
+    config: str | None  # CONFIG_IO_URING: "y", "n" (not set), None (no config found)
+    raw: str | None  # kernel.io_uring_disabled as read; None where the sysctl is absent
+    group: str | None  # kernel.io_uring_group, read when it matters (disabled = 1)
+
+    @property
+    def disabled(self) -> int | None:
+        return int(self.raw) if self.raw in ("0", "1", "2") else None
+
+
+IO_URING_RULES: tuple[Rule[IoUringFacts], ...] = (
+    Rule(lambda x: x.config == "n", NO, "the kernel was built without io_uring", "use a kernel built with CONFIG_IO_URING=y"),
+    Rule(lambda x: x.raw is not None and x.disabled is None, UNKNOWN, lambda x: f"unexpected io_uring_disabled value {x.raw!r}"),
+    Rule(lambda x: x.disabled == 2, NO, DISABLED_MEANING[2], "sysctl -w kernel.io_uring_disabled=0 (or 1 with kernel.io_uring_group)"),
+    Rule(lambda x: x.disabled == 1, PARTIAL, DISABLED_MEANING[1], "run as a member of that group, or sysctl -w kernel.io_uring_disabled=0"),
+    Rule(lambda x: x.config is None and x.raw is None, UNKNOWN, "no kernel config and no io_uring_disabled sysctl to tell", "see the kernel capability"),
+    Rule(always, YES, lambda x: DISABLED_MEANING[0] if x.disabled == 0 else ""),
+)
 
 
 @check("iouring", "io_uring")
 def io_uring(src: Source, f: Findings):
     cfg = kernel_config(src)
-    config = cfg.get("CONFIG_IO_URING")
     f.saw("CONFIG_IO_URING", cfg.describe("CONFIG_IO_URING"))
-    raw = src.value("/proc/sys/kernel/io_uring_disabled")
-    disabled = None
-    if raw is None:
-        f.saw("/proc/sys/kernel/io_uring_disabled", "absent (kernels before 6.6 have no such sysctl)")
-    else:
-        f.saw("/proc/sys/kernel/io_uring_disabled", raw)
-        disabled = int(raw) if raw in ("0", "1", "2") else None
-    f.details.update(config=config, disabled=disabled)
-    if config == "n":
-        return f.no("the kernel was built without io_uring", "use a kernel built with CONFIG_IO_URING=y")
-    if raw is not None and disabled is None:
-        return f.unknown(f"unexpected io_uring_disabled value {raw!r}")
-    if disabled == 2:
-        return f.no(DISABLED_MEANING[2], "sysctl -w kernel.io_uring_disabled=0 (or 1 with kernel.io_uring_group)")
-    if disabled == 1:
-        group = src.value("/proc/sys/kernel/io_uring_group")
-        f.saw("/proc/sys/kernel/io_uring_group", group if group is not None else "absent")
-        return f.partial(
-            DISABLED_MEANING[1],
-            "run as a member of that group, or sysctl -w kernel.io_uring_disabled=0",
-        )
-    if config is None and disabled is None:
-        return f.unknown("no kernel config and no io_uring_disabled sysctl to tell", "see the kernel capability")
-    return f.yes(DISABLED_MEANING[0] if disabled == 0 else "")
+    raw = src.value(DISABLED_SYSCTL)
+    # Said as found: the sysctl came with 6.6, but distribution kernels carry it earlier (RHEL 9's 5.14).
+    f.saw(DISABLED_SYSCTL, raw if raw is not None else "absent: this kernel has no such sysctl")
+    group = src.value(GROUP_SYSCTL) if raw == "1" else None
+    if raw == "1":
+        f.saw(GROUP_SYSCTL, group if group is not None else "absent")
+    facts = IoUringFacts(cfg.get("CONFIG_IO_URING"), raw, group)
+    f.details.update(config=facts.config, disabled=facts.disabled)
+    return decide(f, facts, IO_URING_RULES)
 
 
 def start_selftest(command: list[str] = SELFTEST) -> subprocess.Popen | str:
@@ -92,31 +101,42 @@ def prefetch(src: Source) -> None:
         memo(src, "iouring_selftest", start_selftest)
 
 
+def _error(out: dict) -> str:
+    return out.get("error", "the binding failed to load")
+
+
+BINDING_PIN = "pip install 'liburing==2024.5.3'"
+BINDING_RULES: tuple[Rule[dict | None], ...] = (
+    Rule(lambda out: out is None, UNKNOWN, "the binding check was not recorded in this snapshot", "record the snapshot with gpubench snapshot"),
+    Rule(lambda out: not out.get("loaded") and out.get("signal") == "SIGILL", NO, _error, f"{BINDING_PIN} (the 2026.3 wheels need AVX-512); psync still runs"),
+    Rule(lambda out: not out.get("loaded") and out.get("missing"), NO, _error, BINDING_PIN),
+    Rule(lambda out: not out.get("loaded"), NO, _error, "reinstall the binding: pip install --force-reinstall 'liburing==2024.5.3'"),
+    Rule(lambda out: not out.get("ring"), NO, "the binding loads but no ring could be created", "see the io_uring capability (sysctl, seccomp, containers)"),
+    Rule(always, YES),
+)
+
+
+def _binding_evidence(f: Findings, out: dict | None) -> None:
+    if out is None:
+        f.saw("binding check", "not recorded in this snapshot")
+    elif not out.get("loaded"):
+        f.saw("child process: import liburing", out.get("error", "failed"))
+    elif not out.get("ring"):
+        f.saw("liburing binding", out.get("version", "unknown version"))
+        err = out.get("errno")
+        f.saw("io_uring_queue_init", f"failed: {os.strerror(err) if err else out.get('error', '?')}")
+    else:
+        f.saw("liburing binding", out.get("version", "unknown version"))
+        f.saw("io_uring_get_probe_ring", f"last_op {out.get('last_op')}, {len(out.get('opcodes', []))} opcodes supported")
+        f.saw("ring features", f"{out.get('features', 0):#x} ({len(out.get('feature_names', []))} IORING_FEAT flags)")
+
+
 @check("iouring", "io_uring binding")
 def io_uring_binding(src: Source, f: Findings):
     out = src.command("iouring_binding", lambda: binding_selftest(memo(src, "iouring_selftest", start_selftest)))
-    if out is None:
-        f.saw("binding check", "not recorded in this snapshot")
-        return f.unknown("the binding check was not recorded in this snapshot", "record the snapshot with gpubench snapshot")
-    f.details.update(out)
-    if not out.get("loaded"):
-        f.saw("child process: import liburing", out.get("error", "failed"))
-        if out.get("signal") == "SIGILL":
-            fix = "pip install 'liburing==2024.5.3' (the 2026.3 wheels need AVX-512); psync still runs"
-        elif out.get("missing"):
-            fix = "pip install 'liburing==2024.5.3'"
-        else:
-            fix = "reinstall the binding: pip install --force-reinstall 'liburing==2024.5.3'"
-        return f.no(out.get("error", "the binding failed to load"), fix)
-    f.saw("liburing binding", out.get("version", "unknown version"))
-    if not out.get("ring"):
-        err = out.get("errno")
-        f.saw("io_uring_queue_init", f"failed: {os.strerror(err) if err else out.get('error', '?')}")
-        return f.no("the binding loads but no ring could be created", "see the io_uring capability (sysctl, seccomp, containers)")
-    ops = out.get("opcodes", [])
-    f.saw("io_uring_get_probe_ring", f"last_op {out.get('last_op')}, {len(ops)} opcodes supported")
-    f.saw("ring features", f"{out.get('features', 0):#x} ({len(out.get('feature_names', []))} IORING_FEAT flags)")
-    return f.yes()
+    f.details.update(out or {})
+    _binding_evidence(f, out)
+    return decide(f, out, BINDING_RULES)
 
 
 CHECKS = [io_uring, io_uring_binding]

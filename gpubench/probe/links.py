@@ -16,19 +16,21 @@ measured path against.
 - The firmware's bandwidth and latency of memory tiers (HMAT) are read by the cxl area, per NUMA
   node; gpubench.probe.views.NumaView carries them, so nothing is read twice.
 
-Each check gathers facts, then the first rule of its table that holds gives the verdict.
+Each check gathers facts, then the first rule of its table that holds gives the verdict
+(gpubench.probe.rules).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from gpubench.probe import nvidia
 from gpubench.probe.checks import check
 from gpubench.probe.gpu import DISPLAY_ONLY_VENDORS
-from gpubench.probe.model import Capability, Findings, Status
+from gpubench.probe.model import Capability, Findings
+from gpubench.probe.rules import NO, PARTIAL, RERECORD, UNKNOWN, YES, Rule, always, decide
 from gpubench.probe.source import Source, SourceError
 
 PCI_DEVICES = "/sys/bus/pci/devices"
@@ -202,16 +204,6 @@ def _judge_training(facts: PcieFacts, link: DeviceLink) -> None:
 
 # --- rules -----------------------------------------------------------------------------------
 
-Rule = tuple[Callable[[Any], bool], Status, Callable[[Any], str], str]
-
-
-def judge(f: Findings, facts: Any, rules: list[Rule]) -> Capability:
-    """The verdict of the first rule whose condition holds."""
-    for condition, status, why, fix in rules:
-        if condition(facts):
-            return f.verdict(status, why(facts), fix)
-    raise AssertionError("a rule table ends with a rule that always holds")
-
 
 def _described(facts: PcieFacts) -> str:
     parts = []
@@ -225,19 +217,19 @@ def _described(facts: PcieFacts) -> str:
     return text
 
 
-PCIE_RULES: list[Rule] = [
-    (lambda x: bool(x.unreadable) and not x.links, Status.UNKNOWN, lambda x: "; ".join(x.unreadable),
-     "run as a user who can read sysfs, or re-record the snapshot"),
-    (lambda x: bool(x.trained_low), Status.PARTIAL, lambda x: "a link trained below what both its ends allow: " + "; ".join(x.trained_low),
-     "reseat the card in a slot wired for its full width and speed (check risers and the firmware's PCIe "
-     "generation setting); `lspci -vv -s ADDRESS` shows LnkCap and LnkSta"),
-    (lambda x: not x.links, Status.NO,
-     lambda x: "no GPU, NVMe drive or NIC here reports a PCIe link" + (f" (none in {', '.join(x.without_link)}: conventional PCI or "
-                                                                       f"virtual devices, or a snapshot recorded without them)" if x.without_link else ""),
-     "nothing to fix on a virtual machine; on a physical one, each GPU, NVMe drive and NIC shows its link here"),
-    (lambda x: bool(x.unreadable), Status.PARTIAL, lambda x: _described(x) + "; not readable: " + "; ".join(x.unreadable),
-     "run as a user who can read sysfs"),
-    (lambda x: True, Status.YES, _described, ""),
+PCIE_RULES: list[Rule[PcieFacts]] = [
+    Rule(lambda x: bool(x.unreadable) and not x.links, UNKNOWN, lambda x: "; ".join(x.unreadable),
+         "run as a user who can read sysfs, or re-record the snapshot"),
+    Rule(lambda x: bool(x.trained_low), PARTIAL, lambda x: "a link trained below what both its ends allow: " + "; ".join(x.trained_low),
+         "reseat the card in a slot wired for its full width and speed (check risers and the firmware's PCIe "
+         "generation setting); `lspci -vv -s ADDRESS` shows LnkCap and LnkSta"),
+    Rule(lambda x: not x.links, NO,
+         lambda x: "no GPU, NVMe drive or NIC here reports a PCIe link" + (f" (none in {', '.join(x.without_link)}: conventional PCI or "
+                                                                           f"virtual devices, or a snapshot recorded without them)" if x.without_link else ""),
+         "nothing to fix on a virtual machine; on a physical one, each GPU, NVMe drive and NIC shows its link here"),
+    Rule(lambda x: bool(x.unreadable), PARTIAL, lambda x: _described(x) + "; not readable: " + "; ".join(x.unreadable),
+         "run as a user who can read sysfs"),
+    Rule(always, YES, _described),
 ]
 
 
@@ -253,7 +245,7 @@ def pcie_links(src: Source, f: Findings) -> Capability:
     if facts.without_link:
         f.saw("no link attributes", ", ".join(facts.without_link))
     f.details["links"] = [link.to_dict() for link in facts.links]
-    return judge(f, facts, PCIE_RULES)
+    return decide(f, facts, PCIE_RULES)
 
 
 # --- NVLink ----------------------------------------------------------------------------------
@@ -316,17 +308,17 @@ def _nvlink_summary(x: NvLinkFacts) -> str:
     return "; ".join(parts)
 
 
-NVLINK_RULES: list[Rule] = [
-    (lambda x: not x.driver_loaded, Status.NO, lambda x: "no NVIDIA driver is loaded: no NVLink to ask about", "only NVIDIA GPUs have NVLink"),
-    (lambda x: x.nvml is None, Status.UNKNOWN, lambda x: "NVML was not asked (a snapshot recorded without it)", "re-record the snapshot on the live machine"),
-    (lambda x: not x.nvml.get("available"), Status.UNKNOWN, lambda x: f"NVML unavailable: {x.nvml.get('reason')}",
-     "install nvidia-ml-py (the gpu extra) so the probe can ask NVML"),
-    (lambda x: not x.recorded, Status.UNKNOWN, lambda x: "this snapshot's NVML answers hold no NVLink state", "re-record the snapshot"),
-    (lambda x: bool(x.down), Status.PARTIAL, lambda x: f"{_nvlink_summary(x)}; down: {', '.join(x.down)}",
-     "check `nvidia-smi nvlink -s` and the NVLink bridges or NVSwitch fabric (nvidia-fabricmanager on HGX systems)"),
-    (lambda x: bool(x.active), Status.YES, _nvlink_summary, ""),
-    (lambda x: any(g["error"] for g in x.gpus), Status.UNKNOWN, lambda x: "; ".join(f"GPU {g['index']}: {g['error']}" for g in x.gpus if g["error"]), ""),
-    (lambda x: True, Status.NO, lambda x: "no GPU has an active NVLink: GPU pairs talk over PCIe", "NVLink needs GPUs built for it (SXM, or PCIe cards with bridges)"),
+NVLINK_RULES: list[Rule[NvLinkFacts]] = [
+    Rule(lambda x: not x.driver_loaded, NO, "no NVIDIA driver is loaded: no NVLink to ask about", "only NVIDIA GPUs have NVLink"),
+    Rule(lambda x: x.nvml is None, UNKNOWN, "NVML was not asked (a snapshot recorded without it)", RERECORD),
+    Rule(lambda x: not x.nvml.get("available"), UNKNOWN, lambda x: f"NVML unavailable: {x.nvml.get('reason')}",
+         "install nvidia-ml-py (the gpu extra) so the probe can ask NVML"),
+    Rule(lambda x: not x.recorded, UNKNOWN, "this snapshot's NVML answers hold no NVLink state", RERECORD),
+    Rule(lambda x: bool(x.down), PARTIAL, lambda x: f"{_nvlink_summary(x)}; down: {', '.join(x.down)}",
+         "check `nvidia-smi nvlink -s` and the NVLink bridges or NVSwitch fabric (nvidia-fabricmanager on HGX systems)"),
+    Rule(lambda x: bool(x.active), YES, _nvlink_summary),
+    Rule(lambda x: any(g["error"] for g in x.gpus), UNKNOWN, lambda x: "; ".join(f"GPU {g['index']}: {g['error']}" for g in x.gpus if g["error"])),
+    Rule(always, NO, "no GPU has an active NVLink: GPU pairs talk over PCIe", "NVLink needs GPUs built for it (SXM, or PCIe cards with bridges)"),
 ]
 
 
@@ -345,7 +337,7 @@ def nvlink(src: Source, f: Findings) -> Capability:
         f.saw(f"NVML device {g['index']}", f"{sum(1 for link in g['links'] if link['active'])} of {len(g['links'])} NVLink(s) active"
               + (f", {g['speed_mbps']} MB/s each" if g["speed_mbps"] else ""))
     f.details["gpus"] = facts.gpus
-    return judge(f, facts, NVLINK_RULES)
+    return decide(f, facts, NVLINK_RULES)
 
 
 CHECKS = [pcie_links, nvlink]

@@ -84,6 +84,29 @@ class Profile:
         return cls(root=d.get("root", "/"), capabilities=tuple(Capability.from_dict(c) for c in d["capabilities"]))
 
 
+# Shown escaped wherever machine text (banners, model names, labels) meets a person: the C0 and C1
+# controls (ESC opens terminal escape sequences), DEL, the line and paragraph separators, and the
+# bidirectional overrides and isolates
+# that reorder what a reader sees. Written as Python writes them in a string literal.
+_ESCAPED = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_ESCAPED.update({c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))})
+
+
+def printable(text: str) -> str:
+    """`text` with every control character and direction override escaped: what the probe table
+    and the HTML reports show of anything read from a machine."""
+    return text.translate(_ESCAPED)
+
+
+EVIDENCE_LIMIT = 4096  # characters of one evidence value; a longer one is in `details` (or the file) whole
+
+
+def _bounded(value: str) -> str:
+    if len(value) <= EVIDENCE_LIMIT:
+        return value
+    return f"{value[:EVIDENCE_LIMIT]}… ({len(value)} characters in all)"
+
+
 class Findings:
     """Collects evidence while a check runs, then becomes a Capability."""
 
@@ -93,7 +116,7 @@ class Findings:
         self.details: dict[str, Any] = {}
 
     def saw(self, source: str, value: object) -> None:
-        self.evidence.append(Evidence(source, str(value)))
+        self.evidence.append(Evidence(source, _bounded(str(value))))
 
     def verdict(self, status: Status, why: str = "", fix: str = "") -> Capability:
         return Capability(self.area, self.name, status, tuple(self.evidence), why, fix, dict(self.details))

@@ -1,6 +1,6 @@
 """What the NVIDIA driver tells about itself: procfs files, and NVML when the library loads.
 
-Shared by the gpu, hmm, p2p and gds areas. NVML is asked only when /proc/driver/nvidia exists,
+Shared by the gpu, hmm, p2p and gds areas. NVML is asked only when the desktop driver is loaded,
 so a machine without the NVIDIA driver never pays for importing pynvml or loading libnvidia-ml.
 """
 
@@ -10,16 +10,27 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from gpubench.probe.checks import memo
+from gpubench.probe import pci
+from gpubench.probe.checks import memo, recorded
 from gpubench.probe.source import Source
 
 VERSION_FILE = "/proc/driver/nvidia/version"
 GPUS_DIR = "/proc/driver/nvidia/gpus"
+CARDS_DIR = "/proc/driver/nvidia/cards"  # what drivers before the gpus/ folder (the 96.43 and older series) show
+MODULE_DIR = "/sys/module/nvidia"
+PCI_DRIVER_DIR = "/sys/bus/pci/drivers/nvidia"
+TEGRA_RELEASE = "/etc/nv_tegra_release"  # Jetson Linux (L4T): "# R35 (release), REVISION: 3.1, ..."
+NVGPU_MODULE = "/sys/module/nvgpu"  # the Jetson GPU driver of the L4T releases before 36
 NVML_COMMAND = "nvml"
+# Where the GPU area's inputs live: a snapshot holding none of them did not record the area.
+GPU_INPUTS = ("/proc/driver", "/sys/bus", "/sys/class", "/sys/module")
+INPUTS_SAID = "/proc/driver, /sys/bus, /sys/class or /sys/module"
 
 # "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  570.124.06  Release Build ..."
 # "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.129.03  Thu Oct 19 18:56:32 UTC 2023"
 _NVRM = re.compile(r"NVRM version:\s*(?P<banner>.*?Kernel Module.*?)\s+(?P<version>\d+\.\d+(?:\.\d+)?)\b")
+_L4T = re.compile(r"#\s*R(?P<major>\d+)\s*\(release\),\s*REVISION:\s*(?P<revision>\d+(?:\.\d+)*)")
+DESKTOP_FIRST_MAJOR = 100  # desktop driver lines are 3-digit; a Jetson nvidia.ko carries its L4T release (35.3.1)
 
 P2P_STATUS = {
     0: "ok",
@@ -38,11 +49,24 @@ P2P_CAPS_INDEX = {"read": 0, "write": 1, "nvlink": 2}
 
 @dataclass(frozen=True)
 class NvidiaDriver:
-    loaded: bool  # /proc/driver/nvidia/version exists
-    version: str | None
+    loaded: bool  # any trace of a loaded NVIDIA GPU driver (see seen_in)
+    version: str | None  # the desktop driver's release (570.124.06); None on Jetson, whose number is l4t_release
     kernel_module: str | None  # "open" | "proprietary" | None
     banner: str | None  # the NVRM line as read
-    problem: str = ""  # why version/kernel_module are None although the file exists
+    problem: str = ""  # why version/kernel_module are None although the version file exists
+    seen_in: tuple[str, ...] = ()  # the files and folders that show it loaded
+    l4t_release: str | None = None  # Jetson Linux release (35.3.1): the board is a Jetson/Tegra
+    gpu_driver: str = "nvidia"  # the module driving the GPU: nvidia, or nvgpu on Jetson before L4T 36
+    recorded: bool = True  # False: a snapshot that holds none of the GPU area's inputs
+
+    @property
+    def tegra(self) -> bool:
+        return self.l4t_release is not None or self.gpu_driver == "nvgpu"
+
+    @property
+    def desktop(self) -> bool:
+        """nvidia.ko of the desktop/server driver line is loaded: NVML and the HMM floors apply."""
+        return self.loaded and not self.tegra
 
 
 def driver(src: Source) -> NvidiaDriver:
@@ -50,17 +74,45 @@ def driver(src: Source) -> NvidiaDriver:
 
 
 def _read_driver(src: Source) -> NvidiaDriver:
+    """Every trace nvidia.ko leaves while loaded counts (its procfs folder exists only then, and
+    /sys/module/nvidia too), so that the GPU list and the driver verdict never disagree."""
     text = src.text(VERSION_FILE)
-    if text is None:
-        return NvidiaDriver(False, None, None, None)
+    bound = [fn.address for fn in pci.scan(src).of_class(pci.DISPLAY) if fn.driver == "nvidia"]
+    seen = [path for path, there in (
+        (VERSION_FILE, text is not None),
+        (f"{pci.PCI_DEVICES}/{bound[0] if bound else ''}/driver", bool(bound)),
+        (GPUS_DIR, bool(src.listdir(GPUS_DIR))),
+        (CARDS_DIR, bool(src.listdir(CARDS_DIR))),
+        (MODULE_DIR, src.exists(MODULE_DIR)),
+        (PCI_DRIVER_DIR, src.exists(PCI_DRIVER_DIR)),
+        (NVGPU_MODULE, src.exists(NVGPU_MODULE)),
+    ) if there]
+    version, module, banner, problem = _parse_banner(text) if text is not None else (src.value(f"{MODULE_DIR}/version"), None, None, "")
+    l4t = _l4t_release(src.text(TEGRA_RELEASE))
+    if version and int(version.split(".")[0]) < DESKTOP_FIRST_MAJOR and "aarch64" in (banner or ""):
+        l4t, version = l4t or version, None
+    return NvidiaDriver(
+        loaded=bool(seen), version=version, kernel_module=module, banner=banner, problem=problem,
+        seen_in=tuple(seen), l4t_release=l4t, gpu_driver="nvgpu" if NVGPU_MODULE in seen else "nvidia",
+        recorded=recorded(src, *GPU_INPUTS),
+    )
+
+
+def _parse_banner(text: str) -> tuple[str | None, str | None, str | None, str]:
+    """(version, kernel module kind, NVRM line, problem) of /proc/driver/nvidia/version."""
     line = next((ln.strip() for ln in text.splitlines() if ln.startswith("NVRM version:")), None)
     if line is None:
-        return NvidiaDriver(True, None, None, None, f"no 'NVRM version:' line in {VERSION_FILE}")
+        return None, None, None, f"no 'NVRM version:' line in {VERSION_FILE}"
     m = _NVRM.search(line)
     if not m:
-        return NvidiaDriver(True, None, None, line, f"unrecognised NVRM line in {VERSION_FILE}")
-    module = "open" if "Open Kernel Module" in m.group("banner") else "proprietary"
-    return NvidiaDriver(True, m.group("version"), module, line)
+        return None, None, line, f"unrecognised NVRM line in {VERSION_FILE}"
+    return m.group("version"), "open" if "Open Kernel Module" in m.group("banner") else "proprietary", line, ""
+
+
+def _l4t_release(text: str | None) -> str | None:
+    """'# R35 (release), REVISION: 3.1, GCID: ...' -> '35.3.1'."""
+    m = _L4T.search(text or "")
+    return f"{m.group('major')}.{m.group('revision')}" if m else None
 
 
 def parse_information(text: str) -> dict[str, str]:
@@ -74,22 +126,20 @@ def parse_information(text: str) -> dict[str, str]:
 
 
 def procfs_gpus(src: Source) -> list[dict[str, Any]]:
-    """One entry per /proc/driver/nvidia/gpus/<pci>/ directory: pci, model, minor."""
+    """One entry per /proc/driver/nvidia/gpus/<pci>/ folder (pci, model, minor), or per old
+    /proc/driver/nvidia/cards/N file (pci None where it does not say)."""
     return memo(src, "nvidia.gpus", lambda: _read_procfs_gpus(src))  # type: ignore[return-value]
 
 
 def _read_procfs_gpus(src: Source) -> list[dict[str, Any]]:
     gpus = []
-    for name in src.listdir(GPUS_DIR):
-        info_text = src.text(f"{GPUS_DIR}/{name}/information")
+    folders = [(name, f"{GPUS_DIR}/{name}/information") for name in src.listdir(GPUS_DIR)]
+    cards = [(None, f"{CARDS_DIR}/{name}") for name in src.listdir(CARDS_DIR) if name.isdigit()]
+    for name, path in folders or cards:
+        info_text = src.text(path)
         info = parse_information(info_text) if info_text else {}
-        gpus.append(
-            {
-                "pci": normalize_pci(info.get("bus location") or name),
-                "model": info.get("model") or None,
-                "minor": info.get("device minor"),
-            }
-        )
+        bus = info.get("bus location") or name
+        gpus.append({"pci": normalize_pci(bus) if bus else None, "model": info.get("model") or None, "minor": info.get("device minor")})
     return gpus
 
 
@@ -107,7 +157,7 @@ def nvml(src: Source) -> dict[str, Any] | None:
     or a replayed snapshot did not record them."""
 
     def ask() -> dict[str, Any] | None:
-        if not driver(src).loaded:
+        if not driver(src).desktop:
             return None
         return src.command(NVML_COMMAND, query_nvml)
 

@@ -26,6 +26,7 @@ MARKER = ".gpubench/snapshot.json"  # in every archive `gpubench snapshot` has w
 MAX_UNPACKED_BYTES = 256 * 2**20
 MAX_ENTRIES = 200_000
 _FS_UUID = re.compile(rb"\b((?:PART)?UUID)=[0-9A-Za-z-]+")
+_UUID = re.compile(rb"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")  # a GPU's, wherever it is printed
 
 
 def record(areas: Iterable[str] | None = None, hostname: bool = False) -> tuple[Profile, Recording]:
@@ -42,7 +43,7 @@ def scrub(path: str, data: bytes) -> bytes:
         return data
     if path == "/proc/cmdline" and b" -- " in data:
         data = data.split(b" -- ", 1)[0] + b" -- (init arguments redacted)\n"
-    return _FS_UUID.sub(rb"\1=(redacted)", redact(data))
+    return _UUID.sub(b"(redacted)", _FS_UUID.sub(rb"\1=(redacted)", redact(data)))
 
 
 def write_snapshot(rec: Recording, out: Path, meta: dict) -> int:
@@ -78,7 +79,15 @@ def _fill(tar: tarfile.TarFile, rec: Recording, meta: dict) -> int:
     for name, output in rec.commands.items():
         add(f"{COMMANDS_DIR}/{name}.json", "file", json.dumps(output, indent=1, sort_keys=True).encode())
     add(MARKER, "file", json.dumps(meta, indent=1, sort_keys=True).encode())
+    for parent in {name.rsplit("/", 1)[0] for name in entries if "/" in name}:
+        if entries[parent][0] == "link":  # read through as well as read as a link: a folder, or no entry could be unpacked below it
+            entries[parent] = ("dir", b"")
 
+    _write_entries(tar, entries)
+    return len(entries)
+
+
+def _write_entries(tar: tarfile.TarFile, entries: dict[str, tuple[str, bytes | str]]) -> None:
     now = time.time()
     for name in sorted(entries):
         kind, payload = entries[name]
@@ -94,7 +103,6 @@ def _fill(tar: tarfile.TarFile, rec: Recording, meta: dict) -> int:
             data = payload if isinstance(payload, bytes) else payload.encode()
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
-    return len(entries)
 
 
 def snapshot_meta(profile: Profile, areas: Iterable[str] | None) -> dict:
@@ -136,43 +144,51 @@ def open_root(path: Path) -> Iterator[Source]:
 def _unpack(archive: Path, dest: Path) -> None:
     """A snapshot's regular files, directories and symlinks only; nothing may land outside `dest`.
 
-    Links are kept as written (the probes only read their targets, never follow them out of the
-    snapshot), so no entry may be created through a link: each one's folder must resolve inside
-    `dest`, and files are created with O_EXCL | O_NOFOLLOW."""
-    base = os.path.realpath(dest)
-
-    def inside(path: Path) -> bool:
-        real = os.path.realpath(path)
-        return real == base or real.startswith(base + os.sep)
-
+    Members are read one header at a time and placed as they come, so that an archive past the
+    limits is refused as soon as it passes them (after at most MAX_ENTRIES + 1 headers), never
+    listed whole first. Links are kept as written (the probes only read their targets, never
+    follow them out of the snapshot), so no entry may be created through a link: each one's folder
+    must resolve inside `dest` before it is made, and files are created with O_EXCL | O_NOFOLLOW."""
+    entries = unpacked = 0
+    marked = False
     try:
         with tarfile.open(archive) as tar:
-            members = tar.getmembers()
-            if not any(m.isfile() and os.path.normpath(m.name) == MARKER for m in members):
-                raise UserError(f"--root {archive}: not a snapshot archive made by `gpubench snapshot` (it has no {MARKER})")
-            unpacked = sum(m.size for m in members if m.isfile())
-            if unpacked > MAX_UNPACKED_BYTES or len(members) > MAX_ENTRIES:
-                raise UserError(f"--root {archive}: {len(members)} entries, {unpacked / 2**20:.0f} MiB unpacked: more than a snapshot holds "
-                                f"(at most {MAX_ENTRIES} entries, {MAX_UNPACKED_BYTES // 2**20} MiB)")
-            for m in members:
-                name = os.path.normpath(m.name)
-                target = dest / name
-                if name.startswith(("/", "..")) or os.path.isabs(name) or name == "." or not m.isdir() and not m.isfile() and not m.issym():
-                    if name == ".":
-                        continue
-                    raise UserError(f"--root {archive}: unsafe entry {m.name!r} in the archive")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if not inside(target.parent) or os.path.islink(target):
-                    raise UserError(f"--root {archive}: entry {m.name!r} would be written through a link")
-                if m.isdir():
-                    target.mkdir(exist_ok=True)
-                elif m.isfile():
-                    src = tar.extractfile(m)
-                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-                    with os.fdopen(fd, "wb") as out:
-                        if src is not None:
-                            shutil.copyfileobj(src, out)
-                else:
-                    os.symlink(m.linkname, target)
+            for member in tar:
+                entries += 1
+                unpacked += member.size if member.isfile() else 0
+                if entries > MAX_ENTRIES or unpacked > MAX_UNPACKED_BYTES:
+                    raise UserError(f"--root {archive}: more than a snapshot holds (at most {MAX_ENTRIES} entries, "
+                                    f"{MAX_UNPACKED_BYTES // 2**20} MiB unpacked; refused at entry {entries}, {unpacked / 2**20:.0f} MiB)")
+                marked = marked or member.isfile() and os.path.normpath(member.name) == MARKER
+                _place(tar, member, dest, archive)
     except (tarfile.TarError, OSError, EOFError) as e:
         raise UserError(f"--root {archive}: damaged archive ({e})") from None
+    if not marked:
+        raise UserError(f"--root {archive}: not a snapshot archive made by `gpubench snapshot` (it has no {MARKER})")
+
+
+def _inside(path: Path, dest: Path) -> bool:
+    real, base = os.path.realpath(path), os.path.realpath(dest)
+    return real == base or real.startswith(base + os.sep)
+
+
+def _place(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, archive: Path) -> None:
+    name = os.path.normpath(member.name)
+    if name == ".":
+        return
+    if name.startswith(("/", "..")) or not (member.isdir() or member.isfile() or member.issym()):
+        raise UserError(f"--root {archive}: unsafe entry {member.name!r} in the archive")
+    target = dest / name
+    if not _inside(target.parent, dest) or os.path.islink(target):  # checked before any folder is made
+        raise UserError(f"--root {archive}: entry {member.name!r} would be written through a link")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if member.isdir():
+        target.mkdir(exist_ok=True)
+    elif member.issym():
+        os.symlink(member.linkname, target)
+    else:
+        data = tar.extractfile(member)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as out:
+            if data is not None:
+                shutil.copyfileobj(data, out)

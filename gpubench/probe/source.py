@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from gpubench.files import Contents, NotRegularFile, read_regular_file
+
 COMMANDS_DIR = ".gpubench/commands"
+FILE_LIMIT = 8 << 20  # beyond any file the probes read (a kernel config is a few hundred KiB)
+VALUE_LIMIT = 64 << 10  # a one-line attribute; /proc/cmdline is at most a few KiB
+NOT_REGULAR = "not a regular file (a FIFO, socket or device is never opened)"
 REDACTED = "(redacted)"
 # Lines whose value identifies one physical device: never written into a snapshot.
 SERIAL_KEYS = ("uuid", "serial", "board id", "hostname")
@@ -50,6 +55,7 @@ class Source:
         self.name = name or str(self.root)  # what the user named: an archive is read from a temporary copy
         self.live = self.root.resolve() == Path("/")
         self.recording = Recording() if record else None
+        self.cuts: list[tuple[str, int]] = []  # (path, limit) of every read cut at its limit
         self._command_cache: dict[str, Any] = {}
 
     def __repr__(self) -> str:
@@ -66,30 +72,36 @@ class Source:
             raise FileNotFoundError(errno.ENOENT, "outside the snapshot", str(p))
         return p
 
-    def bytes(self, path: str, limit: int = 8 << 20) -> bytes | None:
-        """File contents, None when absent; SourceError when present but unreadable."""
+    def bytes(self, path: str, limit: int = FILE_LIMIT) -> bytes | None:
+        """File contents, None when absent; SourceError when present but unreadable or not a
+        regular file (a FIFO or a device in a snapshot is never opened). A file longer than
+        `limit` is cut there, and the cut is noted in `cuts` for the check's evidence."""
+        contents = self._read(path, limit, path)
+        if contents is None:
+            return None
+        if contents.cut:
+            self.cuts.append((path, limit))
+        if self.recording is not None:
+            self.recording.files[path] = contents.data
+        return contents.data
+
+    def _read(self, path: str, limit: int, what: str) -> Contents | None:
         try:
-            with open(self._path(path), "rb") as f:
-                chunks, size = [], 0
-                while size < limit and (chunk := f.read(65536)):  # procfs refuses huge reads
-                    chunks.append(chunk)
-                    size += len(chunk)
-                data = b"".join(chunks)[:limit]
+            return read_regular_file(self._path(path), limit)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except NotRegularFile:
+            raise SourceError(f"cannot read {what}: {NOT_REGULAR}") from None
         except OSError as e:
-            raise SourceError(f"cannot read {path}: {e.strerror or e}") from None
-        if self.recording is not None:
-            self.recording.files[path] = data
-        return data
+            raise SourceError(f"cannot read {what}: {e.strerror or e}") from None
 
-    def text(self, path: str) -> str | None:
-        data = self.bytes(path)
+    def text(self, path: str, limit: int = FILE_LIMIT) -> str | None:
+        data = self.bytes(path, limit)
         return None if data is None else data.decode("utf-8", "replace")
 
     def value(self, path: str) -> str | None:
         """A one-line sysfs/procfs attribute, stripped."""
-        t = self.text(path)
+        t = self.text(path, VALUE_LIMIT)
         return None if t is None else t.strip()
 
     def listdir(self, path: str) -> list[str]:
@@ -103,6 +115,8 @@ class Source:
             raise SourceError(f"cannot list {path}: {e.strerror or e}") from None
         if self.recording is not None and names:
             self.recording.dirs[path] = [(n, os.path.isdir(os.path.join(p, n))) for n in names]
+        elif self.recording is not None and p and os.path.isdir(p):  # an empty folder is evidence too
+            self.recording.present[path] = True
         return names
 
     def exists(self, path: str) -> bool:
@@ -136,17 +150,22 @@ class Source:
         Returns None when replaying a snapshot that did not record it."""
         if name in self._command_cache:
             return self._command_cache[name]
-        if self.live:
-            out = run()
-        else:
-            f = self.root / COMMANDS_DIR / f"{name}.json"
-            try:
-                out = json.loads(f.read_text())
-            except FileNotFoundError:
-                out = None
-            except (OSError, ValueError) as e:
-                raise SourceError(f"cannot read recorded {name}: {e}") from None
+        out = run() if self.live else self._recorded_command(name)
         if self.recording is not None and out is not None:
             self.recording.commands[name] = out
         self._command_cache[name] = out
         return out
+
+    def _recorded_command(self, name: str) -> Any:
+        """A recorded command output; None when it was not recorded. Read like every other file:
+        inside the snapshot, a regular file, within the limit."""
+        what = f"recorded {name}"
+        contents = self._read(f"/{COMMANDS_DIR}/{name}.json", FILE_LIMIT, what)
+        if contents is None:
+            return None
+        if contents.cut:
+            raise SourceError(f"cannot read {what}: longer than {FILE_LIMIT // 2**20} MiB")
+        try:
+            return json.loads(contents.data)
+        except ValueError as e:
+            raise SourceError(f"cannot read {what}: {e}") from None

@@ -8,7 +8,7 @@ is UNKNOWN) rather than guessing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from gpubench.probe.model import Capability, Profile, Status
@@ -116,6 +116,16 @@ class OtherGpu:
     model: str | None
 
 
+def _pairs(raw: Mapping[str, Any]) -> dict[tuple[int, int], str]:
+    """{"0-1": "ok"} -> {(0, 1): "ok"}; keys that are not two GPU numbers are left out."""
+    pairs: dict[tuple[int, int], str] = {}
+    for key, status in raw.items():
+        a, sep, b = str(key).partition("-")
+        if sep and a.isdigit() and b.isdigit():
+            pairs[(min(int(a), int(b)), max(int(a), int(b)))] = str(status)
+    return pairs
+
+
 @dataclass(frozen=True)
 class GpuView:
     """The GPUs the probe found, the NVIDIA driver's state and what it says of GPU pairs."""
@@ -127,6 +137,8 @@ class GpuView:
     driver_version: str | None
     cuda_driver_version: str | None
     pair_status: Mapping[tuple[int, int], str]  # (low, high) -> NVML's P2P read status ("ok", "not supported", ...)
+    gpu_driver: str | None = None  # the module driving the NVIDIA GPUs: "nvidia", or "nvgpu" on older Jetsons
+    l4t_release: str | None = None  # Jetson Linux release on a Jetson/Tegra board (driver_version is then None)
 
     @classmethod
     def from_profile(cls, profile: Profile) -> GpuView:
@@ -135,11 +147,6 @@ class GpuView:
         driver = _details(profile.get("nvidia driver"))
         if not nvidia:  # an inventory that could not read PCI: the driver's own list
             nvidia = sorted((d for d in driver.get("gpus") or () if isinstance(d, dict)), key=lambda d: str(d.get("pci") or ""))
-        pairs: dict[tuple[int, int], str] = {}
-        for key, status in (_details(profile.get("gpu p2p")).get("pairs") or {}).items():
-            a, sep, b = str(key).partition("-")
-            if sep and a.isdigit() and b.isdigit():
-                pairs[(min(int(a), int(b)), max(int(a), int(b)))] = str(status)
         return cls(
             inventory=Verdict.of(profile, "gpus"),
             nvidia=tuple(GpuDevice(i, _str(d.get("pci")), _str(d.get("model"))) for i, d in enumerate(nvidia)),
@@ -147,7 +154,9 @@ class GpuView:
             driver=Verdict.of(profile, "nvidia driver"),
             driver_version=_str(driver.get("version")),
             cuda_driver_version=_str(driver.get("cuda_driver_version")),
-            pair_status=pairs,
+            pair_status=_pairs(_details(profile.get("gpu p2p")).get("pairs") or {}),
+            gpu_driver=_str(driver.get("gpu_driver")),
+            l4t_release=_str(driver.get("l4t_release")),
         )
 
     def p2p_status(self, a: int, b: int) -> str | None:
@@ -174,11 +183,19 @@ class GdsView:
     verdict: Verdict | None  # capability "gpudirect storage"
     path: str | None  # "gds" (nvidia-fs), "compat", or None
     kvikio: bool | None  # importable (True), absent or broken (False), not known (None)
+    nvidia_fs_version: str | None = None
+    nvidia_fs_io: bool | None = None  # reads or writes went through nvidia-fs since it loaded; None: not shown
+    nvidia_fs_counters: Mapping[str, int] = field(default_factory=dict)  # reads, writes, read_errors, ...
 
     @classmethod
     def from_profile(cls, profile: Profile) -> GdsView:
         d = _details(profile.get("gpudirect storage"))
-        return cls(Verdict.of(profile, "gpudirect storage"), _str(d.get("path")), _bool(d.get("kvikio")))
+        counters = d.get("nvidia_fs_counters") if isinstance(d.get("nvidia_fs_counters"), Mapping) else {}
+        return cls(
+            Verdict.of(profile, "gpudirect storage"), _str(d.get("path")), _bool(d.get("kvikio")),
+            nvidia_fs_version=_str(d.get("nvidia_fs_version")), nvidia_fs_io=_bool(d.get("nvidia_fs_io")),
+            nvidia_fs_counters={str(k): v for k, v in counters.items() if _int(v) is not None},
+        )
 
 
 # --- memory nodes -------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 
 from gpubench.errors import UserError
 from gpubench.files import write_new
+from gpubench.probe.model import printable
 from gpubench.report import formats
 from gpubench.report.html_run import RUN_STATUS_NOTICE
 from gpubench.results.model import Comparison, ResultStatus, Run, Verdict
@@ -116,9 +117,9 @@ def capability_rows(profile: dict[str, Any]) -> list[dict[str, Any]]:
                 "name": str(cap.get("name", "")),
                 "status": status,
                 "status_class": status if status in CAPABILITY_STATUSES else "unknown",
-                "evidence": [(str(e.get("source", "")), str(e.get("value", ""))) for e in cap.get("evidence") or ()],
-                "why": str(cap.get("why", "")),
-                "fix": str(cap.get("fix", "")),
+                "evidence": [(printable(str(e.get("source", ""))), printable(str(e.get("value", "")))) for e in cap.get("evidence") or ()],
+                "why": printable(str(cap.get("why", ""))),
+                "fix": printable(str(cap.get("fix", ""))),
             }
         )
     return rows

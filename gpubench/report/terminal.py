@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Column, Table
 from rich.text import Text
 
-from gpubench.probe.model import Profile, Status
+from gpubench.probe.model import Profile, Status, printable
 from gpubench.report import formats
 
 if TYPE_CHECKING:
@@ -175,11 +175,11 @@ def profile_table(profile: Profile) -> Table:
     table.add_column("evidence", ratio=3, overflow="fold")
     table.add_column("why / fix", ratio=2, max_width=PROSE_WIDTH, overflow="fold")
     for cap in profile.capabilities:
-        evidence = Text("\n".join(_short(f"{e.source}: {e.value}") for e in cap.evidence))
-        advice = Text(cap.why)
+        evidence = Text("\n".join(_short(printable(f"{e.source}: {e.value}")) for e in cap.evidence))
+        advice = Text(printable(cap.why))
         if cap.fix:
             advice.append(("\n" if cap.why else "") + "fix: ", style="bold")
-            advice.append(cap.fix)
+            advice.append(printable(cap.fix))
         table.add_row(cap.area, cap.name, Text(cap.status.value, style=STATUS_STYLE[cap.status]), evidence, advice)
     return table
 

@@ -152,7 +152,13 @@ def test_one_gpu_waives_p2p_only(tmp_path, with_cupy):
 
 def test_driver_not_loaded_is_the_reason(tmp_path, with_cupy):
     root = copy_server(tmp_path)
-    (root / "proc/driver/nvidia/version").unlink()
+    # nvidia.ko not loaded: no /proc/driver/nvidia, no GPU bound to nvidia (the version file alone
+    # is not the only trace of a loaded driver: the probe counts gpus/ and the bound driver too)
+    shutil.rmtree(root / "proc/driver/nvidia")
+    for pci in H100_PCI:
+        device = root / "sys/bus/pci/devices" / pci
+        (device / "driver").unlink()
+        (device / "uevent").write_text("".join(line for line in (device / "uevent").read_text().splitlines(True) if not line.startswith("DRIVER=")))
     reason = memcpy.Memcpy().requires(profile_of(root))
     assert reason is not None and reason.startswith("the NVIDIA driver is not loaded (probe: nvidia driver = no")
 

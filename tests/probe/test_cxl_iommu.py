@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gpubench.probe import Source, Status, probe
-from gpubench.probe.cxl import parse_list
+from gpubench.probe.numa import parse_list
 from gpubench.probe.iommu import cmdline_flags
 
 PROBES = Path(__file__).resolve().parents[2] / "probes"

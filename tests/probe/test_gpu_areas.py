@@ -182,36 +182,52 @@ def test_nvidia_multigpu():
 
 
 def test_empty_root_answers_everything(tmp_path: Path):
+    """A root that holds none of an area's inputs did not record it: unknown, never 'absent'."""
     p = run(tmp_path)
     explained(p)
     status = {c.name: c.status for c in p.capabilities}
     assert status == {
-        "nvidia driver": Status.NO,
-        "gpus": Status.NO,
-        "accelerators": Status.NO,
+        "nvidia driver": Status.UNKNOWN,
+        "gpus": Status.UNKNOWN,
+        "accelerators": Status.UNKNOWN,
         "drm scheduler": Status.UNKNOWN,
-        "hmm": Status.NO,
+        "hmm": Status.UNKNOWN,
         "pci p2pdma": Status.UNKNOWN,
-        "gpu p2p": Status.NO,
-        "gpudirect storage": Status.NO,
+        "gpu p2p": Status.UNKNOWN,
+        "gpudirect storage": Status.UNKNOWN,
     }
-    assert cap(p, "gpus").why == "no GPU found"
-    assert "lspci" in cap(p, "gpus").fix
+    for name in ("nvidia driver", "gpus", "accelerators", "hmm", "gpu p2p", "gpudirect storage"):
+        assert cap(p, name).why.startswith("not recorded in this snapshot"), name
+        assert "gpubench snapshot" in cap(p, name).fix
     assert cap(p, "gpudirect storage").details["kvikio"] is None  # not recorded, not guessed
 
 
 # --- damaged snapshots -------------------------------------------------------------------------
 
-def test_missing_nvidia_version_means_driver_not_loaded(server: Path):
+def test_missing_nvidia_version_with_gpus_listed_means_driver_loaded(server: Path):
+    """/proc/driver/nvidia/gpus exists only while nvidia.ko is loaded (the NVIDIA Linux driver
+    README, "Procfs interface"), as does /sys/module/nvidia: without the version file the driver
+    is still loaded, so the inventory (which lists the GPUs from that folder) and the driver
+    verdict agree."""
     (server / "proc/driver/nvidia/version").unlink()
     p = run(server)
     explained(p)
     drv = cap(p, "nvidia driver")
-    assert drv.status is Status.NO
-    assert "NVIDIA GPU is present" in drv.why
-    assert cap(p, "hmm").status is Status.NO
-    assert cap(p, "gpudirect storage").status is Status.NO
-    assert cap(p, "gpus").details["count"] == 4  # still seen on PCI and DRM
+    assert drv.status is Status.YES
+    assert "version not shown" in drv.why and "4 GPU(s)" in drv.why
+    assert "/proc/driver/nvidia/gpus" in seen(drv, "NVIDIA driver loaded, seen in")[0]
+    assert cap(p, "hmm").status is Status.UNKNOWN  # the version and module kind decide it, and are not shown
+    assert cap(p, "gpudirect storage").status is Status.YES
+    assert cap(p, "gpus").details["count"] == 4
+
+
+def test_nothing_but_the_pci_driver_link_still_means_loaded(server: Path):
+    """The driver link of a PCI function names the driver bound to it (sysfs-bus-pci): a GPU
+    bound to nvidia means nvidia.ko is loaded, whatever else the snapshot lacks."""
+    shutil.rmtree(server / "proc/driver/nvidia")
+    p = run(server)
+    assert cap(p, "nvidia driver").status is not Status.NO
+    assert {d["driver"] for d in cap(p, "gpus").details["devices"]} == {"nvidia"}
 
 
 def test_unreadable_nvidia_version(server: Path):

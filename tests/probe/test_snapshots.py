@@ -39,3 +39,21 @@ def test_recorded_vm(tmp_path):
     assert caps["io_uring binding"].details["last_op"] == 62
     assert caps["kernel"].details["cmdline"].endswith("-- (init arguments not shown)")
     assert len(caps["numa nodes"].details["nodes"]) == 1
+
+
+def test_an_empty_folder_the_probe_listed_is_recorded(tmp_path):
+    """A machine whose /sys/bus/pci/devices is empty (no PCI bus: a microVM) answers "no GPU"; its
+    recording must keep the empty folder, or the replay would answer "not recorded"."""
+    from gpubench.probe.snapshot import open_root, write_snapshot
+
+    (tmp_path / "machine/sys/bus/pci/devices").mkdir(parents=True)
+    (tmp_path / "machine/proc/sys/kernel").mkdir(parents=True)
+    (tmp_path / "machine/proc/sys/kernel/osrelease").write_text("6.12.0\n")
+    src = Source(tmp_path / "machine", record=True)
+    live = probe(src, ["gpu"])
+    assert src.recording.present.get("/sys/bus/pci/devices") is True
+    write_snapshot(src.recording, tmp_path / "box.tar.gz", {})
+    with open_root(tmp_path / "box.tar.gz") as replay:
+        again = probe(replay, ["gpu"])
+    assert [(c.name, c.status) for c in again.capabilities] == [(c.name, c.status) for c in live.capabilities]
+    assert live.get("gpus").status is Status.NO

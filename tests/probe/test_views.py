@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gpubench.probe import Source, Status, probe
+from gpubench.probe import Profile, Source, Status, probe
 from gpubench.probe.views import GdsView, GpuView, HmmView, IoUringView, KernelView, NumaView
 from gpubench.results.metadata import capture
 
@@ -48,3 +48,29 @@ def test_numa_view_of_the_cxl_host_has_its_cpu_less_node_and_hmat():
     numa = NumaView.from_profile(probe(Source(PROBES / "cxl-host"), ["cxl"]))
     cpu_less = [n for n in numa.nodes if not n.has_cpu]
     assert cpu_less and cpu_less[0].hmat is not None and cpu_less[0].hmat.read_latency_ns
+
+
+def test_gds_view_carries_what_nvidia_fs_shows_of_itself():
+    gds = GdsView.from_profile(probe(Source(PROBES / "nvidia-multigpu"), ["gds"]))
+    assert gds.path == "gds" and gds.nvidia_fs_version == "2.24"
+    assert gds.nvidia_fs_io is True
+    assert gds.nvidia_fs_counters["reads"] == 4096 and gds.nvidia_fs_counters["write_errors"] == 0
+
+
+def test_gpu_view_of_a_jetson_names_its_driver_and_release_not_a_desktop_version():
+    gpus = GpuView.from_profile(probe(Source(PROBES / "jetson-orin"), ["gpu"]))
+    assert (gpus.gpu_driver, gpus.l4t_release, gpus.driver_version) == ("nvgpu", "35.3.1", None)
+    assert [g.pci for g in gpus.nvidia] == ["17000000.ga10b (platform)"]
+
+
+def test_views_of_a_profile_stored_before_these_details_existed():
+    """Runs stored before the probe wrote nvidia-fs counters or Jetson details still read."""
+    old = {"root": "/", "capabilities": [
+        {"area": "gds", "name": "gpudirect storage", "status": "yes", "details": {"path": "gds", "kvikio": True}},
+        {"area": "gpu", "name": "nvidia driver", "status": "yes", "details": {"version": "535.129.03"}},
+    ]}
+    profile = Profile.from_dict(old)
+    gds = GdsView.from_profile(profile)
+    assert (gds.path, gds.nvidia_fs_version, gds.nvidia_fs_io, dict(gds.nvidia_fs_counters)) == ("gds", None, None, {})
+    gpus = GpuView.from_profile(profile)
+    assert (gpus.driver_version, gpus.gpu_driver, gpus.l4t_release) == ("535.129.03", None, None)
