@@ -237,6 +237,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gpubench.cli.calibrate",
     "gpubench.cli.calibrate_memtier",
     "gpubench.cli.telemetry",
+    "gpubench.cli.fleet",
 )
 
 
