@@ -93,10 +93,10 @@ def test_a_node_that_dies_is_recorded_with_what_srun_said_inside_an_allocation(s
 
 def test_max_time_stops_every_node_in_time_and_keeps_what_they_finished(slurm: Slurm, tmp_path: Path) -> None:
     out = tmp_path / "fleet"
-    # far longer than the 40 s allowed: 50 rounds of a default-size run (whose rounds may take 6 s
-    # each before they count as failed), on the two nodes that are not CPU-limited
-    long_run = ("--only", "memtier", "-p", "memtier.kernels=chase", "-p", "memtier.chase_size=8M", "-p", "memtier.hops=1000000",
-                "--rounds", "50", "--no-telemetry")
+    # far longer than the 40 s allowed (about a minute on an idle machine, in rounds of a few seconds
+    # that may take 15 s each before they count as failed), on the two nodes that are not CPU-limited
+    long_run = ("--only", "memtier", "-p", "memtier.kernels=chase", "-p", "memtier.chase_size=8M", "-p", "memtier.hops=20000000",
+                "--rounds", "20", "--no-telemetry")
     started = time.monotonic()
     run = slurm.gpubench("fleet", "run", "--nodes", "n[1,3]", "--out", str(out), "--node-dir", str(tmp_path / "local"),
                          "--max-time", "40s", "--", *long_run, cwd=tmp_path)
