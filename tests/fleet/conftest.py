@@ -43,11 +43,16 @@ class Slurm:
         return self.cluster.client(command, timeout, env=self.cluster.client_env({"NO_COLOR": "1"}), cwd=cwd)
 
 
+SKIPPED: list[str] = []  # why the cluster could not be made, for the end of the test session's report
+
+
 @pytest.fixture(scope="session")
 def slurm() -> Iterator[Slurm]:
     reason = slurm_cluster.unavailable()
+    if reason and reason.startswith("missing") and os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"a Slurm cluster cannot be made: {reason}; ci/test.sh installs what it needs")
     if reason:
-        print(f"\nfleet Slurm tests skipped: {reason}", file=sys.stderr)
+        SKIPPED.append(reason)
         pytest.skip(f"a Slurm cluster cannot be made here: {reason}")
     work = Path(tempfile.mkdtemp(prefix="gpubench-slurm-"))
     work.chmod(0o755)
@@ -57,3 +62,8 @@ def slurm() -> Iterator[Slurm]:
     with slurm_cluster.cluster(work, NODES, {SLOW_NODE: SLOW_SHARE}, task_prolog=prolog, remove_work=True) as made:
         yield Slurm(made, env_dir)
     assert not os.path.exists(work)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    if SKIPPED:
+        terminalreporter.write_line(f"fleet: the Slurm tests were skipped: {SKIPPED[0]}")
