@@ -96,7 +96,7 @@ def run_command(
 ) -> None:
     """Run `gpubench run` on every node through Slurm, one task per node, and collect the exports.
 
-    Outside an allocation it makes one (salloc --exclusive); inside one (an sbatch script) it uses
+    Outside an allocation it makes one with salloc, whole nodes to itself; inside one (an sbatch script) it uses
     it. Each node runs with a private history on node-local storage, holding a per-node lock, and
     writes DIR/<node>.json; its output is in DIR/logs/<node>.out and how it ended in
     DIR/logs/<node>.status.json. A node that fails, times out or never reports is listed as such.
