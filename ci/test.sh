@@ -40,4 +40,4 @@ if [[ " $* " == *" -m gpu "* ]]; then
   export GPUBENCH_REQUIRE_GPU=1
 fi
 "$venv/bin/python" -m pip install -q ".[$extras]"
-exec "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
+exec "$venv/bin/python" -m pytest -q -rs -p no:cacheprovider "$@"  # -rs: every skipped test says why

@@ -27,6 +27,7 @@ from gpubench.bench.gpu import memcpy
 from gpubench.bench.gpu import p2p
 from gpubench.bench.core import params
 from gpubench.bench.core.interface import Case, Context, Waived
+from gpubench.bench.core.settings import RunSettings
 from gpubench.errors import UserError
 from gpubench.probe import Source, nvidia, probe
 from gpubench.probe.model import Profile
@@ -403,9 +404,9 @@ def test_gds_default_matrix(server):
 
 def test_gds_options(server, tmp_path):
     cases = gds.Gds().cases(server, "default", {
-        "sizes": "8M", "threads": "2,8", "task_sizes": "1M,16M", "ops": "read", "target": str(tmp_path), "drop_cache": "1",
+        "sizes": "8M", "threads": "2,8", "task_sizes": "1M,16M", "ops": "read",
         "baseline": "no",
-    })
+    }, RunSettings(target=tmp_path, drop_cache=True))
     assert names(cases) == ["read-cold-8M-t2-ts1M", "read-cold-8M-t2-ts16M", "read-cold-8M-t8-ts1M", "read-cold-8M-t8-ts16M"]
     assert {c.params["target"] for c in cases} == {str(tmp_path)}
 
@@ -426,18 +427,15 @@ def test_gds_rejects_bad_parameters(server, options, message):
 
 def test_gds_target_must_be_a_directory(server, tmp_path):
     with pytest.raises(UserError, match="no such directory"):
-        gds.Gds().cases(server, "default", {"target": str(tmp_path / "missing")})
+        gds.Gds().cases(server, "default", {}, RunSettings(target=tmp_path / "missing"))
 
 
 def test_a_file_as_target_waives_the_gds_cases_instead_of_failing_the_plan(server, tmp_path):
     """--target FILE goes to every benchmark that takes a target: the I/O benchmarks read it, gds,
     which writes a scratch file of its own, is waived case by case (the whole run failed)."""
-    from gpubench.bench.core.runner import options_for, parse_params
-
     existing = tmp_path / "data.bin"
     existing.write_bytes(bytes(4096))
-    options = options_for(gds.Gds(), parse_params([f"target={existing}"]))
-    cases = gds.Gds().cases(server, "quick", options)
+    cases = gds.Gds().cases(server, "quick", {}, RunSettings(target=existing))
     assert cases and {c.params["target"] for c in cases} == {str(existing)}
     ctx = Context(scratch=tmp_path, profile=server, deadline=float("inf"))
     with pytest.raises(Waived, match=f"target {existing} is a file or device; gds writes a scratch file of its own"):

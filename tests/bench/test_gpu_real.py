@@ -144,9 +144,7 @@ def test_gds_against_kvikios_own_benchmark(kvikio_ready, tmp_path, record_proper
         pytest.skip(f"KvikIO's benchmark did not run: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
     theirs = gds.parse_kvikio_report(proc.stdout)
     assert "cufile read" in theirs, proc.stdout
-    scratch = tmp_path / "ours"
-    scratch.mkdir()
-    options = {"sizes": size, "threads": threads, "ops": "read", "caches": "warm", "baseline": "0", "iterations": "3", "target": str(scratch)}
+    options = {"sizes": size, "threads": threads, "ops": "read", "caches": "warm", "baseline": "0", "iterations": "3"}
     ours = run_cases(gds.Gds(), kvikio_ready, tmp_path, options, record_property)
     (result,) = ours.values()
     assert_measured(result)

@@ -16,8 +16,7 @@ from typing import Iterator
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import slurm_cluster  # noqa: E402
+from tests.fleet import slurm_cluster
 
 NODES = ("n1", "n2", "n3")
 SLOW_NODE, SLOW_SHARE = "n2", 0.1  # a tenth of one CPU: well below a fair share even when the machine is busy

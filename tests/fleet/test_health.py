@@ -12,14 +12,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "results"))
-from history_factories import build_result, build_run  # noqa: E402
-
-from gpubench.cli import app  # noqa: E402
-from gpubench.fleet.health import COULD_NOT_RUN, HEALTHY, UNHEALTHY, _judge, check_health  # noqa: E402
-from gpubench.fleet.lock import NODE_DIR_ENV, node_lock  # noqa: E402
-from gpubench.results.model import ResultStatus, RunStatus  # noqa: E402
-from gpubench.results.stats import summarize  # noqa: E402
+from gpubench.cli import app
+from gpubench.fleet.health import COULD_NOT_RUN, HEALTHY, UNHEALTHY, _judge, check_health
+from gpubench.fleet.lock import NODE_DIR_ENV, node_lock
+from gpubench.results.model import ResultStatus, RunStatus
+from gpubench.results.stats import summarize
+from tests.factories import RANDREAD, failed, measured, run_of, waived
 
 runner = CliRunner()
 
@@ -32,14 +30,15 @@ def _profile(binding: str = "yes") -> dict:
 
 
 def _run(value: float = 100.0, status: ResultStatus = ResultStatus.OK, binding: str = "yes", run_status: RunStatus = RunStatus.COMPLETE):  # type: ignore[no-untyped-def]
-    samples = (value, value * 1.01, value * 0.99)
-    return build_run((build_result("randread-4k", samples=samples, status=status, benchmark="iouring"),),
-                     profile=_profile(binding), status=run_status)
+    result = {ResultStatus.OK: lambda: measured(RANDREAD, (value, value * 1.01, value * 0.99)),
+              ResultStatus.FAILED: lambda: failed(RANDREAD, "I/O error"),
+              ResultStatus.WAIVED: lambda: waived(RANDREAD, "O_DIRECT is not supported here")}[status]()
+    return run_of((result,), status=run_status, profile=_profile(binding))
 
 
 @pytest.mark.parametrize("now, base, code, reason", [
     (_run(), None, HEALTHY, ""),
-    (_run(status=ResultStatus.FAILED), None, UNHEALTHY, "iouring/randread-4k failed"),
+    (_run(status=ResultStatus.FAILED), None, UNHEALTHY, "iouring/randread-4k-qd32-j1-direct failed: I/O error"),
     (_run(90.0), _run(100.0), HEALTHY, ""),
     (_run(70.0), _run(100.0), UNHEALTHY, "against 100 in the baseline (0.70x)"),
     (_run(status=ResultStatus.WAIVED), _run(), UNHEALTHY, "ran in the baseline, now waived"),

@@ -4,22 +4,20 @@ threshold, lost cases and capabilities, peer groups, determinism."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from factories import node_export, write_exports  # noqa: E402
+from tests.fleet.factories import node_export, write_exports
 
-from gpubench.errors import UserError  # noqa: E402
-from gpubench.fleet.collect import Collected, collect  # noqa: E402
-from gpubench.fleet.judge import judge  # noqa: E402
-from gpubench.fleet.layout import NodeState, NodeStatus  # noqa: E402
-from gpubench.fleet.model import FindingKind, NodeRun, PeerTest, Thresholds  # noqa: E402
-from gpubench.fleet.peers import case_stats, peer_groups  # noqa: E402
-from gpubench.report.fleet_json import report_json  # noqa: E402
-from gpubench.results.jsonio import run_from_dict  # noqa: E402
+from gpubench.errors import UserError
+from gpubench.fleet.collect import Collected, collect
+from gpubench.fleet.judge import judge
+from gpubench.fleet.layout import NodeState, NodeStatus
+from gpubench.fleet.model import FindingKind, NodeRun, PeerTest, Thresholds
+from gpubench.fleet.peers import case_stats, peer_groups
+from gpubench.report.fleet_json import report_json
+from gpubench.results.jsonio import run_from_dict
 
 CHASE = "chase-cpu0-mem0"  # ns: lower is better
 TRIAD = "triad-cpu0-mem0"  # GB/s

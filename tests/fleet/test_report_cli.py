@@ -4,20 +4,17 @@ capability named in the terminal (80 columns), JSON, Markdown, JUnit and HTML; e
 from __future__ import annotations
 
 import json
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "report"))
-from factories import node_export, write_exports  # noqa: E402
+from tests.fleet.factories import node_export, write_exports
 
-from gpubench.cli import app  # noqa: E402
-from gpubench.errors import UserError  # noqa: E402
-from gpubench.fleet.layout import FleetDir, LaunchRecord, NodeState, NodeStatus  # noqa: E402
+from gpubench.cli import app
+from gpubench.errors import UserError
+from gpubench.fleet.layout import FleetDir, LaunchRecord, NodeState, NodeStatus
 
 runner = CliRunner()
 SLOW, BROKEN = "n3", "n6"
@@ -87,7 +84,7 @@ def test_markdown_junit_and_a_second_merge_that_adds_nothing(fleet_dir: Path, tm
 
 
 def test_html_lists_the_flagged_nodes_first_and_renders_in_chromium(fleet_dir: Path, tmp_path: Path) -> None:
-    from chromium import dump_dom, ink_stats, screenshot
+    from tests.report.chromium import dump_dom, ink_stats, screenshot
 
     page = tmp_path / "fleet.html"
     result = _report(str(fleet_dir), "--db", str(tmp_path / "f.db"), "--html", str(page))

@@ -3,18 +3,16 @@ with the rule that failed."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from factories import node_export  # noqa: E402
+from tests.fleet.factories import node_export
 
-from gpubench.errors import UserError  # noqa: E402
-from gpubench.fleet.model import FindingKind, NodeRun  # noqa: E402
-from gpubench.fleet.rules import check_rules, load_rules  # noqa: E402
-from gpubench.results.jsonio import run_from_dict  # noqa: E402
+from gpubench.errors import UserError
+from gpubench.fleet.model import FindingKind, NodeRun
+from gpubench.fleet.rules import check_rules, load_rules
+from gpubench.results.jsonio import run_from_dict
 
 TRIAD = ("memtier", "triad-cpu0-mem0")
 CHASE = ("memtier", "chase-cpu0-mem0")

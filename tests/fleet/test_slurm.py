@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from conftest import SLOW_NODE, Slurm
+from tests.fleet.conftest import SLOW_NODE, Slurm
 
 BROKEN_NODE = "n3"
 # one cheap case: a short pointer chase, whose time is all CPU time, so that the CPU-limited node

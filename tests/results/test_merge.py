@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-sys.path.insert(0, str(Path(__file__).parent))
-from history_factories import build_result, build_run  # noqa: E402
-
-from gpubench.cli import app  # noqa: E402
-from gpubench.results.merge import merge_exports  # noqa: E402
-from gpubench.results.store import Store  # noqa: E402
-
-runner = CliRunner()
+from gpubench.results.merge import merge_exports
+from gpubench.results.store import Store
+from tests.cli import invoke
+from tests.factories import measured, run_of
 
 
 def _export(directory: Path, name: str, **overrides: object) -> Path:
-    run = build_run((build_result(),), **overrides)
+    run = run_of((measured(),), **overrides)  # type: ignore[arg-type]
     path = directory / name
     path.write_text(json.dumps(run.to_dict()))
     return path
@@ -74,14 +67,14 @@ def test_import_takes_many_files_skips_known_runs_and_fails_on_a_bad_one(tmp_pat
     _export(exports, "n1.json", label="node one")
     _export(exports, "n2.json")
     db = tmp_path / "h.db"
-    first = runner.invoke(app, ["import", str(exports), "--db", str(db)])
+    first = invoke("import", str(exports), "--db", str(db))
     assert first.exit_code == 0, first.stderr
     assert first.stdout.count("imported run") == 2 and "(node one) as run 1" in first.stdout
     assert "imported 2 run(s), skipped 0 already there" in first.stderr
 
     (exports / "broken.json").write_text('{"schema_version": 1}')
     _export(exports, "n3.json")
-    second = runner.invoke(app, ["import", str(exports), "--db", str(db)])
+    second = invoke("import", str(exports), "--db", str(db))
     assert second.exit_code == 1
     assert second.stdout.count("skipped run") == 2 and second.stdout.count("imported run") == 1
     assert "broken.json: uid: missing" in second.stderr

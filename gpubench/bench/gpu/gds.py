@@ -21,8 +21,8 @@ The result's extra also names the file system, KvikIO's version, the thread coun
 GDS threshold KvikIO reports back, and the nvidia-fs version cuFile reports. With O_DIRECT (real
 GDS) the page cache is not used, so cold and warm should agree there.
 
-The scratch file lives in the case's scratch directory, or in --target / --param gds.target (a
-directory), and is removed afterwards. `--drop-cache` keeps only the cold reads.
+The scratch file lives in the case's scratch directory, or in the run's --target (a directory),
+and is removed afterwards. `--drop-cache` keeps only the cold reads.
 
 One repetition is `iterations` transfers of the whole size; its value is their median GB/s.
 
@@ -36,8 +36,8 @@ Parameters (--param gds.NAME=VALUE):
   baseline    also run the POSIX + copy baseline (default true)
   iterations  transfers per repetition (default 5; quick 3)
   gpu         the GPU in the probe's PCI order (default 0)
-  target      a directory on the file system to measure (default: the scratch directory); a
-              file or device there (as --target may name for the I/O benchmarks) waives the cases
+The run's --target (a directory on the file system to measure; a file or device, as --target may
+name for the I/O benchmarks, waives the cases) and --drop-cache apply (Gds.honours).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
+from gpubench.bench.core.settings import RunSettings, Setting
 from gpubench.bench.core.params import check_options, format_size, parse_bool, parse_choices, parse_ints, parse_sizes
 from gpubench.bench.gpu import common as g
 from gpubench.bench.engines import iofile
@@ -59,7 +60,7 @@ from gpubench.probe.model import Profile
 from gpubench.probe.views import GdsView
 
 BENCH = "gds"
-OPTIONS = ("sizes", "threads", "task_sizes", "ops", "caches", "baseline", "iterations", "gpu", "target", "drop_cache")
+OPTIONS = ("sizes", "threads", "task_sizes", "ops", "caches", "baseline", "iterations", "gpu")
 OPS = ("read", "write")
 CACHES = ("cold", "warm")
 MAX_THREADS = 1024
@@ -160,7 +161,7 @@ def parse_kvikio_report(text: str) -> dict[str, float]:
 
 # --- planning --------------------------------------------------------------------------------
 
-def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
+def plan(profile: Profile, size: str, options: dict[str, str], settings: RunSettings = RunSettings()) -> list[Case]:
     check_options(BENCH, options, OPTIONS)
     gpus = g.nvidia_gpus(profile)
     if not gpus:
@@ -171,13 +172,13 @@ def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
     ops = parse_choices(BENCH, "ops", options["ops"], OPS) if "ops" in options else list(OPS)
     if "caches" in options:
         caches = parse_choices(BENCH, "caches", options["caches"], CACHES)
-    elif "drop_cache" in options and parse_bool(BENCH, "drop_cache", options["drop_cache"]):
+    elif settings.drop_cache:
         caches = ["cold"]
     else:
         caches = list(CACHES)
     baseline = parse_bool(BENCH, "baseline", options["baseline"]) if "baseline" in options else True
     gpu = g.parse_gpus(BENCH, "gpu", options["gpu"], gpus)[0] if "gpu" in options else 0
-    target = options.get("target") or None
+    target = str(settings.target) if settings.target is not None else None
     if target is not None and not Path(target).exists():
         raise UserError(f"{BENCH}: target {target}: no such directory (gds writes its own scratch file there)")
 
@@ -206,6 +207,7 @@ def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
 class Gds:
     key: ClassVar[str] = "gds"
     options: ClassVar[tuple[str, ...]] = OPTIONS
+    honours: ClassVar[frozenset[Setting]] = frozenset({Setting.TARGET, Setting.DROP_CACHE})
     description: ClassVar[str] = (
         "KvikIO CuFile reads (cold and warm page cache) and writes between a file and GPU memory over sizes, "
         "thread counts and task sizes, naming the path KvikIO took (GDS, cuFile compat, POSIX compat); "
@@ -220,8 +222,8 @@ class Gds:
             return f"KvikIO is not installed (probe: gpudirect storage, kvikio = no): {g.INSTALL_HINT}"
         return g.kvikio_missing()
 
-    def cases(self, profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
-        return plan(profile, size, options)
+    def cases(self, profile: Profile, size: str, options: dict[str, str], settings: RunSettings = RunSettings()) -> list[Case]:
+        return plan(profile, size, options, settings)
 
     @contextmanager
     def prepare(self, case: Case, ctx: Context) -> Iterator[Callable[[], Sample]]:
@@ -229,7 +231,7 @@ class Gds:
         directory = Path(p["target"]) if p["target"] else ctx.scratch
         if p["target"] and not directory.is_dir():  # --target names the file or device the I/O benchmarks read
             raise Waived(f"target {directory} is a file or device; gds writes a scratch file of its own and needs a "
-                         f"directory there (-p gds.target=DIR)")
+                         f"directory there (--target DIR)")
         if not directory.is_dir():
             raise BenchFailure(f"{directory}: not a directory")
         cp = g.load_cupy()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import statistics
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from itertools import permutations
 from typing import Any, Callable, ClassVar, Iterator
 
@@ -125,6 +126,40 @@ def _pair_cases(profile: Profile, gpus: list[GpuDevice], src: int, dst: int, kin
         Case(f"{kind}-{label}-{format_size(n)}", {**common, "size": n, "iterations": iterations, "bytes_per_iteration": factor * n}, "GB/s")
         for n in sizes
     ]
+
+
+@dataclass(frozen=True)
+class PairParams:
+    """What a p2p result says about its GPU pair, typed for readers outside this family (the
+    report's matrices): built from the parameters _pair_cases writes and the extras a measurement
+    records."""
+
+    src: int
+    dst: int
+    kind: str  # one of KINDS
+    size: int | None  # bytes per copy
+    via: str  # the path that ran (peer or host), else the planned route (peer, host or auto)
+    src_model: str = ""
+    dst_model: str = ""
+
+    @property
+    def both_ways(self) -> bool:
+        """A bidirectional kind measures the unordered pair."""
+        return self.kind.startswith("bidir")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], extra: dict[str, Any] | None = None) -> PairParams | None:
+        """None where the parameters name no pair of GPUs (another benchmark's result)."""
+        src, dst = params.get("src"), params.get("dst")
+        if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in (src, dst)):
+            return None
+        size = params.get("size")
+        return cls(
+            src=src, dst=dst, kind=str(params.get("kind") or ""),
+            size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+            via=str((extra or {}).get("via") or params.get("via") or ""),
+            src_model=str(params.get("src_model") or ""), dst_model=str(params.get("dst_model") or ""),
+        )
 
 
 class P2P:
