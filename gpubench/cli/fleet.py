@@ -131,18 +131,6 @@ def run_command(
         raise typer.Exit(1)
 
 
-def parse_fraction(text: str, option: str) -> float:
-    """'10%' or 0.1 -> 0.1."""
-    raw = text.strip()
-    try:
-        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
-    except ValueError:
-        raise typer.BadParameter(f"{text!r}: give a percentage such as 10%", param_hint=option) from None
-    if not 0 < value < 1:
-        raise typer.BadParameter(f"{text!r}: give a percentage above 0% and below 100%", param_hint=option)
-    return value
-
-
 @fleet_app.command("report")
 def report_command(
     inputs: List[Path] = typer.Argument(..., metavar="DIR|FILE...", help="A fleet run's directory (its node exports and status files), or node exports and directories of them."),
@@ -173,7 +161,7 @@ def report_command(
 
     if as_json and markdown:
         raise typer.BadParameter("--json and --markdown both print the report: give one", param_hint="--markdown")
-    thresholds = Thresholds(z=z, relative=parse_fraction(relative, "--relative"))
+    thresholds = Thresholds(z=z, relative=_relative(relative))
     targets = [p for p in (html, junit) if p is not None]
     if len(targets) == 2 and html.resolve() == junit.resolve():  # type: ignore[union-attr]
         raise UserError(f"{html} is named for both --html and --junit")
@@ -203,6 +191,15 @@ def report_command(
         typer.echo(f"{len(report.flagged)} of {len(report.nodes)} node(s) flagged: {', '.join(n.node for n in report.flagged[:20])}"
                    + (" ..." if len(report.flagged) > 20 else ""), err=True)
         raise typer.Exit(3)
+
+
+def _relative(text: str) -> float:
+    from gpubench.cli.history import parse_threshold
+
+    try:
+        return parse_threshold(text)
+    except typer.BadParameter as e:
+        raise typer.BadParameter(e.message, param_hint="--relative") from None
 
 
 def _print_report(report, as_json: bool, markdown: bool) -> None:  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ from gpubench.fleet.hostlist import compress
 from gpubench.fleet.layout import NodeState, NodeStatus
 from gpubench.fleet.model import FleetReport
 from gpubench.report import formats
+from gpubench.report.markdown import cell
 from gpubench.report.terminal import PROSE_WIDTH
 
 STATE_STYLE = {
@@ -52,17 +53,13 @@ def to_markdown(tables: Iterable[PlainTable]) -> str:
     parts = []
     for table in tables:
         parts.append(f"### {table.title}\n")
-        parts.append("| " + " | ".join(_md(h) for h in table.headers) + " |")
+        parts.append("| " + " | ".join(cell(h) or " " for h in table.headers) + " |")
         parts.append("|" + "|".join("---:" if h in table.numeric else "---" for h in table.headers) + "|")
-        parts += ["| " + " | ".join(_md(cell) for cell in row) + " |" for row in table.rows]
+        parts += ["| " + " | ".join(cell(text) or " " for text in row) + " |" for row in table.rows]
         if table.note:
-            parts.append(f"\n{_md(table.note)}")
+            parts.append(f"\n{cell(table.note)}")
         parts.append("")
     return "\n".join(parts) + "\n"
-
-
-def _md(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>") or " "
 
 
 def launch_rows(statuses: Sequence[NodeStatus]) -> PlainTable:
