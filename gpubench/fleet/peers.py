@@ -163,5 +163,5 @@ def capability_findings(cells: Mapping[str, Mapping[ColumnKey, CapabilityCell]])
             if cell.lost:
                 verdict = cell.status.value if cell.status is not None else "not probed"
                 found.setdefault(node, []).append(Finding(FindingKind.LOST_CAPABILITY, name,
-                                                          f"{verdict} where its peers have yes: {cell.why or 'no reason given'}"))
+                                                          f"{verdict} here, yes on its peers: {cell.why or 'no reason given'}"))
     return found
