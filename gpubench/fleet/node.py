@@ -71,11 +71,14 @@ def run_node_task(task: NodeTask) -> int:
 
 
 def _state(outcome: RunOutcome) -> NodeState:
+    """A run that ended 0 is OK even when asked to stop: it finished first."""
+    if outcome.exit_code == 0:
+        return NodeState.OK
     if outcome.stopped_by == "deadline":
         return NodeState.TIMED_OUT
     if outcome.stopped_by == "signal":
         return NodeState.INTERRUPTED
-    return NodeState.OK if outcome.exit_code == 0 else NodeState.FAILED
+    return NodeState.FAILED
 
 
 def _locked_run(task: NodeTask, cancelled: Callable[[], bool]) -> RunOutcome:
@@ -108,7 +111,7 @@ def _run(task: NodeTask, cancelled: Callable[[], bool]) -> RunOutcome:
     stopped_by = _supervise(child, task.deadline, cancelled)
     reader.join(5)
     message = "" if child.returncode == 0 else f"gpubench run exited {child.returncode}"
-    if stopped_by == "deadline":
+    if stopped_by == "deadline" and child.returncode != 0:
         message = "stopped at --max-time; its completed cases are kept"
     return RunOutcome(child.returncode, _uid_of(b"".join(captured)), stopped_by, message)
 

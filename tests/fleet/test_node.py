@@ -77,15 +77,14 @@ def test_a_cancelled_task_stops_its_run_cleanly_and_still_exports(tmp_path: Path
     fleet = FleetDir(tmp_path / "fleet")
     fleet.logs.mkdir(parents=True)
     env = {**os.environ, "SLURMD_NODENAME": "n7", "SLURM_STEP_NODELIST": "n7"}
-    shorter_steps = tuple("memtier.hops=2000000" if arg.startswith("memtier.hops=") else arg for arg in LONG)
     command = [sys.executable, "-m", "gpubench", "fleet", "node", "--out", str(fleet.root), "--node-dir", str(tmp_path / "local"),
-               "--", *shorter_steps]
-    task = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               "--", *LONG]
+    task = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not _has_a_result(tmp_path / "local"):  # a round is stored
             time.sleep(0.5)
-        task.send_signal(signal.SIGTERM)  # as Slurm does when the job is cancelled
+        os.killpg(task.pid, signal.SIGTERM)  # as Slurm does when the job is cancelled: the task and its children
         _, stderr = task.communicate(timeout=40)
     finally:
         task.kill()
@@ -106,3 +105,14 @@ def _has_a_result(local: Path) -> bool:
         if listings and listings[0].n_results:
             return True
     return False
+
+
+def test_a_run_that_ended_well_is_ok_even_when_it_was_asked_to_stop() -> None:
+    from gpubench.fleet.node import RunOutcome, _state
+
+    assert _state(RunOutcome(0, stopped_by="signal")) is NodeState.OK  # it finished first
+    assert _state(RunOutcome(0, stopped_by="deadline")) is NodeState.OK
+    assert _state(RunOutcome(130, stopped_by="signal")) is NodeState.INTERRUPTED
+    assert _state(RunOutcome(130, stopped_by="deadline")) is NodeState.TIMED_OUT
+    assert _state(RunOutcome(-9, stopped_by="deadline")) is NodeState.TIMED_OUT
+    assert _state(RunOutcome(1)) is NodeState.FAILED and _state(RunOutcome(None)) is NodeState.FAILED
