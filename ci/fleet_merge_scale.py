@@ -73,12 +73,13 @@ def main(counts: list[int]) -> int:
             if status not in (0, 3):
                 print(f"fleet report failed on {count} exports (exit {status})", file=sys.stderr)
                 return 1
-        rows.append((count, seconds))
+        rows.append((count, seconds, cpu))
         print(f"{count:>6} {size / 1e6:>10.1f} {seconds:>9.2f} {cpu:>7.2f} {seconds / count * 1000:>8.1f} {peak:>9.0f} "
               f"{reference:>12.2f} {seconds / reference:>6.1f}")
     if len(rows) > 1:
-        (small_n, small_s), (big_n, big_s) = rows[-2], rows[-1]
-        print(f"time per node, N={big_n} against N={small_n}: {big_s / big_n / (small_s / small_n):.2f}x (1.00x: linear)")
+        (small_n, small_s, small_cpu), (big_n, big_s, big_cpu) = rows[-2], rows[-1]
+        print(f"per node, N={big_n} against N={small_n}: {big_s / big_n / (small_s / small_n):.2f}x the time, "
+              f"{big_cpu / big_n / (small_cpu / small_n):.2f}x the CPU time (1.00x: linear; start-up weighs on small N)")
     return 0
 
 

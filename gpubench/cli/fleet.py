@@ -141,8 +141,8 @@ def report_command(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON only on stdout."),
     markdown: bool = typer.Option(False, "--markdown", help="Print the report as Markdown on stdout."),
     db: Optional[Path] = typer.Option(None, "--db", metavar="PATH", help="The history every node's run is merged into (default: DIR/fleet.db)."),
-    z: float = typer.Option(3.5, "--z", min=0.5, max=100.0, metavar="Z", help="Robust z-score beyond which a node is an outlier (with 5 peers or more)."),
-    relative: str = typer.Option("10%", "--relative", metavar="PCT", help="And at least this much worse than its group's median (alone with fewer than 5 peers)."),
+    z: float = typer.Option(3.5, "--z", min=0.5, max=100.0, metavar="Z", help="Robust z-score beyond which a node is an outlier (in groups of 5 nodes or more)."),
+    relative: str = typer.Option("10%", "--relative", metavar="PCT", help="And at least this much worse than its group's median (alone in groups of fewer than 5)."),
     force: bool = typer.Option(False, "--force", help="Replace --html and --junit files that already exist."),
 ) -> None:
     """Merge every node's run into one history and find the nodes that are off.

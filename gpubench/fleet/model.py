@@ -165,7 +165,7 @@ class CaseStats:
 
 class PeerTest(str, enum.Enum):
     BOTH = "robust z and relative"
-    RELATIVE = "relative alone (fewer than 5 peers)"
+    RELATIVE = "relative alone (a group of fewer than 5)"
     NONE = "not judged (no peers)"
 
 
@@ -190,7 +190,7 @@ class Thresholds:
     z: float = 3.5  # robust z beyond which a node is an outlier (Iglewicz and Hoaglin's cut-off)
     relative: float = 0.10  # and at least this much worse than the median
     mad_floor: float = 0.01  # the spread is at least this fraction of the median
-    min_peers_for_z: int = 5
+    min_group_for_z: int = 5
 
 
 @dataclass(frozen=True)

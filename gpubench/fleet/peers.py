@@ -63,7 +63,7 @@ def _memory_clusters(runs: list[NodeRun]) -> list[dict[str, int | None]]:
 def _test(size: int, thresholds: Thresholds) -> PeerTest:
     if size < 2:
         return PeerTest.NONE
-    return PeerTest.BOTH if size >= thresholds.min_peers_for_z else PeerTest.RELATIVE
+    return PeerTest.BOTH if size >= thresholds.min_group_for_z else PeerTest.RELATIVE
 
 
 def case_stats(group: PeerGroup, runs: Mapping[str, NodeRun], thresholds: Thresholds) -> tuple[CaseStats, ...]:

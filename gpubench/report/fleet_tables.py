@@ -87,7 +87,7 @@ def summary_lines(report: FleetReport) -> list[str]:
         f"{len(report.nodes)} node(s), {judged} with a run to judge, in {len(report.groups)} group(s) of identical hardware; "
         f"{len(report.flagged)} flagged",
         f"outliers: robust z above {t.z:g} and at least {t.relative:.0%} worse than the group's median "
-        f"(groups of fewer than {t.min_peers_for_z}: the {t.relative:.0%} alone); spread: 1.4826 x MAD, at least {t.mad_floor:.0%} of the median",
+        f"(groups of fewer than {t.min_group_for_z}: the {t.relative:.0%} alone); spread: 1.4826 x MAD, at least {t.mad_floor:.0%} of the median",
     ]
     if report.rules_file:
         lines.append(f"rules: {report.rules_file}" + (f"; baseline: {', '.join(u[:12] for u in report.baseline)}" if report.baseline else ""))

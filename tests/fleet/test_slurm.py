@@ -61,7 +61,7 @@ def test_fleet_run_and_report_flag_the_slow_node_and_the_one_that_lost_a_capabil
     assert ("slow", "memtier/chase-cpu0-mem0") in {(f["kind"], f["subject"]) for f in nodes[SLOW_NODE]["findings"]}
     assert [(f["kind"], f["subject"]) for f in nodes[BROKEN_NODE]["findings"]] == [("lost capability", "io_uring binding")]
     assert "broken liburing" in nodes[BROKEN_NODE]["findings"][0]["detail"]
-    assert document["groups"][0]["judged_by"] == "relative alone (fewer than 5 peers)"
+    assert document["groups"][0]["judged_by"] == "relative alone (a group of fewer than 5)"
 
     html, junit = tmp_path / "fleet.html", tmp_path / "fleet.xml"
     text = slurm.gpubench("fleet", "report", str(out), "--relative", "30%", "--html", str(html), "--junit", str(junit), cwd=tmp_path)
