@@ -69,14 +69,12 @@ def run_command(
     from gpubench.bench.core.runner import parse_params, select
     from gpubench.results.store import default_db_path
 
-    if profile is not None or baseline is not None:
+    if (profile, baseline) != (None, None):
         from gpubench.fleet.health import health_main
 
-        if profile is None:
-            raise click_exc.UsageError("--baseline goes with --profile health")
-        fixed = [flag for flag, given in (("--only", only), ("--skip", skip), ("--quick", quick), ("--full", full), ("--param", param),
-                                          ("--rounds", rounds), ("--repeat", repeat > 1), ("--json", as_json)) if given]
-        raise typer.Exit(health_main(profile, db or default_db_path(), baseline, label, fixed))
+        fixed = {"--only": only, "--skip": skip, "--quick": quick, "--full": full, "--param": param, "--rounds": rounds,
+                 "--repeat": repeat > 1, "--json": as_json}
+        raise typer.Exit(health_main(profile, db, baseline, label, fixed))
     if quick and full:
         raise click_exc.UsageError("--quick and --full exclude each other")
     if not label.isprintable():  # control characters, or bytes that are not UTF-8

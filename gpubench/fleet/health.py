@@ -184,17 +184,23 @@ def _lost_capabilities(base: Run, run: Run) -> list[str]:
     return reasons
 
 
-def health_main(profile: str, db: Path, baseline: str | None, label: str, fixed_options: list[str]) -> int:
-    """What `gpubench run --profile NAME` does: the verdict line on stdout, its exit status."""
+def health_main(profile: str | None, db: Path | None, baseline: str | None, label: str, options: dict[str, object]) -> int:
+    """What `gpubench run --profile NAME` does: the verdict line on stdout, its exit status.
+    `options` are the run's other options, none of which may be given (the set is fixed)."""
     import sys
 
     import typer
 
+    from gpubench.results.store import default_db_path
+
+    if profile is None:
+        raise typer.BadParameter("goes with --profile health", param_hint="--baseline")
     if profile not in PROFILES:
         raise typer.BadParameter(f"{profile!r}: the profiles are {', '.join(PROFILES)}", param_hint="--profile")
-    if fixed_options:
-        raise typer.BadParameter(f"{profile} runs a fixed set: leave out {', '.join(fixed_options)}", param_hint="--profile")
-    verdict = check_health(db, baseline, label or profile)
+    given = [flag for flag, value in options.items() if value]
+    if given:
+        raise typer.BadParameter(f"{profile} runs a fixed set: leave out {', '.join(given)}", param_hint="--profile")
+    verdict = check_health(db or default_db_path(), baseline, label or profile)
     sys.stdout.write(verdict.line())
     sys.stdout.flush()
     return verdict.exit_code
