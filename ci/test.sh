@@ -47,6 +47,12 @@ command -v fio >/dev/null || need+=(fio)
 command -v numactl >/dev/null || need+=(numactl)
 ldconfig -p 2>/dev/null | grep -q 'libnuma\.so\.1' || need+=(libnuma1)
 command -v chromium >/dev/null || need+=(chromium)
+# Slurm and munge from the distribution for the fleet tests: tests/fleet/slurm_cluster.py starts its
+# own munged, slurmctld and one slurmd per network namespace (iproute2, util-linux), removes them after
+command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v srun >/dev/null || need+=(slurm-wlm)
+command -v munged >/dev/null || need+=(munge)
+command -v ip >/dev/null || need+=(iproute2)
+command -v nsenter >/dev/null && command -v unshare >/dev/null || need+=(util-linux)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "ci/test.sh: installing ${need[*]}" >&2

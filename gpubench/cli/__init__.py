@@ -55,6 +55,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gpubench.cli.calibrate",
     "gpubench.cli.telemetry",
     "gpubench.cli.report",
+    "gpubench.cli.fleet",
 )
 
 

@@ -121,19 +121,35 @@ def export_command(
 
 
 def import_command(
-    file: Path = typer.Argument(..., metavar="FILE", help="A JSON export (`gpubench export RUN --format json`) or a run's JSON report."),
+    files: List[Path] = typer.Argument(..., metavar="FILE|DIR...", help="JSON exports (`gpubench export RUN --format json`) or runs' JSON reports; a directory stands for its *.json files."),
     db: Optional[Path] = DbOpt,
 ) -> None:
-    """Add a run exported on another machine to this history."""
-    from gpubench.results.jsonio import read_run_file
-    from gpubench.results.store import Store
+    """Add runs exported on other machines to this history.
 
-    run = read_run_file(file)  # validated whole before the database is opened
+    A run already in the history (the same uid) is skipped, so importing the same files again, or
+    a directory that has grown, adds only what is new. A file that cannot be read is named on
+    stderr and the others are still imported; the exit status is then 1."""
+    from gpubench.results.merge import merge_exports
+
     path = _db(db)
-    with Store.open(path, create=True) as store:
-        run_id = store.import_run(run)
-    label = f" ({run.label})" if run.label else ""
-    _emit(f"imported run {run.uid[:12]}{label} as run {run_id} into {path}\n")
+    problems, counts = [], {"added": 0, "skipped": 0}
+    for item in merge_exports(path, files):
+        if item.run is None:
+            problems.append(item.problem)
+            typer.echo(f"gpubench: error: {item.problem}", err=True)
+            continue
+        label = f" ({item.run.label})" if item.run.label else ""
+        if item.added:
+            counts["added"] += 1
+            _emit(f"imported run {item.run.uid[:12]}{label} as run {item.run_id} into {path}\n")
+        else:
+            counts["skipped"] += 1
+            _emit(f"skipped run {item.run.uid[:12]}{label}: already in {path} as run {item.run_id}\n")
+    if counts["added"] + counts["skipped"] + len(problems) > 1:
+        typer.echo(f"imported {counts['added']} run(s), skipped {counts['skipped']} already there"
+                   + (f", {len(problems)} could not be read" if problems else ""), err=True)
+    if problems:
+        raise typer.Exit(1)
 
 
 def compare_command(

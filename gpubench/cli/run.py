@@ -51,6 +51,8 @@ def run_command(
     repeat: int = typer.Option(1, "--repeat", min=1, max=100, metavar="N", help="Make N runs back to back, each stored on its own: compare them as a set (gpubench compare 1,2,3 ...) to tell a change from run-to-run noise."),
     no_report: bool = typer.Option(False, "--no-report", help="Write no HTML or JSON report (see --reports-dir)."),
     reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", metavar="DIR", help="Where the HTML and JSON reports go."),
+    profile: Optional[str] = typer.Option(None, "--profile", metavar="health", help="health: a fixed quick set (under a minute) for Slurm's HealthCheckProgram or a prolog; one JSON verdict line on stdout, exit 0 healthy, 1 unhealthy, 2 could not run."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", metavar="FILE|RUN", help="With --profile health: the node's earlier health run to compare with (an export, or a run in --db: number, uid or label:NAME)."),
 ) -> None:
     """Probe, plan and run every benchmark that applies here; store the results and write a report.
 
@@ -67,6 +69,12 @@ def run_command(
     from gpubench.bench.core.runner import parse_params, select
     from gpubench.results.store import default_db_path
 
+    if (profile, baseline) != (None, None):
+        from gpubench.fleet.health import health_main
+
+        fixed = {"--only": only, "--skip": skip, "--quick": quick, "--full": full, "--param": param, "--rounds": rounds,
+                 "--repeat": repeat > 1, "--json": as_json}
+        raise typer.Exit(health_main(profile, db, baseline, label, fixed))
     if quick and full:
         raise click_exc.UsageError("--quick and --full exclude each other")
     if not label.isprintable():  # control characters, or bytes that are not UTF-8

@@ -10,19 +10,20 @@ from gpubench.report import formats
 from gpubench.report import headline as hl
 from gpubench.report import sections as sec
 from gpubench.report import telemetry as tel
+from gpubench.report.markdown import cell
 from gpubench.report.terminal import machine_line, run_heading
 from gpubench.results.model import Run
 
 
-def cell(text: object) -> str:
-    """Table cell text: a `|` would end the cell and a newline the row."""
-    return " ".join(str(text).split()).replace("\\", "\\\\").replace("|", "\\|")
+class Marked(str):
+    """Cell text already written as Markdown (its data escaped by cell), so not escaped again."""
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[int] = ()) -> list[str]:
+    """A GFM table; every cell is data and escaped (report.markdown.cell) unless it is Marked."""
     lines = ["| " + " | ".join(cell(h) for h in header) + " |",
              "|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|"]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(c if isinstance(c, Marked) else cell(str(c)) for c in row) + " |" for row in rows]
     return lines + [""]
 
 
@@ -37,7 +38,7 @@ def run_markdown(run: Run) -> str:
         rows = []
         for row in head.paths:
             versus = "; ".join(v.text for v in row.versus) or row.no_versus
-            rows.append((f"**{row.path}**: {row.job}", row.best_text, row.limit_text, versus))
+            rows.append((Marked(f"**{cell(row.path)}**: {cell(row.job)}"), row.best_text, row.limit_text, versus))
         out += table(("path", "best", "limit", "vs baseline"), rows, right=(1,))
     telemetry = tel.of_run(run)
     by_bench = {b.benchmark: b for b in telemetry.benchmarks}
@@ -65,7 +66,7 @@ def _section(section: sec.Section) -> list[str]:
     rows = []
     for row in section.rows:
         r = row.result
-        cells: list[object] = [f"`{r.case}`", row.median_text, row.ci_text(" – "), len(r.samples)]
+        cells: list[object] = [r.case, row.median_text, row.ci_text(" – "), len(r.samples)]
         if section.versus_what:
             v = row.versus
             cells.append(f"{hl.ratio_text(v.ratio)}" + (f" ({v.note})" if v.note else "") if v else row.no_versus)

@@ -82,7 +82,7 @@ def parse_markdown_tables(text: str) -> list[list[list[str]]]:
     tables, current = [], None
     for line in text.splitlines():
         if line.startswith("|"):
-            cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+            cells = [re.sub(r"\\(.)", r"\1", c.strip()) for c in re.split(r"(?<!\\)\|", line)[1:-1]]  # escapes undone
             if current is None:
                 current = []
                 tables.append(current)
