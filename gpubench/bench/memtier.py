@@ -39,7 +39,7 @@ from typing import Any, Callable, ClassVar, Iterator
 
 from gpubench.bench.engines import numa
 from gpubench.bench.core.interface import BenchFailure, Case, Context, Sample, Waived
-from gpubench.bench.core.params import check_options, parse_bool, parse_choices, parse_int, parse_size, split_items
+from gpubench.bench.core.params import check_options, parse_bool, parse_choices, parse_int, parse_size, record_from_params, split_items
 from gpubench.errors import UserError
 from gpubench.probe.checks import compact_ranges
 from gpubench.probe.model import Profile
@@ -247,6 +247,26 @@ def _tier_params(topo: Topology, mem: NumaNode, cpu: NumaNode, kernel: str) -> d
         out["advertised_what"] = "HMAT access0 read bandwidth (GB/s)" if advertised is not None else None
     out["topology"] = topo.source
     return out
+
+
+@dataclass(frozen=True)
+class TierParams:
+    """A stored memtier case (see MemTier.cases): which kernel ran on which CPU node against which memory node."""
+
+    kernel: str  # one of KERNELS: STREAM's four in GB/s, "chase" in ns
+    cpu_node: int
+    mem_node: int
+    threads: int
+    mem_tier: int | None = None
+    mem_has_cpu: bool | None = None
+    advertised: float | None = None  # the firmware's figure for this case, in its unit (HMAT)
+    advertised_what: str | None = None
+
+    @property
+    def local(self) -> bool:
+        return self.cpu_node == self.mem_node
+
+    from_params = classmethod(record_from_params)  # the record of a stored result's parameters; None for another version's
 
 
 class MemTier:

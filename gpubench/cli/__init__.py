@@ -54,6 +54,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gpubench.cli.history",
     "gpubench.cli.calibrate",
     "gpubench.cli.telemetry",
+    "gpubench.cli.report",
     "gpubench.cli.fleet",
 )
 

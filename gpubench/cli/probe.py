@@ -11,7 +11,7 @@ import typer
 from gpubench.cli.common import JsonOpt, emit_json
 from gpubench.errors import UserError
 
-AreaOpt = typer.Option(None, "--area", "-a", metavar="AREA", help="Probe only this area (repeatable): kernel, iouring, gpu, hmm, p2p, gds, cxl, iommu.")
+AreaOpt = typer.Option(None, "--area", "-a", metavar="AREA", help="Probe only this area (repeatable): kernel, iouring, gpu, hmm, p2p, gds, cxl, iommu, links.")
 RootOpt = typer.Option(None, "--root", metavar="DIR|TAR", help="Read a recorded snapshot instead of this machine: a directory, or an archive written by `gpubench snapshot`.")
 
 
@@ -23,9 +23,10 @@ def probe_command(root: Optional[Path] = RootOpt, area: Optional[List[str]] = Ar
         if as_json:
             emit_json(profile.to_dict())
         else:
-            from gpubench.report.terminal import profile_table, stdout_console
+            from gpubench.report.terminal import fit, profile_table, stdout_console
 
-            stdout_console().print(profile_table(profile))
+            console = stdout_console()
+            console.print(fit(profile_table(profile), console.width))
 
     if root is None:
         show(probe(Source("/"), area))

@@ -104,7 +104,7 @@ def run_command(
     problems: list[str] = []
     try:
         finished = run_series(opts, repeat, lambda index: _progress(index, repeat),
-                              lambda stored: problems.extend(_show_run(stored, None if no_report else reports_dir, as_json)))
+                              lambda stored: problems.extend(_show_run(stored, None if no_report else reports_dir, as_json, opts.db)))
     except SettingError as e:
         raise UserError(e.worded(FLAGS[e.setting])) from None
     if as_json:
@@ -130,8 +130,8 @@ def _progress(index: int, repeat: int):  # type: ignore[no-untyped-def]
     return StderrProgress()
 
 
-def _show_run(stored, reports_dir: Path | None, as_json: bool) -> list[str]:  # type: ignore[no-untyped-def]
-    """Write the run's reports and print its table (the table only without --json); the problems."""
+def _show_run(stored, reports_dir: Path | None, as_json: bool, db: Path) -> list[str]:  # type: ignore[no-untyped-def]
+    """Write the run's reports and print its report (not with --json); the problems."""
     paths, problems = [], []
     if reports_dir is not None:
         try:
@@ -139,17 +139,9 @@ def _show_run(stored, reports_dir: Path | None, as_json: bool) -> list[str]:  # 
         except UserError as e:
             problems.append(str(e))
     if not as_json:
-        from gpubench.report.formats import machine_speed
-        from gpubench.report.tables import results_table
-        from gpubench.report.terminal import fit, stdout_console
+        from gpubench.cli.report import show_run
 
-        console = stdout_console()
-        console.print(fit(results_table(stored), console.width))
-        speed = machine_speed(stored)
-        if speed:
-            console.print(f"machine speed: {speed}")
-        for p in paths:
-            console.print(f"report: {p}")
+        show_run(stored, db, paths)
     for p in paths if as_json else ():
         typer.echo(f"report: {p}", err=True)
     return problems

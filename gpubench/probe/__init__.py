@@ -20,6 +20,7 @@ AREAS = {
     "gds": "gpubench.probe.gds",
     "cxl": "gpubench.probe.cxl",
     "iommu": "gpubench.probe.iommu",
+    "links": "gpubench.probe.links",
 }
 
 __all__ = ["AREAS", "Capability", "Evidence", "Profile", "Source", "Status", "probe"]

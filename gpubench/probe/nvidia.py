@@ -200,6 +200,8 @@ def _attempt(errors: dict[str, str], key: str, fn: Any, *args: Any) -> Any:
 
 
 def _query_initialised(nv: Any) -> dict[str, Any]:
+    from gpubench.probe.links import query_nvlinks
+
     errors: dict[str, str] = {}
     out: dict[str, Any] = {"available": True, "errors": errors}
     version = _attempt(errors, "driver_version", nv.nvmlSystemGetDriverVersion)
@@ -225,6 +227,7 @@ def _query_initialised(nv: Any) -> dict[str, Any]:
                 "pci": normalize_pci(_text(pci.busId)) if pci is not None else None,
                 "memory_total": int(mem.total) if mem is not None else None,
                 "addressing_mode": ADDRESSING_MODE.get(mode, str(mode)) if mode is not None else None,
+                "nvlinks": query_nvlinks(nv, h),
             }
         )
     out["devices"] = devices

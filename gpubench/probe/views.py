@@ -260,3 +260,138 @@ class NumaView:
         raw = d.get("nodes") if cap is not None and cap.status is not Status.UNKNOWN else None
         nodes = tuple(NumaNode.from_dict(n) for n in raw or () if isinstance(n, Mapping))
         return cls(Verdict.of(profile, "numa nodes"), nodes, _bool(d.get("demotion_enabled")))
+
+
+# --- links ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PcieLink:
+    """The PCIe link of one GPU, NVMe drive or NIC: speeds in GT/s, widths in lanes."""
+
+    address: str
+    kind: str  # "gpu", "nvme", "nic"
+    names: tuple[str, ...]  # nvme0, eth0
+    speed: float | None  # now
+    width: int | None
+    capable_speed: float | None  # what both ends of the link allow
+    capable_width: int | None
+    upstream_gbps: float | None  # the narrowest link further up towards the root port, GB/s per direction
+
+    @property
+    def trained_low(self) -> bool:
+        """Narrower than both ends allow, or slower where the device is not a GPU (GPUs slow
+        their link when idle)."""
+        narrow = bool(self.capable_width and self.width is not None and self.width < self.capable_width)
+        slow = bool(self.kind != "gpu" and self.capable_speed and self.speed and self.speed < self.capable_speed)
+        return narrow or slow
+
+    @property
+    def gbps(self) -> float | None:
+        """GB/s per direction: the trained width at the speed both ends allow (a GPU's link speed
+        rises back to it under load), no more than a narrower link further up."""
+        from gpubench.probe.links import lane_gbps
+
+        speed, width = self.capable_speed or self.speed, self.width or self.capable_width
+        lane = lane_gbps(speed) if speed else None
+        if lane is None or not width:
+            return None
+        return min(lane * width, self.upstream_gbps or float("inf"))
+
+    def describe(self) -> str:
+        """'PCIe 5.0 x16, 63.0 GB/s per direction' with what limits it."""
+        from gpubench.probe.links import pcie_name
+
+        text = pcie_name(self.capable_speed or self.speed, self.width or self.capable_width)
+        if self.capable_width and self.width is not None and self.width < self.capable_width:
+            text += f" (trained below x{self.capable_width})"
+        if self.speed and self.capable_speed and self.speed < self.capable_speed:
+            text += f" (at {self.speed:g} GT/s when probed{': idle' if self.kind == 'gpu' else ''})"
+        gbps = self.gbps
+        if gbps is not None and self.upstream_gbps is not None and gbps >= self.upstream_gbps:
+            text += ", limited by a narrower link upstream"
+        return text
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PcieLink | None:
+        from gpubench.probe.links import lane_gbps
+
+        address = _str(d.get("address"))
+        if address is None:
+            return None
+        port = d.get("port") if isinstance(d.get("port"), Mapping) else {}
+        speeds = [s for s in (d.get("max_speed"), port.get("max_speed")) if isinstance(s, (int, float)) and s > 0]
+        widths = [w for w in (_int(d.get("max_width")), _int(port.get("max_width"))) if w]
+        upstream = []
+        for end in (port, *(u for u in d.get("upstream") or () if isinstance(u, Mapping))):
+            speed, width = end.get("speed"), _int(end.get("width"))
+            lane = lane_gbps(float(speed)) if isinstance(speed, (int, float)) else None
+            if lane is not None and width and end is not port:
+                upstream.append(lane * width)
+        speed = d.get("speed")
+        return cls(
+            address=address,
+            kind=_str(d.get("kind")) or "?",
+            names=tuple(n for n in d.get("names") or () if isinstance(n, str)),
+            speed=float(speed) if isinstance(speed, (int, float)) else None,
+            width=_int(d.get("width")),
+            capable_speed=float(min(speeds)) if speeds else None,
+            capable_width=min(widths) if widths else None,
+            upstream_gbps=min(upstream) if upstream else None,
+        )
+
+
+@dataclass(frozen=True)
+class GpuNvLinks:
+    index: int | None
+    pci: str | None
+    active: int  # links up
+    present: int
+    link_gbps: float | None  # GB/s per link and direction
+    remotes: tuple[str, ...]  # the PCI address at the far end of each active link
+
+    def to(self, other: GpuNvLinks) -> float | None:
+        """GB/s per direction from this GPU to `other`: its direct links to it, or, where the links
+        go to a switch fabric (NVSwitch), the fewer links of the two."""
+        if not self.link_gbps or not self.active or not other.active:
+            return None
+        direct = sum(1 for r in self.remotes if r == other.pci)
+        if direct:
+            return direct * self.link_gbps
+        gpus = {self.pci, other.pci}
+        if self.remotes and all(r not in gpus for r in self.remotes) and other.remotes and all(r not in gpus for r in other.remotes):
+            return min(self.active, other.active) * self.link_gbps
+        return None
+
+
+@dataclass(frozen=True)
+class LinksView:
+    """The link limits the probe read: PCIe links and NVLinks. `recorded` is False for a profile
+    made before the links area existed (a run stored then): its limits are not recorded, not absent."""
+
+    recorded: bool
+    pcie_verdict: Verdict | None  # capability "pcie links"
+    pcie: tuple[PcieLink, ...]
+    nvlink_verdict: Verdict | None  # capability "nvlink"
+    nvlinks: tuple[GpuNvLinks, ...]
+
+    def link_of(self, address: str | None) -> PcieLink | None:
+        return next((link for link in self.pcie if address and link.address == address), None)
+
+    def nvlink_of(self, address: str | None) -> GpuNvLinks | None:
+        return next((g for g in self.nvlinks if address and g.pci == address), None)
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> LinksView:
+        pcie_cap, nvlink_cap = profile.get("pcie links"), profile.get("nvlink")
+        pcie = [PcieLink.from_dict(d) for d in _details(pcie_cap).get("links") or () if isinstance(d, Mapping)]
+        nvlinks = []
+        for g in _details(nvlink_cap).get("gpus") or ():
+            if not isinstance(g, Mapping):
+                continue
+            links = [link for link in g.get("links") or () if isinstance(link, Mapping)]
+            active = [link for link in links if link.get("active") is True]
+            speed = _int(g.get("speed_mbps"))
+            nvlinks.append(GpuNvLinks(_int(g.get("index")), _str(g.get("pci")), len(active), len(links),
+                                      speed / 1000 if speed else None, tuple(str(link.get("remote_pci")) for link in active if link.get("remote_pci"))))
+        return cls(pcie_cap is not None or nvlink_cap is not None, Verdict.of(profile, "pcie links"),
+                   tuple(link for link in pcie if link is not None), Verdict.of(profile, "nvlink"), tuple(nvlinks))

@@ -41,9 +41,13 @@ VERDICT_COLOUR = {
 SERIES_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#8172b3", "#937860")
 UNIT_QUANTITY = {"W": "power", "°C": "temperature", "MHz": "clock", "%": "utilisation", "MiB": "memory", "V": "voltage", "A": "current"}
 PHASE_LABEL_LEVELS = (1.02, 1.14, 1.26)  # axes fractions above the top panel
-PHASE_COLOURS = ("#f5cba7", "#aed6f1", "#d5f5e3", "#e8daef", "#fcf3cf", "#d6dbdf")
+PHASE_COLOURS = ("#f5cba7", "#aed6f1", "#d5f5e3", "#e8daef", "#fcf3cf", "#d6dbdf")  # phases gpubench does not name
+# the phases gpubench writes (telemetry.summary.PhaseName), one colour each in the charts and the HTML strips
+PHASE_COLOUR = {"cool_down_wait": "#d6dbdf", "pre_run": "#f5cba7", "pre_warm": "#fcf3cf", "ramp_up": "#aed6f1",
+                "execution": "#85c1e9", "sustained": "#abebc6", "cooldown": "#e8daef"}
 
 CHART_WIDTH = 10.0  # inches; the page scales it down to its width
+TELEMETRY_PANEL_INCHES = 1.05
 MAX_POINTS_PER_CASE = 400  # more would only make the file larger, not the picture clearer
 SERIES_UNITS = {"_w": "W", "_c": "°C", "_mhz": "MHz", "_pct": "%", "_percent": "%", "_mib": "MiB", "_v": "V", "_a": "A"}
 
@@ -199,11 +203,11 @@ def telemetry_chart(telemetry: TelemetrySummary) -> str | None:
     phases, events = telemetry.phases, telemetry.events
     panels = _panels(list(curves))
     span = (t[-1] - t[0]) or 1.0
-    with _figure(CHART_WIDTH, 0.6 + 1.45 * len(panels)) as fig:
+    with _figure(CHART_WIDTH, 0.6 + TELEMETRY_PANEL_INCHES * len(panels)) as fig:
         axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
         for ax, (unit, members) in zip(axes, panels):
             for index, phase in enumerate(phases):
-                colour = PHASE_COLOURS[index % len(PHASE_COLOURS)]
+                colour = PHASE_COLOUR.get(phase.name, PHASE_COLOURS[index % len(PHASE_COLOURS)])
                 ax.axvspan(phase.start - origin, phase.end - origin, color=colour, alpha=0.55, linewidth=0, zorder=0)
             for event in events:
                 ax.axvline(event.t - origin, color=COLOUR_MEDIAN, linewidth=0.7, linestyle=":", zorder=1)
@@ -254,8 +258,49 @@ def ratio_chart(cases: Sequence[CaseComparison], threshold: float) -> str:
         ax.set_ylim(-0.6, len(rows) - 0.4)
         span = max(extremes) - min(extremes)
         ax.set_xlim(min(extremes) - 0.08 * span, max(extremes) + 0.08 * span)
-        ax.set_xlabel(f"new / base (median), band = ±{threshold * 100:g}%")
+        ax.set_xlabel(f"new / base, band = ±{threshold * 100:g}%")
         ax.grid(axis="x", color="#e5e5e5", linewidth=0.6)
         ax.set_axisbelow(True)
         ax.tick_params(axis="y", length=0)
+        return _to_inline_svg(fig)
+
+
+ROUND_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
+SPREAD_ROW_INCHES = 0.24
+
+
+def spread_chart(results: Sequence[Result]) -> str:
+    """One row per case, all cases of a benchmark on one axis whatever their unit: each sample a
+    dot at its distance from the case's median (%), coloured by the round that took it, the
+    median's 95% confidence interval a band. How steady each case was, and whether its rounds
+    moved apart."""
+    rows = [r for r in results if r.summary is not None and r.summary.median and any(math.isfinite(v) for v in r.samples)]
+    if not rows:
+        raise ValueError("spread_chart needs at least one result with samples and a median")
+    rounds = max(len(r.by_round()) for r in rows)
+    with _figure(CHART_WIDTH, 0.55 + SPREAD_ROW_INCHES * len(rows)) as fig:
+        ax = fig.add_subplot(1, 1, 1)
+        for index, result in enumerate(rows):
+            y = len(rows) - 1 - index
+            median = result.summary.median  # type: ignore[union-attr]
+            low, high = ((result.summary.ci_low / median - 1) * 100, (result.summary.ci_high / median - 1) * 100)  # type: ignore[union-attr]
+            ax.plot([min(low, high), max(low, high)], [y, y], color=COLOUR_MEDIAN, alpha=0.25, linewidth=7, solid_capstyle="butt", zorder=1)
+            for k, group in enumerate(result.by_round()):
+                values = [(v / median - 1) * 100 for v in _thin(group, MAX_POINTS_PER_CASE) if math.isfinite(v)]
+                offsets = [y + o for o in _spread_offsets(len(values), width=0.22)]
+                ax.scatter(values, offsets, s=10, color=ROUND_COLOURS[k % len(ROUND_COLOURS)], alpha=0.8, linewidths=0, zorder=2)
+        ax.axvline(0.0, color=COLOUR_MEDIAN, linewidth=1.2, zorder=3)
+        ax.set_yticks(range(len(rows)), labels=[r.case for r in reversed(rows)], parse_math=False)
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        ax.set_xlabel("% from the case's median (0: the median; band: its 95% confidence interval)", parse_math=False)
+        ax.grid(axis="x", color="#e5e5e5", linewidth=0.6, zorder=0)
+        ax.set_axisbelow(True)
+        ax.tick_params(axis="y", length=0, labelsize=8)
+        ax.tick_params(axis="x", labelsize=8)
+        if rounds > 1:
+            import matplotlib.lines as mlines
+
+            handles = [mlines.Line2D([], [], color=ROUND_COLOURS[k % len(ROUND_COLOURS)], marker="o", linestyle="", markersize=4,
+                                     label=f"round {k + 1}") for k in range(rounds)]
+            ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)
         return _to_inline_svg(fig)

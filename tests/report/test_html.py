@@ -16,6 +16,7 @@ from gpubench.report.formats import number as format_number
 from gpubench.report.html import render_comparison_html, render_run_html, write_run_reports
 from gpubench.results.jsonio import run_to_json as run_json
 from gpubench.results.model import SCHEMA_VERSION, Run, RunStatus, Verdict
+from gpubench.report.telemetry import PHASE_TITLES
 from gpubench.telemetry.summary import TelemetryStatus, TelemetrySummary
 
 try:
@@ -40,6 +41,13 @@ def test_run_report_renders_non_blank_in_chromium(run_html: str, tmp_path: Path)
     colours, inked = ink_stats(screenshot(page, tmp_path))
     assert colours > 50, f"only {colours} distinct colours: the page looks blank"
     assert inked > 0.03, f"only {inked:.1%} of the pixels are not white"
+
+
+def test_run_report_renders_non_blank_on_a_phone_wide_screen(run_html: str, tmp_path: Path) -> None:
+    page = tmp_path / "run-390.html"
+    page.write_text(run_html, encoding="utf-8")
+    colours, inked = ink_stats(screenshot(page, tmp_path, width=390, height=1600))
+    assert colours > 50 and inked > 0.03
 
 
 def test_comparison_report_renders_non_blank_in_chromium(comparison_html: str, tmp_path: Path) -> None:
@@ -126,29 +134,34 @@ def test_run_report_shows_header_metadata_capabilities_and_results(sample_run: R
     assert "sysctl kernel.io_uring_disabled=0" in html and "/proc/sys/kernel/io_uring_disabled" in html
     median = sample_run.results[0].summary.median  # type: ignore[union-attr]
     assert f"{format_number(median)} MB/s" in html
-    for reason in ("SQPOLL needs CAP_SYS_NICE on kernels before 5.11", "needs two GPUs; this machine has one", "cuFileRead returned -5 (EIO)"):
-        assert html.count(reason) == 2  # in its benchmark's table and in the "Not run here" list
-    assert "bs=131072" in html
+    not_run = html[html.index('id="not-run"'):html.index('id="machine"')]
+    for case, reason in (("uring read-4k-sqpoll", "SQPOLL needs CAP_SYS_NICE on kernels before 5.11"),
+                         ("memcpy p2p-gpu0-gpu1", "needs two GPUs; this machine has one"), ("gds cufile-read-1m", "cuFileRead returned -5 (EIO)")):
+        assert html.count(reason) == 1 and f"<strong>{case}</strong>: {reason}" in not_run  # said once, with its case, under "Not run here"
+    assert "<code>qd</code> 32" not in html and "<code>bs</code> 128K" not in html  # parameters that differ are not said to be shared
     assert "interrupted:" not in html
 
 
-def test_run_report_draws_one_sample_chart_per_unit_and_the_telemetry(run_html: str, sample_run: Run) -> None:
-    # uring: MB/s and µs; memcpy: GB/s; the telemetry trace of the memcpy case; gds has no samples
-    assert _svg_count(run_html) == 4
+def test_run_report_draws_one_chart_per_benchmark_and_the_telemetry(run_html: str, sample_run: Run) -> None:
+    # uring (MB/s and µs on one axis of % from each case's median), memcpy, the telemetry trace of the memcpy case; gds has no samples
+    assert _svg_count(run_html) == 3
     telemetry = next(r.telemetry for r in sample_run.results if r.telemetry)
     for phase in telemetry.phases:
-        assert f"<th>{phase.name}</th>" in run_html  # a column of the phase table
+        assert f'title="{PHASE_TITLES[phase.name]}: ' in run_html  # a segment of the phase strip
     assert "power (W)" in run_html and "temp (°C)" in run_html and "sm clock (MHz)" in run_html
-    assert "energy_j" in run_html and "Throttle events:" in run_html and "sw_power_cap" in run_html
+    assert f"peak {format_number(telemetry.peak_w)} W" in run_html and f"{format_number(telemetry.sustained_mean_w)} W" in run_html
+    assert f"{format_number(telemetry.energy_j)} J" in run_html and "% sw_power_cap" in run_html
+    for raw in ("energy_j", "throttled_pct", "not_available", "baseline.power_w", "duration_s"):
+        assert raw not in run_html  # no raw key dumps
 
 
 def test_telemetry_without_series_draws_no_chart_and_unsampled_telemetry_is_left_out(sample_run: Run) -> None:
     summaries_only = tuple(replace(r, telemetry=TelemetrySummary(samplers=("rapl",), status=TelemetryStatus.OK, energy_j=88.5)) if r.telemetry else r for r in sample_run.results)
     html = render_run_html(replace(sample_run, results=summaries_only))
-    assert _svg_count(html) == 3 and "energy_j" in html and "88.5" in html and "Telemetry:" in html
+    assert _svg_count(html) == 2 and "88.5 J" in html and "<h3>Telemetry</h3>" in html  # a table: the energy row
     none_sampled = tuple(replace(r, telemetry=TelemetrySummary(samplers=(), status=TelemetryStatus.NONE)) for r in sample_run.results)
     html = render_run_html(replace(sample_run, results=none_sampled))
-    assert "Telemetry:" not in html
+    assert "<h3>Telemetry</h3>" not in html and "Telemetry:" not in html
 
 
 def test_telemetry_chart_with_epoch_times_and_extra_series() -> None:
@@ -202,9 +215,11 @@ def test_comparison_of_several_runs_per_side_names_them_and_their_medians(run_fa
     new = [replace(run_factory("kernel 6.12", seed=i), id=i) for i in (4, 5)]
     html = render_comparison_html(comparison_factory(base, new))
     assert "runs 1,2,3 (kernel 6.8)" in html and "runs 4,5 (kernel 6.12)" in html
-    assert html.count("base medians of the runs: ") == sum(1 for r in base[0].results if r.samples)
+    measured = sum(1 for r in base[0].results if r.samples)
+    assert html.count('<div class="job">runs: ') == 2 * measured  # under each side's value, the run medians it is the mean of
     single = render_comparison_html(comparison_factory(base[0], new[0]))
-    assert "medians of the" not in single and "runs 1,2,3" not in single
+    assert '<div class="job">runs: ' not in single and "runs 1,2,3" not in single
+    assert "geometric mean of the medians of its rounds" in html  # what the base and new columns are
 
 
 # ------------------------------------------------------------------ files
@@ -252,11 +267,42 @@ def test_measured_beside_advertised():
     from gpubench.results.stats import summarize
 
     samples = (60.0, 61.0, 59.0)
-    cxl = Result("memtier", "triad-cpu0-mem1", {"advertised": 61.44, "advertised_what": "HMAT access0 read bandwidth (GB/s)"},
-                 "GB/s", True, ResultStatus.OK, samples=samples, summary=summarize(samples))
+    params = {"kernel": "triad", "cpu_node": 0, "mem_node": 1, "threads": 8, "advertised": 61.44, "advertised_what": "HMAT access0 read bandwidth (GB/s)"}
+    cxl = Result("memtier", "triad-cpu0-mem1", params, "GB/s", True, ResultStatus.OK, samples=samples, summary=summarize(samples))
     run = Run("ab" * 16, "", 0.0, 1.0, RunStatus.COMPLETE, {}, {}, (cxl,))
     html = render_run_html(run)
-    assert "<th>advertised</th>" in html
-    assert "61.44 GB/s (measured 98%)" in html
-    plain = replace(run, results=(replace(cxl, params={}),))
-    assert "<th>advertised</th>" not in render_run_html(plain)
+    assert '<th class="num">advertised</th>' in html
+    assert "61.44 GB/s (98%)" in html
+    plain = replace(run, results=(replace(cxl, params=dict(params, advertised=None)),))
+    assert ">advertised</th>" not in render_run_html(plain)
+
+
+def test_comparison_says_what_changed_first_then_every_case_with_numbered_notes(sample_comparison, comparison_html: str) -> None:
+    html = comparison_html
+    changed, every = html.index("<h2>What changed</h2>"), html.index("<h2>Every case</h2>")
+    assert changed < every
+    what = html[changed:every]
+    assert "<th>kernel.release</th>" in what and "6.11.0-rc2" in what  # the setting that differs (nested in this metadata), base then new
+    assert "<code>iouring.enabled</code>" in what and ">partial</span>" in what  # the verdict that changed
+    moved = [c for c in sample_comparison.cases if c.verdict in (Verdict.BETTER, Verdict.WORSE, Verdict.LOST)]
+    assert moved and all(f"<code>{c.case}</code>" in what for c in moved)
+    for table in re.findall(r'<table class="cases">.*?</table>\s*(?:<ol class="notes">.*?</ol>)?', html[every:], re.S):
+        refs = re.findall(r'<td class="refs">([^<]*)</td>', table)
+        notes = re.findall(r"<li>(.*?)</li>", table, re.S)
+        assert all(re.fullmatch(r"(\d+(, \d+)*)?", r) for r in refs)  # a note never sits in the table, only its number
+        assert sorted({int(n) for r in refs for n in r.split(", ") if n}) == list(range(1, len(notes) + 1))
+
+
+def test_a_changed_setting_reads_in_human_units_where_they_still_tell_the_sides_apart(run_factory) -> None:
+    from gpubench.report.html_comparison import setting_rows
+    from gpubench.results.changes import WhatChanged
+
+    base = run_factory("a", seed=0)
+    rows = {}
+    for new_bytes in (48 * 2**30, 24 * 2**30 + 4096):
+        new = replace(run_factory("b", seed=1), metadata={**base.metadata, "memory_bytes": new_bytes})
+        old = replace(base, metadata={**base.metadata, "memory_bytes": 24 * 2**30})
+        differ, _, _ = setting_rows(WhatChanged.between([old], [new]))
+        rows[new_bytes] = next(r for r in differ if r["title"].startswith("memory"))
+    assert (rows[48 * 2**30]["base"], rows[48 * 2**30]["new"]) == ("24.0 GiB", "48.0 GiB")
+    assert rows[24 * 2**30 + 4096]["new"] == str(24 * 2**30 + 4096)  # 24.0 GiB on both sides would read as no change

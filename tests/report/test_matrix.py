@@ -33,7 +33,9 @@ def _three_gpus() -> list[Result]:
 def test_the_pair_record_reads_what_p2p_plans_and_what_it_ran() -> None:
     result = _p2p("uni-ce-0to2-32M", 40.0, via="host")
     pair = PairParams.from_params(result.params, result.extra)
-    assert pair == PairParams(src=0, dst=2, kind="uni-ce", size=32 << 20, via="host", src_model=MODEL, dst_model=MODEL)
+    assert pair == PairParams(src=0, dst=2, kind="uni-ce", size=32 << 20, via="host", src_model=MODEL, dst_model=MODEL,
+                              src_pci=result.params["src_pci"], dst_pci=result.params["dst_pci"])
+    assert pair.src_pci and pair.dst_pci and pair.src_pci != pair.dst_pci  # the addresses the reports find each GPU's link by
     assert PairParams.from_params(result.params).via == "peer"  # as planned, before it ran
     assert PairParams.from_params(_p2p("bidir-ce-0and1-32M", 1.0).params).both_ways
     assert PairParams.from_params(measured(RANDREAD).params) is None

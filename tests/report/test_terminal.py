@@ -67,3 +67,63 @@ def test_piped_messages_on_stderr_are_not_wrapped(capsys, monkeypatch):
     message = "planned 10 case(s) in 3 benchmark(s), 3 rounds each; " + "waived: " + ", ".join(["memcpy", "p2p", "gds", "hmm"] * 5)
     StderrProgress().message(message)
     assert capsys.readouterr().err == message + "\n"
+
+
+# ------------------------------------------------------------------ 80 columns
+
+
+def _rendered(table, width: int = 80) -> list[str]:
+    from rich.console import Console
+
+    from gpubench.report.terminal import fit
+
+    console = Console(width=width, record=True, highlight=False, markup=False, emoji=False)
+    console.print(fit(table, width))
+    return console.export_text().splitlines()
+
+
+REASON = "no NVIDIA GPU found (probe: gpus = no): install the driver and its kernel modules first"
+
+
+def _cases_table(suffix: str):
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("case", overflow="fold")
+    table.add_column("median", justify="right", overflow="fold")
+    table.add_column("95% CI", justify="right", overflow="fold")
+    table.add_column("reason", max_width=80, overflow="fold")
+    for i in range(3):
+        table.add_row(f"{LONG_CASE}{suffix}-{i}", "3,830 MB/s", "2,294 - 4,334", REASON if i else "")
+    return table
+
+
+def test_fit_moves_sentences_under_the_table_before_it_leaves_a_column_out():
+    lines = _rendered(_cases_table(""))
+    assert max(map(len, lines)) <= 80 and "not shown" not in " ".join(lines)  # the notes were enough
+    assert all(any(f"{LONG_CASE}-{i}" in line for line in lines) for i in range(3))  # every case name whole
+    assert any("3,830" in line for line in lines) and any("2,294" in line for line in lines)
+    text = " ".join(" ".join(lines).split())
+    assert f"[1] {REASON}" in text and text.count(REASON) == 1  # one note for the two rows that share it
+
+    lines = _rendered(_cases_table("-cold"))  # too wide even so: a column goes, and the table says which
+    assert max(map(len, lines)) <= 80 and all(any(f"{LONG_CASE}-cold-{i}" in line for line in lines) for i in range(3))
+    text = " ".join(" ".join(lines).split())
+    assert "not shown at 80 columns: 95% CI" in text and "2,294" not in text and f"[1] {REASON}" in text
+
+
+def test_the_probe_table_of_every_snapshot_fits_80_columns():
+    from pathlib import Path
+
+    from gpubench.probe import Source, probe
+    from gpubench.report.terminal import profile_table
+
+    for snapshot in sorted((Path(__file__).resolve().parents[2] / "probes").iterdir()):
+        if not snapshot.is_dir():
+            continue
+        profile = probe(Source(snapshot))
+        lines = _rendered(profile_table(profile))
+        assert max(map(len, lines)) <= 80, snapshot.name
+        for cap in profile.capabilities:
+            assert any(cap.name in line for line in lines), (snapshot.name, cap.name)
+        assert "not shown at 80 columns: evidence" in " ".join(" ".join(lines).split())  # the evidence goes first, why / fix stays

@@ -81,6 +81,13 @@ def test_run_json_and_the_export_of_a_real_run_match_the_run_schema(history: tup
             _valid("run", broken)
 
 
+def test_report_json_of_a_real_run_matches_the_report_schema(history: tuple[Path, list[dict[str, Any]]]) -> None:
+    db, runs = history
+    document = json.loads(_gpubench("report", str(runs[0]["id"]), "--json", db=db))
+    _valid("report", document)
+    assert document["run"]["uid"] == runs[0]["uid"] and document["headline"]["paths"]
+
+
 def test_compare_json_of_real_runs_matches_the_comparisons_schema(history: tuple[Path, list[dict[str, Any]]]) -> None:
     db, _ = history
     document = json.loads(_gpubench("compare", "1", "2", "--json", db=db))

@@ -3,9 +3,13 @@ line what is wrong."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from typing import Any, Mapping, TypeVar
 
 from gpubench.errors import UserError
+
+Record = TypeVar("Record")
 
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
@@ -122,3 +126,14 @@ def format_size(nbytes: int) -> str:
         if nbytes >= 1 << shift and nbytes % (1 << shift) == 0:
             return f"{nbytes >> shift}{unit}"
     return f"{nbytes}B"
+
+
+def record_from_params(cls: type[Record], params: Mapping[str, Any], **fixed: Any) -> Record | None:
+    """A family's frozen record of one stored case, built from the parameters its result carries
+    (fields it has; `fixed` for those that are not parameters): None when one it needs is missing,
+    as in a case stored by another version of the family."""
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in fixed]  # type: ignore[arg-type]
+    try:
+        return cls(**fixed, **{name: params[name] for name in names if name in params})
+    except TypeError:
+        return None

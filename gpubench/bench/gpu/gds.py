@@ -47,11 +47,12 @@ import re
 import statistics
 import time
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
 from gpubench.bench.core.settings import RunSettings, Setting
-from gpubench.bench.core.params import check_options, format_size, parse_bool, parse_choices, parse_ints, parse_sizes
+from gpubench.bench.core.params import check_options, format_size, parse_bool, parse_choices, parse_ints, parse_sizes, record_from_params
 from gpubench.bench.gpu import common as g
 from gpubench.bench.gpu.worker import GpuBenchmark
 from gpubench.bench.engines import iofile
@@ -63,6 +64,7 @@ from gpubench.probe.views import GdsView
 BENCH = "gds"
 OPTIONS = ("sizes", "threads", "task_sizes", "ops", "caches", "baseline", "iterations", "gpu")
 OPS = ("read", "write")
+BASELINE_ENGINE = "posix-pinned-h2d"
 CACHES = ("cold", "warm")
 MAX_THREADS = 1024
 DEFAULT_SIZES = {"quick": [64 * g.MIB], "default": [256 * g.MIB, g.GIB], "full": [64 * g.MIB, 256 * g.MIB, g.GIB, 4 * g.GIB]}
@@ -162,6 +164,28 @@ def parse_kvikio_report(text: str) -> dict[str, float]:
 
 # --- planning --------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class GdsParams:
+    """A stored gds case, read back from its result's parameters (see plan): engine "kvikio" or
+    the baseline "posix-pinned-h2d"; cache "cold", "warm" or None (writes)."""
+
+    op: str
+    cache: str | None
+    engine: str
+    size: int
+    threads: int
+    gpu: int
+    task_size: int | None = None
+    gpu_pci: str | None = None
+
+    @property
+    def baseline(self) -> bool:
+        """POSIX read into pinned memory plus a host-to-device copy, not KvikIO."""
+        return self.engine == BASELINE_ENGINE
+
+    from_params = classmethod(record_from_params)  # the record of a stored result's parameters; None for another version's
+
+
 def plan(profile: Profile, size: str, options: dict[str, str], settings: RunSettings = RunSettings()) -> list[Case]:
     check_options(BENCH, options, OPTIONS)
     gpus = g.nvidia_gpus(profile)
@@ -198,7 +222,7 @@ def plan(profile: Profile, size: str, options: dict[str, str], settings: RunSett
                     cases.append(Case(f"write-{tail}", {**common, **knobs, "op": "write", "cache": None, "engine": "kvikio", "includes_fsync": True}, "GB/s"))
         if baseline and "read" in ops:
             for cache in caches:
-                params = {**common, "size": nbytes, "threads": 1, "task_size": None, "op": "read", "cache": cache, "engine": "posix-pinned-h2d"}
+                params = {**common, "size": nbytes, "threads": 1, "task_size": None, "op": "read", "cache": cache, "engine": BASELINE_ENGINE}
                 cases.append(Case(f"baseline-read-{cache}-{format_size(nbytes)}", params, "GB/s"))
     if not cases:
         raise UserError(f"{BENCH}: nothing to measure for ops={','.join(ops)}")

@@ -33,9 +33,10 @@ from __future__ import annotations
 import statistics
 import time
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator
 
-from gpubench.bench.core.params import check_options, format_size, parse_choices
+from gpubench.bench.core.params import check_options, format_size, parse_choices, record_from_params
 from gpubench.bench.gpu import common as g
 from gpubench.bench.gpu.worker import GpuBenchmark
 from gpubench.bench.core.interface import BenchFailure, Case, Context, Sample, Waived
@@ -77,6 +78,26 @@ def system_memory_waiver(profile: Profile) -> str | None:
         return None
     why = f": {view.verdict.why}" if view.verdict.why else ""
     return f"plain system memory needs HMM or ATS, which the probe did not find active (probe: hmm = {view.verdict.status.value}{why})"
+
+
+@dataclass(frozen=True)
+class HmmParams:
+    """A stored hmm case, read back from its result's parameters (see plan)."""
+
+    placement: str  # one of PLACEMENTS
+    size: int
+    gpu: int
+    gpu_pci: str | None = None
+
+    @property
+    def memory(self) -> str:
+        """Where the kernel reads from: "system" (malloc memory through HMM/ATS), "managed",
+        "copy" (device memory after an explicit copy) or "mapped" (pinned host memory)."""
+        if self.placement in SYSTEM_PLACEMENTS:
+            return "system"
+        return "managed" if self.placement.startswith("managed") else "copy" if self.placement.startswith("device-") else "mapped"
+
+    from_params = classmethod(record_from_params)  # the record of a stored result's parameters; None for another version's
 
 
 def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:

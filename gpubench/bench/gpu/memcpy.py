@@ -38,7 +38,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator
 
-from gpubench.bench.core.params import check_options, format_size, parse_bool, parse_choices
+from gpubench.bench.core.params import check_options, format_size, parse_bool, parse_choices, record_from_params
 from gpubench.bench.gpu import common as g
 from gpubench.bench.gpu.worker import GpuBenchmark
 from gpubench.bench.core.interface import Case, Context, Sample, Waived
@@ -69,6 +69,20 @@ class CopyCase:
             return f"d2d-cupy-reference-{format_size(size)}-gpu{gpu}"
         parts = [self.direction] + ([self.host_memory] if self.host_memory else []) + [self.engine]
         return "-".join(parts + [format_size(size), f"gpu{gpu}"])
+
+
+@dataclass(frozen=True)
+class CopyParams:
+    """A stored memcpy case, read back from its result's parameters (see plan)."""
+
+    direction: str
+    host_memory: str | None
+    engine: str
+    size: int
+    gpu: int
+    gpu_pci: str | None = None
+
+    from_params = classmethod(record_from_params)  # the record of a stored result's parameters; None for another version's
 
 
 def copy_matrix(directions: list[str], memory: list[str], engines: list[str], reference: bool) -> list[CopyCase]:

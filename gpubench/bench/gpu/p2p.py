@@ -34,7 +34,7 @@ import statistics
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from itertools import permutations
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 from gpubench.bench.core.params import check_options, format_size, parse_choices, parse_int
 from gpubench.bench.gpu import common as g
@@ -132,7 +132,7 @@ def _pair_cases(profile: Profile, gpus: list[GpuDevice], src: int, dst: int, kin
 @dataclass(frozen=True)
 class PairParams:
     """What a p2p result says about its GPU pair, typed for readers outside this family (the
-    report's matrices): built from the parameters _pair_cases writes and the extras a measurement
+    reports: matrices, headline): built from the parameters _pair_cases writes and the extras a measurement
     records."""
 
     src: int
@@ -142,24 +142,31 @@ class PairParams:
     via: str  # the path that ran (peer or host), else the planned route (peer, host or auto)
     src_model: str = ""
     dst_model: str = ""
+    src_pci: str | None = None
+    dst_pci: str | None = None
 
     @property
     def both_ways(self) -> bool:
         """A bidirectional kind measures the unordered pair."""
         return self.kind.startswith("bidir")
 
+    @property
+    def latency(self) -> bool:
+        return self.kind == "latency-ce"
+
     @classmethod
-    def from_params(cls, params: dict[str, Any], extra: dict[str, Any] | None = None) -> PairParams | None:
+    def from_params(cls, params: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> PairParams | None:
         """None where the parameters name no pair of GPUs (another benchmark's result)."""
         src, dst = params.get("src"), params.get("dst")
         if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in (src, dst)):
             return None
         size = params.get("size")
         return cls(
-            src=src, dst=dst, kind=str(params.get("kind") or ""),
+            src=src, dst=dst, kind=str(params.get("kind") or ""),  # type: ignore[arg-type]
             size=size if isinstance(size, int) and not isinstance(size, bool) else None,
             via=str((extra or {}).get("via") or params.get("via") or ""),
             src_model=str(params.get("src_model") or ""), dst_model=str(params.get("dst_model") or ""),
+            src_pci=params.get("src_pci"), dst_pci=params.get("dst_pci"),
         )
 
 

@@ -7,7 +7,7 @@ import os
 import stat
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from gpubench.bench.core import params as P
 from gpubench.bench.core.settings import RunSettings, Setting, SettingError
@@ -83,6 +83,11 @@ class IoParams:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d.pop("engine")
         return d
+
+    @classmethod
+    def from_params(cls, engine: str, params: Mapping[str, Any]) -> IoParams | None:
+        """The case a stored iouring or psync result ran (to_params read back); None for another version's."""
+        return P.record_from_params(cls, params, engine=engine)
 
 
 # --- the matrices ----------------------------------------------------------------------------

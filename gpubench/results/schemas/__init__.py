@@ -5,6 +5,7 @@ the package:
                `run --json` (with the run's local number, `id`) and the JSON report beside a run's HTML
   probe        `gpubench probe --json`
   comparisons  `gpubench compare --json`
+  report       `gpubench report RUN --json`: the run (as `run --json`) and its headline
 
 Each schema's `$id` is urn:gpubench:schema:NAME; the run schema refers to the probe schema for the
 probe a run was planned from. A change to one of these documents bumps its schema_version
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-NAMES = ("run", "probe", "comparisons")
+NAMES = ("run", "probe", "comparisons", "report")
 
 
 def path(name: str) -> Traversable:
