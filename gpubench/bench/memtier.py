@@ -447,7 +447,7 @@ def _stream_case(p: dict[str, Any], binder: _Binder, cpus: list[int], threads: i
             metrics.update(seconds=best, bytes=float(moved * best_of))
             extra = {**facts, "threads": threads, "cpus": cpus, "thread_cpus": thread_cpus, "stores": p["stores"], "best_of": best_of,
                      "hugepages": all(buf.hugepages for buf in buffers), "numa_calls": numa.calls().source,
-                     "threading_layer": mk.threading_layer()}
+                     "threading_layer": mk.threading_layer(), "numba_cache": mk.CACHE.note}
             return Sample(moved / best / 1e9, metrics, extra)
 
         yield measure
@@ -483,7 +483,8 @@ def _chase_case(p: dict[str, Any], binder: _Binder, cpus: list[int], ctx: Contex
                 thread_cpus = numa.thread_cpus()
             metrics, facts = binder.check([buffer])
             metrics.update(seconds=seconds, hops=float(hops))
-            extra = {**facts, "threads": 1, "cpus": cpus, "thread_cpus": thread_cpus, "hugepages": buffer.hugepages, "numa_calls": numa.calls().source}
+            extra = {**facts, "threads": 1, "cpus": cpus, "thread_cpus": thread_cpus, "hugepages": buffer.hugepages, "numa_calls": numa.calls().source,
+                     "numba_cache": mk.CACHE.note}
             return Sample(seconds / hops * 1e9, metrics, extra)
 
         yield measure
