@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from gpubench.errors import UserError
-from gpubench.probe.diff import diff_capabilities
+from gpubench.probe.diff import CapabilityChange, diff_capabilities
 from gpubench.probe.model import Capability, Profile
 from gpubench.probe.views import IoUringView, KernelView, NumaView
 from gpubench.vm.guest import Boot, Step, Tools, boot, choose_accel, find_tools
@@ -33,18 +33,15 @@ NEEDS_GPU = "(needs a GPU)"  # the VM's column where a GPU-area verdict rests on
 
 @dataclass(frozen=True)
 class Row:
-    area: str
-    name: str
-    running: Capability | None  # None: not probed on that side
-    booted: Capability | None
+    change: CapabilityChange  # before: the running kernel's verdict, after: the VM's
     booted_text: str  # the VM's column: its verdict, or its CONFIG_ options in a GPU area
     difference: str  # "" when nothing the row shows differs
 
     def to_dict(self) -> dict[str, Any]:
-        return {"area": self.area, "capability": self.name,
-                "running": self.running.status.value if self.running else None,
-                "kernel": self.booted.status.value if self.booted else None,
-                "kernel_shows": self.booted_text, "difference": self.difference}
+        c = self.change
+        return {"area": c.area, "capability": c.name, "running": c.status_before.value if c.status_before else None,
+                "kernel": c.status_after.value if c.status_after else None, "kernel_shows": self.booted_text,
+                "difference": self.difference}
 
 
 @dataclass(frozen=True)
@@ -88,9 +85,14 @@ def _facts(profile: Profile) -> dict[str, dict[str, str]]:
     return {
         "kernel": {"release": KernelView.from_profile(profile).release or "unknown"},
         "io_uring": {"io_uring_disabled": "absent" if io.disabled is None else str(io.disabled)},
-        "io_uring binding": {"opcodes": str(len(io.opcodes)) if io.binding_ring else "no ring"},
+        # the probe's own line for them (IoUringView.opcodes drops the opcode names the binding records)
+        "io_uring binding": {"opcodes": _evidence(profile.get("io_uring binding"), "io_uring_get_probe_ring") or "no ring"},
         "memory tiers": {"tiers": tiers or "none", "demotion": demotion},
     }
+
+
+def _evidence(cap: Capability | None, source: str) -> str | None:
+    return next((e.value for e in cap.evidence if e.source == source), None) if cap else None
 
 
 def _changed(before: dict[str, str], after: dict[str, str]) -> list[str]:
@@ -115,12 +117,12 @@ def rows(running: Profile, booted: Profile) -> tuple[Row, ...]:
         configs = _changed(_configs(change.before), _configs(change.after))
         if change.area in GPU_AREAS:
             shown = ", ".join(f"{k}={v}" for k, v in _configs(change.after).items()) or NEEDS_GPU
-            out.append(Row(change.area, change.name, change.before, change.after, shown, "; ".join(configs)))
+            out.append(Row(change, shown, "; ".join(configs)))
             continue
         facts = _changed(before.get(change.name, {}), after.get(change.name, {}))
         parts = [p for p in [_verdict_change(change.before, change.after), *configs, *facts] if p]
         shown = change.after.status.value if change.after else "-"
-        out.append(Row(change.area, change.name, change.before, change.after, shown, "; ".join(parts)))
+        out.append(Row(change, shown, "; ".join(parts)))
     return tuple(out)
 
 

@@ -283,10 +283,20 @@ def test_probe_kernel_json_is_only_json_and_marks_each_difference(booted_as_cxl_
 def test_rows_compare_verdicts_facts_and_in_gpu_areas_the_config_alone():
     running = probe(Source(PROBES / "cpu-vm"))
     booted = probe(Source(PROBES / "cxl-host"))
-    rows = {r.name: r for r in compare.rows(running, booted)}
+    rows = {r.change.name: r for r in compare.rows(running, booted)}
     assert rows["memory tiers"].difference.startswith("gained; ")
     assert "tiers node0 4 -> node0 4, node1 22" in rows["memory tiers"].difference
     assert rows["cxl memory"].difference.startswith("gained")
     assert rows["io_uring"].difference == "io_uring_disabled 0 -> absent"  # the sysctl came with 6.6
     assert rows["nvidia driver"].difference == ""  # no GPU in the VM is not a lost driver
     assert rows["pci p2pdma"].difference == "PCI_P2PDMA not set -> y" and rows["pci p2pdma"].booted_text == "PCI_P2PDMA=y"
+
+
+def test_two_real_kernels_differ_in_tiers_io_uring_sysctl_and_opcodes():
+    """Debian's 6.1 against its 6.12 on the same emulated machine (probes/qemu-*-lower-tier)."""
+    rows = {r.change.name: r for r in compare.rows(probe(Source(PROBES / "qemu-6.1-lower-tier")), probe(Source(PROBES / "qemu-6.12-lower-tier")))}
+    assert rows["memory tiers"].difference == "gained; tiers node0 4, node1 4 -> node0 4, node1 75"
+    assert rows["io_uring"].difference == "io_uring_disabled absent -> 0"
+    assert rows["io_uring binding"].difference == "opcodes last_op 48, 49 opcodes supported -> last_op 57, 58 opcodes supported"
+    assert rows["numa nodes"].difference == "" and rows["cxl memory"].difference == ""
+    assert rows["kernel"].difference == "release 6.1.0-57-amd64 -> 6.12.118+deb12-amd64"
