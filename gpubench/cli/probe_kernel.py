@@ -60,12 +60,12 @@ def _print(result) -> None:  # type: ignore[no-untyped-def]
     table.add_column("in VM", max_width=24, overflow="fold")
     table.add_column("difference", max_width=60, overflow="fold")
     for row in result.rows:
-        gpu_config = row.booted is not None and row.booted_text != row.booted.status.value
-        shown = Text(row.booted_text, style="dim") if gpu_config else verdict(row.booted)
-        table.add_row(row.area, row.name, verdict(row.running), shown, Text(row.difference, style="bold" if row.difference else ""))
+        after = row.change.after
+        shown = verdict(after) if after is None or row.booted_text == after.status.value else Text(row.booted_text, style="dim")
+        table.add_row(row.change.area, row.change.name, verdict(row.change.before), shown, Text(row.difference, style="bold" if row.difference else ""))
     console = stdout_console()
     console.print(fit(table, console.width))
-    differing = sum(1 for r in result.rows if r.difference and r.name != "kernel")
+    differing = sum(1 for r in result.rows if r.difference and r.change.name != "kernel")
     console.print(f"{differing} of {len(result.rows) - 1} capabilities differ. VM topology: {result.topology.description}; "
                   f"booted under {result.accel.upper()} in {result.boot_seconds:.0f} s.")
     from gpubench.vm.compare import CONFIG_ONLY
