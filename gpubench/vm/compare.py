@@ -142,7 +142,7 @@ def probe_kernel(running: Profile, kernel: KernelFiles, topology: VmTopology, ar
     with tempfile.TemporaryDirectory(prefix="gpubench-vm-") as tmp:
         accel, why = choose_accel(kernel, Path(tmp), tools)
         if accel == "tcg":
-            progress(f"{why}; QEMU emulates the machine instead (TCG): booting and probing take a minute or more")
+            progress(f"KVM could not run it here ({why}); QEMU emulates the machine instead (TCG): booting and probing take a minute or more")
         progress(f"booting {kernel.describe()} under {accel.upper()}: {topology.description}")
         area_options = "".join(f" --area {shlex.quote(a)}" for a in areas or ())
         booted = boot(kernel, topology, [Step("probe", f"$GPUBENCH probe --json{area_options}")], Path(tmp) / "boot",

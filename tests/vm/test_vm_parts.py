@@ -264,7 +264,7 @@ def test_probe_kernel_prints_both_verdicts_and_what_differs(booted_as_cxl_host, 
     rows = {line.split("│")[2].strip(): line for line in out.splitlines() if line.count("│") >= 5 and line.split("│")[2].strip()}
     assert "memory tiers" in rows and "cxl memory" in rows and "kernel" in rows
     assert "GPUs are not passed into the VM" in out and "booted under TCG in 55 s" in out
-    assert "no usable /dev/kvm; QEMU emulates the machine instead (TCG)" in result.stderr
+    assert "KVM could not run it here (no usable /dev/kvm); QEMU emulates the machine instead (TCG)" in result.stderr
     assert all(len(line) <= 80 for line in out.splitlines())
 
 
