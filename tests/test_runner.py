@@ -16,6 +16,7 @@ from gpubench.bench.core.job import JobOptions, Progress, run_job
 from gpubench.probe.model import Profile
 from gpubench.results.model import ResultStatus, RunStatus
 from gpubench.results.store import Store
+from gpubench.telemetry.series import Quantity, SeriesKey
 
 PROFILE = Profile("/", ())
 
@@ -321,7 +322,7 @@ class ClockOnly:
     name = "clockonly"
 
     def read(self):
-        return {"cpu.mhz_mean": 2400.0}, ()
+        return {SeriesKey.cpu(Quantity.MHZ_MEAN): 2400.0}, ()
 
     def describe(self):
         return {}
@@ -334,7 +335,7 @@ class Thermometer(ClockOnly):
     name = "thermometer"
 
     def read(self):
-        return {"gpu0.temp_c": 40.0}, ()
+        return {SeriesKey.gpu(0, Quantity.TEMP_C): 40.0}, ()
 
 
 @pytest.mark.parametrize("flags,telemetry,expected", [
@@ -377,3 +378,94 @@ def test_run_refuses_a_reports_dir_that_is_a_file_before_running(tmp_path, insid
     assert isinstance(result.exception, UserError)
     assert str(result.exception).startswith(f"--reports-dir {reports} is not a directory")
     assert not db.exists() and blocker.read_text() == "keep me"  # nothing ran, nothing stored
+
+
+# --- run-wide settings -----------------------------------------------------------------------
+
+def run_cli(*args: str, db: Path) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "gpubench", "run", *args, "--no-report", "--no-telemetry", "--db", str(db)],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--only", "memtier", "--verify"],
+     "--verify applies to none of the selected benchmarks (memtier); it is for iouring, psync"),
+    (["--only", "memtier,memcpy", "--drop-cache"],
+     "--drop-cache applies to none of the selected benchmarks (memtier, memcpy); it is for iouring, psync, gds"),
+    (["--only", "psync", "-p", "psync.verify=1"],
+     "--verify is a run-wide setting, not a benchmark parameter (given as --param psync.verify=1)"),
+    (["--only", "psync", "-p", "target=/tmp"],
+     "--target is a run-wide setting, not a benchmark parameter (given as --param target=/tmp)"),
+])
+def test_a_setting_is_worded_as_its_flag(tmp_path, args, message):
+    db = tmp_path / "r.db"
+    proc = run_cli(*args, db=db)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", f"gpubench: error: {message}\n")
+    assert not db.exists()
+
+
+def _fifo(tmp_path: Path) -> Path:
+    import os
+
+    path = tmp_path / "pipe"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("target, what", [
+    (lambda tmp: Path("/proc"), "on proc (mounted at /proc), a pseudo-filesystem of the kernel's, not storage: give a "
+                                "directory, a regular file or a block device on a real filesystem"),
+    (lambda tmp: Path("/proc/self/status"), "on proc (mounted at /proc), a pseudo-filesystem of the kernel's, not "
+                                            "storage: give a directory, a regular file or a block device on a real filesystem"),
+    (lambda tmp: Path("/sys/kernel"), "on sysfs (mounted at /sys), a pseudo-filesystem of the kernel's, not storage: "
+                                      "give a directory, a regular file or a block device on a real filesystem"),
+    (lambda tmp: Path("/dev/null"), "a character device, not storage: give a directory, a regular file or a block device"),
+    (_fifo, "a FIFO (named pipe), not storage: give a directory, a regular file or a block device"),
+    (lambda tmp: tmp / "missing", "No such file or directory"),
+], ids=["proc", "proc-file", "sysfs", "char-device", "fifo", "missing"])
+def test_a_target_that_is_no_storage_is_one_line_before_anything_runs(tmp_path, target, what):
+    path = target(tmp_path)
+    if not path.exists() and path.parent == Path("/sys"):
+        pytest.skip("no sysfs here")
+    db = tmp_path / "r.db"
+    proc = run_cli("--only", "psync", "--target", str(path), db=db)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", f"gpubench: error: --target {path}: {what}\n")
+    assert not db.exists()
+
+
+def test_every_setting_has_its_flag_and_the_flag_exists():
+    import typer
+
+    from gpubench.bench.core.settings import Setting
+    from gpubench.cli import app
+    from gpubench.cli.run import FLAGS
+
+    assert set(FLAGS) == set(Setting)
+    (run,) = [c for name, c in typer.main.get_command(app).commands.items() if name == "run"]
+    options = {opt for p in run.params for opt in p.opts}
+    assert set(FLAGS.values()) <= options
+
+
+def test_progress_on_a_terminal_that_went_away_draws_nothing_more_and_never_raises():
+    import errno
+
+    from gpubench.cli.progress import StderrProgress
+
+    calls = []
+
+    class LostTerminal:
+        is_terminal = False
+
+        def print(self, *args, **kwargs):
+            calls.append(args)
+            raise OSError(errno.EIO, "Input/output error")
+
+    progress = StderrProgress()
+    progress.console = LostTerminal()
+    progress.message("one")
+    progress.message("two")
+    progress.case_started("psync", "a", 1, 2)
+    assert len(calls) == 1 and progress.gone

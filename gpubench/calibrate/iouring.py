@@ -1,9 +1,10 @@
 """How gpubench's io_uring loop compares with fio's io_uring engine on this machine.
 
-One interleaved run: every round measures each case once with gpubench and once with fio (the
-order alternates between rounds, so drift of a noisy disk hits both), on one shared file. The
-ratio per round is gpubench/fio; the median ratio and its spread over rounds are reported against
-the goals. fio runs with its default options, plus --invalidate=0 for the warm page-cache case.
+One interleaved run (gpubench.calibrate.paired): every round measures each case once with
+gpubench and once with fio (the order alternates between rounds and cases, so drift of a noisy
+disk hits both), on one shared file. The ratio per round is gpubench/fio; the median ratio, its
+confidence interval and its range over rounds are reported against the goals. fio runs with its
+default options, plus --invalidate=0 for the warm page-cache case.
 
 Warm means warm for both sides: the O_DIRECT cases' fio runs drop the file's cache (fio's default
 invalidate=1), and some machines reclaim page cache continuously even with memory free. So the
@@ -16,18 +17,23 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
 import tempfile
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from gpubench.bench.engines import fio
-from gpubench.bench.engines import iofile
 from gpubench.bench.core.interface import BenchFailure, Context, Waived
+from gpubench.bench.core.settings import RunSettings
+from gpubench.bench.engines import fio, iofile
 from gpubench.bench.io.iouring import IoUring
+from gpubench.calibrate.paired import Arm, Goal, PairedRatios, interleave
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
+
+GPUBENCH, FIO = "gpubench", "fio"
+FACTS = ("buffers", "files", "ring", "reap_batch")  # what gpubench's loop says of itself
 
 
 @dataclass(frozen=True)
@@ -57,64 +63,82 @@ def calibration_cases(cores: int | None = None) -> list[CalibrationCase]:
             for label, p, bs, qd, direct, goal in kinds for jobs in job_counts]
 
 
-@dataclass
+@dataclass(frozen=True)
+class Measured:
+    """One measurement of one side: MB/s, what gpubench's loop said of itself, and (warm cases) the
+    share of the file in the page cache before and after it."""
+
+    mbps: float
+    facts: dict[str, Any] = field(default_factory=dict)
+    resident: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
 class CaseOutcome:
     case: CalibrationCase
-    gpubench_mbps: list[float] = field(default_factory=list)
-    fio_mbps: list[float] = field(default_factory=list)
-    facts: dict = field(default_factory=dict)
-    # warm cases: (before, after) page-cache residency of the file, per round, per side
-    gpubench_resident: list[tuple[float, float]] = field(default_factory=list)
-    fio_resident: list[tuple[float, float]] = field(default_factory=list)
+    gpubench: tuple[Measured, ...]
+    fio: tuple[Measured, ...]
 
     @property
-    def ratios(self) -> list[float]:
-        return [g / f for g, f in zip(self.gpubench_mbps, self.fio_mbps) if f > 0]
+    def gpubench_mbps(self) -> list[float]:
+        return [m.mbps for m in self.gpubench]
+
+    @property
+    def fio_mbps(self) -> list[float]:
+        return [m.mbps for m in self.fio]
+
+    @property
+    def paired(self) -> PairedRatios:
+        return PairedRatios(tuple(self.gpubench_mbps), tuple(self.fio_mbps))
+
+    @property
+    def ratios(self) -> tuple[float, ...]:
+        return self.paired.ratios
 
     @property
     def ratio(self) -> float:
-        return statistics.median(self.ratios) if self.ratios else float("nan")
+        return self.paired.median
+
+    @property
+    def goal(self) -> Goal:
+        return Goal(self.case.goal)
 
     @property
     def met(self) -> bool:
-        return self.ratio >= self.case.goal
+        return self.goal.met(self.ratio)
 
-    def to_dict(self) -> dict:
-        r = self.ratios
+    @property
+    def least_resident(self) -> float | None:
+        shares = [x for m in self.gpubench + self.fio if m.resident for x in m.resident]
+        return min(shares) if shares else None
+
+    def to_dict(self) -> dict[str, Any]:
         return {
             **asdict(self.case),
             "case": self.case.key,
             "gpubench_mbps": self.gpubench_mbps,
             "fio_mbps": self.fio_mbps,
-            "ratios": r,
-            "ratio_median": self.ratio,
-            "ratio_min": min(r) if r else None,
-            "ratio_max": max(r) if r else None,
-            "gpubench_median_mbps": statistics.median(self.gpubench_mbps) if self.gpubench_mbps else None,
-            "fio_median_mbps": statistics.median(self.fio_mbps) if self.fio_mbps else None,
+            **self.paired.to_dict(),
+            "gpubench_median_mbps": statistics.median(self.gpubench_mbps) if self.gpubench else None,
+            "fio_median_mbps": statistics.median(self.fio_mbps) if self.fio else None,
             "goal_met": self.met,
-            "gpubench_facts": self.facts,
-            "gpubench_resident": self.gpubench_resident,
-            "fio_resident": self.fio_resident,
+            "gpubench_facts": self.gpubench[-1].facts if self.gpubench else {},
+            "gpubench_resident": [list(m.resident) for m in self.gpubench if m.resident],
+            "fio_resident": [list(m.resident) for m in self.fio if m.resident],
         }
 
-    @property
-    def least_resident(self) -> float | None:
-        shares = [x for pair in self.gpubench_resident + self.fio_resident for x in pair]
-        return min(shares) if shares else None
 
-
-@dataclass
+@dataclass(frozen=True)
 class Calibration:
     runtime: float
     rounds: int
     file_size: int
     filesystem: str
     fio_version: str
-    outcomes: list[CaseOutcome]
+    outcomes: tuple[CaseOutcome, ...]
     page_cache: str = ""  # "pinned (mlock)" or why the warm file could not be pinned
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "runtime_s": self.runtime, "rounds": self.rounds, "file_size": self.file_size,
             "filesystem": self.filesystem, "fio_version": self.fio_version, "cores": os.cpu_count(),
@@ -132,6 +156,20 @@ def default_directory() -> Path:
     raise UserError("no disk-backed temporary directory found for O_DIRECT; give one with --dir")
 
 
+def _check_directory(directory: Path, file_size: int) -> str:
+    """The filesystem type of a directory fit for the calibration's file, or a UserError saying why not."""
+    if not directory.is_dir():
+        raise UserError(f"--dir {directory}: not a directory")
+    mount = iofile.mount_of(directory)
+    fstype = mount.fstype if mount else "unknown"
+    if fstype in iofile.MEMORY_FILESYSTEMS:
+        raise UserError(f"--dir {directory} is on {fstype}: O_DIRECT needs a disk-backed filesystem")
+    free = iofile.free_bytes(directory)
+    if free < file_size * 1.1:
+        raise UserError(f"--dir {directory} has {free >> 20} MiB free; the calibration needs {file_size >> 20} MiB")
+    return fstype
+
+
 def calibrate(runtime: float, rounds: int, directory: Path | None = None, file_size: int = 1 << 30,
               progress: Callable[[str], None] = lambda m: None,
               cases: list[CalibrationCase] | None = None) -> Calibration:
@@ -142,21 +180,11 @@ def calibrate(runtime: float, rounds: int, directory: Path | None = None, file_s
     if not binding.get("ring"):
         raise UserError(f"io_uring cannot be used here: {binding.get('error') or 'no ring could be created'}")
     directory = directory or default_directory()
-    if not directory.is_dir():
-        raise UserError(f"--dir {directory}: not a directory")
-    mount = iofile.mount_of(directory)
-    fstype = mount.fstype if mount else "unknown"
-    if fstype in iofile.MEMORY_FILESYSTEMS:
-        raise UserError(f"--dir {directory} is on {fstype}: O_DIRECT needs a disk-backed filesystem")
-    free = iofile.free_bytes(directory)
-    if free < file_size * 1.1:
-        raise UserError(f"--dir {directory} has {free >> 20} MiB free; the calibration needs {file_size >> 20} MiB")
+    fstype = _check_directory(directory, file_size)
     cases = cases or calibration_cases()
     version = _fio_version(fio_bin)
-    profile = Profile("/", ())
     progress(f"writing a {iofile.format_size(file_size)} file in {directory}")
     path = iofile.create_scratch(directory, file_size, 1 << 20, "data")
-    outcomes = [CaseOutcome(c) for c in cases]
     page_cache = ""
     try:
         iofile.sync_filesystem(path)
@@ -165,74 +193,71 @@ def calibrate(runtime: float, rounds: int, directory: Path | None = None, file_s
                 progress("pinning the file in the page cache for the warm cases")
                 pin = stack.enter_context(iofile.PinnedPages(path, file_size))
                 page_cache = "pinned (mlock)" if pin.pinned else f"not pinned: {pin.why_not}"
-            measures = []
-            for c in cases:
-                bench = IoUring()
-                options = {"target": str(path), "pattern": c.pattern, "bs": str(c.bs), "qd": str(c.qd),
-                           "jobs": str(c.jobs), "direct": "1" if c.direct else "0", "runtime": str(runtime)}
-                (case,) = bench.cases(profile, "default", options)
-                ctx = Context(scratch=directory, profile=profile)
-                try:
-                    measures.append(stack.enter_context(bench.prepare(case, ctx)))
-                except (Waived, BenchFailure) as e:
-                    raise UserError(f"{c.key}: {e}") from None
-            for r in range(rounds):
-                for i, (c, measure, outcome) in enumerate(zip(cases, measures, outcomes)):
-                    job = fio.FioJob(filename=str(path), rw=c.pattern, bs=c.bs, iodepth=c.qd, numjobs=c.jobs,
-                                     direct=c.direct, size=file_size, runtime=runtime, invalidate=c.direct)
-                    order = ("gpubench", "fio") if (r + i) % 2 == 0 else ("fio", "gpubench")
-                    for who in order:
-                        progress(f"round {r + 1}/{rounds}: {c.key}: {who}")
-                        if not c.direct:
-                            iofile.warm_file(path, file_size)
-                            before = iofile.resident_fraction(path, file_size)
-                        if who == "gpubench":
-                            sample = measure()
-                            outcome.gpubench_mbps.append(sample.value)
-                            outcome.facts = {k: v for k, v in sample.extra.items() if k in ("buffers", "files", "ring",
-                                                                                            "reap_batch")}
-                        else:
-                            try:
-                                outcome.fio_mbps.append(fio.run_fio(job, fio_bin).bw_mbps)
-                            except fio.FioError as e:
-                                raise UserError(f"{c.key}: {e}") from None
-                        if not c.direct:
-                            shares = (before, iofile.resident_fraction(path, file_size))
-                            (outcome.gpubench_resident if who == "gpubench" else outcome.fio_resident).append(shares)
+            sides = _Sides(path, file_size, runtime, fio_bin, directory, stack)
+            comparisons = [(Arm(GPUBENCH, sides.gpubench(c)), Arm(FIO, sides.fio(c))) for c in cases]
+
+            def before(r: int, c: int, arm: Arm[Measured]) -> None:
+                progress(f"round {r + 1}/{rounds}: {cases[c].key}: {arm.name}")
+
+            measured = interleave(rounds, comparisons, before)
     finally:
         iofile.remove_scratch(path)
+    outcomes = tuple(CaseOutcome(c, tuple(ours), tuple(theirs)) for c, (ours, theirs) in zip(cases, measured))
     return Calibration(runtime, rounds, file_size, fstype, version, outcomes, page_cache)
 
 
-def _fio_version(binary: str) -> str:
-    import subprocess
+class _Sides:
+    """Builds each case's two measurements on the shared file."""
 
+    def __init__(self, path: Path, file_size: int, runtime: float, fio_bin: str, scratch: Path, stack: ExitStack):
+        self.path, self.file_size, self.runtime, self.fio_bin = path, file_size, runtime, fio_bin
+        self.scratch, self.stack = scratch, stack
+        self.profile = Profile("/", ())
+
+    def gpubench(self, c: CalibrationCase) -> Callable[[], Measured]:
+        bench = IoUring()
+        options = {"pattern": c.pattern, "bs": str(c.bs), "qd": str(c.qd),
+                   "jobs": str(c.jobs), "direct": "1" if c.direct else "0", "runtime": str(self.runtime)}
+        (case,) = bench.cases(self.profile, "default", options, RunSettings(target=self.path))
+        try:
+            measure = self.stack.enter_context(bench.prepare(case, Context(scratch=self.scratch, profile=self.profile)))
+        except (Waived, BenchFailure) as e:
+            raise UserError(f"{c.key}: {e}") from None
+
+        def once() -> tuple[float, dict[str, Any]]:
+            sample = measure()
+            return sample.value, {k: v for k, v in sample.extra.items() if k in FACTS}
+
+        return self._warmed(c, once)
+
+    def fio(self, c: CalibrationCase) -> Callable[[], Measured]:
+        job = fio.FioJob(filename=str(self.path), rw=c.pattern, bs=c.bs, iodepth=c.qd, numjobs=c.jobs,
+                         direct=c.direct, size=self.file_size, runtime=self.runtime, invalidate=c.direct)
+
+        def once() -> tuple[float, dict[str, Any]]:
+            try:
+                return fio.run_fio(job, self.fio_bin).bw_mbps, {}
+            except fio.FioError as e:
+                raise UserError(f"{c.key}: {e}") from None
+
+        return self._warmed(c, once)
+
+    def _warmed(self, c: CalibrationCase, once: Callable[[], tuple[float, dict[str, Any]]]) -> Callable[[], Measured]:
+        """A warm case reads the file into the page cache first and records how much of it stayed."""
+        if c.direct:
+            return lambda: Measured(*once())
+
+        def measure() -> Measured:
+            iofile.warm_file(self.path, self.file_size)
+            before = iofile.resident_fraction(self.path, self.file_size)
+            mbps, facts = once()
+            return Measured(mbps, facts, (before, iofile.resident_fraction(self.path, self.file_size)))
+
+        return measure
+
+
+def _fio_version(binary: str) -> str:
     try:
         return subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
-
-
-def calibration_table(cal: Calibration):
-    from rich.table import Table
-
-    table = Table(title=f"gpubench io_uring vs fio {cal.fio_version} ({cal.rounds} interleaved rounds x "
-                        f"{cal.runtime:g} s, {iofile.format_size(cal.file_size)} file on {cal.filesystem})")
-    for name, justify in (("case", "left"), ("jobs", "right"), ("gpubench MB/s", "right"), ("fio MB/s", "right"),
-                          ("ratio", "right"), ("spread (min-max)", "right"), ("goal", "right"), ("", "left"),
-                          ("cached", "right")):
-        table.add_column(name, justify=justify)
-    for o in cal.outcomes:
-        r = o.ratios
-        table.add_row(
-            o.case.label, str(o.case.jobs),
-            f"{statistics.median(o.gpubench_mbps):.0f}" if o.gpubench_mbps else "-",
-            f"{statistics.median(o.fio_mbps):.0f}" if o.fio_mbps else "-",
-            f"{o.ratio:.2f}x", f"{min(r):.2f}-{max(r):.2f}" if r else "-", f">= {o.case.goal:g}x",
-            "met" if o.met else "missed",
-            "-" if o.least_resident is None else f"{o.least_resident:.0%}",
-        )
-    if cal.page_cache:
-        table.caption = (f"warm file: {cal.page_cache}; cached = the least share of the file in the page cache "
-                         f"before or after any warm measurement")
-    return table

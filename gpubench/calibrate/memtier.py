@@ -26,15 +26,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gpubench.bench import memtier
-from gpubench.bench.engines import numa
 from gpubench.bench.core.interface import BenchFailure, Context, Sample
+from gpubench.bench.engines import numa
+from gpubench.calibrate.paired import Arm, Goal, PairedRatios, interleave
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
 
 MIB = 1 << 20
 CFLAGS = ("-O3", "-fopenmp", "-march=native")
-TRIAD_GOAL = 0.9  # gpubench / C, at least
-LATENCY_GOAL = 0.10  # |gpubench / C - 1|, at most
+TRIAD_GOAL = Goal(0.9)  # gpubench / C, at least
+LATENCY_GOAL = Goal(0.10, two_sided=True)  # |gpubench / C - 1|, at most
 
 
 @dataclass(frozen=True)
@@ -47,29 +48,23 @@ class Row:
     c_variant: str
     gpubench: tuple[float, ...]
     c: tuple[float, ...]
-    goal: str
+    goal: Goal
+
+    @property
+    def paired(self) -> PairedRatios:
+        return PairedRatios(self.gpubench, self.c)
 
     @property
     def ratios(self) -> tuple[float, ...]:
-        return tuple(g / c for g, c in zip(self.gpubench, self.c))
+        return self.paired.ratios
 
     @property
     def ratio(self) -> float:
-        return statistics.median(self.ratios)
-
-    @property
-    def ratio_quartiles(self) -> tuple[float, float]:
-        """(q1, q3) of the per-round ratios: the spread the table shows."""
-        if len(self.ratios) < 2:
-            return self.ratio, self.ratio
-        q1, _, q3 = statistics.quantiles(self.ratios, n=4, method="inclusive")
-        return q1, q3
+        return self.paired.median
 
     @property
     def met(self) -> bool:
-        if self.unit == "ns":
-            return abs(self.ratio - 1.0) <= LATENCY_GOAL
-        return self.ratio >= TRIAD_GOAL
+        return self.goal.met(self.ratio)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,13 +76,8 @@ class Row:
             "c": list(self.c),
             "gpubench_median": statistics.median(self.gpubench),
             "c_median": statistics.median(self.c),
-            "ratios": list(self.ratios),
-            "ratio_median": self.ratio,
-            "ratio_q1": self.ratio_quartiles[0],
-            "ratio_q3": self.ratio_quartiles[1],
-            "ratio_min": min(self.ratios),
-            "ratio_max": max(self.ratios),
-            "goal": self.goal,
+            **self.paired.to_dict(),
+            "goal": self.goal.text("C"),
             "met": self.met,
         }
 
@@ -225,21 +215,8 @@ def calibrate(
         raise UserError("calibrate memtier: --rounds must be at least 1")
     if size_mib <= 0:
         raise UserError("calibrate memtier: --size must be larger than zero")
-    topo = memtier.topology(profile)
-    cpu_node = topo.cpu_nodes[0]
-    options = {
-        "size": f"{size_mib}M",
-        "chase_size": f"{size_mib}M",
-        "hops": str(hops),
-        "best_of": str(best_of),
-        "kernels": "triad,chase",
-        "nodes": str(cpu_node.id),
-        "cpu_nodes": str(cpu_node.id),
-    }
-    if threads is not None:
-        if threads < 1:
-            raise UserError("calibrate memtier: --threads must be at least 1")
-        options["threads"] = str(threads)
+    cpu_node = memtier.topology(profile).cpu_nodes[0]
+    options = _options(cpu_node.id, size_mib, threads, hops, best_of)
     bench = memtier.MemTier()
     streaming = {c.params["kernel"]: c for c in bench.cases(profile, "default", {**options, "stores": "streaming"})}
     plain = bench.cases(profile, "default", {**options, "stores": "plain", "kernels": "triad"})[0]
@@ -270,23 +247,22 @@ def calibrate(
             "triad plain": lambda: _gbps(ref.ask(f"triad plain {best_of}"), triad_case),
             "chase": lambda: float(ref.ask(f"chase {hops} {chase_cpu}")[0]) / hops * 1e9,
         }
-        values: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in ours}
-        last: dict[str, Sample] = {}
         # One untimed pass each: the first pass after allocation pays for what the OS still owes.
         for key in ours:
             ours[key]()
             theirs[key]()
-        for r in range(rounds):
-            progress(f"round {r + 1}/{rounds}")
-            for key in ours:
-                if r % 2 == 0:
-                    last[key] = ours[key]()
-                    c_value = theirs[key]()
-                else:
-                    c_value = theirs[key]()
-                    last[key] = ours[key]()
-                values[key][0].append(last[key].value)
-                values[key][1].append(c_value)
+
+        started: set[int] = set()
+
+        def before(r: int, c: int, arm: Arm[Any]) -> None:
+            if r not in started:
+                started.add(r)
+                progress(f"round {r + 1}/{rounds}")
+
+        comparisons = [(Arm("gpubench", ours[key]), Arm("C", theirs[key])) for key in ours]
+        measured = dict(zip(ours, interleave(rounds, comparisons, before)))
+        values = {key: (tuple(s.value for s in samples), tuple(c_values)) for key, (samples, c_values) in measured.items()}
+        last: dict[str, Sample] = {key: samples[-1] for key, (samples, _) in measured.items()}
         for key in ("triad streaming", "triad plain"):
             timed_on = last[key].extra.get("thread_cpus")
             if timed_on is not None and timed_on != sorted(cpus):
@@ -298,9 +274,9 @@ def calibrate(
 
     variant = ref.streaming
     rows = (
-        Row("triad, streaming stores", "GB/s", "numba, nontemporal 64 B stores", f"gcc, {variant}", *_pair(values["triad streaming"]), f">= {TRIAD_GOAL}x C"),
-        Row("triad, plain stores", "GB/s", "numba, plain loop", "gcc, plain loop", *_pair(values["triad plain"]), f">= {TRIAD_GOAL}x C"),
-        Row("pointer chase", "ns", "numba, uint64 index", "gcc, uint64 index", *_pair(values["chase"]), f"within {LATENCY_GOAL:.0%} of C"),
+        Row("triad, streaming stores", "GB/s", "numba, nontemporal 64 B stores", f"gcc, {variant}", *values["triad streaming"], TRIAD_GOAL),
+        Row("triad, plain stores", "GB/s", "numba, plain loop", "gcc, plain loop", *values["triad plain"], TRIAD_GOAL),
+        Row("pointer chase", "ns", "numba, uint64 index", "gcc, uint64 index", *values["chase"], LATENCY_GOAL),
     )
     return Calibration(
         array_bytes=int(triad_case.params["array_bytes"]),
@@ -317,8 +293,22 @@ def calibrate(
     )
 
 
-def _pair(values: tuple[list[float], list[float]]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    return tuple(values[0]), tuple(values[1])
+def _options(node: int, size_mib: float, threads: int | None, hops: int, best_of: int) -> dict[str, str]:
+    """The memtier parameters of gpubench's side: both kernels on the first CPU node and its memory."""
+    options = {
+        "size": f"{size_mib}M",
+        "chase_size": f"{size_mib}M",
+        "hops": str(hops),
+        "best_of": str(best_of),
+        "kernels": "triad,chase",
+        "nodes": str(node),
+        "cpu_nodes": str(node),
+    }
+    if threads is not None:
+        if threads < 1:
+            raise UserError("calibrate memtier: --threads must be at least 1")
+        options["threads"] = str(threads)
+    return options
 
 
 def _gbps(answer: list[str], case: Any) -> float:

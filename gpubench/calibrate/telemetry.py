@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from gpubench.errors import UserError
+from gpubench.calibrate.paired import Arm, PairedRatios, interleave
 from gpubench.results.model import Summary
-from gpubench.results.stats import summarize as summarize_samples
 from gpubench.telemetry.session import Telemetry, open_telemetry
 
 WORKLOADS = ("python", "numpy")
@@ -23,7 +23,8 @@ class Calibration:
     """Runs of the same work without telemetry, with it, and without it again (the A/A control).
 
     overhead: per round, (with / without - 1) * 100. noise: per round, (control / without - 1) * 100:
-    what the machine alone moves the figure by; an overhead inside that spread is not measurable here."""
+    what the machine alone moves the figure by; an overhead inside that spread is not measurable here.
+    Both are paired ratios (gpubench.calibrate.paired) of runs made in the same round."""
 
     workload: str
     hz: float
@@ -39,20 +40,12 @@ class Calibration:
     rates: dict[str, float] = field(default_factory=dict)  # samples per second of each source
 
     @property
-    def overhead_pct(self) -> tuple[float, ...]:
-        return tuple((b / a - 1.0) * 100.0 for a, b in zip(self.without_s, self.with_s))
-
-    @property
-    def noise_pct(self) -> tuple[float, ...]:
-        return tuple((b / a - 1.0) * 100.0 for a, b in zip(self.without_s, self.control_s))
-
-    @property
     def overhead(self) -> Summary:
-        return summarize_samples(self.overhead_pct)
+        return PairedRatios(self.with_s, self.without_s).percent()
 
     @property
     def noise(self) -> Summary:
-        return summarize_samples(self.noise_pct)
+        return PairedRatios(self.control_s, self.without_s).percent()
 
     @property
     def total_pct(self) -> float:
@@ -167,23 +160,17 @@ def calibrate(
                 return time.perf_counter() - started
 
         count0, spent0, cpu0 = tel.sample_count, tel.sample_seconds, tel.sample_cpu_seconds
-        arms: dict[str, Callable[[], float]] = {"without": without, "with": with_telemetry, "control": without}
-        times: dict[str, list[float]] = {name: [] for name in arms}
-        order = list(arms)
-        for r in range(rounds):
-            # rotate the order every round, so a drift of the machine weighs on every arm alike
-            for name in order[r % 3 :] + order[: r % 3]:
-                times[name].append(arms[name]())
-            progress(f"round {r + 1}/{rounds}: without {times['without'][-1]:.3f}s, with {times['with'][-1]:.3f}s, control {times['control'][-1]:.3f}s")
+        arms = (Arm("without", without), Arm("with", with_telemetry), Arm("control", without))
+        ((without_s, with_s, control_s),) = interleave(rounds, [arms], lambda r, c, arm: progress(f"round {r + 1}/{rounds}: {arm.name}"))
         return Calibration(
             workload=workload,
             hz=tel.hz,
             samplers=tuple(tel.samplers),
             rounds=rounds,
             work_units=units,
-            without_s=tuple(times["without"]),
-            with_s=tuple(times["with"]),
-            control_s=tuple(times["control"]),
+            without_s=tuple(without_s),
+            with_s=tuple(with_s),
+            control_s=tuple(control_s),
             samples_taken=tel.sample_count - count0,
             sampling_s=tel.sample_seconds - spent0,
             sampling_cpu_s=tel.sample_cpu_seconds - cpu0,

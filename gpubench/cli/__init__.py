@@ -15,7 +15,7 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
 from gpubench.cli.common import JsonOpt, emit_json
-from gpubench.errors import Interrupted, UserError
+from gpubench.errors import UserError
 
 app = typer.Typer(
     add_completion=False,
@@ -101,137 +101,6 @@ def snapshot(
     typer.echo(f"wrote {out} ({n} entries); replay with: gpubench probe --root {out}", err=True)
 
 
-@app.command()
-def run(
-    only: Optional[List[str]] = typer.Option(None, "--only", metavar="KEY", help="Run only this benchmark (repeatable, or KEY,KEY)."),
-    skip: Optional[List[str]] = typer.Option(None, "--skip", metavar="KEY", help="Leave this benchmark out (repeatable, or KEY,KEY)."),
-    quick: bool = typer.Option(False, "--quick", help="Small sizes, few repetitions: a smoke test (about 20 s on a 2-vCPU VM)."),
-    full: bool = typer.Option(False, "--full", help="The whole parameter matrix, more repetitions, tighter spread."),
-    db: Optional[Path] = typer.Option(None, "--db", metavar="PATH", help="Result history (default: $GPUBENCH_DB, else $XDG_DATA_HOME/gpubench/results.db)."),
-    label: str = typer.Option("", "--label", help="A name for this run, e.g. 'kernel 6.12'."),
-    param: Optional[List[str]] = typer.Option(None, "--param", "-p", metavar="[BENCH.]KEY=VALUE", help="Set a benchmark parameter, e.g. -p iouring.bs=4k -p iouring.qd=32 (repeatable; each KEY once)."),
-    target: Optional[Path] = typer.Option(None, "--target", metavar="PATH", help="Directory, file or block device the I/O benchmarks use (default: a scratch directory); an existing file or device is only read, unless --allow-device-write for a device."),
-    verify: bool = typer.Option(False, "--verify", help="I/O benchmarks write a checksummed pattern and fail on any mismatch."),
-    drop_cache: bool = typer.Option(False, "--drop-cache", help="Drop the scratch file's page cache before reads (cold cache)."),
-    vs_fio: bool = typer.Option(False, "--vs-fio", help="Run the same I/O jobs through fio and store its figures beside gpubench's (fio's without verification, also with --verify)."),
-    allow_device_write: bool = typer.Option(False, "--allow-device-write", help="Allow writes when --target is a block device (destroys its data)."),
-    scratch: Optional[Path] = typer.Option(None, "--scratch", metavar="DIR", help="Where cases keep their temporary files (default: $TMPDIR)."),
-    telemetry: bool = typer.Option(True, "--telemetry/--no-telemetry", help="Sample power, temperature and clocks around each case."),
-    telemetry_hz: float = typer.Option(10.0, "--telemetry-hz", min=0.1, max=1000.0, help="Telemetry samples per second (CPU frequency is read at most once a second)."),
-    telemetry_replay: Optional[Path] = typer.Option(None, "--telemetry-replay", metavar="TRACE", help="Replay a recorded telemetry trace instead of sampling (see gpubench telemetry record)."),
-    cool_down: bool = typer.Option(False, "--cool-down", help="Before each case, wait until temperatures are back near idle (needs a temperature or power reading)."),
-    pre_warm: bool = typer.Option(False, "--pre-warm", help="Bring the device to a steady state before measuring (without a temperature or power reading: one unjudged run)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the stored run as JSON only on stdout."),
-    rounds: Optional[int] = typer.Option(None, "--rounds", min=1, max=50, metavar="N", help="Measure every case in N rounds spread over the run (default 3; 5 with --full); compare tests the rounds."),
-    repeat: int = typer.Option(1, "--repeat", min=1, max=100, metavar="N", help="Make N runs back to back, each stored on its own: compare them as a set (gpubench compare 1,2,3 ...) to tell a change from run-to-run noise."),
-    no_report: bool = typer.Option(False, "--no-report", help="Write no HTML or JSON report (see --reports-dir)."),
-    reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", metavar="DIR", help="Where the HTML and JSON reports go."),
-) -> None:
-    """Probe, plan and run every benchmark that applies here; store the results and write a report.
-
-    Benchmarks whose needs are unmet are recorded as WAIVED with the reason. Every case is
-    measured in rounds spread over the run (each round visits every case once); within a round it
-    is warmed up, then repeated until its spread settles (or a cap). Each case's result is
-    committed to the history at the end of each round; Ctrl-C stops cleanly and keeps what finished.
-    --json prints the stored run (with its number, `id`, as compare takes it); with --repeat N, a
-    list of the N runs.
-    Exit status: 0 all ran (or were waived), 1 a case failed, bad input or no report, 2 usage,
-    130 interrupted."""
-    from gpubench.bench.core.runner import parse_params, select
-    from gpubench.bench.core.job import JobOptions, run_job
-    from gpubench.cli.progress import StderrProgress
-    from gpubench.results.model import ResultStatus, RunStatus
-    from gpubench.results.store import default_db_path
-
-    if quick and full:
-        raise click_exc.UsageError("--quick and --full exclude each other")
-    if not label.isprintable():  # control characters, or bytes that are not UTF-8
-        raise UserError(f"--label {label!r}: use printable UTF-8 text")
-    params = parse_params(param or [])
-    flags = {"verify": verify, "drop_cache": drop_cache, "vs_fio": vs_fio, "allow_device_write": allow_device_write}
-    generic = params.setdefault("*", {})
-    generic.update({k: "1" for k, on in flags.items() if on})
-    if target is not None:
-        generic["target"] = str(target)
-    opts = JobOptions(
-        db=db or default_db_path(),
-        keys=tuple(select(only or [], skip or [])),
-        size="quick" if quick else "full" if full else "default",
-        label=label,
-        params=params,
-        scratch=scratch,
-        telemetry=telemetry,
-        telemetry_hz=telemetry_hz,
-        telemetry_replay=telemetry_replay,
-        cool_down=cool_down,
-        pre_warm=pre_warm,
-        rounds=rounds,
-    )
-    if not opts.keys:
-        raise UserError("no benchmark selected (check --only and --skip)")
-    if not no_report:
-        from gpubench.files import check_output_directory
-
-        check_output_directory(reports_dir, "--reports-dir")
-    finished: list = []
-    problems: list[str] = []
-    for index in range(repeat):
-        if repeat > 1:
-            typer.echo(f"gpubench: run {index + 1} of {repeat}", err=True)
-        with StderrProgress() as progress:
-            stored = run_job(opts, progress)
-        finished.append(stored)
-        problems += _show_run(stored, None if no_report else reports_dir, as_json)
-        if stored.status is RunStatus.INTERRUPTED:
-            break
-    if as_json:
-        documents = [{"id": r.id, **r.to_dict()} for r in finished]  # the id is this history's, for compare
-        emit_json(documents[0] if repeat == 1 else documents)
-    for problem in problems:
-        typer.echo(f"gpubench: error: {problem}", err=True)
-    if repeat > 1:
-        ids = ",".join(str(r.id) for r in finished)
-        typer.echo(f"gpubench: stored runs {ids}; compare them as one side: gpubench compare {ids} OTHER_RUNS", err=True)
-    if finished[-1].status is RunStatus.INTERRUPTED:
-        raise Interrupted(f"run {finished[-1].id} interrupted; completed results are kept")
-    if problems or any(r.status is ResultStatus.FAILED for run in finished for r in run.results):
-        raise typer.Exit(1)
-
-
-def _show_run(stored, reports_dir: Path | None, as_json: bool) -> list[str]:  # type: ignore[no-untyped-def]
-    """Write the run's reports and print its table (the table only without --json); the problems."""
-    paths, problems = [], []
-    if reports_dir is not None:
-        try:
-            paths = _write_reports(stored, reports_dir)
-        except UserError as e:
-            problems.append(str(e))
-    if not as_json:
-        from gpubench.report.formats import machine_speed
-        from gpubench.report.tables import results_table
-        from gpubench.report.terminal import fit, stdout_console
-
-        console = stdout_console()
-        console.print(fit(results_table(stored), console.width))
-        speed = machine_speed(stored)
-        if speed:
-            console.print(f"machine speed: {speed}")
-        for p in paths:
-            console.print(f"report: {p}")
-    for p in paths if as_json else ():
-        typer.echo(f"report: {p}", err=True)
-    return problems
-
-
-def _write_reports(run, directory: Path) -> list[Path]:
-    from gpubench.report.html import write_run_reports
-
-    try:
-        return list(write_run_reports(run, directory))
-    except UserError as e:
-        raise UserError(f"results are stored, but {e}") from None
-
-
 calibrate_app = typer.Typer(
     no_args_is_help=True,
     help="Check gpubench's own measuring loops against reference tools (fio, C) in one interleaved run on this machine.",
@@ -241,9 +110,9 @@ app.add_typer(calibrate_app, name="calibrate")
 # Modules that add their own commands with register(app, calibrate_app); each keeps heavy imports
 # inside its commands.
 COMMAND_MODULES: tuple[str, ...] = (
+    "gpubench.cli.run",
     "gpubench.cli.history",
     "gpubench.cli.calibrate",
-    "gpubench.cli.calibrate_memtier",
     "gpubench.cli.telemetry",
 )
 

@@ -6,6 +6,13 @@ import sys
 
 import typer
 
+try:  # recent typer vendors click
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import UsageError
+
+__all__ = ["JsonOpt", "UsageError", "emit_json"]
+
 JsonOpt = typer.Option(False, "--json", help="Print JSON only on stdout.")
 
 

@@ -1,32 +1,26 @@
-"""History commands: list, show, export, import, compare.
+"""History commands: list, show, export, import, compare, and the housekeeping ones, delete and prune.
 
-Only `import` may create or write the result database; the others open it read-only.
+Only `import` may create the result database; `import`, `delete` and `prune` write it; the others
+open it read-only.
 """
 
 from __future__ import annotations
 
-import enum
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from gpubench.cli.common import JsonOpt, emit_json
+from gpubench.cli.common import JsonOpt, UsageError, emit_json
 from gpubench.errors import UserError
 from gpubench.files import check_output_path, write_user_file
+from gpubench.report.exports import ExportFormat
 
 DbOpt = typer.Option(
     None, "--db", metavar="PATH", help="Result history (default: $GPUBENCH_DB, else $XDG_DATA_HOME/gpubench/results.db)."
 )
 ForceOpt = typer.Option(False, "--force", help="Replace output files that already exist.")
-
-
-class ExportFormat(str, enum.Enum):
-    JSON = "json"
-    CSV = "csv"
-    JUNIT = "junit"
-    PROMETHEUS = "prometheus"
 
 
 def _db(path: Optional[Path]) -> Path:
@@ -75,21 +69,7 @@ def list_command(
     with _open_readonly(path) as store:
         listings = store.list_runs(limit)
     if as_json:
-        rows = [
-            {
-                "id": e.run.id,
-                "uid": e.run.uid,
-                "label": e.run.label,
-                "started": e.run.started,
-                "ended": e.run.ended,
-                "status": e.run.status.value,
-                "results": e.counts,
-                "kernel": e.run.metadata.get("kernel"),
-                "hostname": e.run.metadata.get("hostname"),
-            }
-            for e in listings
-        ]
-        emit_json(rows)
+        emit_json([listing.to_dict() for listing in listings])
         return
     from gpubench.report.tables import runs_table
     from gpubench.report.terminal import fit, stdout_console
@@ -122,12 +102,14 @@ def show_command(
 
 def export_command(
     run: str = typer.Argument(..., metavar="RUN", help="Run number, 'latest', or 6+ hex digits of its uid."),
-    fmt: ExportFormat = typer.Option(..., "--format", "-f", case_sensitive=False, help="json (importable), csv, junit or prometheus (node_exporter textfile)."),
+    fmt: ExportFormat = typer.Option(..., "--format", "-f", case_sensitive=False, help="json (importable), csv, junit, prometheus (node_exporter textfile) or bmf (Bencher metric format)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", help="Write here (atomically) instead of stdout; - means stdout."),
     force: bool = ForceOpt,
     db: Optional[Path] = DbOpt,
 ) -> None:
-    """Export one run: JSON (to import elsewhere), CSV, JUnit XML or a Prometheus textfile."""
+    """Export one run: JSON (to import elsewhere), CSV, JUnit XML, a Prometheus textfile or Bencher's BMF JSON."""
+    from gpubench.report.exports import render_export
+
     with _open_readonly(db) as store:
         found = store.get_run(run)
     text = render_export(found, fmt)
@@ -136,26 +118,6 @@ def export_command(
     else:
         write_user_file(output, text, force)
         typer.echo(f"wrote {output}", err=True)
-
-
-def render_export(run, fmt: ExportFormat) -> str:  # type: ignore[no-untyped-def]
-    if fmt is ExportFormat.JSON:
-        from gpubench.results.jsonio import run_to_json
-
-        return run_to_json(run)
-    if fmt is ExportFormat.CSV:
-        from gpubench.report.csvout import run_csv
-
-        return run_csv(run)
-    if fmt is ExportFormat.JUNIT:
-        from gpubench.report.junit import run_junit
-
-        return run_junit(run)
-    if fmt is ExportFormat.PROMETHEUS:
-        from gpubench.report.prometheus import run_textfile
-
-        return run_textfile(run)
-    raise AssertionError(f"unhandled export format {fmt}")
 
 
 def import_command(
@@ -182,6 +144,7 @@ def compare_command(
     threshold: str = typer.Option("5%", "--threshold", metavar="PCT", help="Smallest change that counts, e.g. 5% or 0.05."),
     fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 3 when any case is significantly worse or lost."),
     as_json: bool = JsonOpt,
+    markdown: bool = typer.Option(False, "--markdown", help="Print GitHub-flavoured Markdown on stdout instead of tables, e.g. >> \"$GITHUB_STEP_SUMMARY\"."),
     html: Optional[Path] = typer.Option(None, "--html", metavar="OUT", help="Also write an HTML report (with several NEW: OUT-<run>.html each)."),
     junit: Optional[Path] = typer.Option(None, "--junit", metavar="OUT", help="Also write JUnit XML (worse or lost = failure)."),
     force: bool = ForceOpt,
@@ -193,143 +156,150 @@ def compare_command(
     are compared: a t-test on the logarithms of their medians, Holm-adjusted over the cases; the
     base and new columns are the geometric means of those medians. A side may be several runs of one configuration, e.g. `compare 1,2,3 4,5,6` or label:NAME.
 
-    Notes on stderr (with --json, also in its "notes") count the cases missing from a side or run
-    with other parameters (not judged), name interrupted runs, say when a better or worse rests on one run per side, and when
-    the machine itself ran at another speed on the two sides (a fixed CPU reference timed before
-    every repetition).
+    Notes on stderr (with --json, also in its "notes"; with --markdown, also under the tables)
+    count the cases missing from a side or run with other parameters (not judged), name
+    interrupted runs, say when a better or worse rests on one run per side, and when the machine
+    itself ran at another speed on the two sides (a fixed CPU reference timed before every
+    repetition). --json also says what changed besides the numbers (what_changed: kernel, boot
+    command line, governor, THP, drivers, capability verdicts); --markdown shows what differs.
 
     Exit status: 0 done, 3 a regression with --fail-on-regression, 1 error, 2 usage."""
     fraction = parse_threshold(threshold)
-    from gpubench.report.formats import machine_speed_note
+    if as_json and markdown:
+        raise UsageError("--json and --markdown exclude each other")
+    from gpubench.report.notes import comparison_notes
     from gpubench.results.compare import compare
+    from gpubench.results.gate import Gate
+    from gpubench.results.selection import ComparisonSides
 
     with _open_readonly(db) as store:
-        base_runs = _side(store, base, "BASE")
-        new_sides = [_side(store, ref, "NEW") for ref in new]
-    base_uids = {run.uid for run in base_runs}
-    for side in new_sides:
-        shared = [run for run in side if run.uid in base_uids]
-        if shared:
-            raise UserError(f"run {shared[0].id} is on both sides of the comparison")
-    html_targets = [] if html is None else [
-        html if len(new_sides) == 1 else html.with_name(f"{html.stem}-{'+'.join(str(r.id) for r in side)}{html.suffix or '.html'}")
-        for side in new_sides
-    ]
-    targets = html_targets + ([junit] if junit is not None else [])
-    for index, requested in enumerate(targets):
-        if any(requested.resolve() == other.resolve() for other in targets[:index]):
-            raise UserError(f"{requested} is named for two outputs; give --html and --junit different files, and each NEW once")
-        check_output_path(requested, force)
-    comparisons = [compare(base_runs, side, fraction) for side in new_sides]
-    notes = [n for n in map(machine_speed_note, comparisons) if n] + _single_run_notes(comparisons) + _incomplete_notes(comparisons)
-
-    html_pages = []
-    if html_targets:
-        from gpubench.report.html import render_comparison_html
-
-        html_pages = [(target, render_comparison_html(c)) for target, c in zip(html_targets, comparisons)]
-    junit_text = None
-    if junit is not None:
-        from gpubench.report.junit import comparison_junit
-
-        junit_text = comparison_junit(comparisons)
-
+        sides = ComparisonSides.select(store, base, new)
+    html_targets = [] if html is None else _per_side(html, sides.new)
+    _check_outputs(html_targets + ([junit] if junit is not None else []), force)
+    comparisons = [compare(sides.base, side, fraction) for side in sides.new]
+    notes = comparison_notes(comparisons)
+    pages = _comparison_pages(comparisons, html_targets, junit)  # rendered whole before anything is written
     if as_json:
         from gpubench.results.jsonio import comparisons_to_json
 
         _emit(comparisons_to_json(comparisons, notes))
-    else:
-        from gpubench.report.tables import comparison_table, verdict_counts
-        from gpubench.report.terminal import fit, stdout_console
+    elif markdown:
+        from gpubench.report.markdown import comparisons_markdown
 
-        console = stdout_console()
-        for comparison in comparisons:
-            console.print(fit(comparison_table(comparison), console.width))
-            console.print(verdict_counts(comparison))
-    for target, page in html_pages:
+        _emit(comparisons_markdown(comparisons, notes))
+    else:
+        _print_comparisons(comparisons)
+    for target, page in pages:
         write_user_file(target, page, force)
         typer.echo(f"wrote {target}", err=True)
-    if junit is not None and junit_text is not None:
-        write_user_file(junit, junit_text, force)
-        typer.echo(f"wrote {junit}", err=True)
     for note in notes:
         typer.echo(f"note: {note}", err=True)
-    regressions = sum(len(c.regressions) for c in comparisons)
-    if regressions and fail_on_regression:
-        typer.echo(f"{regressions} regression(s) beyond the {fraction:.1%} threshold", err=True)
-        raise typer.Exit(3)
+    gate = Gate.of(comparisons, fraction, fail_on_regression)
+    if gate.failed:
+        typer.echo(f"{gate.regressions} regression(s) beyond the {fraction:.1%} threshold", err=True)
+    raise typer.Exit(gate.exit_code)
 
 
-def _which(comparison, comparisons) -> str:  # type: ignore[no-untyped-def]
-    """'1 -> 3: ' to open a note about one of several comparisons; nothing when there is one."""
-    from gpubench.report.formats import side_name
+def _per_side(path: Path, new_sides) -> list[Path]:  # type: ignore[no-untyped-def]
+    """One file for one NEW side; OUT-<runs>.html for each of several."""
+    if len(new_sides) == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-{'+'.join(str(r.id) for r in side)}{path.suffix or '.html'}") for side in new_sides]
 
-    return f"{side_name(comparison.base_side)} -> {side_name(comparison.new_side)}: " if len(comparisons) > 1 else ""
+
+def _check_outputs(targets: List[Path], force: bool) -> None:
+    """Every output file named once, and each either new or --force'd, before any work is done."""
+    for index, requested in enumerate(targets):
+        if any(requested.resolve() == other.resolve() for other in targets[:index]):
+            raise UserError(f"{requested} is named for two outputs; give --html and --junit different files, and each NEW once")
+        check_output_path(requested, force)
 
 
-def _single_run_notes(comparisons) -> list[str]:  # type: ignore[no-untyped-def]
-    """One line per comparison where a better or worse rests on one run per side: the rounds of a
-    run lie seconds apart, and a machine that drifts for longer than a run moves all of them together."""
-    from gpubench.results.model import Verdict
+def _comparison_pages(comparisons, html_targets: List[Path], junit: Optional[Path]) -> list[tuple[Path, str]]:  # type: ignore[no-untyped-def]
+    pages = []
+    if html_targets:
+        from gpubench.report.html import render_comparison_html
 
-    notes = []
+        pages += [(target, render_comparison_html(c)) for target, c in zip(html_targets, comparisons)]
+    if junit is not None:
+        from gpubench.report.junit import comparison_junit
+
+        pages.append((junit, comparison_junit(comparisons)))
+    return pages
+
+
+def _print_comparisons(comparisons) -> None:  # type: ignore[no-untyped-def]
+    from gpubench.report.tables import comparison_table, verdict_counts
+    from gpubench.report.terminal import fit, stdout_console
+
+    console = stdout_console()
     for comparison in comparisons:
-        judged = [case for case in comparison.cases
-                  if case.verdict in (Verdict.BETTER, Verdict.WORSE) and case.units != "runs"]
-        if not judged:
-            continue
-        basis = "one run of one round per side" if any(not case.units for case in judged) else "the rounds of one run per side"
-        notes.append(f"{_which(comparison, comparisons)}{len(judged)} case(s) were judged better or worse on {basis}, "
-                     f"so how far this machine moves between runs is unknown; to rule that out, compare several runs "
-                     f"per side (gpubench run --repeat 3, then e.g. compare 1,2,3 4,5,6)")
-    return notes
+        console.print(fit(comparison_table(comparison), console.width))
+        console.print(verdict_counts(comparison))
 
 
-def _incomplete_notes(comparisons) -> list[str]:  # type: ignore[no-untyped-def]
-    """Lines for cases missing from a side or run differently on the two, one for interrupted runs:
-    none is judged, so a CI log must say that the gate passed without them."""
-    from gpubench.results.model import RunStatus
+def delete_command(
+    run: str = typer.Argument(
+        ..., metavar="RUN", help="A run number, 'latest' or 6+ hex digits of its uid; several as 1,2,3; or label:NAME, every complete run so labelled."
+    ),
+    db: Optional[Path] = DbOpt,
+) -> None:
+    """Delete runs and their results from the history, and say which.
 
-    notes = [f"{_which(c, comparisons)}{len(c.missing)} case(s) not compared because one side lacks them "
-             f"(verdict 'not comparable'); no regression is reported for them" for c in comparisons if c.missing]
-    for c in comparisons:
-        if c.unmatched:
-            why = sorted({case.note.split(":")[0].split(" (")[0] for case in c.unmatched})
-            notes.append(f"{_which(c, comparisons)}{len(c.unmatched)} case(s) not compared although both sides ran them "
-                         f"(verdict 'not comparable'; its note says why, here: {', '.join(why)}); no regression is reported for them")
-    runs = {run.uid: run for c in comparisons for run in c.base_side + c.new_side}
-    interrupted = [str(run.id) for run in runs.values() if run.status is RunStatus.INTERRUPTED]
-    if interrupted:
-        one = len(interrupted) == 1
-        notes.append(f"{'run' if one else 'runs'} {', '.join(interrupted)} {'was' if one else 'were'} interrupted: "
-                     f"compared only as far as {'it' if one else 'they'} got")
-    return notes
+    A run still in progress (its process alive, or on another host) is refused, and then nothing
+    is deleted.
 
+    Exit status: 0 deleted, 1 error (nothing deleted), 2 usage."""
+    from gpubench.report.formats import run_line
+    from gpubench.results.selection import RunSelection
+    from gpubench.results.store import Store
 
-def _side(store, refs: str, which: str) -> list:  # type: ignore[no-untyped-def]
-    """The runs one side of a comparison names: 'latest', '4', '1,2,3' or 'label:kernel 6.8'."""
-    names = [refs.strip()] if refs.strip().startswith("label:") else [ref.strip() for ref in refs.split(",")]
-    if not all(names):
-        raise UserError(f"{which} {refs!r}: an empty run name; separate runs with commas, e.g. 1,2,3")
-    runs = []
-    for name in names:
-        if name.startswith("label:") and not name[len("label:"):].strip():
-            raise UserError(f"{which} {refs!r} names no label; give label:NAME (labels are in: gpubench list)")
-        runs += _labelled(store, name[len("label:"):]) if name.startswith("label:") else [store.get_run(name)]
-    seen: set[str] = set()
-    for run in runs:
-        if run.uid in seen:
-            raise UserError(f"{which} {refs!r} names run {run.id} twice")
-        seen.add(run.uid)
-    return runs
+    selection = RunSelection.parse(run, "RUN")
+    path = _db(db)
+    with Store.open(path, create=False) as store:
+        runs = selection.resolve(store)
+        store.delete_runs([found.id for found in runs])
+    _emit("".join(f"deleted {run_line(found, len(found.results))} from {path}\n" for found in runs))
 
 
-def _labelled(store, label: str) -> list:  # type: ignore[no-untyped-def]
-    """Every complete run with exactly this label, oldest first."""
-    runs = store.complete_runs_labelled(label)
-    if not runs:
-        raise UserError(f"no complete run labelled {label!r} (see: gpubench list)")
-    return runs
+def prune_command(
+    keep: Optional[int] = typer.Option(None, "--keep", min=0, metavar="N", help="Keep the N most recently started runs."),
+    older_than: Optional[str] = typer.Option(None, "--older-than", metavar="AGE", help="Delete only runs started longer ago than AGE: a number and s, m, h, d or w, e.g. 30d."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be deleted, and delete nothing."),
+    db: Optional[Path] = DbOpt,
+) -> None:
+    """Delete old runs so the history stops growing: those beyond the N most recent (--keep), those
+    older than AGE (--older-than), or with both, those beyond N that are also older than AGE.
+
+    Prints one line per deleted run. A run still in progress is kept, and said so. SQLite reuses
+    the space freed; the file does not shrink.
+
+    Exit status: 0 done, 1 error (nothing deleted), 2 usage."""
+    import time
+
+    from gpubench.report.formats import run_line
+    from gpubench.results.housekeeping import PrunePolicy, parse_age, plan_prune
+    from gpubench.results.store import Store
+
+    if keep is None and older_than is None:
+        raise UsageError("prune needs --keep N, --older-than AGE, or both")
+    try:
+        policy = PrunePolicy(keep, None if older_than is None else parse_age(older_than))
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--older-than") from None
+    path = _db(db)
+    with Store.open(path, create=False) as store:
+        plan = plan_prune(store.list_runs(), policy, time.time())
+        if not dry_run:
+            store.delete_runs([listing.run.id for listing in plan.delete])
+    verb = "would delete" if dry_run else "deleted"
+    lines = [f"{verb} {run_line(listing.run, listing.n_results)}" for listing in plan.delete]
+    lines += [f"kept {run_line(listing.run, listing.n_results)}: still in progress" for listing in plan.in_progress]
+    if dry_run:
+        lines.append(f"nothing deleted (--dry-run): {len(plan.delete)} of {plan.total} runs in {path} would go")
+    else:
+        lines.append(f"pruned {len(plan.delete)} of {plan.total} runs from {path}; {plan.kept} kept")
+    _emit("".join(line + "\n" for line in lines))
 
 
 def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
@@ -338,3 +308,5 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
     app.command("export")(export_command)
     app.command("import")(import_command)
     app.command("compare")(compare_command)
+    app.command("delete")(delete_command)
+    app.command("prune")(prune_command)

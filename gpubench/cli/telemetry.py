@@ -1,4 +1,4 @@
-"""Telemetry commands: `telemetry sources|record|show` and `calibrate telemetry`."""
+"""Telemetry commands: `telemetry sources|record|show` (`calibrate telemetry` is in cli.calibrate)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typer
 
 from gpubench.cli.common import JsonOpt, emit_json
 from gpubench.errors import Interrupted, UserError
+from gpubench.telemetry.summary import Phase, TelemetryStatus, TelemetrySummary
 
 MAX_RECORD_S = 7 * 24 * 3600.0
 HzOpt = typer.Option(10.0, "--hz", min=0.1, max=1000.0, help="Samples per second (CPU frequency is read at most once a second).")
@@ -24,35 +25,28 @@ def rates_text(rates: dict[str, float], hz: float) -> str:
     return ", ".join(f"{name} at {rate:g} Hz" + (" (its cap)" if rate < hz else "") for name, rate in rates.items())
 
 
-def summary_lines(s: dict[str, Any]) -> list[str]:
+def _phase_line(p: Phase) -> str:
+    figures = ((p.power_mean_w, "mean {:.0f} W"), (p.temp_max_c, "max {:.0f} °C"), (p.cpu_mean_mhz, "CPU {:.0f} MHz"))
+    extra = ", ".join(form.format(value) for value, form in figures if value is not None)
+    return f"  {p.name:<15} {p.start:>8.2f} s .. {p.end:>8.2f} s  {extra}"
+
+
+def summary_lines(s: TelemetrySummary) -> list[str]:
     """A telemetry summary as short human lines."""
-    if s.get("status") == "none":
-        lines = ["telemetry: none (no readable source)"]
-        lines += [f"  {k}: {v}" for k, v in (s.get("not_available") or {}).items()]
-        return lines
-    lines = [f"telemetry: {s['status']} from {', '.join(s['samplers'])}"]
-    for name, why in (s.get("partial") or {}).items():
-        lines.append(f"  partial: {name} stopped: {why}")
-    for p in s.get("phases", []):
-        extra = []
-        if "power_mean_w" in p:
-            extra.append(f"mean {p['power_mean_w']:.0f} W")
-        if "temp_max_c" in p:
-            extra.append(f"max {p['temp_max_c']:.0f} °C")
-        if "cpu_mean_mhz" in p:
-            extra.append(f"CPU {p['cpu_mean_mhz']:.0f} MHz")
-        lines.append(f"  {p['name']:<15} {p['start']:>8.2f} s .. {p['end']:>8.2f} s  {', '.join(extra)}")
-    lines.append(f"  peak {_fmt(s.get('peak_w'), 'W')}, sustained {_fmt(s.get('sustained_mean_w'), 'W')}, limit {_fmt(s.get('power_limit_w'), 'W', 0)}")
-    energy = s.get("energy_j")
-    if energy is not None:
-        per_gb = f", {s['j_per_gb']:.4f} J/GB" if s.get("j_per_gb") is not None else ""
-        lines.append(f"  energy {energy:.1f} J ({s.get('energy_source')}){per_gb}")
-    throttled = s.get("throttled_pct_by_reason") or {}
-    if throttled:
-        lines.append("  throttled: " + ", ".join(f"{r} {pct:.1f}%" for r, pct in throttled.items()))
-    if s.get("cooldown"):
-        cool = f" in {s['time_to_cool_s']:.1f} s" if s.get("time_to_cool_s") is not None else ""
-        lines.append(f"  cooldown: {s['cooldown']}{cool}")
+    if s.status is TelemetryStatus.NONE:
+        return ["telemetry: none (no readable source)"] + [f"  {k}: {v}" for k, v in s.not_available.items()]
+    lines = [f"telemetry: {s.status.value} from {', '.join(s.samplers)}"]
+    lines += [f"  partial: {name} stopped: {why}" for name, why in s.partial.items()]
+    lines += [_phase_line(p) for p in s.phases]
+    lines.append(f"  peak {_fmt(s.peak_w, 'W')}, sustained {_fmt(s.sustained_mean_w, 'W')}, limit {_fmt(s.power_limit_w, 'W', 0)}")
+    if s.energy_j is not None:
+        per_gb = f", {s.j_per_gb:.4f} J/GB" if s.j_per_gb is not None else ""
+        lines.append(f"  energy {s.energy_j:.1f} J ({s.energy_source.value if s.energy_source else 'n/a'}){per_gb}")
+    if s.throttled_pct_by_reason:
+        lines.append("  throttled: " + ", ".join(f"{r} {pct:.1f}%" for r, pct in s.throttled_pct_by_reason.items()))
+    if s.cooldown:
+        cool = f" in {s.time_to_cool_s:.1f} s" if s.time_to_cool_s is not None else ""
+        lines.append(f"  cooldown: {s.cooldown}{cool}")
     return lines
 
 
@@ -111,7 +105,7 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
         if interrupted:
             raise Interrupted(f"recording interrupted; wrote {out} ({len(window.readings)} samples so far)")
         if as_json:
-            emit_json({"trace": str(out), "samples": len(window.readings), "summary": summary})
+            emit_json({"trace": str(out), "samples": len(window.readings), "summary": summary.to_dict()})
         else:
             typer.echo(f"wrote {out} ({len(window.readings)} samples)", err=True)
 
@@ -127,37 +121,6 @@ def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
 
         summary = summarize(read_trace(trace), bytes_moved)
         if as_json:
-            emit_json(summary)
+            emit_json(summary.to_dict())
         else:
             typer.echo("\n".join(summary_lines(summary)))
-
-    @calibrate_app.command("telemetry")
-    def calibrate_telemetry(
-        seconds: float = typer.Option(0.5, "--seconds", min=0.05, help="Length of one run of the workload."),
-        rounds: int = typer.Option(20, "--rounds", min=1, help="Rounds of three runs: without telemetry, with it, without it again."),
-        hz: float = HzOpt,
-        workload: str = typer.Option("python", "--workload", help="python (needs the interpreter lock: the worst case) or numpy."),
-        as_json: bool = JsonOpt,
-    ) -> None:
-        """Measure what telemetry sampling costs: the same fixed work with and without it, interleaved in one run."""
-        from gpubench.calibrate.telemetry import calibrate
-
-        result = calibrate(seconds, rounds, hz, workload, progress=lambda m: typer.echo(m, err=True))
-        if as_json:
-            emit_json(result.to_dict())
-            return
-        mean_s = sum(result.without_s) / len(result.without_s)
-        typer.echo(
-            f"telemetry overhead with {rates_text(result.rates, result.hz)}, {result.workload} workload, "
-            f"{result.rounds} rounds of ~{mean_s:.2f} s runs:"
-        )
-        for label, s in (("with telemetry", result.overhead), ("control (none)", result.noise)):
-            typer.echo(
-                f"  {label}: median {s.median:+.2f}% (95% CI {s.ci_low:+.2f}% .. {s.ci_high:+.2f}%, "
-                f"IQR {s.q1:+.2f}% .. {s.q3:+.2f}%, min {s.minimum:+.2f}%, max {s.maximum:+.2f}%)"
-            )
-        typer.echo(f"  all runs together: {result.total_pct:+.2f}%; fastest run with against fastest without: {result.best_pct:+.2f}%")
-        typer.echo(
-            f"  sampling: {result.samples_taken} samples, {result.sample_cpu_ms:.3f} ms CPU each ({result.sample_cost_ms:.3f} ms wall); "
-            f"CPU used = {result.sampler_cpu_pct:.3f}% of the benchmark time"
-        )

@@ -18,7 +18,7 @@ DISABLED_MEANING = {
     1: "only processes in kernel.io_uring_group or with CAP_SYS_ADMIN can create rings",
     2: "io_uring is disabled for every process",
 }
-SELFTEST = [sys.executable, "-m", "gpubench.bench.engines.uring", "selftest"]
+SELFTEST = [sys.executable, "-m", "gpubench.bench.engines.uring_binding", "selftest"]
 SELFTEST_TIMEOUT_S = 20.0
 
 

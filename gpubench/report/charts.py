@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 from gpubench.results.model import CaseComparison, Result, Verdict
+from gpubench.telemetry.summary import TelemetrySummary
 
 SVG_STYLE = {
     "svg.fonttype": "none",  # text stays text: small files, the browser's own font
@@ -177,30 +178,16 @@ def _panels(keys: Sequence[str]) -> list[tuple[str, list[str]]]:
     return list(panels.values())
 
 
-def telemetry_series(telemetry: dict[str, Any]) -> tuple[list[float], dict[str, list[float]]] | None:
-    """The time axis and the numeric series of `telemetry["series"]`, or None when there is nothing to draw."""
-    series = telemetry.get("series") if isinstance(telemetry, dict) else None
-    if not isinstance(series, dict):
+def telemetry_series(telemetry: TelemetrySummary) -> tuple[list[float], dict[str, list[float]]] | None:
+    """The time axis and the series of the telemetry's timeline by key, or None when there is nothing to draw."""
+    series = telemetry.series
+    if series is None or len(series.t) < 2 or not series.values:
         return None
-    times = series.get("t")
-    if not isinstance(times, (list, tuple)) or len(times) < 2:
-        return None
-    try:
-        t = [float(x) for x in times]
-    except (TypeError, ValueError):
-        return None
-    curves: dict[str, list[float]] = {}
-    for key, values in series.items():
-        if key == "t" or not isinstance(values, (list, tuple)) or len(values) != len(t):
-            continue
-        try:
-            curves[key] = [float("nan") if v is None else float(v) for v in values]
-        except (TypeError, ValueError):
-            continue
-    return (t, curves) if curves else None
+    curves = {measure.value: [float("nan") if v is None else float(v) for v in values] for measure, values in series.values.items()}
+    return [float(x) for x in series.t], curves
 
 
-def telemetry_chart(telemetry: dict[str, Any]) -> str | None:
+def telemetry_chart(telemetry: TelemetrySummary) -> str | None:
     """The sampled series over time, one panel per unit on a shared time axis, phases shaded and
     named, throttle events marked; None when the telemetry has no series."""
     found = telemetry_series(telemetry)
@@ -209,8 +196,7 @@ def telemetry_chart(telemetry: dict[str, Any]) -> str | None:
     times, curves = found
     origin = times[0] if times[0] > 1e8 else 0.0  # epoch stamps become seconds from the first sample
     t = [x - origin for x in times]
-    phases = [p for p in telemetry.get("phases") or () if isinstance(p, dict) and "start" in p and "end" in p]
-    events = [e for e in telemetry.get("events") or () if isinstance(e, dict) and isinstance(e.get("t"), (int, float))]
+    phases, events = telemetry.phases, telemetry.events
     panels = _panels(list(curves))
     span = (t[-1] - t[0]) or 1.0
     with _figure(CHART_WIDTH, 0.6 + 1.45 * len(panels)) as fig:
@@ -218,9 +204,9 @@ def telemetry_chart(telemetry: dict[str, Any]) -> str | None:
         for ax, (unit, members) in zip(axes, panels):
             for index, phase in enumerate(phases):
                 colour = PHASE_COLOURS[index % len(PHASE_COLOURS)]
-                ax.axvspan(float(phase["start"]) - origin, float(phase["end"]) - origin, color=colour, alpha=0.55, linewidth=0, zorder=0)
+                ax.axvspan(phase.start - origin, phase.end - origin, color=colour, alpha=0.55, linewidth=0, zorder=0)
             for event in events:
-                ax.axvline(float(event["t"]) - origin, color=COLOUR_MEDIAN, linewidth=0.7, linestyle=":", zorder=1)
+                ax.axvline(event.t - origin, color=COLOUR_MEDIAN, linewidth=0.7, linestyle=":", zorder=1)
             for number, key in enumerate(members):
                 style = "--" if key.endswith("limit_w") else "-"
                 ax.plot(t, curves[key], linestyle=style, linewidth=1.2, color=SERIES_COLOURS[number % len(SERIES_COLOURS)], label=_split_series_key(key)[0], zorder=2)
@@ -231,12 +217,12 @@ def telemetry_chart(telemetry: dict[str, Any]) -> str | None:
             ax.grid(axis="y", color="#e5e5e5", linewidth=0.6)
         top, last_at_level = axes[0], [float("-inf")] * len(PHASE_LABEL_LEVELS)
         for phase in phases:
-            start, end = float(phase["start"]) - origin, float(phase["end"]) - origin
+            start, end = phase.start - origin, phase.end - origin
             middle = (start + end) / 2
             # the lowest row where this name keeps clear of the previous one there
             level = next((i for i, x in enumerate(last_at_level) if middle - x > 0.1 * span), len(PHASE_LABEL_LEVELS) - 1)
             last_at_level[level] = middle
-            top.annotate(str(phase.get("name", "")), xy=(middle, PHASE_LABEL_LEVELS[level]), xycoords=("data", "axes fraction"),
+            top.annotate(phase.name, xy=(middle, PHASE_LABEL_LEVELS[level]), xycoords=("data", "axes fraction"),
                          ha="center", va="bottom", fontsize=8, annotation_clip=False, parse_math=False)
         axes[-1].set_xlabel("seconds" + (" from the benchmark start" if origin == 0.0 and t[0] < 0 else ""))
         return _to_inline_svg(fig)

@@ -53,6 +53,11 @@ def run_name(run) -> str:  # type: ignore[no-untyped-def]
     return f"run {run.ident}" + (f" ({run.label})" if run.label else "")
 
 
+def run_line(run, results: int) -> str:  # type: ignore[no-untyped-def]
+    """'run 3 (kernel 6.8), started 2026-01-01 12:00:00 UTC, 8 results': a run as housekeeping names it."""
+    return f"{run_name(run)}, started {when(run.started)}, {results} result{'' if results == 1 else 's'}"
+
+
 def side_name(runs) -> str:  # type: ignore[no-untyped-def]
     """One run by its name; several as 'runs 1,2,3', with their label when they share one."""
     if len(runs) == 1:

@@ -17,6 +17,7 @@ from gpubench.files import write_new
 from gpubench.report import formats
 from gpubench.report.matrix import pair_matrices
 from gpubench.results.model import CaseComparison, Comparison, Result, ResultStatus, Run, RunStatus, Verdict
+from gpubench.telemetry.summary import Phase, TelemetryStatus, TelemetrySummary
 
 VERDICT_CLASS = {
     Verdict.BETTER: "better",
@@ -185,9 +186,9 @@ def _cell_text(value: Any) -> str:
     return _scalar_text(value)
 
 
-def phase_table(phases: Any) -> dict[str, Any] | None:
+def phase_table(phases: Sequence[Phase]) -> dict[str, Any] | None:
     """A column per phase, a row per field (the union of the phases' fields, the usual ones first)."""
-    columns = [p for p in phases or () if isinstance(p, dict)]
+    columns = [p.to_dict() for p in phases]
     if not columns:
         return None
     fields = [f for f in PHASE_LEADING_COLUMNS[1:] if any(f in p for p in columns)]
@@ -199,23 +200,20 @@ def phase_table(phases: Any) -> dict[str, Any] | None:
     }
 
 
-def telemetry_view(case: str, telemetry: dict[str, Any]) -> dict[str, Any] | None:
+def telemetry_view(case: str, telemetry: TelemetrySummary) -> dict[str, Any] | None:
     """What the report shows of one result's telemetry; None when no sampler ran and nothing was drawn."""
     from gpubench.report import charts
 
     chart = charts.telemetry_chart(telemetry)
-    if chart is None and telemetry.get("status") == "none":
+    if chart is None and telemetry.status is TelemetryStatus.NONE:
         return None
-    summary = {k: v for k, v in telemetry.items() if k not in TELEMETRY_DRAWN_ELSEWHERE}
-    events = [
-        f"{formats.number(float(e['t']), NOT_AVAILABLE)} s {e.get('reason', '')}".strip()
-        for e in telemetry.get("events") or ()
-        if isinstance(e, dict) and isinstance(e.get("t"), (int, float))
-    ]
+    # what was measured: the figures without a value (null, no entries) are left out
+    summary = {k: v for k, v in telemetry.to_dict().items() if k not in TELEMETRY_DRAWN_ELSEWHERE and v not in (None, {}, [])}
+    events = [f"{formats.number(e.t, NOT_AVAILABLE)} s {e.reason}".strip() for e in telemetry.events]
     view = {
         "case": case,
         "svg": _svg(chart),
-        "phases": phase_table(telemetry.get("phases")),
+        "phases": phase_table(telemetry.phases),
         "summary": flatten_metadata(summary) if summary else [],
         "events": events,
     }

@@ -143,7 +143,7 @@ def comparison_table(comparison: Comparison) -> Table:
             formats.side_value(case, "base"),
             formats.side_value(case, "new"),
             format_change(case.ratio),
-            _ci_cell(case),
+            change_interval(case),
             formats.p_value(case.p_value),
             Text(case.verdict.value, style=VERDICT_STYLE[case.verdict]),
             "" if case.verdict in (Verdict.BETTER, Verdict.WORSE) else case.note,
@@ -151,7 +151,8 @@ def comparison_table(comparison: Comparison) -> Table:
     return table
 
 
-def _ci_cell(case: CaseComparison) -> str:
+def change_interval(case: CaseComparison) -> str:
+    """The 95% interval of the change, '-21.0% .. -19.0%'; empty where there is none."""
     if case.ci_low is None or case.ci_high is None or not (math.isfinite(case.ci_low) and math.isfinite(case.ci_high)):
         return ""
     return f"{case.ci_low - 1.0:+.1%} .. {case.ci_high - 1.0:+.1%}"

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Callable, Sequence
 
 from gpubench.results.model import WHOLE_BENCHMARK, CaseComparison, Comparison, Result, ResultStatus, Run, Verdict
 from gpubench.results.stats import summarize
@@ -104,42 +104,82 @@ def _groups(results: Sequence[Result]) -> tuple[tuple[tuple[float, ...], ...], s
     return (rounds, "rounds") if len(rounds) > 1 else ((), "")
 
 
+@dataclass(frozen=True)
+class _SideCase:
+    """One case on one side, before pooling: each run's result (None where it lacks the case)."""
+
+    side: str  # "base" or "new"
+    names: tuple[str, ...]  # how each run is named to the user
+    results: tuple[Result | None, ...]
+
+    @property
+    def present(self) -> list[Result]:
+        return [r for r in self.results if r is not None]
+
+    def named(self) -> list[tuple[str, Result]]:
+        return [(name, r) for name, r in zip(self.names, self.results) if r is not None]
+
+
+def _missing_runs(facts: _SideCase) -> Pooled | None:
+    missing = [name for name, r in zip(facts.names, facts.results) if r is None]
+    if not missing:
+        return None
+    return Pooled(facts.present[0], problem=f"missing from {facts.side} run {', '.join(missing)}")
+
+
+def _mixed_statuses(facts: _SideCase) -> Pooled | None:
+    statuses: dict[str, list[str]] = {}
+    for name, r in facts.named():
+        statuses.setdefault(r.status.value, []).append(name)
+    if len(statuses) < 2:
+        return None
+    ran = next((r for r in facts.present if r.status is ResultStatus.OK), facts.present[0])
+    lost = tuple((name, r) for name, r in facts.named() if r.status in (ResultStatus.WAIVED, ResultStatus.FAILED))
+    problem = f"the {facts.side} runs disagree: " + "; ".join(f"{s} in {', '.join(n)}" for s, n in statuses.items())
+    return Pooled(ran, problem=problem, lost=lost)
+
+
+def _ran_differently(facts: _SideCase) -> Pooled | None:
+    (first_name, first), *others = facts.named()
+    for name, r in others:
+        if (r.params, r.unit, r.higher_is_better) != (first.params, first.unit, first.higher_is_better):
+            how = _params_difference(first.params, r.params)
+            return Pooled(first, problem=f"{facts.side} runs {first_name} and {name} ran this case differently: {how}")
+    return None
+
+
+def _not_measured(facts: _SideCase) -> Pooled | None:
+    first = facts.present[0]
+    if first.status is not ResultStatus.OK:
+        return Pooled(first)
+    empty = [name for name, r in facts.named() if not r.samples]
+    return Pooled(first, problem=f"no samples in {facts.side} run {', '.join(empty)}") if empty else None
+
+
+# Why the runs of one side cannot stand together as one, in the order they are looked for.
+_POOL_OBSTACLES: tuple[Callable[[_SideCase], Pooled | None], ...] = (_missing_runs, _mixed_statuses, _ran_differently, _not_measured)
+
+
 def _pool(results: list[Result | None], runs: Sequence[Run], side: str) -> Pooled:
     if len(results) == 1:
         result = results[0]
         if result is None or result.status is not ResultStatus.OK or not result.samples:
             return Pooled(result)
         return Pooled(result, *_groups([result]))
-    present = [r for r in results if r is not None]
+    facts = _SideCase(side, tuple(run.ident for run in runs), tuple(results))
+    present = facts.present
     if not present:
         return Pooled(None)
-    names = [run.ident for run in runs]
-    first = present[0]
-    missing = [name for name, r in zip(names, results) if r is None]
-    if missing:
-        return Pooled(first, problem=f"missing from {side} run {', '.join(missing)}")
-    statuses: dict[str, list[str]] = {}
-    for name, r in zip(names, present):
-        statuses.setdefault(r.status.value, []).append(name)
-    if len(statuses) > 1:
-        ran = next((r for r in present if r.status is ResultStatus.OK), first)
-        lost = tuple((name, r) for name, r in zip(names, present) if r.status in (ResultStatus.WAIVED, ResultStatus.FAILED))
-        problem = f"the {side} runs disagree: " + "; ".join(f"{s} in {', '.join(n)}" for s, n in statuses.items())
-        return Pooled(ran, problem=problem, lost=lost)
-    for name, r in zip(names[1:], present[1:]):
-        if (r.params, r.unit, r.higher_is_better) != (first.params, first.unit, first.higher_is_better):
-            return Pooled(first, problem=f"{side} runs {names[0]} and {name} ran this case differently: " + _params_difference(first.params, r.params))
-    if first.status is not ResultStatus.OK:
-        return Pooled(first)
-    empty = [name for name, r in zip(names, present) if not r.samples]
-    if empty:
-        return Pooled(first, problem=f"no samples in {side} run {', '.join(empty)}")
+    for obstacle in _POOL_OBSTACLES:
+        found = obstacle(facts)
+        if found is not None:
+            return found
     samples = tuple(v for r in present for v in r.samples)
     pooled = replace(
-        first,
+        present[0],
         samples=samples,
         sample_metrics=tuple(m for r in present for m in r.sample_metrics),
-        summary=summarize(samples) if samples else None,
+        summary=summarize(samples),
         started=min(r.started for r in present),
         ended=max(r.ended for r in present),
     )
@@ -168,72 +208,115 @@ def _with_whole_waivers(new: dict[tuple[str, str], Result], base: dict[tuple[str
     return out
 
 
+@dataclass(frozen=True)
+class _Unjudged:
+    """Why a case gets no ratio: its verdict and note (and, for a capability lost in some of the
+    new runs, the result that lost it)."""
+
+    verdict: Verdict
+    note: str
+    new: Result | None = None
+
+
+def _reason(result: Result) -> str:
+    return f": {result.reason}" if result.reason else ""
+
+
+def _only_in_one_side(base_pool: Pooled, new_pool: Pooled) -> _Unjudged | None:
+    if base_pool.result is None:
+        return _Unjudged(Verdict.NOT_COMPARABLE, "only in the new run")
+    if new_pool.result is None:
+        return _Unjudged(Verdict.NOT_COMPARABLE, "missing from the new run")
+    return None
+
+
+def _lost_in_some_new_runs(base_pool: Pooled, new_pool: Pooled) -> _Unjudged | None:
+    base = base_pool.result
+    if base is None or base.status is not ResultStatus.OK or base_pool.problem or not new_pool.lost:
+        return None
+    where = "; ".join(f"{r.status.value} in new run {name}{_reason(r)}" for name, r in new_pool.lost)
+    return _Unjudged(Verdict.LOST, f"lost capability: ran in the base, {where}", new=new_pool.lost[0][1])
+
+
+def _side_problem(base_pool: Pooled, new_pool: Pooled) -> _Unjudged | None:
+    problem = base_pool.problem or new_pool.problem
+    return _Unjudged(Verdict.NOT_COMPARABLE, problem) if problem else None
+
+
+def _lost_in_new(base_pool: Pooled, new_pool: Pooled) -> _Unjudged | None:
+    base, new = base_pool.result, new_pool.result
+    assert base is not None and new is not None
+    if base.status is ResultStatus.OK and new.status in (ResultStatus.WAIVED, ResultStatus.FAILED):
+        return _Unjudged(Verdict.LOST, f"lost capability: ran in the base run, {new.status.value} in the new run{_reason(new)}")
+    return None
+
+
+def _not_ok(base_pool: Pooled, new_pool: Pooled) -> _Unjudged | None:
+    for side, result in (("base", base_pool.result), ("new", new_pool.result)):
+        assert result is not None
+        if result.status is not ResultStatus.OK:
+            return _Unjudged(Verdict.NOT_COMPARABLE, f"{result.status.value} in the {side} run{_reason(result)}")
+    return None
+
+
+def _ran_otherwise(base_pool: Pooled, new_pool: Pooled) -> _Unjudged | None:
+    base, new = base_pool.result, new_pool.result
+    assert base is not None and new is not None
+    if base.unit != new.unit:
+        return _Unjudged(Verdict.NOT_COMPARABLE, f"units differ: {base.unit} vs {new.unit}")
+    if base.higher_is_better != new.higher_is_better:
+        return _Unjudged(Verdict.NOT_COMPARABLE, "the two runs disagree on whether higher is better")
+    if base.params != new.params:
+        return _Unjudged(Verdict.NOT_COMPARABLE, "parameters differ: " + _params_difference(base.params, new.params))
+    return None
+
+
+def _no_positive_medians(base_pool: Pooled, new_pool: Pooled) -> _Unjudged | None:
+    base, new = base_pool.result, new_pool.result
+    assert base is not None and new is not None
+    if not base.samples or not new.samples:
+        return _Unjudged(Verdict.NOT_COMPARABLE, f"no samples in the {'base' if not base.samples else 'new'} run")
+    base_median, new_median = statistics.median(base.samples), statistics.median(new.samples)
+    if base_median <= 0 or new_median <= 0:
+        return _Unjudged(Verdict.NOT_COMPARABLE, f"a ratio needs positive medians (base {base_median:g}, new {new_median:g})")
+    return None
+
+
+# Why a case cannot be measured, in the order it is looked for: the first that applies decides.
+_CASE_OBSTACLES: tuple[Callable[[Pooled, Pooled], _Unjudged | None], ...] = (
+    _only_in_one_side, _lost_in_some_new_runs, _side_problem, _lost_in_new, _not_ok, _ran_otherwise, _no_positive_medians,
+)
+
+
 def compare_case(base_pool: Pooled, new_pool: Pooled, threshold: float) -> CaseComparison:
     """One case. Where groups (rounds or runs) are the unit, it is measured but not judged: its
     p-value is the group test's own, which compare() adjusts over all such cases before judging."""
     base, new = base_pool.result, new_pool.result
-    if base is None and new is None:
-        raise ValueError("nothing to compare")
     either = base or new
-    assert either is not None
-
-    def verdict(v: Verdict, note: str, **numbers: Any) -> CaseComparison:
-        return CaseComparison(
-            benchmark=either.benchmark,
-            case=either.case,
-            unit=either.unit,
-            higher_is_better=either.higher_is_better,
-            verdict=v,
-            base=base,
-            new=new,
-            note=note,
-            **numbers,
-        )
-
-    if base is None:
-        return verdict(Verdict.NOT_COMPARABLE, "only in the new run")
-    if new is None:
-        return verdict(Verdict.NOT_COMPARABLE, "missing from the new run")
-    if base.status is ResultStatus.OK and not base_pool.problem and new_pool.lost:
-        where = "; ".join(f"{r.status.value} in new run {name}" + (f": {r.reason}" if r.reason else "") for name, r in new_pool.lost)
-        return replace(verdict(Verdict.LOST, f"lost capability: ran in the base, {where}"), new=new_pool.lost[0][1])
-    for pool in (base_pool, new_pool):
-        if pool.problem:
-            return verdict(Verdict.NOT_COMPARABLE, pool.problem)
-    if base.status is ResultStatus.OK and new.status in (ResultStatus.WAIVED, ResultStatus.FAILED):
-        why = f": {new.reason}" if new.reason else ""
-        return verdict(Verdict.LOST, f"lost capability: ran in the base run, {new.status.value} in the new run{why}")
-    for side, result in (("base", base), ("new", new)):
-        if result.status is not ResultStatus.OK:
-            why = f": {result.reason}" if result.reason else ""
-            return verdict(Verdict.NOT_COMPARABLE, f"{result.status.value} in the {side} run{why}")
-    if base.unit != new.unit:
-        return verdict(Verdict.NOT_COMPARABLE, f"units differ: {base.unit} vs {new.unit}")
-    if base.higher_is_better != new.higher_is_better:
-        return verdict(Verdict.NOT_COMPARABLE, "the two runs disagree on whether higher is better")
-    if base.params != new.params:
-        return verdict(Verdict.NOT_COMPARABLE, "parameters differ: " + _params_difference(base.params, new.params))
-    if not base.samples or not new.samples:
-        side = "base" if not base.samples else "new"
-        return verdict(Verdict.NOT_COMPARABLE, f"no samples in the {side} run")
-    base_median = statistics.median(base.samples)
-    new_median = statistics.median(new.samples)
-    if base_median <= 0 or new_median <= 0:
-        return verdict(Verdict.NOT_COMPARABLE, f"a ratio needs positive medians (base {base_median:g}, new {new_median:g})")
-
+    if either is None:
+        raise ValueError("nothing to compare")
+    case = CaseComparison(benchmark=either.benchmark, case=either.case, unit=either.unit, higher_is_better=either.higher_is_better,
+                          verdict=Verdict.SAME, base=base, new=new)
+    for obstacle in _CASE_OBSTACLES:
+        unjudged = obstacle(base_pool, new_pool)
+        if unjudged is not None:
+            return replace(case, verdict=unjudged.verdict, note=unjudged.note, new=unjudged.new or new)
+    assert base is not None and new is not None
     if "runs" in (base_pool.units, new_pool.units):  # runs against runs: one run's rounds count as that run
         base_pool, new_pool = (replace(p, groups=(), units="") if p.units == "rounds" else p for p in (base_pool, new_pool))
     if (base_pool.groups or new_pool.groups) and all(m > 0 for m in base_pool.medians + new_pool.medians) and _groups_vary(base_pool, new_pool):
-        return _over_groups(verdict(Verdict.SAME, ""), base_pool, new_pool)  # judged by compare(), over all such cases
+        return _over_groups(case, base_pool, new_pool)  # judged by compare(), over all such cases
+    return _over_samples(case, base.samples, new.samples, threshold)
 
-    ratio = new_median / base_median
-    ci_low, ci_high = ratio_confidence_interval(base.samples, new.samples)
-    p_value = rank_test(base.samples, new.samples)
-    measured = verdict(Verdict.SAME, "", ratio=ratio, ci_low=ci_low, ci_high=ci_high, p_value=p_value)
-    smallest_p = smallest_possible_p(len(base.samples), len(new.samples))
+
+def _over_samples(case: CaseComparison, base: Sequence[float], new: Sequence[float], threshold: float) -> CaseComparison:
+    """Samples as the unit: the ratio of medians, a bootstrap interval, the rank test."""
+    ci_low, ci_high = ratio_confidence_interval(base, new)
+    measured = replace(case, ratio=statistics.median(new) / statistics.median(base), ci_low=ci_low, ci_high=ci_high,
+                       p_value=rank_test(base, new))
+    smallest_p = smallest_possible_p(len(base), len(new))
     if smallest_p >= ALPHA:
-        note = f"too few samples to tell ({len(base.samples)} vs {len(new.samples)}: p can't go below {smallest_p:.2g})"
-        return replace(measured, note=note)
+        return replace(measured, note=f"too few samples to tell ({len(base)} vs {len(new)}: p can't go below {smallest_p:.2g})")
     return _judge(measured, threshold, "within the noise", "")
 
 

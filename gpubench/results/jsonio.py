@@ -19,8 +19,11 @@ from gpubench.errors import UserError
 from gpubench.files import read_user_file
 from gpubench.results.model import HOST_SPEED_KEY, ROUND_KEY, SCHEMA_VERSION, CaseComparison, Comparison, Result, ResultStatus, Run, RunStatus, Summary
 from gpubench.results.stats import summarize
+from gpubench.telemetry.summary import TelemetrySummary
 
 _UID = re.compile(r"^[0-9a-f]{8,64}$")
+# `compare --json` is versioned on its own (runs: model.SCHEMA_VERSION). 2: "what_changed" per comparison.
+COMPARISONS_SCHEMA_VERSION = 2
 LAST_TIMESTAMP = 253402300800  # 10000-01-01 UTC
 MAX_SAMPLE = 1e100  # beyond any measurement; near the largest float, sums of samples overflow
 
@@ -123,41 +126,62 @@ def _check_result(item: Any, where: str) -> None:
     check.choice("status", [s.value for s in ResultStatus])
     check.string("reason", optional=True)
     samples = check.array("samples", optional=True) or []
+    _check_samples(samples, where)
+    if item["status"] == ResultStatus.OK.value and not samples:
+        raise InvalidDocument(f"{where}.samples: a result with status ok needs samples")
+    for index, entry in enumerate(check.array("sample_metrics", optional=True) or []):
+        _check_sample_metrics(entry, f"{where}.sample_metrics[{index}]")
+    check.mapping("extra", optional=True)
+    check.mapping("telemetry", optional=True)
+    _check_telemetry(item.get("telemetry"), where)
+    check.timestamp("started", optional=True)
+    check.timestamp("ended", optional=True)
+    check.in_order("started", "ended")
+    _check_summary(item.get("summary"), len(samples), f"{where}.summary")
+
+
+def _check_samples(samples: list, where: str) -> None:
     for index, value in enumerate(samples):
         _number(value, f"{where}.samples[{index}]")
         if not 0 <= value <= MAX_SAMPLE:  # MB/s, IOPS, GB/s, ns, us, J: none is negative or astronomical
             raise InvalidDocument(f"{where}.samples[{index}]: expected a measurement from 0 to {MAX_SAMPLE:g}, found {value}")
-    if item["status"] == ResultStatus.OK.value and not samples:
-        raise InvalidDocument(f"{where}.samples: a result with status ok needs samples")
-    metrics = check.array("sample_metrics", optional=True) or []
-    for index, entry in enumerate(metrics):
-        if not isinstance(entry, dict):
-            raise InvalidDocument(f"{where}.sample_metrics[{index}]: expected an object, found {_kind(entry)}")
-        number = entry.get(ROUND_KEY, 1)
-        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
-            raise InvalidDocument(f"{where}.sample_metrics[{index}].{ROUND_KEY}: expected a round number (1, 2, ...), found {json.dumps(number)[:40]}")
-        if HOST_SPEED_KEY in entry:
-            speed = entry[HOST_SPEED_KEY]
-            _number(speed, f"{where}.sample_metrics[{index}].{HOST_SPEED_KEY}")
-            if speed <= 0:
-                raise InvalidDocument(f"{where}.sample_metrics[{index}].{HOST_SPEED_KEY}: expected a speed above zero, found {speed}")
-    check.mapping("extra", optional=True)
-    check.mapping("telemetry", optional=True)
-    check.timestamp("started", optional=True)
-    check.timestamp("ended", optional=True)
-    check.in_order("started", "ended")
-    summary = item.get("summary")
-    if summary is not None:
-        if not isinstance(summary, dict):
-            raise InvalidDocument(f"{where}.summary: expected an object or null, found {_kind(summary)}")
-        for name in Summary.__dataclass_fields__:
-            if name not in summary:
-                raise InvalidDocument(f"{where}.summary.{name}: missing")
-            _number(summary[name], f"{where}.summary.{name}")
-        if isinstance(summary["n"], float) and not summary["n"].is_integer():
-            raise InvalidDocument(f"{where}.summary.n: expected a whole number")
-        if summary["n"] != len(samples):
-            raise InvalidDocument(f"{where}.summary.n: {summary['n']}, but the result has {len(samples)} samples")
+
+
+def _check_sample_metrics(entry: Any, where: str) -> None:
+    if not isinstance(entry, dict):
+        raise InvalidDocument(f"{where}: expected an object, found {_kind(entry)}")
+    number = entry.get(ROUND_KEY, 1)
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise InvalidDocument(f"{where}.{ROUND_KEY}: expected a round number (1, 2, ...), found {json.dumps(number)[:40]}")
+    if HOST_SPEED_KEY in entry:
+        speed = entry[HOST_SPEED_KEY]
+        _number(speed, f"{where}.{HOST_SPEED_KEY}")
+        if speed <= 0:
+            raise InvalidDocument(f"{where}.{HOST_SPEED_KEY}: expected a speed above zero, found {speed}")
+
+
+def _check_summary(summary: Any, n_samples: int, where: str) -> None:
+    """A stored summary must at least agree with the samples it came from (it is made anew)."""
+    if summary is None:
+        return
+    if not isinstance(summary, dict):
+        raise InvalidDocument(f"{where}: expected an object or null, found {_kind(summary)}")
+    for name in Summary.__dataclass_fields__:
+        if name not in summary:
+            raise InvalidDocument(f"{where}.{name}: missing")
+        _number(summary[name], f"{where}.{name}")
+    if isinstance(summary["n"], float) and not summary["n"].is_integer():
+        raise InvalidDocument(f"{where}.n: expected a whole number")
+    if summary["n"] != n_samples:
+        raise InvalidDocument(f"{where}.n: {summary['n']}, but the result has {n_samples} samples")
+
+
+def _check_telemetry(telemetry: Any, where: str) -> None:
+    if telemetry:
+        try:
+            TelemetrySummary.from_dict(telemetry)
+        except ValueError as e:  # its message starts with "telemetry."
+            raise InvalidDocument(f"{where}.{e}") from None
 
 
 class _Checker:
@@ -321,6 +345,8 @@ def case_comparison_to_dict(case: CaseComparison) -> dict[str, Any]:
 
 
 def comparison_to_dict(comparison: Comparison) -> dict[str, Any]:
+    from gpubench.results.changes import what_changed
+
     return {
         "base": _run_ref(comparison.base),
         "new": _run_ref(comparison.new),
@@ -329,6 +355,7 @@ def comparison_to_dict(comparison: Comparison) -> dict[str, Any]:
         "threshold": comparison.threshold,
         "machine_speed": dict(zip(("base", "new"), comparison.machine_speeds)),
         "regressions": len(comparison.regressions),
+        "what_changed": what_changed(comparison).to_dict(),
         "cases": [case_comparison_to_dict(c) for c in comparison.cases],
     }
 
@@ -337,7 +364,7 @@ def comparisons_to_json(comparisons: Sequence[Comparison], notes: Sequence[str] 
     """`gpubench compare --json`: one entry per new run, all against the same base, and the notes
     the terminal prints on stderr."""
     document = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": COMPARISONS_SCHEMA_VERSION,
         "kind": "comparisons",
         "regressions": sum(len(c.regressions) for c in comparisons),
         "notes": list(notes),

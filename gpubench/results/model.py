@@ -11,6 +11,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from gpubench.telemetry.summary import TelemetrySummary
+
 SCHEMA_VERSION = 1
 WHOLE_BENCHMARK = "*"  # the case name of a result that stands for a whole benchmark (e.g. waived)
 
@@ -76,7 +78,7 @@ class Result:
     sample_metrics: tuple[dict[str, float], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
     summary: Summary | None = None
-    telemetry: dict[str, Any] = field(default_factory=dict)
+    telemetry: TelemetrySummary | None = None
     started: float = 0.0
     ended: float = 0.0
 
@@ -106,7 +108,7 @@ class Result:
             "sample_metrics": [dict(m) for m in self.sample_metrics],
             "extra": self.extra,
             "summary": self.summary.to_dict() if self.summary else None,
-            "telemetry": self.telemetry,
+            "telemetry": self.telemetry.to_dict() if self.telemetry else {},
             "started": self.started,
             "ended": self.ended,
         }
@@ -125,7 +127,7 @@ class Result:
             sample_metrics=tuple(dict(m) for m in d.get("sample_metrics", ())),
             extra=dict(d.get("extra") or {}),
             summary=Summary.from_dict(d["summary"]) if d.get("summary") else None,
-            telemetry=dict(d.get("telemetry") or {}),
+            telemetry=TelemetrySummary.from_dict(d["telemetry"]) if d.get("telemetry") else None,
             started=float(d.get("started", 0.0)),
             ended=float(d.get("ended", 0.0)),
         )

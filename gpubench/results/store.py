@@ -7,13 +7,13 @@ be copied, and lets read-only commands open it on read-only media, where WAL wou
 writable shared-memory file beside it.
 
 Read commands open the file with SQLite's `mode=ro`: they can never create, truncate or rewrite
-it. A run is stored as `running` with the pid, the process start time and the boot id of the
-process writing it; when that process is gone it reads as `interrupted` (and is stored so where a
-store opened for writing reads it; the read-only commands leave the file as it is).
+it. A run is stored as `running` with who writes it (gpubench.results.writer); when that process
+is gone it reads as `interrupted` (and is stored so where a store opened for writing reads it; the
+read-only commands leave the file as it is).
 
-The schema is versioned with PRAGMA user_version; MIGRATIONS[i] takes a database from version i
-to i+1. An older file is migrated in place when opened for writing, and migrated in a private
-in-memory copy when opened read-only, so reading never changes the file.
+The schema is versioned (gpubench.results.dbfile): an older file is migrated in place when opened
+for writing, and migrated in a private in-memory copy when opened read-only, so reading never
+changes the file.
 """
 
 from __future__ import annotations
@@ -22,73 +22,19 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
-import socket
 import sqlite3
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
-from urllib.parse import quote
+from typing import Any, Iterator, Sequence
 
 from gpubench.errors import UserError
+from gpubench.results import dbfile
+from gpubench.results.dbfile import APPLICATION_ID, check_writable, connect_readonly
 from gpubench.results.model import Result, ResultStatus, Run, RunStatus, Summary
+from gpubench.results.writer import WriterIdentity, writer_is_gone
+from gpubench.telemetry.summary import TelemetrySummary
 
-# "GPUB": marks the file as a gpubench history (PRAGMA application_id)
-APPLICATION_ID = 0x47505542
-BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 UID_PREFIX_MIN = 6
-
-
-def _migrate_to_v1(db: sqlite3.Connection) -> None:
-    db.execute(
-        """
-        CREATE TABLE runs (
-            id            INTEGER PRIMARY KEY,
-            uid           TEXT NOT NULL UNIQUE,
-            label         TEXT NOT NULL,
-            started       REAL NOT NULL,
-            ended         REAL,
-            status        TEXT NOT NULL,
-            metadata      TEXT NOT NULL,  -- JSON
-            profile       TEXT NOT NULL,  -- JSON
-            hostname      TEXT,           -- writer of a running run: tells a crashed run from a live one
-            pid           INTEGER,
-            pid_start     INTEGER,        -- process start time in clock ticks since boot
-            boot_id       TEXT,
-            imported      INTEGER NOT NULL DEFAULT 0
-        )"""
-    )
-    db.execute(
-        """
-        CREATE TABLE results (
-            id                INTEGER PRIMARY KEY,
-            run_id            INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-            benchmark         TEXT NOT NULL,
-            case_name         TEXT NOT NULL,
-            params            TEXT NOT NULL,  -- JSON
-            unit              TEXT NOT NULL,
-            higher_is_better  INTEGER NOT NULL,
-            status            TEXT NOT NULL,
-            reason            TEXT NOT NULL,
-            samples           TEXT NOT NULL,  -- JSON list of raw samples
-            sample_metrics    TEXT NOT NULL,  -- JSON
-            extra             TEXT NOT NULL,  -- JSON
-            summary           TEXT,           -- JSON
-            telemetry         TEXT NOT NULL,  -- JSON
-            started           REAL NOT NULL,
-            ended             REAL NOT NULL
-        )"""
-    )
-    db.execute("CREATE INDEX results_by_run ON results(run_id, id)")
-
-
-# MIGRATIONS[i] upgrades a database at user_version i to i + 1 (inside one transaction).
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_v1]
-
-
-def schema_version() -> int:
-    return len(MIGRATIONS)
 
 
 def default_db_path() -> Path:
@@ -112,71 +58,21 @@ class RunListing:
     def n_results(self) -> int:
         return sum(self.counts.values())
 
-
-@dataclass(frozen=True)
-class WriterIdentity:
-    """Who is writing a running run: enough to tell later whether that process still exists."""
-
-    hostname: str
-    pid: int
-    pid_start: int | None
-    boot_id: str | None
-
-    @classmethod
-    def current(cls) -> WriterIdentity:
-        pid = os.getpid()
-        return cls(socket.gethostname(), pid, _process_start_ticks(pid), _boot_id())
+    def to_dict(self) -> dict[str, Any]:
+        """One entry of `gpubench list --json`."""
+        run = self.run
+        return {"id": run.id, "uid": run.uid, "label": run.label, "started": run.started, "ended": run.ended,
+                "status": run.status.value, "results": self.counts,
+                "kernel": run.metadata.get("kernel"), "hostname": run.metadata.get("hostname")}
 
 
-def _boot_id() -> str | None:
-    try:
-        return BOOT_ID_FILE.read_text().strip() or None
-    except OSError:
-        return None
+class RunInProgress(UserError):
+    """A run whose process is still writing it cannot be deleted."""
 
-
-def _proc_stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (state is [0], start time is [19])."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rfind(")") + 2 :].split()
-
-
-def _process_start_ticks(pid: int) -> int | None:
-    fields = _proc_stat_fields(pid)
-    try:
-        return int(fields[19]) if fields else None
-    except (IndexError, ValueError):
-        return None
-
-
-def writer_is_gone(hostname: str | None, pid: int | None, pid_start: int | None, boot_id: str | None) -> bool:
-    """True when the process that stored a run as running provably no longer exists.
-
-    A run written on another host cannot be checked from here and counts as alive."""
-    if pid is None:
-        return True
-    if hostname is not None and hostname != socket.gethostname():
-        return False
-    current_boot = _boot_id()
-    if boot_id and current_boot and boot_id != current_boot:
-        return True
-    if Path("/proc/self/stat").exists():
-        fields = _proc_stat_fields(pid)
-        if fields is None:
-            return True
-        if fields[0] in ("Z", "X"):  # exited, not yet reaped
-            return True
-        return pid_start is not None and _process_start_ticks(pid) != pid_start
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    def __init__(self, run_id: int, writer: WriterIdentity) -> None:
+        super().__init__(f"run {run_id} is in progress ({writer.describe()}): let it finish or stop it first; "
+                         f"a stopped run stays stored as interrupted")
+        self.run_id = run_id
 
 
 def _dumps(value: Any) -> str:
@@ -214,10 +110,10 @@ class Store:
         if not exists and not create:
             raise UserError(f"no result history at {path} (nothing has been run or imported there yet; --db or GPUBENCH_DB pick another)")
         if not readonly:
-            _check_writable(path, exists)
+            check_writable(path, exists)
         try:
             if readonly:
-                connection = _connect_readonly(path)
+                connection = connect_readonly(path)
             else:
                 connection = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
         except (sqlite3.Error, OSError) as e:
@@ -236,10 +132,10 @@ class Store:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             app_id = self._db.execute("PRAGMA application_id").fetchone()[0]
             tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if version > schema_version():
+        if version > dbfile.schema_version():
             raise UserError(
                 f"{self.path} was written by a newer gpubench (schema version {version}; this version reads up to "
-                f"{schema_version()}): upgrade gpubench to read it"
+                f"{dbfile.schema_version()}): upgrade gpubench to read it"
             )
         if app_id != APPLICATION_ID and (tables or version):
             raise UserError(f"{self.path} is an SQLite database, but not a gpubench result history")
@@ -252,35 +148,23 @@ class Store:
             with self._errors():
                 self._db.execute("PRAGMA journal_mode = DELETE")
                 self._db.execute("PRAGMA synchronous = FULL")
-        if version < schema_version():
+        if version < dbfile.schema_version():
             if self.readonly:
-                self._migrate_private_copy(version)
+                self._migrate_private_copy()
             else:
-                self._migrate(self._db, version)
+                self._migrate(self._db)
 
-    def _migrate(self, db: sqlite3.Connection, version: int) -> None:
+    def _migrate(self, db: sqlite3.Connection) -> None:
         with self._errors():
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                # re-read under the write lock: another process may have migrated meanwhile
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                for step in range(version, schema_version()):
-                    MIGRATIONS[step](db)
-                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                db.execute(f"PRAGMA user_version = {schema_version()}")
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:  # a failed COMMIT may have rolled back already
-                    db.execute("ROLLBACK")
-                raise
+            dbfile.migrate(db)
 
-    def _migrate_private_copy(self, version: int) -> None:
+    def _migrate_private_copy(self) -> None:
         memory = sqlite3.connect(":memory:", isolation_level=None)
         with self._errors():
             self._db.backup(memory)
         self._db.close()
         self._db = memory
-        self._migrate(memory, version)
+        self._migrate(memory)
 
     def close(self) -> None:
         self._db.close()
@@ -406,6 +290,19 @@ class Store:
         row = {"run_id": run_id, "benchmark": result.benchmark, "case_name": result.case, **_result_row(result)}
         db.execute(f"INSERT INTO results ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
 
+    def delete_runs(self, run_ids: Sequence[int]) -> None:
+        """Delete these runs with their results, all or none. A run still being written (by a live
+        process, or on another host, where that cannot be checked) is refused: RunInProgress."""
+        with self._transaction() as db:
+            for run_id in run_ids:
+                row = db.execute("SELECT status, hostname, pid, pid_start, boot_id FROM runs WHERE id = ?", (run_id,)).fetchone()
+                if row is None:
+                    raise UserError(f"no run {run_id} in {self.path} (see: gpubench list)")
+                status, hostname, pid, pid_start, boot_id = row
+                if status == RunStatus.RUNNING.value and not writer_is_gone(hostname, pid, pid_start, boot_id):
+                    raise RunInProgress(run_id, WriterIdentity(hostname, pid, pid_start, boot_id))
+            db.executemany("DELETE FROM runs WHERE id = ?", [(run_id,) for run_id in run_ids])
+
     # --- reading ------------------------------------------------------------------------------
 
     _RUN_COLUMNS = "id, uid, label, started, ended, status, metadata, profile, hostname, pid, pid_start, boot_id"
@@ -524,56 +421,10 @@ def _result_from_row(row: Sequence) -> Result:
         sample_metrics=tuple(dict(m) for m in _loads(sample_metrics)),
         extra=_loads(extra) or {},
         summary=Summary.from_dict(_loads(summary)) if summary else None,
-        telemetry=_loads(telemetry) or {},
+        telemetry=TelemetrySummary.from_dict(stored) if (stored := _loads(telemetry)) else None,
         started=started,
         ended=ended,
     )
-
-
-def _connect_readonly(path: Path) -> sqlite3.Connection:
-    """A read-only connection that can never change the file.
-
-    A writer killed inside a transaction leaves a hot journal that SQLite must roll back before
-    anyone may read, which a read-only connection cannot do. Then the file and its journal are
-    copied aside, recovered there, and read from an in-memory copy; the original stays as it is
-    (the next writing command recovers it in place)."""
-    uri = f"file:{quote(str(path.resolve()), safe='/')}?mode=ro"
-    connection = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10.0)
-    journal = path.with_name(path.name + "-journal")
-    if not journal.exists():
-        return connection
-    try:
-        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return connection
-    except sqlite3.OperationalError:
-        connection.close()
-    with tempfile.TemporaryDirectory(prefix="gpubench-recover-") as scratch:
-        copy = Path(scratch) / path.name
-        shutil.copyfile(path, copy)
-        shutil.copyfile(journal, copy.with_name(copy.name + "-journal"))
-        recovered = sqlite3.connect(str(copy), isolation_level=None)
-        memory = sqlite3.connect(":memory:", isolation_level=None)
-        try:
-            recovered.backup(memory)
-        finally:
-            recovered.close()
-    return memory
-
-
-def _check_writable(path: Path, exists: bool) -> None:
-    """Refuse, with one line, a history that cannot be written, before SQLite touches anything."""
-    if exists:
-        if not os.access(path, os.R_OK | os.W_OK):
-            raise UserError(f"cannot write to the result database {path}: the file is read-only")
-        directory = path.parent
-    else:
-        directory = path.parent
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"cannot create the directory {directory} for the result database: {e.strerror or e}") from None
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write to the result database {path}: its directory {directory} is read-only (SQLite needs it for its journal)")
 
 
 def _result_row(result: Result) -> dict[str, Any]:
@@ -588,7 +439,7 @@ def _result_row(result: Result) -> dict[str, Any]:
         "sample_metrics": _dumps([dict(m) for m in result.sample_metrics]),
         "extra": _dumps(result.extra),
         "summary": _dumps(result.summary.to_dict()) if result.summary else None,
-        "telemetry": _dumps(result.telemetry),
+        "telemetry": _dumps(result.telemetry.to_dict() if result.telemetry else {}),
         "started": float(result.started),
         "ended": float(result.ended),
     }

@@ -14,17 +14,18 @@ so recorded traces replay in no real time.
 
 from __future__ import annotations
 
-import re
 import statistics
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Sequence
 
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile, Status
-from gpubench.telemetry.phases import Bands, Baseline, derive, is_cooled, summarize
+from gpubench.telemetry.clock import Clock, RealClock, VirtualClock
+from gpubench.telemetry.derive import derive, is_thermal
+from gpubench.telemetry.phases import Bands, is_cooled, summarize
 from gpubench.telemetry.samplers import (
     AmdSmiSampler,
     CpuFreqSampler,
@@ -34,67 +35,10 @@ from gpubench.telemetry.samplers import (
     Sampler,
     SamplerUnavailable,
 )
+from gpubench.telemetry.summary import Baseline, Measure, TelemetryStatus, TelemetrySummary
+from gpubench.telemetry.series import SeriesKey
 from gpubench.telemetry.trace import Reading, ReplaySampler, Trace, read_trace
 
-# Fields that tell whether the device is hot or busy: only these make waiting for a cooldown worthwhile.
-THERMAL_FIELDS = re.compile(r"gpu\d+\.(power_w|temp_c)|hwmon\..+\.(temp_c|power\d+_w)|rapl\..+\.energy_j")
-
-
-class Clock(Protocol):
-    virtual: bool
-
-    def now(self) -> float: ...
-
-    def sleep(self, seconds: float) -> None: ...
-
-
-class RealClock:
-    virtual = False
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            time.sleep(seconds)
-
-
-class VirtualClock:
-    """Time that advances only through sleep(); periodic callbacks fire at their due times on the way."""
-
-    virtual = True
-
-    def __init__(self, start: float = 0.0):
-        self._t = start
-        self._tickers: dict[int, list[Any]] = {}  # token -> [next due, period, callback]
-        self._next_token = 0
-
-    def now(self) -> float:
-        return self._t
-
-    def every(self, period: float, callback: Callable[[], None]) -> int:
-        """Call now, then every `period` seconds of virtual time, until cancel(token)."""
-        token = self._next_token
-        self._next_token += 1
-        self._tickers[token] = [self._t + period, period, callback]
-        callback()
-        return token
-
-    def cancel(self, token: int) -> None:
-        self._tickers.pop(token, None)
-
-    def sleep(self, seconds: float) -> None:
-        target = self._t + max(0.0, seconds)
-        while self._tickers:
-            due = min(t[0] for t in self._tickers.values())
-            if due > target + 1e-12:
-                break
-            self._t = due
-            for ticker in list(self._tickers.values()):
-                if ticker[0] <= due + 1e-12:
-                    ticker[0] += ticker[1]
-                    ticker[2]()
-        self._t = target
 
 
 class Window:
@@ -111,17 +55,17 @@ class Window:
         meta = self._telemetry.metadata()
         meta.update(self.notes)
         meta["label"] = self.label
-        return Trace(metadata=meta, readings=tuple(self.readings), marks=dict(self.marks))
+        return self._telemetry.trace_of(self.readings, meta, self.marks)
 
-    def summary(self, bytes_moved: float | None = None) -> dict[str, Any]:
-        """JSON-able: samplers, status, phases, peak/sustained power, energy, throttling, cooldown, series, events."""
+    def summary(self, bytes_moved: float | None = None) -> TelemetrySummary:
+        """Phases, peak/sustained power, energy, throttling, cooldown, series, events (see phases.summarize)."""
         trace = self.trace()
         try:
             return summarize(trace, bytes_moved, self._telemetry.bands)
         except Exception as e:  # noqa: BLE001 - a telemetry defect must not cost the benchmark its result
             failures = dict(trace.metadata.get("failures") or {})
             failures["summary"] = f"{type(e).__name__}: {e}"
-            return {"samplers": list(trace.metadata.get("samplers") or []), "status": "partial", "partial": failures}
+            return TelemetrySummary(samplers=tuple(trace.metadata.get("samplers") or ()), status=TelemetryStatus.PARTIAL, partial=failures)
 
 
 class Telemetry:
@@ -161,7 +105,8 @@ class Telemetry:
         self.sample_seconds = 0.0  # wall time inside the samplers, summed over all samples
         self.sample_cpu_seconds = 0.0  # CPU time the sampling itself used
         first = self._sample()
-        self.thermal = any(THERMAL_FIELDS.fullmatch(k) for k in first.values)
+        # only a power or temperature reading makes waiting for a cooldown (or a steady state) worthwhile
+        self.thermal = is_thermal(first.values)
 
     @property
     def samplers(self) -> list[str]:
@@ -178,15 +123,25 @@ class Telemetry:
     def _interval(self, sampler: Any) -> float:
         return max(self.period, getattr(sampler, "min_interval_s", 0.0) or 0.0)
 
+    @property
+    def counters(self) -> dict[SeriesKey, float | None]:
+        """The energy counters the samplers read, with their wrap range in joules (None: not known)."""
+        counters: dict[SeriesKey, float | None] = {}
+        for d in self._descriptions.values():
+            counters.update(d.get("counters") or {})
+        return counters
+
+    def trace_of(self, readings: Sequence[Reading], metadata: dict[str, Any] | None = None, marks: dict[str, float] | None = None) -> Trace:
+        return Trace(metadata or self.metadata(), tuple(readings), dict(marks or {}), self.counters)
+
     def metadata(self) -> dict[str, Any]:
-        counters: dict[str, Any] = {}
+        """What the trace records of the session (JSON-able; the counters go in the trace's own field)."""
         devices: dict[str, Any] = {}
         extra: dict[str, Any] = {}
-        for name, d in self._descriptions.items():
-            counters.update(d.get("counters") or {})
+        for d in self._descriptions.values():
             devices.update(d.get("devices") or {})
             extra.update({k: v for k, v in d.items() if k not in ("counters", "devices")})
-        meta: dict[str, Any] = {"samplers": self.samplers, "hz": self.hz, "counters": counters, **extra}
+        meta: dict[str, Any] = {"samplers": self.samplers, "hz": self.hz, **extra}
         if devices:
             meta["devices"] = devices
         if self._failures:
@@ -200,7 +155,7 @@ class Telemetry:
     def _sample(self, force: bool = False) -> Reading:
         started, cpu_started = time.perf_counter(), time.thread_time()
         t = self.clock.now()
-        values: dict[str, float] = {}
+        values: dict[SeriesKey, float] = {}
         reasons: list[str] = []
         for sampler in list(self._live):
             interval = getattr(sampler, "min_interval_s", 0.0)
@@ -275,23 +230,23 @@ class Telemetry:
     def _recent(self, window: Window, seconds: float) -> Trace:
         now = self.clock.now()
         recent = tuple(r for r in window.readings[-int(seconds * self.hz + 2) :] if r.t >= now - seconds - self.period)
-        return Trace(metadata=self.metadata(), readings=recent)
+        return self.trace_of(recent)
 
     def _latest(self, window: Window) -> tuple[float | None, float | None]:
         d = derive(self._recent(window, 2 * self.period))
-        power = next((v for v in reversed(d.series.get("power_w", [])) if v is not None), None)
-        temp = next((v for v in reversed(d.series.get("temp_c", [])) if v is not None), None)
+        power = next((v for v in reversed(d.series.get(Measure.POWER, [])) if v is not None), None)
+        temp = next((v for v in reversed(d.series.get(Measure.TEMP, [])) if v is not None), None)
         return power, temp
 
     def _baseline_of(self, window: Window, a: float, b: float) -> Baseline:
-        d = derive(Trace(metadata=self.metadata(), readings=tuple(r for r in window.readings if a <= r.t < b)))
-        power = [v for v in d.series.get("power_w", []) if v is not None]
-        temp = [v for v in d.series.get("temp_c", []) if v is not None]
+        d = derive(self.trace_of([r for r in window.readings if a <= r.t < b]))
+        power = [v for v in d.series.get(Measure.POWER, []) if v is not None]
+        temp = [v for v in d.series.get(Measure.TEMP, []) if v is not None]
         return Baseline(statistics.fmean(power) if power else None, statistics.fmean(temp) if temp else None)
 
     def _steady(self, window: Window, seconds: float) -> bool:
         d = derive(self._recent(window, seconds))
-        for key, floor in (("power_w", self.bands.steady_floor_w), ("temp_c", 1.0)):
+        for key, floor in ((Measure.POWER, self.bands.steady_floor_w), (Measure.TEMP, 1.0)):
             values = [v for v in d.series.get(key, []) if v is not None]
             if len(values) >= 4:
                 half = len(values) // 2

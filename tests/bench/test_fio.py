@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gpubench.bench.engines import fio
-from gpubench.bench.io.iouring import IoParams
+from gpubench.bench.io.plan import IoParams
 from gpubench.errors import UserError
 
 DATA = Path(__file__).parent / "data"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from gpu_standin import Config, StandIn, harness
 from gpubench.bench.gpu import gds
 from gpubench.bench.gpu import common as gpu_common
 from gpubench.bench.gpu import hmm
@@ -27,6 +28,7 @@ from gpubench.bench.gpu import memcpy
 from gpubench.bench.gpu import p2p
 from gpubench.bench.core import params
 from gpubench.bench.core.interface import Case, Context, Waived
+from gpubench.bench.core.settings import RunSettings
 from gpubench.errors import UserError
 from gpubench.probe import Source, nvidia, probe
 from gpubench.probe.model import Profile
@@ -79,13 +81,7 @@ def edit_nvml(root: Path, change) -> None:
 def keep_one_gpu(root: Path) -> None:
     """The server with only its first H100: the other three gone from PCI, DRM, procfs and NVML."""
     gone = H100_PCI[1:]
-    for pci in gone:
-        shutil.rmtree(root / "sys/bus/pci/devices" / pci)
-        shutil.rmtree(root / "proc/driver/nvidia/gpus" / pci)
-    for card in (root / "sys/class/drm").iterdir():
-        uevent = card / "device/uevent"
-        if uevent.is_file() and any(f"PCI_SLOT_NAME={pci}" in uevent.read_text() for pci in gone):
-            shutil.rmtree(card)
+    harness.remove_gpus(root, gone)
 
     def one(data):
         data["devices"] = [d for d in data["devices"] if d["pci"] not in gone]
@@ -117,10 +113,14 @@ def test_without_cupy_the_reason_says_how_to_install(server, monkeypatch):
 
 
 def test_the_install_hint_names_the_packages_of_both_gpu_extras():
+    """Every package the benchmarks need; dask is in the extras for KvikIO's own benchmark, which
+    the GPU tests run, not for gpubench."""
     tomllib = pytest.importorskip("tomllib")
     extras = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     for extra in ("gpu", "gpu-cu13"):
         names = [req.split(">")[0].split("=")[0].split(";")[0].strip() for req in extras[extra]]
+        assert "dask" in names, extra
+        names.remove("dask")
         assert names and all(f" {name}" in gpu_common.INSTALL_HINT for name in names), extra
         assert f"'.[{extra}]'" in gpu_common.INSTALL_HINT
 
@@ -403,9 +403,9 @@ def test_gds_default_matrix(server):
 
 def test_gds_options(server, tmp_path):
     cases = gds.Gds().cases(server, "default", {
-        "sizes": "8M", "threads": "2,8", "task_sizes": "1M,16M", "ops": "read", "target": str(tmp_path), "drop_cache": "1",
+        "sizes": "8M", "threads": "2,8", "task_sizes": "1M,16M", "ops": "read",
         "baseline": "no",
-    })
+    }, RunSettings(target=tmp_path, drop_cache=True))
     assert names(cases) == ["read-cold-8M-t2-ts1M", "read-cold-8M-t2-ts16M", "read-cold-8M-t8-ts1M", "read-cold-8M-t8-ts16M"]
     assert {c.params["target"] for c in cases} == {str(tmp_path)}
 
@@ -426,18 +426,15 @@ def test_gds_rejects_bad_parameters(server, options, message):
 
 def test_gds_target_must_be_a_directory(server, tmp_path):
     with pytest.raises(UserError, match="no such directory"):
-        gds.Gds().cases(server, "default", {"target": str(tmp_path / "missing")})
+        gds.Gds().cases(server, "default", {}, RunSettings(target=tmp_path / "missing"))
 
 
 def test_a_file_as_target_waives_the_gds_cases_instead_of_failing_the_plan(server, tmp_path):
     """--target FILE goes to every benchmark that takes a target: the I/O benchmarks read it, gds,
     which writes a scratch file of its own, is waived case by case (the whole run failed)."""
-    from gpubench.bench.core.runner import options_for, parse_params
-
     existing = tmp_path / "data.bin"
     existing.write_bytes(bytes(4096))
-    options = options_for(gds.Gds(), parse_params([f"target={existing}"]))
-    cases = gds.Gds().cases(server, "quick", options)
+    cases = gds.Gds().cases(server, "quick", {}, RunSettings(target=existing))
     assert cases and {c.params["target"] for c in cases} == {str(existing)}
     ctx = Context(scratch=tmp_path, profile=server, deadline=float("inf"))
     with pytest.raises(Waived, match=f"target {existing} is a file or device; gds writes a scratch file of its own"):
@@ -559,16 +556,20 @@ def test_file_compat_for_one_file_and_size():
 
 
 class FakeCuFile:
-    """kvikio.CuFile before 25.12 over a NumPy buffer: whole-file POSIX reads and writes."""
+    """kvikio.CuFile before 25.12: whole-file POSIX reads and writes of a (stand-in) CuPy array."""
 
     def __init__(self, path, flags):
         self.fd = os.open(path, os.O_RDWR if "+" in flags else os.O_RDONLY)
 
+    @staticmethod
+    def _bytes(buf):
+        return (ctypes.c_char * buf.nbytes).from_address(buf.__cuda_array_interface__["data"][0])
+
     def read(self, buf):
-        return os.preadv(self.fd, [buf], 0)
+        return os.preadv(self.fd, [self._bytes(buf)], 0)
 
     def write(self, buf):
-        return os.pwrite(self.fd, buf.tobytes(), 0)
+        return os.pwrite(self.fd, self._bytes(buf), 0)
 
     def fileno(self):
         return self.fd
@@ -592,14 +593,12 @@ def fake_kvikio(direct_io: bool | None, gds_available: bool) -> types.SimpleName
     ("read", 64 << 10, None, True, "gds"),  # KvikIO < 25.12: only the global answer
     ("write", 64 << 10, False, True, "posix-compat"),
 ])
-def test_kvikio_case_names_the_path_of_its_own_file(tmp_path, op, size, direct_io, gds_available, path):
-    import numpy as np
-
+def test_kvikio_case_names_the_path_of_its_own_file(tmp_path, monkeypatch, op, size, direct_io, gds_available, path):
     file = tmp_path / "f.bin"
-    gds._write_file(file, size)
+    gds._write_file(file, size, pattern=op == "read")
     params = {"size": size, "iterations": 2, "threads": 4, "task_size": 4 << 20, "op": op, "cache": "warm", "probe_path": "gds"}
     kvikio = fake_kvikio(direct_io, gds_available)
-    cp = types.SimpleNamespace(zeros=np.zeros, asarray=np.asarray, asnumpy=np.asarray, uint8=np.uint8)
+    cp = StandIn(Config()).install(monkeypatch).cupy
     with ExitStack() as stack:
         measure = gds._kvikio_case(cp, kvikio, file, params, {}, stack)
         assert kvikio.defaults.values["num_threads"] == 4
@@ -614,13 +613,11 @@ def test_kvikio_case_names_the_path_of_its_own_file(tmp_path, op, size, direct_i
 def test_cold_reads_are_waived_when_the_page_cache_stays(tmp_path, monkeypatch):
     """On tmpfs, or wherever POSIX_FADV_DONTNEED leaves the pages, a cold read would be a warm one
     (the POSIX baseline takes the same step before its reads: gds._before_each_read)."""
-    import numpy as np
-
     file = tmp_path / "f.bin"
     gds._write_file(file, 64 << 10)
     params = {"size": 64 << 10, "iterations": 2, "threads": 4, "task_size": 4 << 20, "op": "read", "cache": "cold",
               "probe_path": "gds"}
-    cp = types.SimpleNamespace(zeros=np.zeros, asarray=np.asarray, asnumpy=np.asarray, uint8=np.uint8)
+    cp = StandIn(Config()).install(monkeypatch).cupy
     with ExitStack() as stack:
         measure = gds._kvikio_case(cp, fake_kvikio(True, True), file, params, {}, stack)
         assert measure().value > 0  # dropped: the cold case runs
@@ -744,7 +741,7 @@ def test_gpu_usable_says_why_not_without_cupy(monkeypatch):
 @pytest.mark.parametrize("required, outcome", [("", "1 skipped"), ("1", "1 error")])
 def test_gpu_suite_fails_instead_of_skipping_when_a_gpu_is_required(tmp_path, required, outcome):
     """What `bash ci/test.sh -m gpu` relies on: a GPU runner without CuPy must not pass by skipping."""
-    (tmp_path / "cupy.py").write_text("raise ImportError('no CuPy here')\n")  # the same on any machine
+    (tmp_path / "cupy.py").write_text("raise ImportError('no CuPy here')\n")  # a CuPy that does not import, on any machine
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])), GPUBENCH_REQUIRE_GPU=required)
     suite = Path(__file__).with_name("test_gpu_real.py")
     proc = subprocess.run(
@@ -754,7 +751,7 @@ def test_gpu_suite_fails_instead_of_skipping_when_a_gpu_is_required(tmp_path, re
     assert outcome in proc.stdout, proc.stdout + proc.stderr
     assert proc.returncode == (1 if required else 0)
     if required:
-        assert "GPUBENCH_REQUIRE_GPU=1, but CuPy is not installed" in proc.stdout
+        assert "GPUBENCH_REQUIRE_GPU=1, but CuPy does not import: no CuPy here" in proc.stdout
 
 
 def test_importing_the_benchmarks_loads_no_gpu_library():

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from gpubench.bench.engines import iofile
-from gpubench.bench.io import iouring
 from gpubench.bench.core.interface import BenchFailure, Context, Waived
+from gpubench.bench.core.params import parse_bool, parse_size
+from gpubench.bench.core.settings import RunSettings, Setting
+from gpubench.bench.engines import iofile, iojob
+from gpubench.bench.io import plan, pool
 from gpubench.bench.io.iouring import IoUring, Psync
-from gpubench.bench.core.params import parse_size
 from gpubench.errors import UserError
 from gpubench.probe.model import Capability, Profile, Status
 
@@ -68,9 +69,17 @@ def ctx_for(directory: Path) -> Context:
     return Context(scratch=directory, profile=profile())
 
 
+def plan_of(bench, size: str, options: dict):
+    """bench.cases with the options that are run-wide settings (target, verify, ...) given as the
+    run's settings, as `gpubench run` gives its flags."""
+    names = {s.value for s in Setting}
+    settings = {k: Path(v) if k == "target" else parse_bool("test", k, str(v)) for k, v in options.items() if k in names}
+    rest = {k: str(v) for k, v in options.items() if k not in names}
+    return bench.cases(profile(), size, rest, RunSettings(**settings))
+
+
 def one_case(bench, **options):
-    opts = {"size": "1M", "runtime": "0.05", **{k: str(v) for k, v in options.items()}}
-    cases = bench.cases(profile(), "quick", opts)
+    cases = plan_of(bench, "quick", {"size": "1M", "runtime": "0.05", **options})
     assert len(cases) == 1, [c.name for c in cases]
     return cases[0]
 
@@ -126,11 +135,11 @@ def test_io_size_moves_the_same_bytes_in_every_engine_and_loop(bench_cls, patter
 @pytest.mark.parametrize("pattern", ["read", "write"])
 def test_sequential_jobs_each_cover_a_region_of_their_own(pattern):
     """N sequential jobs reading the same blocks would read N - 1 of them from the page cache."""
-    p = iouring.plan_cases("iouring", "quick", {"pattern": pattern, "bs": "4k", "qd": "8", "jobs": "4", "direct": "0",
+    p = plan.plan_cases("iouring", "quick", {"pattern": pattern, "bs": "4k", "qd": "8", "jobs": "4", "direct": "0",
                                                  "size": "1M"})[0]
-    spec = iofile.JobSpec(path="unused", pattern=pattern, block_size=4096, queue_depth=8, direct=False, span=1 << 20)
-    specs = iouring._job_specs(p, spec)
-    read = sorted(off for s in specs for off in itertools.islice(iofile.offsets(s), s.blocks))
+    spec = iojob.JobSpec(path="unused", pattern=pattern, block_size=4096, queue_depth=8, direct=False, span=1 << 20)
+    specs = pool._job_specs(p, spec)
+    read = sorted(off for s in specs for off in itertools.islice(iojob.offsets(s), s.blocks))
     assert read == list(range(0, 1 << 20, 4096))
     assert len({s.seed for s in specs}) == 4
 
@@ -158,7 +167,7 @@ def test_sequential_psync_threads_each_read_a_region_of_their_own(disk_dir, monk
 ])
 def test_a_file_with_fewer_blocks_than_regions_is_a_user_error(bench_cls, options):
     with pytest.raises(UserError, match="size 12288 bytes is too small"):
-        bench_cls().cases(profile(), "quick", {"bs": "4k", "direct": "0", **options})
+        plan_of(bench_cls(), "quick", {"bs": "4k", "direct": "0", **options})
 
 
 @pytest.mark.parametrize("options", [{"pattern": "randread", "size": "16k"}, {"pattern": "read", "jobs": "2", "size": "48k"}])
@@ -166,7 +175,7 @@ def test_verify_with_fewer_blocks_than_the_queue_depth_is_a_user_error(options):
     """Verify keeps one I/O per block in flight: with fewer blocks than slots the ring never filled
     (the loop looked for a free block forever)."""
     with pytest.raises(UserError, match=r"verify keeps one I/O per block in flight: .* fewer than qd=8"):
-        IoUring().cases(profile(), "quick", {"bs": "4k", "qd": "8", "direct": "0", "verify": "1", **options})
+        plan_of(IoUring(), "quick", {"bs": "4k", "qd": "8", "direct": "0", "verify": "1", **options})
 
 
 @needs_ring
@@ -387,7 +396,7 @@ def test_oversized_case_fails_at_once_without_a_scratch_file(bench_cls, tmp_path
 def test_block_size_not_a_multiple_of_the_dio_alignment_is_a_user_error(disk_dir):
     align = iofile.dio_alignment(disk_dir).offset
     with pytest.raises(UserError, match=f"not a multiple of the O_DIRECT alignment {align} bytes"):
-        Psync().cases(profile(), "quick", {"bs": str(align + align // 2), "direct": "1", "target": str(disk_dir)})
+        plan_of(Psync(), "quick", {"bs": str(align + align // 2), "direct": "1", "target": str(disk_dir)})
     with pytest.raises(UserError, match="not a multiple of the O_DIRECT alignment 512"):
         Psync().cases(profile(), "quick", {"bs": "1000", "direct": "1"})
 
@@ -413,13 +422,13 @@ def test_queue_depth_beyond_the_ring_limit_is_a_user_error():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"pattern": "zigzag"}, "unknown pattern"),
-    ({"jobs": "0"}, "at least one job"),
-    ({"qd": "0"}, "at least 1"),
+    ({"pattern": "zigzag"}, "pattern: unknown 'zigzag'; choose from read, write"),
+    ({"jobs": "0"}, "jobs='0' must be at least 1"),
+    ({"qd": "0"}, "qd='0' must be at least 1"),
     ({"bs": "4q"}, "bs='4q' is not a size"),
-    ({"mix": "100"}, "1 to 99"),
+    ({"mix": "100"}, "mix='100' must be at most 99"),
     ({"runtime": "-1"}, "more than 0"),
-    ({"direct": "maybe"}, "expected 1"),
+    ({"direct": "maybe"}, r"direct='maybe': say true or false \(or direct, buffered\)"),
     ({"colour": "blue"}, "unknown parameter 'colour'"),
 ])
 def test_bad_options_are_user_errors(options, message):
@@ -432,7 +441,7 @@ def test_an_existing_file_is_read_and_its_write_cases_waived(bench_cls, tmp_path
     existing = tmp_path / "mine.dat"
     existing.write_bytes(b"x" * (1 << 20))
     bench = bench_cls()
-    cases = bench.cases(profile(), "default", {"target": str(existing), "direct": "0", "runtime": "0.05"})
+    cases = plan_of(bench, "default", {"target": str(existing), "direct": "0", "runtime": "0.05"})
     writers = [c for c in cases if c.params["pattern"] in ("write", "randwrite", "randrw")]
     readers = [c for c in cases if c not in writers]
     assert writers and readers and all(c.params["target"] == str(existing) for c in cases)
@@ -453,13 +462,13 @@ def fake_block_device(disk_dir, monkeypatch):
     reads as /dev's devtmpfs, as that of a device node does (no root needed)."""
     device = disk_dir / "fake-device"
     device.write_bytes(bytes(range(256)) * 4096)
-    inspect = iouring._inspect_target
+    inspect = plan.Target.of
 
     def as_block(target):
         info = inspect(target)
         return replace(info, kind="block") if info.path == device else info
 
-    monkeypatch.setattr(iouring, "_inspect_target", as_block)
+    monkeypatch.setattr(plan.Target, "of", as_block)
     monkeypatch.setattr(iofile, "mount_of", lambda path, mountinfo=None: iofile.Mount("/dev", "devtmpfs", "devtmpfs"))
     return device
 
@@ -468,7 +477,7 @@ def check_block_device_run(bench, device: Path) -> None:
     """The default plan on a block device: read cases run (O_DIRECT too), write cases are WAIVED
     naming the CLI flag, and the device keeps its data."""
     before = device.read_bytes()[: 1 << 20]
-    cases = bench.cases(profile(), "default", {"target": str(device), "size": "1M", "runtime": "0.05"})
+    cases = plan_of(bench, "default", {"target": str(device), "size": "1M", "runtime": "0.05"})
     writers = [c for c in cases if c.params["pattern"] in ("write", "randwrite", "randrw")]
     readers = [c for c in cases if c not in writers]
     assert writers and any(c.params["direct"] for c in readers)
@@ -516,7 +525,7 @@ def test_a_loop_device_is_read_and_its_write_cases_waived_naming_the_flag(bench_
 def test_verify_on_a_block_device_writes_its_pattern_first_when_allowed(bench_cls, fake_block_device):
     bench = bench_cls()
     options = {"pattern": "randread", "bs": "4k", "qd": "2", "direct": "0", "verify": "1"}
-    case = bench.cases(profile(), "quick", {**options, "target": str(fake_block_device), "size": "256k",
+    case = plan_of(bench, "quick", {**options, "target": str(fake_block_device), "size": "256k",
                                             "io_size": "64k", "allow_device_write": "1"})[0]
     with bench.prepare(case, ctx_for(fake_block_device.parent)) as measure:
         assert measure().metrics["reads"] == 16
@@ -556,7 +565,7 @@ def test_binding_that_died_in_the_child_is_waived_with_the_reason():
 
 @pytest.mark.parametrize("bench_cls, engine_path", [
     pytest.param(IoUring, "gpubench.bench.engines.uring.UringJob.run", marks=needs_ring, id="iouring"),
-    pytest.param(Psync, "gpubench.bench.io.iouring.PsyncJob.run", id="psync"),
+    pytest.param(Psync, "gpubench.bench.engines.psync.PsyncJob.run", id="psync"),
 ])
 def test_scratch_file_removed_after_ctrl_c_inside_a_repetition(bench_cls, engine_path, disk_dir, monkeypatch):
     def interrupted(self, *args, **kwargs):
@@ -629,7 +638,7 @@ def test_a_repetition_starting_on_a_few_leftover_offsets_draws_a_block_only_when
     block = 65536  # offsets UringJob draws at a time
     path = tmp_path / "f"
     path.write_bytes(bytes(1 << 20))
-    spec = iofile.JobSpec(path=str(path), pattern="randread", block_size=4096, queue_depth=4, direct=False, span=1 << 20)
+    spec = iojob.JobSpec(path=str(path), pattern="randread", block_size=4096, queue_depth=4, direct=False, span=1 << 20)
     job = UringJob(spec)
     draws = 0
     draw = job.next_offset
@@ -731,12 +740,12 @@ def test_psync_threads_start_their_clocks_together_so_the_job_time_covers_every_
     longest thread's, not the span the I/O took: 2-7x the real throughput at qd 16-256."""
     import threading
 
-    from gpubench.bench.io.iouring import PsyncJob
+    from gpubench.bench.engines.psync import PsyncJob
 
     path = tmp_path / "f"
     path.write_bytes(bytes(1 << 20))
     setting_up = threading.Lock()
-    real_primed, real_preadv = iofile.primed, os.preadv
+    real_primed, real_preadv = iojob.primed, os.preadv
     issued: list[int] = []
 
     def slow_primed(source):  # type: ignore[no-untyped-def]
@@ -748,9 +757,9 @@ def test_psync_threads_start_their_clocks_together_so_the_job_time_covers_every_
         issued.append(time.perf_counter_ns())
         return real_preadv(fd, buffers, offset)
 
-    monkeypatch.setattr(iofile, "primed", slow_primed)
+    monkeypatch.setattr(iojob, "primed", slow_primed)
     monkeypatch.setattr(os, "preadv", timed_preadv)
-    job = PsyncJob(iofile.JobSpec(path=str(path), pattern="randread", block_size=4096, queue_depth=6, direct=False, span=1 << 20))
+    job = PsyncJob(iojob.JobSpec(path=str(path), pattern="randread", block_size=4096, queue_depth=6, direct=False, span=1 << 20))
     try:
         total = job.run(0.2)
     finally:
@@ -762,7 +771,7 @@ def test_psync_threads_start_their_clocks_together_so_the_job_time_covers_every_
 def test_closing_busy_job_processes_gives_them_one_grace_period_in_all(monkeypatch):
     """Children still busy when a case ends get 5 s together before they are killed, not 5 s each."""
     clock = [100.0]
-    monkeypatch.setattr(iouring.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(pool.time, "monotonic", lambda: clock[0])
     graces: list[float] = []
 
     class Busy:
@@ -785,7 +794,7 @@ def test_closing_busy_job_processes_gives_them_one_grace_period_in_all(monkeypat
         def close(self):  # type: ignore[no-untyped-def]
             pass
 
-    jobs = iouring._Jobs.__new__(iouring._Jobs)
+    jobs = pool.JobPool.__new__(pool.JobPool)
     jobs.local, jobs.children = None, [(Busy(), Conn()) for _ in range(3)]
     jobs.close()
     assert graces == [5.0, 0.0, 0.0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpubench.bench.engines import uring
+from gpubench.bench.engines import uring_binding as uring
 
 importer = pytest.importorskip("dynamic_import.importer", reason="the liburing binding is not installed")
 
@@ -38,3 +38,15 @@ def test_an_import_that_yields_a_bare_module_is_an_import_error(monkeypatch):
     monkeypatch.setattr(uring.time, "sleep", lambda s: None)
     with pytest.raises(ImportError, match="without its API"):
         uring.load_liburing()
+
+
+def test_the_import_lock_lives_in_gpubenchs_own_directory_not_the_temporary_one(tmp_path, monkeypatch):
+    runtime, temporary = tmp_path / "run", tmp_path / "tmp"
+    runtime.mkdir()
+    temporary.mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    monkeypatch.setattr(__import__("tempfile"), "tempdir", None)  # read TMPDIR again
+    with uring._import_turn():
+        assert (runtime / "gpubench" / "liburing-import.lock").exists()
+    assert list(temporary.iterdir()) == []

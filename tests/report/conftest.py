@@ -11,6 +11,8 @@ import pytest
 from gpubench.results.compare import compare
 from gpubench.results.model import Comparison, Result, ResultStatus, Run, RunStatus
 from gpubench.results.stats import summarize
+from gpubench.telemetry.series import SeriesKey
+from gpubench.telemetry.summary import TelemetrySummary
 
 STARTED = 1_700_000_000.0
 
@@ -37,19 +39,20 @@ def not_run(benchmark: str, case: str, status: ResultStatus, reason: str, unit: 
     return Result(benchmark=benchmark, case=case, params={}, unit=unit, higher_is_better=True, status=status, reason=reason)
 
 
-def telemetry_summary() -> dict[str, object]:
+def telemetry_summary() -> TelemetrySummary:
     """What the telemetry session stores for a GPU case: its own summary of a synthetic 10 Hz trace
     (idle, a 10 s plateau with power-cap throttling, cooldown), so the report sees the real shape."""
     from gpubench.telemetry.phases import summarize
     from gpubench.telemetry.trace import Reading, Trace
 
+    K = SeriesKey.parse
     readings = []
     for k in range(220):
         t = k / 10
         running = 5 <= t < 15
         power = (410.0 if running else 70.0) + 4 * math.sin(k / 3)
         temp = 33.0 + (min(t - 5, 10) * 3.2 if t >= 5 else 0) - (max(t - 15, 0) * 2.5)
-        readings.append(Reading(t, {"gpu0.power_w": power, "gpu0.temp_c": temp, "gpu0.sm_clock_mhz": 1980.0 if running else 345.0}, ("sw_power_cap",) if running and k % 9 == 0 else ()))
+        readings.append(Reading(t, {K("gpu0.power_w"): power, K("gpu0.temp_c"): temp, K("gpu0.sm_clock_mhz"): 1980.0 if running else 345.0}, ("sw_power_cap",) if running and k % 9 == 0 else ()))
     marks = {"baseline_start": 0.0, "start": 5.0, "end": 15.0, "cooldown_end": 22.0}
     return summarize(Trace({"samplers": ["nvml"]}, tuple(readings), marks), bytes_moved=2.5e10)
 

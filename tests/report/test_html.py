@@ -16,6 +16,7 @@ from gpubench.report.formats import number as format_number
 from gpubench.report.html import render_comparison_html, render_run_html, write_run_reports
 from gpubench.results.jsonio import run_to_json as run_json
 from gpubench.results.model import SCHEMA_VERSION, Run, RunStatus, Verdict
+from gpubench.telemetry.summary import TelemetryStatus, TelemetrySummary
 
 try:
     from .chromium import dump_dom, ink_stats, screenshot
@@ -135,17 +136,17 @@ def test_run_report_draws_one_sample_chart_per_unit_and_the_telemetry(run_html: 
     # uring: MB/s and µs; memcpy: GB/s; the telemetry trace of the memcpy case; gds has no samples
     assert _svg_count(run_html) == 4
     telemetry = next(r.telemetry for r in sample_run.results if r.telemetry)
-    for phase in telemetry["phases"]:
-        assert f"<th>{phase['name']}</th>" in run_html  # a column of the phase table
+    for phase in telemetry.phases:
+        assert f"<th>{phase.name}</th>" in run_html  # a column of the phase table
     assert "power (W)" in run_html and "temp (°C)" in run_html and "sm clock (MHz)" in run_html
     assert "energy_j" in run_html and "Throttle events:" in run_html and "sw_power_cap" in run_html
 
 
 def test_telemetry_without_series_draws_no_chart_and_unsampled_telemetry_is_left_out(sample_run: Run) -> None:
-    summaries_only = tuple(replace(r, telemetry={"samplers": ["rapl"], "status": "ok", "energy_j": 88.5}) if r.telemetry else r for r in sample_run.results)
+    summaries_only = tuple(replace(r, telemetry=TelemetrySummary(samplers=("rapl",), status=TelemetryStatus.OK, energy_j=88.5)) if r.telemetry else r for r in sample_run.results)
     html = render_run_html(replace(sample_run, results=summaries_only))
     assert _svg_count(html) == 3 and "energy_j" in html and "88.5" in html and "Telemetry:" in html
-    none_sampled = tuple(replace(r, telemetry={"samplers": [], "status": "none"}) for r in sample_run.results)
+    none_sampled = tuple(replace(r, telemetry=TelemetrySummary(samplers=(), status=TelemetryStatus.NONE)) for r in sample_run.results)
     html = render_run_html(replace(sample_run, results=none_sampled))
     assert "Telemetry:" not in html
 
@@ -154,14 +155,15 @@ def test_telemetry_chart_with_epoch_times_and_extra_series() -> None:
     from gpubench.report.charts import telemetry_chart
 
     start = 1_700_000_000.0
-    telemetry = {
+    telemetry = TelemetrySummary.from_dict({
         "series": {"t": [start + i for i in range(10)], "power_w": [100.0 + i for i in range(10)], "power_limit_w": [300.0] * 10, "fan_rpm": [1000.0] * 9 + [None]},
         "phases": [{"name": "warm $x$ <b>", "start": start + 2, "end": start + 6}],
-    }
+    })
     svg = telemetry_chart(telemetry)
     assert svg is not None and svg.startswith("<svg")
     assert "power limit" in svg and "fan rpm" in svg and "warm $x$ &lt;b&gt;" in svg
-    assert telemetry_chart({"series": {"t": [1.0]}}) is None and telemetry_chart({}) is None
+    one_time = TelemetrySummary.from_dict({"series": {"t": [1.0], "power_w": [2.0]}})
+    assert telemetry_chart(one_time) is None and telemetry_chart(TelemetrySummary()) is None
 
 
 def test_interrupted_run_says_so_prominently(sample_run: Run) -> None:

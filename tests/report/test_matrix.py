@@ -1,37 +1,42 @@
-"""Pairwise (GPU to GPU) results drawn as matrices in the run report."""
+"""Pairwise (GPU to GPU) results drawn as matrices in the run report, from results of the cases the
+p2p benchmark plans on a recorded four-GPU machine."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from gpubench.bench.gpu.p2p import PairParams
 from gpubench.report.html import render_run_html
 from gpubench.report.matrix import NOT_MEASURED, pair_matrices
-from gpubench.results.model import Result, ResultStatus, Run, RunStatus
-from gpubench.results.stats import summarize
+from gpubench.results.model import Result
+from tests.factories import RANDREAD, measured, planned, run_of, waived
 
 MODEL = "NVIDIA H100 80GB HBM3"
+THREE_GPUS = {"pairs": "0-1,0-2,1-0,1-2,2-0,2-1", "sizes": "32M"}
 
 
-def _p2p(kind: str, src: int, dst: int, value: float | None, via: str = "peer", status: ResultStatus = ResultStatus.OK, unit: str = "GB/s") -> Result:
-    samples = (value * 0.99, value, value * 1.01) if value is not None else ()
-    return Result(
-        benchmark="p2p",
-        case=f"{kind}-{src}to{dst}-32M",
-        params={"src": src, "dst": dst, "src_model": MODEL, "dst_model": MODEL, "kind": kind, "size": 32 << 20, "via": "auto"},
-        unit=unit,
-        higher_is_better=True,
-        status=status,
-        reason="" if status is ResultStatus.OK else "SM copies need peer access",
-        samples=samples,
-        extra={"via": via} if status is ResultStatus.OK else {},
-        summary=summarize(samples) if samples else None,
-    )
+def _p2p(name: str, value: float | None = None, via: str = "peer") -> Result:
+    case = planned("p2p", name, snapshot="nvidia-multigpu", scale="quick", options=THREE_GPUS)
+    if value is None:
+        return waived(case, "SM copies need peer access")
+    return measured(case, (value * 0.99, value, value * 1.01), extra={"via": via})
 
 
 def _three_gpus() -> list[Result]:
-    results = [_p2p("uni-ce", a, b, 40.0 + 10 * a + b, via="host" if {a, b} == {0, 2} else "peer")
+    results = [_p2p(f"uni-ce-{a}to{b}-32M", 40.0 + 10 * a + b, via="host" if {a, b} == {0, 2} else "peer")
                for a in range(3) for b in range(3) if a != b]
-    results += [_p2p("uni-sm", 0, 2, None, status=ResultStatus.WAIVED), _p2p("uni-sm", 0, 1, 45.0)]
-    results += [_p2p("bidir-ce", 0, 1, 80.0), _p2p("bidir-ce", 1, 2, 90.0)]
+    results += [_p2p("uni-sm-0to2-32M"), _p2p("uni-sm-0to1-32M", 45.0)]
+    results += [_p2p("bidir-ce-0and1-32M", 80.0), _p2p("bidir-ce-1and2-32M", 90.0)]
     return results
+
+
+def test_the_pair_record_reads_what_p2p_plans_and_what_it_ran() -> None:
+    result = _p2p("uni-ce-0to2-32M", 40.0, via="host")
+    pair = PairParams.from_params(result.params, result.extra)
+    assert pair == PairParams(src=0, dst=2, kind="uni-ce", size=32 << 20, via="host", src_model=MODEL, dst_model=MODEL)
+    assert PairParams.from_params(result.params).via == "peer"  # as planned, before it ran
+    assert PairParams.from_params(_p2p("bidir-ce-0and1-32M", 1.0).params).both_ways
+    assert PairParams.from_params(measured(RANDREAD).params) is None
 
 
 def test_one_matrix_per_kind_and_size_rows_are_sources() -> None:
@@ -59,18 +64,18 @@ def test_bidirectional_pairs_fill_both_cells_and_unmeasured_pairs_say_so() -> No
 
 
 def test_results_without_device_pairs_make_no_matrix() -> None:
-    plain = _p2p("uni-ce", 0, 1, 10.0)
-    assert pair_matrices([Result(**{**plain.__dict__, "params": {"src": "0", "dst": 1}})]) == []
-    assert pair_matrices([Result(**{**plain.__dict__, "params": {"src": True, "dst": 1}})]) == []
+    plain = _p2p("uni-ce-0to1-32M", 10.0)
+    # an imported run may carry anything in its parameters
+    assert pair_matrices([replace(plain, params={**plain.params, "src": "0"})]) == []
+    assert pair_matrices([replace(plain, params={**plain.params, "src": True})]) == []
+    assert pair_matrices([measured(RANDREAD)]) == []
     assert pair_matrices([]) == []
 
 
 def test_the_run_report_draws_the_matrices() -> None:
-    run = Run(uid="ab" * 16, label="two H100", started=1.7e9, ended=1.7e9 + 60, status=RunStatus.COMPLETE,
-              metadata={}, profile={}, results=tuple(_three_gpus()))
+    run = run_of(tuple(_three_gpus()), label="two H100", snapshot="nvidia-multigpu")
     html = render_run_html(run)
     assert html.count('<table class="matrix">') == 3
     assert "<h4>uni-ce 32M (GB/s)</h4>" in html
     assert 'class="num via-host"' in html and "copied through host memory" in html
     assert 'class="num waived"' in html
-

@@ -1,26 +1,25 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from history_factories import build_result, build_run, noisy
 
 from gpubench.errors import UserError
 from gpubench.results.compare import compare
 from gpubench.results.jsonio import comparisons_to_json, read_run_file, run_from_json, run_to_json
-from gpubench.results.model import SCHEMA_VERSION, ResultStatus
+from gpubench.results.model import SCHEMA_VERSION
+from tests.factories import RANDREAD, SEQREAD, measured, noisy, run_of, waived
 
 
 def _document() -> dict:
-    run = build_run((build_result("a"), build_result("w", status=ResultStatus.WAIVED)), label="ünïcode <b>")
-    document = json.loads(run_to_json(run))
-    document["results"][0]["sample_metrics"] = [{"round": 1, "bytes": 4096} for _ in document["results"][0]["samples"]]
-    return document
+    run = run_of((measured(RANDREAD), waived(SEQREAD)), label="ünïcode <b>", started=1700000000.0)
+    return json.loads(run_to_json(run))
 
 
 def test_json_round_trip_keeps_everything() -> None:
-    run = build_run((build_result("a", samples=(1.0, 2.000000000000001, 1e-300)), build_result("w", status=ResultStatus.WAIVED)))
+    run = run_of((measured(RANDREAD, (1.0, 2.000000000000001, 1e-300)), waived(SEQREAD)))
     text = run_to_json(run)
     assert json.loads(text)["schema_version"] == SCHEMA_VERSION
     back = run_from_json(text)
@@ -110,19 +109,20 @@ def test_binary_and_missing_files(tmp_path: Path) -> None:
 
 
 def test_comparison_json_is_strict_json() -> None:
-    base = build_run((build_result("a", samples=noisy(100.0, seed=1)), build_result("w")))
-    new = build_run((build_result("a", samples=noisy(80.0, seed=2)), build_result("w", status=ResultStatus.WAIVED)))
+    base = run_of((measured(RANDREAD, noisy(100.0, seed=1)), measured(SEQREAD)))
+    new = run_of((measured(RANDREAD, noisy(80.0, seed=2)), waived(SEQREAD)))
     text = comparisons_to_json([compare(base, new)])
     document = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
     assert document["kind"] == "comparisons" and document["regressions"] == 2
     (entry,) = document["comparisons"]
     assert entry["base"]["uid"] == base.uid and entry["new"]["uid"] == new.uid
     verdicts = {c["case"]: c["verdict"] for c in entry["cases"]}
-    assert verdicts == {"a": "worse", "w": "lost capability"}
+    assert verdicts == {RANDREAD.name: "worse", SEQREAD.name: "lost capability"}
     assert entry["cases"][0]["base"]["median"] == pytest.approx(100.0, rel=0.02)
 
 
 def test_exports_are_strict_json_even_with_non_finite_values_stored() -> None:
-    run = build_run((build_result("a", extra={"p99_us": float("nan"), "peak": [1.0, float("inf")]}),))
+    result = measured()
+    run = run_of((replace(result, extra={**result.extra, "p99_us": float("nan"), "peak": [1.0, float("inf")]}),))
     document = json.loads(run_to_json(run), parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
-    assert document["results"][0]["extra"] == {"p99_us": None, "peak": [1.0, None]}
+    assert document["results"][0]["extra"] == {**result.extra, "p99_us": None, "peak": [1.0, None]}

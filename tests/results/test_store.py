@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from history_factories import build_result, build_run
 
 from gpubench.errors import UserError
-from gpubench.results import store as store_module
-from gpubench.results.model import ResultStatus, Run, RunStatus
-from gpubench.results.store import Store, WriterIdentity, default_db_path
+from gpubench.results import dbfile
+from gpubench.results.model import Run, RunStatus
+from gpubench.results.store import Store, default_db_path
+from gpubench.results.writer import WriterIdentity
+from tests.factories import REPO, RANDREAD, RANDWRITE, SEQREAD, failed, measured, run_of, waived
 
 
 def _without_id(run: Run) -> dict:
@@ -38,13 +39,7 @@ def test_default_db_path_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 
 
 def test_round_trip_run_with_results(tmp_path: Path) -> None:
-    run = build_run(
-        (
-            build_result("seq-1m", samples=(1.0, 2.5, 3.25)),
-            build_result("randread-4k", status=ResultStatus.WAIVED),
-            build_result("write", status=ResultStatus.FAILED, reason="verify mismatch at offset 4096"),
-        )
-    )
+    run = run_of((measured(SEQREAD, rounds=[(1.0, 2.5), (3.25,)]), waived(RANDREAD), failed(RANDWRITE, "verify mismatch at offset 4096")))
     with Store.open(tmp_path / "r.db") as store:
         run_id = store.begin_run(dataclasses.replace(run, results=()))
         for result in run.results:
@@ -58,26 +53,26 @@ def test_round_trip_run_with_results(tmp_path: Path) -> None:
 
 
 def test_put_result_replaces_a_case_s_earlier_rounds_and_keeps_the_plan_order(tmp_path: Path) -> None:
-    first = build_result("a", samples=(1.0, 2.0), started=10.0)
-    other = build_result("b", samples=(5.0,), started=11.0)
-    later = build_result("a", samples=(1.0, 2.0, 3.0), started=10.0)  # round 2 of "a", stored after "b"
+    first = measured(RANDREAD, (1.0, 2.0))
+    other = measured(SEQREAD, (5.0,))
+    later = measured(RANDREAD, rounds=[(1.0, 2.0), (3.0,)])  # rounds 1 and 2 of the first case, stored after the other
     with Store.open(tmp_path / "r.db") as store:
-        run_id = store.begin_run(build_run())
+        run_id = store.begin_run(run_of())
         for result in (first, other, later):
             store.put_result(run_id, result)
         back = store.get_run(str(run_id))
-    assert [(r.case, r.samples) for r in back.results] == [("a", (1.0, 2.0, 3.0)), ("b", (5.0,))]
+    assert [(r.case, r.samples) for r in back.results] == [(RANDREAD.name, (1.0, 2.0, 3.0)), (SEQREAD.name, (5.0,))]
 
 
 def test_result_is_committed_before_the_run_finishes(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
     writer = Store.open(db)
-    run_id = writer.begin_run(build_run())
-    writer.add_result(run_id, build_result("a"))
+    run_id = writer.begin_run(run_of())
+    writer.add_result(run_id, measured(RANDREAD))
     with Store.open(db, create=False, readonly=True) as reader:
         seen = reader.get_run("latest")
         assert seen.status is RunStatus.RUNNING  # this process is alive
-        assert [r.case for r in seen.results] == ["a"]
+        assert [r.case for r in seen.results] == [RANDREAD.name]
     # and through a plain sqlite3 connection, as another program would see it
     raw = sqlite3.connect(db)
     assert raw.execute("SELECT count(*) FROM results").fetchone()[0] == 1
@@ -90,20 +85,20 @@ def test_a_commit_refused_by_a_reader_leaves_the_store_usable(tmp_path: Path) ->
     that one result is reported lost, and the next one is stored."""
     db = tmp_path / "r.db"
     with Store.open(db) as writer:
-        run_id = writer.begin_run(build_run())
+        run_id = writer.begin_run(run_of())
         writer._db.execute("PRAGMA busy_timeout = 50")
         reader = sqlite3.connect(db, isolation_level=None)
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM results").fetchone()
         with pytest.raises(UserError, match="locked by another process"):
-            writer.add_result(run_id, build_result("refused"))
+            writer.add_result(run_id, measured(SEQREAD))
         reader.execute("COMMIT")
         reader.close()
-        writer.add_result(run_id, build_result("later"))
+        writer.add_result(run_id, measured(RANDREAD))
         writer.finish_run(run_id, RunStatus.COMPLETE, 1700000200.0)
     with Store.open(db, create=False, readonly=True) as store:
         back = store.get_run(str(run_id))
-    assert [r.case for r in back.results] == ["later"]
+    assert [r.case for r in back.results] == [RANDREAD.name]
     assert back.status is RunStatus.COMPLETE
 
 
@@ -111,12 +106,12 @@ def test_running_run_of_a_dead_process_reads_interrupted_and_is_persisted(tmp_pa
     db = tmp_path / "r.db"
     dead = WriterIdentity(hostname=WriterIdentity.current().hostname, pid=_dead_pid(), pid_start=None, boot_id=None)
     with Store.open(db) as store:
-        run_id = store.begin_run(build_run(), writer=dead)
-        store.add_result(run_id, build_result("kept"))
+        run_id = store.begin_run(run_of(), writer=dead)
+        store.add_result(run_id, measured(RANDREAD))
     with Store.open(db, create=False, readonly=True) as reader:
         run = reader.get_run(str(run_id))
         assert run.status is RunStatus.INTERRUPTED
-        assert [r.case for r in run.results] == ["kept"]
+        assert [r.case for r in run.results] == [RANDREAD.name]
     raw = sqlite3.connect(db)
     assert raw.execute("SELECT status FROM runs").fetchone()[0] == "running"  # read-only left it alone
     raw.close()
@@ -130,10 +125,10 @@ def test_running_run_of_a_dead_process_reads_interrupted_and_is_persisted(tmp_pa
 def test_other_boot_or_recycled_pid_reads_interrupted(tmp_path: Path) -> None:
     me = WriterIdentity.current()
     with Store.open(tmp_path / "r.db") as store:
-        live = store.begin_run(build_run(), writer=me)
-        other_boot = store.begin_run(build_run(), writer=dataclasses.replace(me, boot_id="00000000-dead-beef"))
-        recycled = store.begin_run(build_run(), writer=dataclasses.replace(me, pid_start=(me.pid_start or 0) + 1))
-        elsewhere = store.begin_run(build_run(), writer=dataclasses.replace(me, hostname=me.hostname + "-other", pid=_dead_pid()))
+        live = store.begin_run(run_of(), writer=me)
+        other_boot = store.begin_run(run_of(), writer=dataclasses.replace(me, boot_id="00000000-dead-beef"))
+        recycled = store.begin_run(run_of(), writer=dataclasses.replace(me, pid_start=(me.pid_start or 0) + 1))
+        elsewhere = store.begin_run(run_of(), writer=dataclasses.replace(me, hostname=me.hostname + "-other", pid=_dead_pid()))
         assert store.get_run(str(live)).status is RunStatus.RUNNING
         assert store.get_run(str(other_boot)).status is RunStatus.INTERRUPTED
         assert store.get_run(str(recycled)).status is RunStatus.INTERRUPTED
@@ -144,28 +139,28 @@ def test_other_boot_or_recycled_pid_reads_interrupted(tmp_path: Path) -> None:
 def test_sigkilled_writer_keeps_completed_results(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
     script = f"""
-import os, signal, sys
-sys.path.insert(0, {str(Path(__file__).parent)!r})
-from history_factories import build_result, build_run
+import os, signal
+from tests.factories import RANDREAD, SEQREAD, measured, run_of
 from gpubench.results.store import Store
 store = Store.open({str(db)!r})
-run_id = store.begin_run(build_run())
-store.add_result(run_id, build_result("first"))
-store.add_result(run_id, build_result("second"))
+run_id = store.begin_run(run_of())
+store.add_result(run_id, measured(RANDREAD))
+store.add_result(run_id, measured(SEQREAD))
 os.kill(os.getpid(), signal.SIGKILL)
 """
-    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    # python -c imports from its working directory: the repository, for tests.factories
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
     assert child.returncode == -9, child.stderr
     with Store.open(db, create=False, readonly=True) as store:
         run = store.get_run("latest")
     assert run.status is RunStatus.INTERRUPTED
-    assert [r.case for r in run.results] == ["first", "second"]
+    assert [r.case for r in run.results] == [RANDREAD.name, SEQREAD.name]
 
 
 def test_hot_journal_from_a_killed_writer_is_read_without_touching_the_file(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
     with Store.open(db) as store:
-        store.import_run(build_run((build_result("committed"),)))
+        store.import_run(run_of((measured(RANDREAD),)))
     script = f"""
 import os, signal, sqlite3
 db = sqlite3.connect({str(db)!r}, isolation_level=None)
@@ -181,18 +176,18 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert journal.exists() and journal.stat().st_size > 0
     before = (db.read_bytes(), journal.read_bytes())
     with Store.open(db, create=False, readonly=True) as store:
-        assert [r.case for r in store.get_run("latest").results] == ["committed"]
+        assert [r.case for r in store.get_run("latest").results] == [RANDREAD.name]
     assert (db.read_bytes(), journal.read_bytes()) == before
     with Store.open(db) as store:  # a writer recovers it in place
-        assert [r.case for r in store.get_run("latest").results] == ["committed"]
+        assert [r.case for r in store.get_run("latest").results] == [RANDREAD.name]
     assert not journal.exists()
 
 
 def test_run_references(tmp_path: Path) -> None:
     with Store.open(tmp_path / "r.db") as store:
-        a = store.import_run(build_run(uid="abcdef01" + "0" * 24, started=1.0))
-        b = store.import_run(build_run(uid="abcdef02" + "0" * 24, started=3.0))
-        c = store.import_run(build_run(uid="12345678" + "0" * 24, started=2.0))
+        a = store.import_run(run_of(uid="abcdef01" + "0" * 24, started=1.0))
+        b = store.import_run(run_of(uid="abcdef02" + "0" * 24, started=3.0))
+        c = store.import_run(run_of(uid="12345678" + "0" * 24, started=2.0))
         assert store.get_run(str(a)).id == a
         assert store.get_run("latest").id == b
         assert store.get_run("ABCDEF02").id == b
@@ -212,8 +207,8 @@ def test_run_references(tmp_path: Path) -> None:
 
 def test_a_whole_uid_names_its_run_even_where_it_begins_another(tmp_path: Path) -> None:
     with Store.open(tmp_path / "r.db") as store:
-        short = store.import_run(build_run(uid="abcdef12"))
-        store.import_run(build_run(uid="abcdef12" + "0" * 24))
+        short = store.import_run(run_of(uid="abcdef12"))
+        store.import_run(run_of(uid="abcdef12" + "0" * 24))
         assert store.get_run("abcdef12").id == short
         with pytest.raises(UserError, match="matches runs"):
             store.get_run("abcdef1")
@@ -224,7 +219,7 @@ def test_a_whole_uid_names_its_run_even_where_it_begins_another(tmp_path: Path) 
 
 def test_list_counts_results_by_status(tmp_path: Path) -> None:
     with Store.open(tmp_path / "r.db") as store:
-        store.import_run(build_run((build_result("a"), build_result("b"), build_result("c", status=ResultStatus.WAIVED))))
+        store.import_run(run_of((measured(RANDREAD), measured(SEQREAD), waived(RANDWRITE))))
         (entry,) = store.list_runs()
     assert entry.counts == {"ok": 2, "waived": 1}
     assert entry.n_results == 3
@@ -232,7 +227,7 @@ def test_list_counts_results_by_status(tmp_path: Path) -> None:
 
 
 def test_import_twice_is_refused(tmp_path: Path) -> None:
-    run = build_run((build_result(),))
+    run = run_of((measured(),))
     with Store.open(tmp_path / "r.db") as store:
         first = store.import_run(run)
         with pytest.raises(UserError, match=f"already in the history as run {first}"):
@@ -242,7 +237,7 @@ def test_import_twice_is_refused(tmp_path: Path) -> None:
 
 def test_import_of_a_running_run_is_stored_interrupted(tmp_path: Path) -> None:
     with Store.open(tmp_path / "r.db") as store:
-        run_id = store.import_run(build_run(status=RunStatus.RUNNING, ended=None))
+        run_id = store.import_run(run_of(status=RunStatus.RUNNING, ended=None))
         assert store.get_run(str(run_id)).status is RunStatus.INTERRUPTED
 
 
@@ -250,7 +245,7 @@ def test_newer_schema_is_refused_and_file_untouched(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
     Store.open(db).close()
     raw = sqlite3.connect(db)
-    raw.execute(f"PRAGMA user_version = {store_module.schema_version() + 1}")
+    raw.execute(f"PRAGMA user_version = {dbfile.schema_version() + 1}")
     raw.close()
     before = db.read_bytes()
     for kwargs in ({"create": False, "readonly": True}, {"create": True}):
@@ -261,14 +256,14 @@ def test_newer_schema_is_refused_and_file_untouched(tmp_path: Path) -> None:
 
 def test_older_schema_is_migrated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "r.db"
-    run = build_run((build_result(),))
+    run = run_of((measured(),))
     with Store.open(db) as store:
         store.import_run(run)
 
     def add_notes(connection: sqlite3.Connection) -> None:
         connection.execute("ALTER TABLE runs ADD COLUMN notes TEXT NOT NULL DEFAULT ''")
 
-    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, add_notes])
+    monkeypatch.setattr(dbfile, "MIGRATIONS", [*dbfile.MIGRATIONS, add_notes])
     before = db.read_bytes()
     # read-only: migrated in a private copy; the file stays at version 1
     with Store.open(db, create=False, readonly=True) as store:
@@ -290,7 +285,7 @@ def test_failed_migration_leaves_the_old_version(tmp_path: Path, monkeypatch: py
         connection.execute("ALTER TABLE runs ADD COLUMN x TEXT")
         raise sqlite3.OperationalError("simulated failure")
 
-    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, broken])
+    monkeypatch.setattr(dbfile, "MIGRATIONS", [*dbfile.MIGRATIONS, broken])
     with pytest.raises(UserError, match="simulated failure"):
         Store.open(db)
     raw = sqlite3.connect(db)
@@ -303,8 +298,8 @@ def test_fresh_database_is_created_at_the_current_version(tmp_path: Path) -> Non
     db = tmp_path / "deep" / "er" / "r.db"
     Store.open(db).close()
     raw = sqlite3.connect(db)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == store_module.schema_version()
-    assert raw.execute("PRAGMA application_id").fetchone()[0] == store_module.APPLICATION_ID
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == dbfile.schema_version()
+    assert raw.execute("PRAGMA application_id").fetchone()[0] == dbfile.APPLICATION_ID
     raw.close()
 
 
@@ -334,7 +329,7 @@ def test_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
 def test_tables_without_a_schema_version_are_not_called_empty(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
     with Store.open(db) as store:
-        store.import_run(build_run((build_result(),)))
+        store.import_run(run_of((measured(),)))
     raw = sqlite3.connect(db)
     raw.execute("PRAGMA user_version = 0")
     raw.commit()
@@ -393,7 +388,7 @@ def test_read_only_file_and_directory(tmp_path: Path) -> None:
     directory.mkdir()
     db = directory / "r.db"
     with Store.open(db) as store:
-        store.import_run(build_run())
+        store.import_run(run_of())
     before = db.read_bytes()
     db.chmod(0o444)
     with pytest.raises(UserError, match="read-only"):

@@ -15,7 +15,10 @@ import math
 import random
 from pathlib import Path
 
+from gpubench.telemetry.series import SeriesKey
 from gpubench.telemetry.trace import Reading, Trace, write_trace
+
+K = SeriesKey.parse
 
 DATA = Path(__file__).parent / "data"
 HZ = 10.0
@@ -69,28 +72,27 @@ def gpu_trace(
             temp = IDLE_C + (peak_temp - IDLE_C) * math.exp(-x / cool_tau_s)
         energy += power / HZ
         values = {
-            "gpu0.power_w": round(power, 2),
-            "gpu0.power_avg_w": round(power, 2),
-            "gpu0.energy_j": round(energy, 3),
-            "gpu0.temp_c": float(round(temp + rng.gauss(0, 0.2))),
-            "gpu0.mem_temp_c": float(round(temp - 2.0 + rng.gauss(0, 0.2))),
-            "gpu0.sm_clock_mhz": sm,
-            "gpu0.mem_clock_mhz": 2619.0,
-            "gpu0.power_limit_w": 700.0,
-            "gpu0.clocks_event_mask": float(mask),
-            "cpu.mhz_mean": round(2000.0 + rng.gauss(0, 30), 1),
+            K("gpu0.power_w"): round(power, 2),
+            K("gpu0.power_avg_w"): round(power, 2),
+            K("gpu0.energy_j"): round(energy, 3),
+            K("gpu0.temp_c"): float(round(temp + rng.gauss(0, 0.2))),
+            K("gpu0.mem_temp_c"): float(round(temp - 2.0 + rng.gauss(0, 0.2))),
+            K("gpu0.sm_clock_mhz"): sm,
+            K("gpu0.mem_clock_mhz"): 2619.0,
+            K("gpu0.power_limit_w"): 700.0,
+            K("gpu0.clocks_event_mask"): float(mask),
+            K("cpu.mhz_mean"): round(2000.0 + rng.gauss(0, 30), 1),
         }
         reasons = tuple(name for bit, name in REASON_NAMES.items() if mask & bit)
         readings.append(Reading(round(t, 3), values, reasons))
     meta = {
         "samplers": ["nvml", "cpufreq"],
         "hz": HZ,
-        "counters": {"gpu0.energy_j": {"wrap": None}},
         "devices": {"nvml": [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "power_limit_w": 700.0}]},
         "shape": "synthetic, H100-like",
     }
     marks = {"baseline_start": 1.0, "start": start, "end": end, "cooldown_end": end + cooldown_s}
-    return Trace(meta, tuple(readings), marks)
+    return Trace(meta, tuple(readings), marks, counters={K("gpu0.energy_j"): None})
 
 
 def rapl_wrap_trace() -> Trace:
@@ -108,19 +110,19 @@ def rapl_wrap_trace() -> Trace:
             Reading(
                 round(t, 3),
                 {
-                    "rapl.package-0.energy_j": round(package, 6),
-                    "rapl.package-0.dram.energy_j": round(dram, 6),
-                    "cpu.mhz_mean": round(2600.0 + rng.gauss(0, 20), 1),
+                    K("rapl.package-0.energy_j"): round(package, 6),
+                    K("rapl.package-0.dram.energy_j"): round(dram, 6),
+                    K("cpu.mhz_mean"): round(2600.0 + rng.gauss(0, 20), 1),
                 },
             )
         )
     meta = {
         "samplers": ["rapl", "cpufreq"],
         "hz": HZ,
-        "counters": {"rapl.package-0.energy_j": {"wrap": wrap_j}, "rapl.package-0.dram.energy_j": {"wrap": wrap_j}},
         "shape": "synthetic, RAPL counter wrapping",
     }
-    return Trace(meta, tuple(readings), {"start": 1.0, "end": 6.0, "cooldown_end": 8.0})
+    counters = {K("rapl.package-0.energy_j"): wrap_j, K("rapl.package-0.dram.energy_j"): wrap_j}
+    return Trace(meta, tuple(readings), {"start": 1.0, "end": 6.0, "cooldown_end": 8.0}, counters)
 
 
 def main() -> None:

@@ -13,8 +13,10 @@ from typer.testing import CliRunner
 from gpubench.cli import app
 from gpubench.telemetry import samplers as samplers_mod
 from gpubench.telemetry.samplers import SamplerUnavailable
+from gpubench.telemetry.series import SeriesKey
 
 DATA = Path(__file__).parent / "data"
+K = SeriesKey.parse
 
 
 @pytest.fixture
@@ -104,7 +106,7 @@ class Thermometer:
     name = "thermometer"
 
     def read(self):
-        return {"gpu0.temp_c": 40.0}, ()
+        return {K("gpu0.temp_c"): 40.0}, ()
 
     def describe(self):
         return {}
@@ -120,7 +122,7 @@ class SlowClock(Thermometer):
     min_interval_s = 1.0
 
     def read(self):
-        return {"cpu.mhz_mean": 2400.0}, ()
+        return {K("cpu.mhz_mean"): 2400.0}, ()
 
 
 def test_record_and_calibrate_say_the_rate_each_source_runs_at(runner, tmp_path, monkeypatch):

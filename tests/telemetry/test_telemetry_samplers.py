@@ -19,7 +19,11 @@ from gpubench.telemetry.samplers import (
     SamplerUnavailable,
     decode_clock_event_reasons,
 )
+from gpubench.telemetry.series import Quantity, SeriesKey
+from gpubench.telemetry.summary import EnergySource, Measure, TelemetryStatus
 from gpubench.telemetry.session import Telemetry, VirtualClock
+
+K = SeriesKey.parse
 
 
 class FakeNVMLError(Exception):
@@ -89,19 +93,19 @@ def test_nvml_sampler_decodes_fields_and_reasons(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     sampler = NvmlSampler.open()
     values, reasons = sampler.read()
-    assert values["gpu0.power_w"] == pytest.approx(655.5)  # instant field preferred
-    assert values["gpu0.power_usage_w"] == pytest.approx(648.25)
-    assert values["gpu0.power_avg_w"] == pytest.approx(647.0)
-    assert values["gpu0.mem_power_w"] == pytest.approx(121.0)
-    assert values["gpu0.mem_temp_c"] == 69.0
-    assert values["gpu0.temp_c"] == 71.0
-    assert values["gpu0.sm_clock_mhz"] == 1755.0 and values["gpu0.mem_clock_mhz"] == 2619.0
-    assert values["gpu0.power_limit_w"] == 700.0
-    assert values["gpu0.energy_j"] > 81_234_567.0
+    assert values[K("gpu0.power_w")] == pytest.approx(655.5)  # instant field preferred
+    assert values[K("gpu0.power_usage_w")] == pytest.approx(648.25)
+    assert values[K("gpu0.power_avg_w")] == pytest.approx(647.0)
+    assert values[K("gpu0.mem_power_w")] == pytest.approx(121.0)
+    assert values[K("gpu0.mem_temp_c")] == 69.0
+    assert values[K("gpu0.temp_c")] == 71.0
+    assert values[K("gpu0.sm_clock_mhz")] == 1755.0 and values[K("gpu0.mem_clock_mhz")] == 2619.0
+    assert values[K("gpu0.power_limit_w")] == 700.0
+    assert values[K("gpu0.energy_j")] > 81_234_567.0
     assert reasons == ("sw_power_cap", "sw_thermal_slowdown")
-    assert values["gpu0.clocks_event_mask"] == float(0x24)
+    assert values[K("gpu0.clocks_event_mask")] == float(0x24)
     described = sampler.describe()
-    assert described["counters"] == {"gpu0.energy_j": {"wrap": None}}
+    assert described["counters"] == {SeriesKey.gpu(0, Quantity.ENERGY_J): None}
     assert described["devices"]["nvml"][0]["name"] == "NVIDIA H100 80GB HBM3"
     assert described["devices"]["nvml"][0]["power_limit_w"] == 700.0
     sampler.close()
@@ -112,8 +116,8 @@ def test_nvml_sampler_falls_back_to_throttle_reasons_and_usage(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(events_api=False, instant_field=False, energy=False))
     sampler = NvmlSampler.open()
     values, reasons = sampler.read()
-    assert values["gpu0.power_w"] == pytest.approx(648.25)
-    assert "gpu0.energy_j" not in values
+    assert values[K("gpu0.power_w")] == pytest.approx(648.25)
+    assert K("gpu0.energy_j") not in values
     assert sampler.describe()["counters"] == {}
     assert reasons == ("sw_power_cap", "sw_thermal_slowdown")
 
@@ -125,10 +129,10 @@ def test_nvml_in_a_session_gives_counter_energy(monkeypatch):
     with telemetry.around("bench", baseline_s=0.5, cooldown_timeout_s=0.3) as window:
         clock.sleep(2.0)
     s = window.summary()
-    assert s["energy_source"] == "counter"
+    assert s.energy_source is EnergySource.COUNTER
     # the fake's counter rises 65 J per read, ten reads a second
-    assert s["energy_j"] == pytest.approx(2.0 * 650, rel=0.06)
-    assert s["throttled_pct_by_reason"] == {"sw_power_cap": 100.0, "sw_thermal_slowdown": 100.0}
+    assert s.energy_j == pytest.approx(2.0 * 650, rel=0.06)
+    assert s.throttled_pct_by_reason == {"sw_power_cap": 100.0, "sw_thermal_slowdown": 100.0}
     telemetry.close()
 
 
@@ -178,18 +182,18 @@ def test_amdsmi_sampler_reads_power_energy_temps_and_violations(monkeypatch):
     monkeypatch.setitem(sys.modules, "amdsmi", m)
     sampler = AmdSmiSampler.open()
     values, reasons = sampler.read()
-    assert values["gpu0.power_w"] == 512.0
-    assert values["gpu0.power_limit_w"] == 750.0
-    assert values["gpu0.energy_j"] == pytest.approx(15.3)
-    assert values["gpu0.temp_c"] == 88.0  # hotspot first
-    assert values["gpu0.mem_temp_c"] == 81.0  # the hottest HBM stack
-    assert values["gpu0.sm_clock_mhz"] == 2100.0
+    assert values[K("gpu0.power_w")] == 512.0
+    assert values[K("gpu0.power_limit_w")] == 750.0
+    assert values[K("gpu0.energy_j")] == pytest.approx(15.3)
+    assert values[K("gpu0.temp_c")] == 88.0  # hotspot first
+    assert values[K("gpu0.mem_temp_c")] == 81.0  # the hottest HBM stack
+    assert values[K("gpu0.sm_clock_mhz")] == 2100.0
     assert reasons == ("ppt_power",)
     # the accumulator is 64-bit: past 2**32 counts (about 65 kJ) it is a reading, not 'unsupported'
     m.amdsmi_get_energy_count = lambda h: {"energy_accumulator": 2**33, "counter_resolution": 15.3, "timestamp": 2}
-    assert sampler.read()[0]["gpu0.energy_j"] == pytest.approx(2**33 * 15.3 / 1e6)
+    assert sampler.read()[0][K("gpu0.energy_j")] == pytest.approx(2**33 * 15.3 / 1e6)
     m.amdsmi_get_energy_count = lambda h: {"energy_accumulator": 2**64 - 1, "counter_resolution": 15.3, "timestamp": 3}
-    assert "gpu0.energy_j" not in sampler.read()[0]
+    assert K("gpu0.energy_j") not in sampler.read()[0]
 
 
 def write(path: Path, text: str) -> None:
@@ -208,8 +212,8 @@ def test_rapl_sampler_reads_zones_and_their_wrap_range(tmp_path):
     write(sub / "max_energy_range_uj", "65532610987\n")
     sampler = RaplSampler(tmp_path)
     values, _ = sampler.read()
-    assert values == {"rapl.package-0.energy_j": pytest.approx(262143.0), "rapl.package-0.dram.energy_j": pytest.approx(5.0)}
-    assert sampler.describe()["counters"]["rapl.package-0.energy_j"]["wrap"] == pytest.approx(262143.32885)
+    assert values == {K("rapl.package-0.energy_j"): pytest.approx(262143.0), K("rapl.package-0.dram.energy_j"): pytest.approx(5.0)}
+    assert sampler.describe()["counters"][K("rapl.package-0.energy_j")] == pytest.approx(262143.32885)
     # the counter wraps between two samples: the session still counts the energy once
     clock = VirtualClock()
     telemetry = Telemetry([sampler], hz=10.0, clock=clock)
@@ -224,8 +228,8 @@ def test_rapl_sampler_reads_zones_and_their_wrap_range(tmp_path):
             clock.sleep(0.1)
             advance()
     s = window.summary()
-    assert s["energy_source"] == "counter"
-    assert s["energy_j"] == pytest.approx(80.0, abs=4.1)
+    assert s.energy_source is EnergySource.COUNTER
+    assert s.energy_j == pytest.approx(80.0, abs=4.1)
 
 
 def test_rapl_unreadable_counter_says_root_only(tmp_path):
@@ -251,20 +255,27 @@ def test_hwmon_sampler_reads_a_recorded_tree(tmp_path):
     write(hw1 / "power1_average", "187000000")
     write(hw1 / "energy1_input", "123456789")
     write(hw1 / "fan1_input", "1450")
+    hw2 = tmp_path / "sys/class/hwmon/hwmon2"
+    write(hw2 / "name", "psu")
+    write(hw2 / "power1_average", "40000000")
+    write(hw2 / "power1_input", "50000000")  # both: the instant reading, as NVML's
+    write(hw2 / "power1_cap", "900000000")  # a setting, not a reading
     sampler = HwmonSampler(tmp_path)
     values, _ = sampler.read()
-    assert values["hwmon.k10temp.Tctl.temp_c"] == pytest.approx(54.25)
-    assert values["hwmon.amdgpu.power1_w"] == pytest.approx(187.0)
-    assert values["hwmon.amdgpu.energy1_j"] == pytest.approx(123.456789)
-    assert values["hwmon.amdgpu.fan1.fan_rpm"] == 1450.0
-    assert sampler.describe()["counters"] == {"hwmon.amdgpu.energy1_j": {"wrap": None}}
+    assert values[SeriesKey.hwmon("psu", "power1", Quantity.POWER_W)] == pytest.approx(50.0)
+    assert len([k for k in values if k.device == "psu"]) == 1
+    assert values[K("hwmon.k10temp.Tctl.temp_c")] == pytest.approx(54.25)
+    assert values[K("hwmon.amdgpu.power1_w")] == pytest.approx(187.0)
+    assert values[K("hwmon.amdgpu.energy1_j")] == pytest.approx(123.456789)
+    assert values[K("hwmon.amdgpu.fan1.fan_rpm")] == 1450.0
+    assert sampler.describe()["counters"] == {K("hwmon.amdgpu.energy1_j"): None}
 
 
 def test_hwmon_with_psutil_shaped_readings(tmp_path):
     temps = {"coretemp": [SimpleNamespace(label="Package id 0", current=61.0, high=100.0, critical=100.0)]}
     sampler = HwmonSampler(tmp_path, temperatures=lambda: temps, fans=lambda: {})
     values, _ = sampler.read()
-    assert values == {"hwmon.coretemp.Package_id_0.temp_c": 61.0}
+    assert values == {K("hwmon.coretemp.Package_id_0.temp_c"): 61.0}
 
 
 def test_hwmon_with_nothing_exposed(tmp_path):
@@ -282,13 +293,29 @@ def test_live_cpufreq_sampler_on_this_machine():
         sum(i * i for i in range(200_000))
     telemetry.close()
     s = window.summary()
-    assert s["status"] == "ok" and s["samplers"] == ["cpufreq"]
-    assert window.readings and all(r.values.get("cpu.mhz_mean", 0) > 0 for r in window.readings)
-    assert any(v is not None for v in s["series"]["cpu_mhz"])
+    assert s.status is TelemetryStatus.OK and s.samplers == ("cpufreq",)
+    assert window.readings and all(r.values.get(K("cpu.mhz_mean"), 0) > 0 for r in window.readings)
+    assert any(v is not None for v in s.series.values[Measure.CPU_CLOCK])
 
 
 def test_summary_of_partial_trace_survives_a_bad_metadata_entry():
-    from gpubench.telemetry.trace import Reading, Trace
+    from gpubench.telemetry.trace import Trace
 
-    trace = Trace({"samplers": ["x"], "counters": {"gpu0.energy_j": None}}, (Reading(0.0, {"gpu0.energy_j": 1.0, "gpu0.power_w": 10.0}),), {"start": 0.0, "end": 0.0})
-    assert summarize(trace)["status"] == "ok"
+    document = {"format": "gpubench-telemetry-trace", "metadata": {"samplers": ["x"], "counters": {"gpu0.energy_j": None}},
+                "marks": {"start": 0.0, "end": 0.0}, "samples": [{"t": 0.0, "v": {"gpu0.energy_j": 1.0, "gpu0.power_w": 10.0}}]}
+    trace = Trace.from_dict(document)
+    assert trace.counters == {K("gpu0.energy_j"): None}
+    assert summarize(trace).status is TelemetryStatus.OK
+
+
+def test_a_vendor_library_that_fails_after_init_is_shut_down_again(monkeypatch):
+    fake = fake_pynvml()
+    fake.nvmlDeviceGetHandleByIndex = lambda i: (_ for _ in ()).throw(FakeNVMLError("GPU is lost"))
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    with pytest.raises(SamplerUnavailable, match="NVML device query failed: GPU is lost"):
+        NvmlSampler.open()
+    assert fake.state["shutdown"] == 1
+    fake.nvmlInit = lambda: (_ for _ in ()).throw(FakeNVMLError("Driver Not Loaded"))
+    with pytest.raises(SamplerUnavailable, match="NVML did not initialise: Driver Not Loaded"):
+        NvmlSampler.open()
+    assert fake.state["shutdown"] == 1  # nothing to shut down when init failed

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol
 
+from gpubench.bench.core.settings import RunSettings, Setting
 from gpubench.probe.model import Profile
 
 
@@ -53,6 +54,7 @@ class Context:
     deadline: float = float("inf")  # time.monotonic() value after which the case should wrap up
     progress: Callable[[str], None] = lambda message: None
     telemetry: Any = None  # a gpubench.telemetry session when one runs, else None
+    settings: RunSettings = RunSettings()  # the run's settings (its cases were planned with them)
 
     def time_left(self) -> float:
         return self.deadline - time.monotonic()
@@ -62,13 +64,18 @@ class Benchmark(Protocol):
     key: ClassVar[str]
     description: ClassVar[str]
     options: ClassVar[tuple[str, ...]]  # the parameter names cases() accepts
+    # Optional: the run-wide settings (gpubench.bench.core.settings) this benchmark honours. One
+    # that declares any gets the run's settings as cases(..., settings=); one that declares none
+    # is planned without them, and a run that sets one that no selected benchmark honours is refused.
+    honours: ClassVar[frozenset[Setting]]
 
     def requires(self, profile: Profile) -> str | None:
         """None when this benchmark can run on the probed machine; otherwise the reason it is waived."""
 
     def cases(self, profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
         """The parameter sets to run for size 'quick', 'default' or 'full', with --param overrides
-        applied and validated (raise gpubench.errors.UserError on bad input, before anything runs)."""
+        (and, for a benchmark that honours settings, the keyword `settings`) applied and validated
+        (raise gpubench.errors.UserError on bad input, before anything runs)."""
 
     def prepare(self, case: Case, ctx: Context) -> AbstractContextManager[Callable[[], Sample]]:
         """Set up the case (scratch files, buffers, rings); yield a callable measuring one repetition;

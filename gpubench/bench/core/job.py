@@ -5,15 +5,21 @@ Completed results are committed one by one, so a crash or Ctrl-C loses only the 
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
+import tempfile
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 from gpubench.bench.core.interface import Context, Sample
+from gpubench.bench.core.params import format_size
+from gpubench.bench.core.scratch import Removed, sweep
+from gpubench.bench.core.settings import RunSettings
 from gpubench.bench.core.runner import CaseRun, Planned, RepeatPolicy, merge_round, plan, scratch_dir, waived_result
 from gpubench.errors import UserError
 from gpubench.probe import Profile, Source, probe
@@ -29,7 +35,7 @@ class JobOptions:
     size: str = "default"
     label: str = ""
     params: dict[str, dict[str, str]] = field(default_factory=dict)
-    scratch: Path | None = None
+    settings: RunSettings = RunSettings()
     telemetry: bool = True
     telemetry_hz: float = 10.0
     telemetry_replay: Path | None = None
@@ -50,25 +56,52 @@ class Progress:
 
 
 @contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """A `kill` stops the job the way Ctrl-C does: cleanly, with the run marked interrupted."""
+def stop_signals_as_interrupt() -> Iterator[None]:
+    """A `kill` (SIGTERM) or a terminal that went away (SIGHUP: closed, SSH dropped) stops the job
+    the way Ctrl-C does: cleanly, completed results kept, scratch removed, the run marked
+    interrupted. After a hang-up, standard output and error that pointed at the lost terminal
+    point at /dev/null, so that no write (EIO) stops the cleanup. A SIGHUP ignored when the job
+    started (nohup) stays ignored. A second signal while the first is handled changes nothing."""
+    stopping: list[int] = []
 
-    def raise_interrupt(signum, frame):
+    def stop(signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP:
+            leave_lost_terminal()
+        if stopping:
+            return
+        stopping.append(signum)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    signals = [signal.SIGTERM] + ([signal.SIGHUP] if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN else [])
+    previous = {signum: signal.signal(signum, stop) for signum in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def leave_lost_terminal(fds: tuple[int, ...] = (1, 2)) -> None:
+    """Point each of `fds` that is a terminal which hung up (its attributes read EIO) at /dev/null."""
+    import termios
+
+    for fd in fds:
+        try:
+            termios.tcgetattr(fd)
+        except termios.error as e:
+            if e.args and e.args[0] == errno.EIO:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, fd)
+                os.close(devnull)
+        except OSError:
+            pass
 
 
 def run_job(opts: JobOptions, progress: Progress, profile: Profile | None = None) -> Run:
     """Probe, plan, run, store. Returns the stored run (status complete or interrupted)."""
-    if opts.scratch is not None and not opts.scratch.is_dir():
-        raise UserError(f"--scratch {opts.scratch}: not a directory")
+    opts.settings.check()
     profile = profile or probe(Source("/"))
-    planned = plan(profile, opts.keys, opts.size, opts.params)  # bad parameters fail here, before the DB is touched
+    planned = plan(profile, opts.keys, opts.size, opts.params, opts.settings)  # bad input fails here, before the DB is touched
     policy = RepeatPolicy.for_size(opts.size)
     if opts.rounds is not None:
         policy = replace(policy, rounds=opts.rounds)
@@ -83,8 +116,11 @@ def run_job(opts: JobOptions, progress: Progress, profile: Profile | None = None
         profile=profile.to_dict(),
     )
     telemetry = _open_telemetry(profile, opts, progress)
-    with Store.open(opts.db, create=True) as store, sigterm_as_interrupt():
+    with Store.open(opts.db, create=True) as store, stop_signals_as_interrupt():
         run_id = store.begin_run(run)
+        for gone in sweep_stale_scratch(opts.settings):
+            progress.message(f"removed scratch left by a gpubench that is no longer running: {gone.path} "
+                             f"({format_size(gone.nbytes)})")
         progress.planned(planned, policy.rounds)
         note = thermal_note(opts, telemetry)
         if note:
@@ -102,6 +138,44 @@ def run_job(opts: JobOptions, progress: Progress, profile: Profile | None = None
                 telemetry.close()
             store.finish_run(run_id, status, time.time())
         return store.get_run(str(run_id))
+
+
+def sweep_stale_scratch(settings: RunSettings) -> list[Removed]:
+    """Remove the scratch that runs which are gone left where this run keeps its own: the scratch
+    root, and a target directory (scratch files placed there)."""
+    root = settings.scratch if settings.scratch is not None else Path(tempfile.gettempdir())
+    removed = sweep(root)
+    if settings.target is not None and settings.target.is_dir() and settings.target.resolve() != root.resolve():
+        removed += sweep(settings.target)
+    return removed
+
+
+def run_series(opts: JobOptions, repeat: int, progress_for: Callable[[int], AbstractContextManager[Progress]],
+               after: Callable[[Run], None] = lambda run: None) -> list[Run]:
+    """`repeat` runs back to back, each stored on its own (`progress_for(index)` watches run
+    `index`, `after` gets each stored run); a run that was interrupted ends the series."""
+    runs: list[Run] = []
+    for index in range(repeat):
+        with progress_for(index) as progress:
+            stored = run_job(opts, progress)
+        runs.append(stored)
+        after(stored)
+        if stored.status is RunStatus.INTERRUPTED:
+            break
+    return runs
+
+
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+
+
+def exit_status(runs: list[Run], problems: bool = False) -> int:
+    """The exit status of `gpubench run`: 130 when the last run was interrupted; 1 when a case
+    failed or something else went wrong (`problems`, e.g. a report not written); else 0."""
+    if runs and runs[-1].status is RunStatus.INTERRUPTED:
+        return EXIT_INTERRUPTED
+    if problems or any(r.status is ResultStatus.FAILED for run in runs for r in run.results):
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _run_all(store, run_id, planned, profile, opts, policy, progress, telemetry) -> None:
@@ -137,7 +211,7 @@ def _run_all(store, run_id, planned, profile, opts, policy, progress, telemetry)
 
 def _run_case(p, case, profile, opts, policy, progress, telemetry) -> Result:
     """One round of one case, in a scratch directory of its own."""
-    with scratch_dir(opts.scratch) as scratch:
+    with scratch_dir(opts.settings.scratch) as scratch:
         ctx = Context(
             scratch=Path(scratch),
             profile=profile,
@@ -145,6 +219,7 @@ def _run_case(p, case, profile, opts, policy, progress, telemetry) -> Result:
             deadline=time.monotonic() + policy.round_timeout_s,
             progress=progress.message,
             telemetry=telemetry,
+            settings=opts.settings,
         )
         on_sample: Callable[[int, Sample], None] = lambda rep, s, k=p.key, c=case: progress.sample(k, c.name, rep, s, c.unit)
         return CaseRun(p.key, p.benchmark, case, ctx, policy, on_sample, telemetry, opts.cool_down, opts.pre_warm).run()

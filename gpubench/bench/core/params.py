@@ -86,6 +86,34 @@ def parse_bool(bench: str, option: str, text: str) -> bool:
     raise UserError(f"{bench}: {option}={text!r}: say true or false")
 
 
+def parse_bools(bench: str, option: str, text: str, words: dict[str, bool] | None = None) -> list[bool]:
+    """A list of true/false values; `words` adds names of the benchmark's own (e.g. direct, buffered)."""
+    items = split_items(text)
+    if not items:
+        raise UserError(f"{bench}: {option} is empty")
+    words = words or {}
+    out = []
+    for item in items:
+        if item.lower() in words:
+            out.append(words[item.lower()])
+            continue
+        try:
+            out.append(parse_bool(bench, option, item))
+        except UserError:
+            also = f" (or {', '.join(words)})" if words else ""
+            raise UserError(f"{bench}: {option}={item!r}: say true or false{also}") from None
+    return list(dict.fromkeys(out))
+
+
+def parse_seconds(bench: str, option: str, text: str, maximum: float) -> float:
+    """A duration in seconds, more than 0 and at most `maximum`."""
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise UserError(f"{bench}: {option}={text!r} is not a number of seconds, e.g. 0.5") from None
+    if not 0 < value <= maximum:
+        raise UserError(f"{bench}: {option}={text!r} must be more than 0 and at most {maximum:g} seconds")
+    return value
 
 
 def format_size(nbytes: int) -> str:

@@ -4,7 +4,6 @@ and hand every result to a sink the moment it ends. It never knows which benchma
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -15,6 +14,8 @@ from gpubench.bench.core import hostspeed
 from gpubench.bench.core import registry
 from gpubench.bench.core.interface import BenchFailure, Benchmark, Case, Context, Sample, Waived
 from gpubench.bench.core.params import check_options
+from gpubench.bench.core.scratch import ScratchDir
+from gpubench.bench.core.settings import PIPELINE_SETTINGS, RunSettings, Setting, SettingError, honoured
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
 from gpubench.results.model import HOST_SPEED_KEY, ROUND_KEY, ROUNDS_SECONDS_KEY, WHOLE_BENCHMARK, Result, ResultStatus
@@ -109,20 +110,23 @@ def select(only: Iterable[str], skip: Iterable[str]) -> list[str]:
     return [k for k in registry.BENCHMARKS if (not only or k in only) and k not in skip]
 
 
-def plan(profile: Profile, keys: Iterable[str], size: str, params: dict[str, dict[str, str]]) -> list[Planned]:
-    """Decide what runs. Parameters are validated here, before anything runs (UserError on bad input).
+def plan(profile: Profile, keys: Iterable[str], size: str, params: dict[str, dict[str, str]],
+         settings: RunSettings = RunSettings()) -> list[Planned]:
+    """Decide what runs. Parameters and settings are validated here, before anything runs
+    (UserError on bad input; SettingError for a setting that none of the benchmarks honours).
 
     A parameter given without a benchmark prefix goes to every selected benchmark that takes it."""
     if size not in SIZES:
         raise UserError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
-    shared = params.get("*", {})
     keys = list(keys)
     for key in params.keys() - {"*"} - set(keys):
         raise UserError(f"parameters for {key!r}, which is not selected (see --only and --skip)")
+    _refuse_settings_as_parameters(params)
     benches = {key: registry.load(key) for key in keys}
-    unclaimed = [k for k in shared if not any(k in b.options for b in benches.values())]
+    unclaimed = [k for k in params.get("*", {}) if not any(k in b.options for b in benches.values())]
     if unclaimed:
         raise UserError(f"parameter {unclaimed[0]!r} is taken by none of: {', '.join(benches)}")
+    check_settings_honoured(settings, benches)
     planned = []
     for key, bench in benches.items():
         check_options(key, params.get(key, {}), bench.options)  # also for a benchmark waived here
@@ -131,8 +135,35 @@ def plan(profile: Profile, keys: Iterable[str], size: str, params: dict[str, dic
             planned.append(Planned(key, bench, waived=reason))
             continue
         options = options_for(bench, params)
-        planned.append(Planned(key, bench, tuple(bench.cases(profile, size, options)), options=options))
+        planned.append(Planned(key, bench, tuple(cases_of(bench, profile, size, options, settings)), options=options))
     return planned
+
+
+def cases_of(bench: Benchmark, profile: Profile, size: str, options: dict[str, str], settings: RunSettings) -> list[Case]:
+    """A benchmark's cases: with the run's settings for one that honours any (Benchmark.honours)."""
+    if honoured(bench):
+        return bench.cases(profile, size, options, settings=settings)  # type: ignore[call-arg]
+    return bench.cases(profile, size, options)
+
+
+def _refuse_settings_as_parameters(params: dict[str, dict[str, str]]) -> None:
+    names = {s.value: s for s in Setting}
+    for bench, given in params.items():
+        for key, value in given.items():
+            if key in names:
+                where = "" if bench == "*" else f"{bench}."
+                raise SettingError(names[key], f"is a run-wide setting, not a benchmark parameter "
+                                               f"(given as --param {where}{key}={value})")
+
+
+def check_settings_honoured(settings: RunSettings, benches: dict[str, Benchmark]) -> None:
+    """Refuse a setting that none of the selected benchmarks honours, naming those that do."""
+    for setting in settings.given():
+        if setting in PIPELINE_SETTINGS or any(setting in honoured(b) for b in benches.values()):
+            continue
+        takers = [key for key in registry.BENCHMARKS if setting in honoured(registry.load(key))]
+        raise SettingError(setting, f"applies to none of the selected benchmarks ({', '.join(benches)}); "
+                                    f"it is for {', '.join(takers) or 'no benchmark'}")
 
 
 def options_for(bench: Benchmark, params: dict[str, dict[str, str]]) -> dict[str, str]:
@@ -172,7 +203,7 @@ class CaseRun:
 
     def run(self) -> Result:
         started = time.time()
-        status, reason, tel = ResultStatus.OK, "", {}
+        status, reason, tel = ResultStatus.OK, "", None
         try:
             with self.bench.prepare(self.case, self.ctx) as measure:
                 for _ in range(self.policy.warmup):
@@ -237,8 +268,7 @@ class CaseRun:
         return float(sum(moved)) if moved and all(m is not None for m in moved) else None
 
 
-def scratch_dir(root: Path | None):
-    """A private directory for one case's files, removed afterwards whatever happens."""
-    if root is not None and not root.is_dir():
-        raise UserError(f"--scratch {root}: not a directory")
-    return tempfile.TemporaryDirectory(prefix="gpubench-", dir=root)
+def scratch_dir(root: Path | None) -> ScratchDir:
+    """A private directory for one case's files, locked while in use and removed afterwards
+    whatever happens (gpubench.bench.core.scratch)."""
+    return ScratchDir(root)

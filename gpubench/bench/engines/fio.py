@@ -157,12 +157,12 @@ def run_fio(job: FioJob, fio: str | None = None, timeout: float | None = None) -
 
 def job_for(params: Any, filename: str, span: int, seconds: float, ioengine: str) -> FioJob:
     """The fio job matching a gpubench iouring/psync case (an IoParams). Where gpubench's jobs
-    work on regions of the file of their own (iofile.regions), so do fio's."""
-    from gpubench.bench.engines import iofile
+    work on regions of the file of their own (iojob.regions), so do fio's."""
+    from gpubench.bench.engines import iojob
 
     psync = ioengine == "psync"
     numjobs = params.jobs * (params.qd if psync and params.engine == "psync" else 1)
-    own = numjobs > 1 and iofile.needs_own_region(params.pattern, params.verify, params.writes)
+    own = numjobs > 1 and iojob.needs_own_region(params.pattern, params.verify, params.writes)
     region = span // numjobs // params.bs * params.bs if own else span
     return FioJob(
         filename=filename, rw=params.pattern, bs=params.bs,

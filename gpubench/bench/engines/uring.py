@@ -1,134 +1,16 @@
-"""Every use of the PyPI `liburing` binding lives in this module.
+"""The io_uring engine: one ring on one file and the loops that keep its queue full.
 
-The binding is native code that can kill the process (SIGILL on CPUs without the instructions a
-wheel was built for), so gpubench imports it only after `python -m gpubench.bench.engines.uring selftest`
-succeeded in a child process (see gpubench.probe.iouring). Named constants are not relied on:
-builds made with recent Cython lack them, so the kernel's uapi numbers are used.
+Every call into the PyPI `liburing` binding outside of loading it (gpubench.bench.engines.uring_binding)
+lives here. Named constants are not relied on: builds made with recent Cython lack them, so the
+kernel's uapi numbers are used.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
-import sys
-import tempfile
 import time
-from contextlib import contextmanager
-from typing import Iterator
 
-# include/uapi/linux/io_uring.h, enum io_uring_op, in order
-OPCODES = (
-    "NOP READV WRITEV FSYNC READ_FIXED WRITE_FIXED POLL_ADD POLL_REMOVE SYNC_FILE_RANGE SENDMSG "
-    "RECVMSG TIMEOUT TIMEOUT_REMOVE ACCEPT ASYNC_CANCEL LINK_TIMEOUT CONNECT FALLOCATE OPENAT CLOSE "
-    "FILES_UPDATE STATX READ WRITE FADVISE MADVISE SEND RECV OPENAT2 EPOLL_CTL SPLICE "
-    "PROVIDE_BUFFERS REMOVE_BUFFERS TEE SHUTDOWN RENAMEAT UNLINKAT MKDIRAT SYMLINKAT LINKAT MSG_RING "
-    "FSETXATTR SETXATTR FGETXATTR GETXATTR SOCKET URING_CMD SEND_ZC SENDMSG_ZC READ_MULTISHOT WAITID "
-    "FUTEX_WAIT FUTEX_WAKE FUTEX_WAITV FIXED_FD_INSTALL FTRUNCATE BIND LISTEN RECV_ZC EPOLL_WAIT "
-    "READV_FIXED WRITEV_FIXED PIPE"
-).split()
-
-# IORING_FEAT_* bit order
-FEATURES = (
-    "SINGLE_MMAP NODROP SUBMIT_STABLE RW_CUR_POS CUR_PERSONALITY FAST_POLL POLL_32BITS "
-    "SQPOLL_NONFIXED EXT_ARG NATIVE_WORKERS RSRC_TAGS CQE_SKIP LINKED_FILE REG_REG_RING "
-    "RECVSEND_BUNDLE MIN_TIMEOUT RW_ATTR NO_IOWAIT"
-).split()
-
-
-def opcode_name(op: int) -> str:
-    return OPCODES[op] if op < len(OPCODES) else f"OP_{op}"
-
-
-def feature_names(mask: int) -> list[str]:
-    return [FEATURES[i] if i < len(FEATURES) else f"BIT_{i}" for i in range(mask.bit_length()) if mask >> i & 1]
-
-
-def load_liburing():
-    """Import the binding. Its loader (dynamic_import) rewrites a cache file under the package's
-    __pycache__ whenever it looks stale, without any locking: processes importing at the same
-    moment remove the file under each other (FileNotFoundError), and a retried import then finds
-    the loader marked as done and yields a bare module without the API. So gpubench's processes
-    take turns (a lock file), and a failed or bare import is forgotten, loader mark included,
-    and tried again."""
-    loaded = sys.modules.get("liburing")
-    if loaded is not None and hasattr(loaded, "io_uring"):
-        return loaded
-    with _import_turn():
-        for attempt in range(8):
-            try:
-                import liburing
-
-                if hasattr(liburing, "io_uring"):
-                    return liburing
-            except FileNotFoundError:
-                pass
-            _forget_liburing()
-            time.sleep(0.02 * (attempt + 1))
-        import liburing
-
-    if not hasattr(liburing, "io_uring"):
-        raise ImportError("the liburing binding loaded without its API (no io_uring)")
-    return liburing
-
-
-def _forget_liburing() -> None:
-    for name in [m for m in sys.modules if m == "liburing" or m.startswith("liburing.")]:
-        del sys.modules[name]
-    try:
-        from dynamic_import import check
-    except ImportError:
-        return
-    called = getattr(check, "IMPORTER_CALLED", {})
-    for path in [p for p in called if p.rstrip("/").endswith("/liburing")]:
-        del called[path]
-
-
-@contextmanager
-def _import_turn() -> Iterator[None]:
-    """One gpubench process at a time imports the binding (an flock on a file in the temp dir;
-    without one, no turns)."""
-    try:
-        fd = os.open(os.path.join(tempfile.gettempdir(), "gpubench-liburing-import.lock"), os.O_RDONLY | os.O_CREAT, 0o644)
-    except OSError:
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def selftest() -> dict:
-    """Load the binding, open a small ring, and report what the kernel supports."""
-    liburing = load_liburing()
-    binding_version = str(getattr(liburing, "__version__", "unknown"))
-    ring = liburing.io_uring()
-    rc = liburing.io_uring_queue_init(8, ring, 0)
-    if rc < 0:
-        return {"loaded": True, "ring": False, "errno": -rc, "version": binding_version}
-    try:
-        probe = liburing.io_uring_get_probe_ring(ring)
-        try:
-            last_op = int(probe.last_op)
-            supported = [opcode_name(op) for op in range(last_op + 1) if liburing.io_uring_opcode_supported(probe, op)]
-        finally:
-            liburing.io_uring_free_probe(probe)
-        features = int(ring.features)
-    finally:
-        liburing.io_uring_queue_exit(ring)
-    return {
-        "loaded": True,
-        "ring": True,
-        "version": binding_version,
-        "last_op": last_op,
-        "opcodes": supported,
-        "features": features,
-        "feature_names": feature_names(features),
-    }
-
-
+from gpubench.bench.engines.uring_binding import load_liburing
 
 # --- the measuring loop ----------------------------------------------------------------------
 # uapi numbers (include/uapi/linux/io_uring.h); builds made with recent Cython lack the names
@@ -174,7 +56,7 @@ class UringJob:
             for ud in range(1, qd + 1):
                 self.sqes[ud].user_data = ud
             self._register()
-            from gpubench.bench.engines.iofile import offsets, primed, read_choices
+            from gpubench.bench.engines.iojob import offsets, primed, read_choices
 
             self.next_offset = primed(offsets(spec))
             self.next_is_read = primed(read_choices(spec))
@@ -263,7 +145,7 @@ class UringJob:
         folds into the histogram."""
         import array
 
-        from gpubench.bench.engines.iofile import JobTotals, LatencyHistogram, io_count, io_error
+        from gpubench.bench.engines.iojob import JobTotals, LatencyHistogram, io_count, io_error
 
         L, spec = self.L, self.spec
         ring, sqes, fixed_bufs, iovs, fd = self.ring, self.sqes, self.fixed_bufs, self.iovs, self.file_arg
@@ -278,7 +160,7 @@ class UringJob:
         clock = time.perf_counter_ns
         refill = self._offset_block
         offs = refill()
-        k, n_offs = 0, len(offs)
+        n_offs = len(offs)
         cqe = L.io_uring_cqe()
         cq_entries = self.cq_entries
         cq_mask = cq_entries - 1
@@ -291,25 +173,8 @@ class UringJob:
         done = 0
         problem = ""
         limit = io_count(io_limit, bs)
-        issued = 0
-
-        fresh = []
-        for ud in range(1, qd + 1):
-            if issued >= limit:
-                break
-            off = offs[k]
-            k += 1
-            slot_offset[ud] = off
-            if fixed:
-                prep(sqes[ud], fd, fixed_bufs[ud], bs, off, ud - 1)
-            elif reading:
-                prep_readv(sqes[ud], fd, iovs[ud], off)
-            else:
-                prep_writev(sqes[ud], fd, iovs[ud], 1, off)
-            put(ring, sqes[ud])
-            fresh.append(ud)
-            issued += 1
-        in_flight = len(fresh)
+        fresh = self._fill_queue(offs, slot_offset, min(qd, limit))
+        k = issued = in_flight = len(fresh)
         issuing = issued < limit
         start = now = clock()
         stop = start + int(seconds * 1e9)
@@ -374,6 +239,23 @@ class UringJob:
         reads, writes = (done, 0) if reading else (0, done)
         return JobTotals(reads, writes, done * bs, (now - start) / 1e9, hist, facts, problem)
 
+    def _fill_queue(self, offsets: list[int], slot_offset: list[int], count: int) -> list[int]:
+        """Queue the first `count` I/Os of a one-direction run, at the first offsets, one per slot
+        from slot 1 (the loop then prepares each slot's next I/O inline); the slots queued."""
+        L, spec, sqes, fd = self.L, self.spec, self.sqes, self.file_arg
+        reading = spec.read_percent >= 100
+        for ud in range(1, count + 1):
+            off = slot_offset[ud] = offsets[ud - 1]
+            if self.fixed_buffers:
+                prep = L.io_uring_prep_read_fixed if reading else L.io_uring_prep_write_fixed
+                prep(sqes[ud], fd, self.fixed_bufs[ud], spec.block_size, off, ud - 1)
+            elif reading:
+                L.io_uring_prep_readv(sqes[ud], fd, self.iovs[ud], off)
+            else:
+                L.io_uring_prep_writev(sqes[ud], fd, self.iovs[ud], 1, off)
+            L.io_uring_put_sqe(self.ring, sqes[ud])
+        return list(range(1, count + 1))
+
     def _offset_block(self) -> list[int]:
         """The next offsets, many at a time: what a repetition left over comes first, with a fresh
         block behind it when fewer than a queue's worth are left (the first fill takes that many
@@ -387,9 +269,8 @@ class UringJob:
 
     def _run_general(self, seconds: float, io_limit: int, generation: int, reap_batch: int):
         """Any mix of reads and writes, with or without verify."""
-        from gpubench.bench.engines.iofile import (
-            JobTotals, LatencyHistogram, block_problem, io_count, io_error, pattern_block,
-        )
+        from gpubench.bench.engines.iofile import block_problem, pattern_block
+        from gpubench.bench.engines.iojob import JobTotals, LatencyHistogram, io_count, io_error
 
         L, spec = self.L, self.spec
         ring, sqes, bufs, fixed_bufs, iovs, fd = (
@@ -530,13 +411,3 @@ def _memlock_text() -> str:
 
     soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
     return "unlimited" if soft == resource.RLIM_INFINITY else f"{soft // 1024} KiB"
-
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] != ["selftest"]:
-        sys.exit("usage: python -m gpubench.bench.engines.uring selftest")
-    try:
-        print(json.dumps(selftest()))
-    except OSError as e:  # e.g. io_uring disabled: the ring cannot be created
-        print(json.dumps({"loaded": True, "ring": False, "errno": e.errno, "error": str(e)}))

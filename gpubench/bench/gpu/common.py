@@ -9,13 +9,19 @@ GPU numbering: a benchmark's GPU index is the position of that NVIDIA GPU in the
 which is sorted by PCI address (the order NVML numbers GPUs, and so the order of the probe's
 "gpu p2p" pairs). CUDA may number them differently (CUDA_DEVICE_ORDER, CUDA_VISIBLE_DEVICES), so
 a case is resolved to a CUDA ordinal by PCI address before it runs.
+
+Waived or failed: a case is WAIVED only when what it needs is not there: an NVIDIA GPU and its
+driver (the probe), CuPy or KvikIO (or a library they load), a GPU CUDA can see, enough free GPU
+memory, a capability CUDA reports absent (peer access, pageable or concurrent managed memory
+access). Any CUDA error is a fault of the machine or of the case: FAILED, with the error.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
-from dataclasses import dataclass
+from contextlib import ExitStack
 from importlib.util import find_spec
 from typing import Any, Callable
 
@@ -40,7 +46,14 @@ MEMCPY_DEVICE_TO_HOST = 2
 MEMCPY_DEVICE_TO_DEVICE = 3
 HOST_ALLOC_PORTABLE = 1
 HOST_ALLOC_MAPPED = 2
+ERROR_NO_DEVICE = 100
+ERROR_INVALID_DEVICE = 101
 ERROR_PEER_ACCESS_ALREADY_ENABLED = 704
+CUDA_FAULT_HINTS = {
+    35: "the NVIDIA driver is older than the CUDA runtime CuPy was built for, or its libcuda.so.1 is not installed: "
+        "install the gpubench extra that matches the driver's CUDA version (gpu for 12, gpu-cu13 for 13)",
+    802: "on NVSwitch systems, start nvidia-fabricmanager",
+}
 DEV_ATTR_PAGEABLE_MEMORY_ACCESS = 88
 DEV_ATTR_CONCURRENT_MANAGED_ACCESS = 89
 
@@ -143,13 +156,16 @@ def latency_sample(seconds_per_transfer: list[float], transfers_per_interval: in
 # --- CuPy ----------------------------------------------------------------------------------------
 
 def load_cupy() -> Any:
-    """The cupy module, or Waived with the reason it cannot be used."""
+    """The cupy module; Waived when it is not installed or a library it needs is missing (an
+    ImportError), BenchFailure when it is there but breaks on import."""
     try:
         import cupy
-    except ImportError:
-        raise Waived(f"CuPy is not installed: {INSTALL_HINT}") from None
-    except Exception as e:  # CUDA libraries that do not load, a broken wheel
-        raise Waived(f"CuPy does not load: {type(e).__name__}: {e}") from None
+    except ImportError as e:
+        if cupy_missing():
+            raise Waived(cupy_missing()) from None
+        raise Waived(f"CuPy does not import: {e} ({INSTALL_HINT})") from None
+    except Exception as e:  # a broken installation: a fault, not a missing package
+        raise BenchFailure(f"CuPy does not load: {type(e).__name__}: {e}") from None
     return cupy
 
 
@@ -157,21 +173,41 @@ def runtime_constant(cp: Any, name: str, fallback: int) -> int:
     return int(getattr(cp.cuda.runtime, name, fallback))
 
 
+def cuda_status(error: BaseException) -> int | None:
+    """The cudaError_t of a CuPy CUDARuntimeError, None for anything else."""
+    status = getattr(error, "status", None)
+    return status if isinstance(status, int) else None
+
+
+def cuda_failure(error: BaseException) -> BenchFailure:
+    """A CUDA error that is a fault of the machine (FAILED), with what usually causes it."""
+    hint = CUDA_FAULT_HINTS.get(cuda_status(error) or 0)
+    return BenchFailure(f"CUDA cannot be used: {error}" + (f" ({hint})" if hint else ""))
+
+
 def cuda_device_count(cp: Any) -> int:
+    """How many GPUs CUDA sees. None at all (cudaErrorNoDevice: CUDA_VISIBLE_DEVICES hides them)
+    waives the case; any other error (a driver older than CuPy's CUDA, no libcuda, a fabric
+    manager that is down, a broken context) fails it."""
     try:
         return int(cp.cuda.runtime.getDeviceCount())
-    except Exception as e:  # CUDARuntimeError: no device, driver/runtime mismatch
-        raise Waived(f"CUDA finds no usable GPU: {e}") from None
+    except Exception as e:
+        if cuda_status(e) == ERROR_NO_DEVICE:
+            raise Waived(f"CUDA sees no GPU here ({e}; CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})") from None
+        raise cuda_failure(e) from None
 
 
 def cuda_ordinal(cp: Any, pci: str | None, index: int) -> int:
-    """The CUDA device number of a probed GPU, found by its PCI address."""
+    """The CUDA device number of a probed GPU, found by its PCI address. A GPU CUDA does not see
+    (cudaErrorInvalidDevice) waives the case; any other error fails it."""
     count = cuda_device_count(cp)
     if pci:
         try:
             return int(cp.cuda.runtime.deviceGetByPCIBusId(pci))
-        except Exception:
-            raise Waived(f"GPU {index} ({pci}) is not visible to CUDA here ({count} visible; check CUDA_VISIBLE_DEVICES)") from None
+        except Exception as e:
+            if cuda_status(e) == ERROR_INVALID_DEVICE:
+                raise Waived(f"GPU {index} ({pci}) is not visible to CUDA here ({count} visible; check CUDA_VISIBLE_DEVICES)") from None
+            raise cuda_failure(e) from None
     if index >= count:
         raise Waived(f"GPU {index} is not visible to CUDA here ({count} visible; check CUDA_VISIBLE_DEVICES)")
     return index
@@ -197,7 +233,7 @@ def gpu_usable() -> str | None:
     try:
         cp = load_cupy()
         count = cuda_device_count(cp)
-    except Waived as e:
+    except (Waived, BenchFailure) as e:
         return str(e)
     return None if count > 0 else "CUDA sees no GPU"
 
@@ -238,6 +274,13 @@ class PinnedHost:
         if self.ptr:
             self.cp.cuda.runtime.freeHost(self.ptr)
             self.ptr = 0
+
+
+def own(stack: ExitStack, *buffers: Any) -> None:
+    """Keep buffers alive until the case's stack closes. A timed copy that knows a buffer only by
+    its address must not outlive the buffer: a NumPy array is freed (a large one unmapped) when its
+    last reference goes, a CuPy array goes back to the pool, where the next allocation takes it."""
+    stack.callback(list.clear, list(buffers))
 
 
 def wait_for_setup(cp: Any) -> None:

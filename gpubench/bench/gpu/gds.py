@@ -21,8 +21,8 @@ The result's extra also names the file system, KvikIO's version, the thread coun
 GDS threshold KvikIO reports back, and the nvidia-fs version cuFile reports. With O_DIRECT (real
 GDS) the page cache is not used, so cold and warm should agree there.
 
-The scratch file lives in the case's scratch directory, or in --target / --param gds.target (a
-directory), and is removed afterwards. `--drop-cache` keeps only the cold reads.
+The scratch file lives in the case's scratch directory, or in the run's --target (a directory),
+and is removed afterwards. `--drop-cache` keeps only the cold reads.
 
 One repetition is `iterations` transfers of the whole size; its value is their median GB/s.
 
@@ -36,8 +36,8 @@ Parameters (--param gds.NAME=VALUE):
   baseline    also run the POSIX + copy baseline (default true)
   iterations  transfers per repetition (default 5; quick 3)
   gpu         the GPU in the probe's PCI order (default 0)
-  target      a directory on the file system to measure (default: the scratch directory); a
-              file or device there (as --target may name for the I/O benchmarks) waives the cases
+The run's --target (a directory on the file system to measure; a file or device, as --target may
+name for the I/O benchmarks, waives the cases) and --drop-cache apply (Gds.honours).
 """
 
 from __future__ import annotations
@@ -50,8 +50,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
+from gpubench.bench.core.settings import RunSettings, Setting
 from gpubench.bench.core.params import check_options, format_size, parse_bool, parse_choices, parse_ints, parse_sizes
 from gpubench.bench.gpu import common as g
+from gpubench.bench.gpu.worker import GpuBenchmark
 from gpubench.bench.engines import iofile
 from gpubench.bench.core.interface import BenchFailure, Case, Context, Sample, Waived
 from gpubench.errors import UserError
@@ -59,7 +61,7 @@ from gpubench.probe.model import Profile
 from gpubench.probe.views import GdsView
 
 BENCH = "gds"
-OPTIONS = ("sizes", "threads", "task_sizes", "ops", "caches", "baseline", "iterations", "gpu", "target", "drop_cache")
+OPTIONS = ("sizes", "threads", "task_sizes", "ops", "caches", "baseline", "iterations", "gpu")
 OPS = ("read", "write")
 CACHES = ("cold", "warm")
 MAX_THREADS = 1024
@@ -160,7 +162,7 @@ def parse_kvikio_report(text: str) -> dict[str, float]:
 
 # --- planning --------------------------------------------------------------------------------
 
-def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
+def plan(profile: Profile, size: str, options: dict[str, str], settings: RunSettings = RunSettings()) -> list[Case]:
     check_options(BENCH, options, OPTIONS)
     gpus = g.nvidia_gpus(profile)
     if not gpus:
@@ -171,13 +173,13 @@ def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
     ops = parse_choices(BENCH, "ops", options["ops"], OPS) if "ops" in options else list(OPS)
     if "caches" in options:
         caches = parse_choices(BENCH, "caches", options["caches"], CACHES)
-    elif "drop_cache" in options and parse_bool(BENCH, "drop_cache", options["drop_cache"]):
+    elif settings.drop_cache:
         caches = ["cold"]
     else:
         caches = list(CACHES)
     baseline = parse_bool(BENCH, "baseline", options["baseline"]) if "baseline" in options else True
     gpu = g.parse_gpus(BENCH, "gpu", options["gpu"], gpus)[0] if "gpu" in options else 0
-    target = options.get("target") or None
+    target = str(settings.target) if settings.target is not None else None
     if target is not None and not Path(target).exists():
         raise UserError(f"{BENCH}: target {target}: no such directory (gds writes its own scratch file there)")
 
@@ -203,9 +205,10 @@ def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
     return cases
 
 
-class Gds:
+class Gds(GpuBenchmark):
     key: ClassVar[str] = "gds"
     options: ClassVar[tuple[str, ...]] = OPTIONS
+    honours: ClassVar[frozenset[Setting]] = frozenset({Setting.TARGET, Setting.DROP_CACHE})
     description: ClassVar[str] = (
         "KvikIO CuFile reads (cold and warm page cache) and writes between a file and GPU memory over sizes, "
         "thread counts and task sizes, naming the path KvikIO took (GDS, cuFile compat, POSIX compat); "
@@ -220,16 +223,20 @@ class Gds:
             return f"KvikIO is not installed (probe: gpudirect storage, kvikio = no): {g.INSTALL_HINT}"
         return g.kvikio_missing()
 
-    def cases(self, profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
-        return plan(profile, size, options)
+    def cases(self, profile: Profile, size: str, options: dict[str, str], settings: RunSettings = RunSettings()) -> list[Case]:
+        return plan(profile, size, options, settings)
+
+    def waiver(self, case: Case, ctx: Context) -> str | None:
+        p = case.params
+        if p["target"] and not Path(p["target"]).is_dir():  # --target names the file or device the I/O benchmarks read
+            return (f"target {p['target']} is a file or device; gds writes a scratch file of its own and needs a "
+                    f"directory there (--target DIR)")
+        return g.kvikio_missing() if p["engine"] == "kvikio" else None
 
     @contextmanager
-    def prepare(self, case: Case, ctx: Context) -> Iterator[Callable[[], Sample]]:
+    def prepare_here(self, case: Case, ctx: Context) -> Iterator[Callable[[], Sample]]:
         p = case.params
         directory = Path(p["target"]) if p["target"] else ctx.scratch
-        if p["target"] and not directory.is_dir():  # --target names the file or device the I/O benchmarks read
-            raise Waived(f"target {directory} is a file or device; gds writes a scratch file of its own and needs a "
-                         f"directory there (-p gds.target=DIR)")
         if not directory.is_dir():
             raise BenchFailure(f"{directory}: not a directory")
         cp = g.load_cupy()
@@ -240,7 +247,7 @@ class Gds:
             stack.callback(cp.get_default_memory_pool().free_all_blocks)
             path = directory / f"gpubench-gds-{os.getpid()}.bin"
             stack.callback(iofile.remove_scratch, path)
-            _write_file(path, int(p["size"]))
+            _write_file(path, int(p["size"]), pattern=p["op"] == "read")
             extra = {**g.device_facts(cp, ordinal), "filesystem": _filesystem(directory), "engine": p["engine"], "timer": "wall"}
             if kvikio is None:
                 yield _baseline(cp, path, p, extra, stack)
@@ -252,10 +259,10 @@ def _load_kvikio() -> Any:
     try:
         import kvikio
         import kvikio.defaults  # noqa: F401
-    except ImportError:
-        raise Waived(f"KvikIO is not installed: {g.INSTALL_HINT}") from None
-    except Exception as e:
-        raise Waived(f"KvikIO does not load: {type(e).__name__}: {e}") from None
+    except ImportError as e:
+        raise Waived(g.kvikio_missing() or f"KvikIO does not import: {e} ({g.INSTALL_HINT})") from None
+    except Exception as e:  # a broken installation: a fault, not a missing package
+        raise BenchFailure(f"KvikIO does not load: {type(e).__name__}: {e}") from None
     try:
         import kvikio.cufile_driver  # noqa: F401  (absent from old releases; path then reads 'unknown')
     except Exception:
@@ -268,15 +275,17 @@ def _filesystem(directory: Path) -> str | None:
     return mount.fstype if mount else None
 
 
-def _write_file(path: Path, nbytes: int) -> None:
-    """The scratch file: the 4 KiB pattern repeated, on stable storage."""
+def _write_file(path: Path, nbytes: int, pattern: bool = True) -> None:
+    """The scratch file, on stable storage: the 4 KiB pattern repeated (for reads), or zeros (for
+    writes, which must put the pattern there)."""
     import numpy as np
 
     try:
         iofile.check_free_space(path.parent, nbytes)
     except iofile.DiskFull as e:
         raise BenchFailure(str(e)) from None
-    chunk = np.tile(g.pattern(np), min(nbytes, FILL_CHUNK) // g.PATTERN_BYTES).tobytes()
+    block = g.pattern(np) if pattern else np.zeros(g.PATTERN_BYTES, dtype=np.uint8)
+    chunk = np.tile(block, min(nbytes, FILL_CHUNK) // g.PATTERN_BYTES).tobytes()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     except OSError as e:
@@ -325,6 +334,8 @@ def _kvikio_case(cp: Any, kvikio: Any, path: Path, p: dict[str, Any], extra: dic
     buf = cp.zeros(nbytes, dtype=cp.uint8)
     if p["op"] == "write":
         buf.reshape(-1, g.PATTERN_BYTES)[:] = cp.asarray(g.pattern(np))
+    g.wait_for_setup(cp)  # KvikIO's I/O is not stream-ordered: the fill must have landed before it
+    if p["op"] == "write":
 
         def write() -> None:
             done = handle.write(buf)
@@ -333,6 +344,9 @@ def _kvikio_case(cp: Any, kvikio: Any, path: Path, p: dict[str, Any], extra: dic
                 raise BenchFailure(f"KvikIO wrote {done} of {nbytes} bytes")
 
         write()
+        fd = handle.fileno()
+        g.check_copy(np, f"KvikIO write ({extra['path']})", np.frombuffer(os.pread(fd, g.PATTERN_BYTES, 0), np.uint8),
+                     np.frombuffer(os.pread(fd, g.PATTERN_BYTES, nbytes - g.PATTERN_BYTES), np.uint8))
         return lambda: g.bandwidth_sample(nbytes, g.wall_intervals(write, iterations), extra)
 
     def read() -> None:

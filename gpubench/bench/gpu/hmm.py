@@ -37,6 +37,7 @@ from typing import Any, Callable, ClassVar, Iterator
 
 from gpubench.bench.core.params import check_options, format_size, parse_choices
 from gpubench.bench.gpu import common as g
+from gpubench.bench.gpu.worker import GpuBenchmark
 from gpubench.bench.core.interface import BenchFailure, Case, Context, Sample, Waived
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
@@ -98,7 +99,7 @@ def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
     return cases
 
 
-class Hmm:
+class Hmm(GpuBenchmark):
     key: ClassVar[str] = "hmm"
     options: ClassVar[tuple[str, ...]] = OPTIONS
     description: ClassVar[str] = (
@@ -112,13 +113,12 @@ class Hmm:
     def cases(self, profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
         return plan(profile, size, options)
 
+    def waiver(self, case: Case, ctx: Context) -> str | None:
+        return system_memory_waiver(ctx.profile) if case.params["placement"] in SYSTEM_PLACEMENTS else None
+
     @contextmanager
-    def prepare(self, case: Case, ctx: Context) -> Iterator[Callable[[], Sample]]:
+    def prepare_here(self, case: Case, ctx: Context) -> Iterator[Callable[[], Sample]]:
         p = case.params
-        if p["placement"] in SYSTEM_PLACEMENTS:
-            reason = system_memory_waiver(ctx.profile)
-            if reason:
-                raise Waived(reason)
         cp = g.load_cupy()
         ordinal = g.cuda_ordinal(cp, p["gpu_pci"], p["gpu"])
         with ExitStack() as stack:
@@ -185,6 +185,7 @@ def _measurement(cp: Any, ordinal: int, p: dict[str, Any], stack: ExitStack) -> 
     if placement in ("device-from-pageable", "device-from-pinned", "mapped-pinned"):
         if placement == "device-from-pageable":
             host = np.empty(nbytes, dtype=np.uint8)
+            g.own(stack, host)  # the timed copy knows it by address only
             host_ptr = int(host.ctypes.data)
         else:
             pinned = g.PinnedHost(cp, nbytes)

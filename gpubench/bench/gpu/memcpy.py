@@ -40,6 +40,7 @@ from typing import Any, Callable, ClassVar, Iterator
 
 from gpubench.bench.core.params import check_options, format_size, parse_bool, parse_choices
 from gpubench.bench.gpu import common as g
+from gpubench.bench.gpu.worker import GpuBenchmark
 from gpubench.bench.core.interface import Case, Context, Sample, Waived
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
@@ -121,7 +122,7 @@ def plan(profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
     return cases
 
 
-class Memcpy:
+class Memcpy(GpuBenchmark):
     key: ClassVar[str] = "memcpy"
     options: ClassVar[tuple[str, ...]] = OPTIONS
     description: ClassVar[str] = (
@@ -136,7 +137,7 @@ class Memcpy:
         return plan(profile, size, options)
 
     @contextmanager
-    def prepare(self, case: Case, ctx: Context) -> Iterator[Callable[[], Sample]]:
+    def prepare_here(self, case: Case, ctx: Context) -> Iterator[Callable[[], Sample]]:
         cp = g.load_cupy()
         p = case.params
         ordinal = g.cuda_ordinal(cp, p["gpu_pci"], p["gpu"])
@@ -165,6 +166,7 @@ def _measurement(cp: Any, ordinal: int, p: dict[str, Any], stack: ExitStack) -> 
 
     def device_buffer(filled: bool) -> Any:
         buf = cp.empty(nbytes, dtype=cp.uint8)
+        g.own(stack, buf)  # the copies know it by address only
         if filled:
             buf.reshape(-1, g.PATTERN_BYTES)[:] = pattern
         else:
@@ -182,6 +184,7 @@ def _measurement(cp: Any, ordinal: int, p: dict[str, Any], stack: ExitStack) -> 
             host = (pinned.ptr, view, array)
         else:
             view = np.empty(nbytes, dtype=np.uint8)
+            g.own(stack, view)
             host = (int(view.ctypes.data), view, None)
         if filled:
             g.fill_pattern(np, host[1])

@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import statistics
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from itertools import permutations
 from typing import Any, Callable, ClassVar, Iterator
 
 from gpubench.bench.core.params import check_options, format_size, parse_choices, parse_int
 from gpubench.bench.gpu import common as g
+from gpubench.bench.gpu.worker import GpuBenchmark
 from gpubench.bench.core.interface import Case, Context, Sample, Waived
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
@@ -127,7 +129,41 @@ def _pair_cases(profile: Profile, gpus: list[GpuDevice], src: int, dst: int, kin
     ]
 
 
-class P2P:
+@dataclass(frozen=True)
+class PairParams:
+    """What a p2p result says about its GPU pair, typed for readers outside this family (the
+    report's matrices): built from the parameters _pair_cases writes and the extras a measurement
+    records."""
+
+    src: int
+    dst: int
+    kind: str  # one of KINDS
+    size: int | None  # bytes per copy
+    via: str  # the path that ran (peer or host), else the planned route (peer, host or auto)
+    src_model: str = ""
+    dst_model: str = ""
+
+    @property
+    def both_ways(self) -> bool:
+        """A bidirectional kind measures the unordered pair."""
+        return self.kind.startswith("bidir")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], extra: dict[str, Any] | None = None) -> PairParams | None:
+        """None where the parameters name no pair of GPUs (another benchmark's result)."""
+        src, dst = params.get("src"), params.get("dst")
+        if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in (src, dst)):
+            return None
+        size = params.get("size")
+        return cls(
+            src=src, dst=dst, kind=str(params.get("kind") or ""),
+            size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+            via=str((extra or {}).get("via") or params.get("via") or ""),
+            src_model=str(params.get("src_model") or ""), dst_model=str(params.get("dst_model") or ""),
+        )
+
+
+class P2P(GpuBenchmark):
     key: ClassVar[str] = "p2p"
     options: ClassVar[tuple[str, ...]] = OPTIONS
     description: ClassVar[str] = (
@@ -141,14 +177,16 @@ class P2P:
     def cases(self, profile: Profile, size: str, options: dict[str, str]) -> list[Case]:
         return plan(profile, size, options)
 
-    @contextmanager
-    def prepare(self, case: Case, ctx: Context) -> Iterator[Callable[[], Sample]]:
+    def waiver(self, case: Case, ctx: Context) -> str | None:
         p = case.params
         if p["kind"].endswith("-sm") and p["via"] == "host":
-            raise Waived(
-                f"SM copies need peer access; the probe reports GPUs {p['src']} and {p['dst']} "
-                f"without P2P (gpu p2p {min(p['src'], p['dst'])}-{max(p['src'], p['dst'])} = {p['probe_p2p']})"
-            )
+            return (f"SM copies need peer access; the probe reports GPUs {p['src']} and {p['dst']} "
+                    f"without P2P (gpu p2p {min(p['src'], p['dst'])}-{max(p['src'], p['dst'])} = {p['probe_p2p']})")
+        return None
+
+    @contextmanager
+    def prepare_here(self, case: Case, ctx: Context) -> Iterator[Callable[[], Sample]]:
+        p = case.params
         cp = g.load_cupy()
         a = g.cuda_ordinal(cp, p["src_pci"], p["src"])
         b = g.cuda_ordinal(cp, p["dst_pci"], p["dst"])

@@ -1,0 +1,1 @@
+"""gpubench's tests. A package, so that tests share helpers by importing them (tests.factories)."""
