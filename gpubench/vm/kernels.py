@@ -164,9 +164,15 @@ def _unpack(package: str, version: str, directory: Path, dest: Path) -> None:
         if len(releases) == 1 and shutil.which("depmod"):
             _run(["depmod", "-b", str(root), releases[0]])
         (root / COMPLETE).write_text(f"{package} {version}\n")
+        if (dest / COMPLETE).exists():  # another gpubench finished the same package first
+            return
         if dest.exists():  # an earlier, interrupted unpack
             shutil.rmtree(dest)
-        root.rename(dest)
+        try:
+            root.rename(dest)
+        except OSError:
+            if not (dest / COMPLETE).exists():
+                raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
