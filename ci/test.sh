@@ -52,8 +52,8 @@ command -v chromium >/dev/null || need+=(chromium)
 # kernel image's release); depmod (kmod) and the cxl, ndctl and daxctl tools the CXL guest runs.
 # The tests fetch the two kernel packages (about 180 MB) into $GPUBENCH_KERNEL_CACHE (default
 # ~/.cache/gpubench/kernels) once. With no arguments the whole suite runs, vm tests included
-# (about 10 minutes of them under emulation on 2 vCPUs); where QEMU cannot run they skip and say
-# why.
+# (about 13 minutes of them under emulation on a shared 2-vCPU machine); where QEMU cannot run
+# they skip and say why.
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 { b=$(command -v busybox) && ldd "$b" 2>&1 | grep -q "not a dynamic executable"; } || need+=(busybox-static)
 command -v file >/dev/null || need+=(file)
