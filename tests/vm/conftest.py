@@ -12,7 +12,7 @@ import pytest
 
 from gpubench.errors import UserError
 from gpubench.vm import guest, kernels, topology
-from vm_plan import KERNELS, RECORD_ENV, record, steps
+from tests.vm.vm_plan import KERNELS, RECORD_ENV, record, steps
 
 BOOT_TIMEOUT_S = 900.0
 _BOOTS: list[guest.Boot] = []  # for the summary at the end of the session

@@ -11,7 +11,7 @@ from gpubench.probe.model import Status
 from gpubench.probe.snapshot import open_root
 from gpubench.probe import probe
 from gpubench.probe.views import IoUringView, NumaView
-from vm_plan import probe_of, snapshot_archive
+from tests.vm.vm_plan import probe_of, snapshot_archive
 
 pytestmark = pytest.mark.vm
 

@@ -8,12 +8,11 @@ import struct
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from gpubench.cli import app
 from gpubench.errors import UserError
 from gpubench.probe import Source, probe
 from gpubench.vm import compare, guest, kernels, topology
+from tests.cli import assert_one_line_error, gpubench, invoke
 
 PROBES = Path(__file__).resolve().parents[2] / "probes"
 
@@ -197,28 +196,14 @@ def test_a_guest_kvm_kills_is_recognised_on_its_console():
 
 # --- probe --kernel ---------------------------------------------------------------------------------
 
-runner = CliRunner()
-
-
 def test_kernel_options_without_kernel_are_a_usage_error():
-    result = runner.invoke(app, ["probe", "--topology", "cxl"])
+    result = invoke("probe", "--topology", "cxl")
     assert result.exit_code == 2 and "--topology go with --kernel" in result.output
 
 
-def gpubench(*args: str, env: dict | None = None):  # type: ignore[no-untyped-def]
-    import os
-    import subprocess
-    import sys
-
-    return subprocess.run([sys.executable, "-m", "gpubench", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
-
-
 def test_without_qemu_one_line_names_the_packages(tmp_path):
-    p = gpubench("probe", "--kernel", str(fake_image(tmp_path / "vmlinuz-6.12.9")), env={"PATH": str(tmp_path)})
-    assert (p.returncode, p.stdout) == (1, "")
-    assert p.stderr.startswith("gpubench: error: booting a kernel needs QEMU and virtme-ng: apt install qemu-system-x86 busybox-static")
-    assert p.stderr.count("\n") == 1
+    p = gpubench("probe", "--kernel", str(fake_image(tmp_path / "vmlinuz-6.12.9")), env_extra={"PATH": str(tmp_path)})
+    assert_one_line_error(p, "booting a kernel needs QEMU and virtme-ng: apt install qemu-system-x86 busybox-static")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -227,8 +212,7 @@ def test_without_qemu_one_line_names_the_packages(tmp_path):
     (["--kernel", "bash"], "--kernel bash: no such kernel image (or give a Debian package: --kernel linux-image-6.12-amd64)"),
 ])
 def test_bad_kernel_options_are_one_line(args, message):
-    p = gpubench("probe", *args)
-    assert (p.returncode, p.stdout, p.stderr) == (1, "", f"gpubench: error: {message}\n")
+    assert_one_line_error(gpubench("probe", *args), message)
 
 
 def test_a_bad_topology_is_refused_before_anything_is_fetched_or_booted(tmp_path):
@@ -236,7 +220,7 @@ def test_a_bad_topology_is_refused_before_anything_is_fetched_or_booted(tmp_path
         pytest.skip(f"QEMU is checked first: {guest.find_tools().missing()}")
     missing = tmp_path / "nowhere.json"
     p = gpubench("probe", "--kernel", "linux-image-0.0-none", "--topology", str(missing))
-    assert (p.returncode, p.stderr) == (1, f"gpubench: error: --topology {missing}: neither host, two-nodes, lower-tier, cxl, nor a JSON file\n")
+    assert_one_line_error(p, f"--topology {missing}: neither host, two-nodes, lower-tier, cxl, nor a JSON file")
 
 
 @pytest.fixture
@@ -255,9 +239,8 @@ def booted_as_cxl_host(monkeypatch, tmp_path):
     return fake_image(tmp_path / "vmlinuz-6.12.10", "6.12.10")
 
 
-def test_probe_kernel_prints_both_verdicts_and_what_differs(booted_as_cxl_host, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "80")
-    result = CliRunner().invoke(app, ["probe", "--kernel", str(booted_as_cxl_host)])
+def test_probe_kernel_prints_both_verdicts_and_what_differs(booted_as_cxl_host):
+    result = invoke("probe", "--kernel", str(booted_as_cxl_host), env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "in VM: 6.12.10" in out and "difference" in out
@@ -269,7 +252,7 @@ def test_probe_kernel_prints_both_verdicts_and_what_differs(booted_as_cxl_host, 
 
 
 def test_probe_kernel_json_is_only_json_and_marks_each_difference(booted_as_cxl_host):
-    result = CliRunner().invoke(app, ["probe", "--kernel", str(booted_as_cxl_host), "--json"])
+    result = invoke("probe", "--kernel", str(booted_as_cxl_host), "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     rows = {r["capability"]: r for r in data["differences"]}
