@@ -53,6 +53,20 @@ command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sr
 command -v munged >/dev/null || need+=(munge)
 command -v ip >/dev/null || need+=(iproute2)
 command -v nsenter >/dev/null && command -v unshare >/dev/null || need+=(util-linux)
+# vm tests (tests/vm, marker vm): real Debian kernels booted under QEMU through virtme-ng (a pip
+# package of the test extra), which needs a static busybox for its initramfs and file (it reads a
+# kernel image's release); depmod (kmod) and the cxl, ndctl and daxctl tools the CXL guest runs.
+# The tests fetch the two kernel packages (about 180 MB) into $GPUBENCH_KERNEL_CACHE (default
+# ~/.cache/gpubench/kernels) once. With no arguments the whole suite runs, vm tests included
+# (about 13 minutes of them under emulation on a shared 2-vCPU machine); where QEMU cannot run
+# they skip and say why.
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+{ b=$(command -v busybox) && ldd "$b" 2>&1 | grep -q "not a dynamic executable"; } || need+=(busybox-static)
+command -v file >/dev/null || need+=(file)
+command -v depmod >/dev/null || need+=(kmod)
+command -v cxl >/dev/null && command -v ndctl >/dev/null || need+=(ndctl)
+command -v daxctl >/dev/null || need+=(daxctl)
+(($#)) || set -- -m 'not gpu'
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "ci/test.sh: installing ${need[*]}" >&2

@@ -175,37 +175,51 @@ class Plan:
     hugepages: bool
 
 
+def _cpu_nodes(topo: Topology, options: dict[str, str]) -> list[int]:
+    ids = _parse_nodes("cpu_nodes", options["cpu_nodes"], topo) if "cpu_nodes" in options else [n.id for n in topo.cpu_nodes]
+    for node_id in ids:
+        node = topo.node(node_id)
+        if node is None or not (node.has_cpu and node.cpus):
+            raise UserError(f"memtier: node {node_id} has no CPUs to run threads on (CPU nodes here: {', '.join(str(n.id) for n in topo.cpu_nodes) or 'none'})")
+    if not ids:
+        raise UserError("memtier: the probe found no NUMA node with CPUs")
+    return ids
+
+
+def _mem_nodes(topo: Topology, options: dict[str, str]) -> list[int]:
+    ids = _parse_nodes("nodes", options["nodes"], topo) if "nodes" in options else [n.id for n in topo.memory_nodes]
+    for node_id in ids:
+        node = topo.node(node_id)
+        if node is not None and not node.has_memory:
+            raise UserError(f"memtier: node {node_id} has no memory to bind to")
+    return ids
+
+
+def _threads(topo: Topology, cpu_nodes: list[int], options: dict[str, str]) -> int | None:
+    if "threads" not in options:
+        return None
+    threads = parse_int(BENCH, "threads", options["threads"], 1)
+    for node_id in cpu_nodes:
+        ncpus = len(topo.node(node_id).cpus)  # type: ignore[union-attr]
+        if threads > ncpus:
+            raise UserError(f"memtier: threads={threads} is more than node {node_id}'s {ncpus} CPUs")
+    return threads
+
+
 def _plan(topo: Topology, size: str, options: dict[str, str]) -> Plan:
     check_options("memtier", options, OPTIONS)
     if size not in ARRAY_SIZE:
         raise UserError(f"memtier: unknown size {size!r}; choose from {', '.join(ARRAY_SIZE)}")
     kernels = parse_choices(BENCH, "kernels", options["kernels"], KERNELS) if "kernels" in options else list(KERNELS)
-    cpu_nodes = _parse_nodes("cpu_nodes", options["cpu_nodes"], topo) if "cpu_nodes" in options else [n.id for n in topo.cpu_nodes]
-    for node_id in cpu_nodes:
-        node = topo.node(node_id)
-        if node is None or not (node.has_cpu and node.cpus):
-            raise UserError(f"memtier: node {node_id} has no CPUs to run threads on (CPU nodes here: {', '.join(str(n.id) for n in topo.cpu_nodes) or 'none'})")
-    if not cpu_nodes:
-        raise UserError("memtier: the probe found no NUMA node with CPUs")
-    mem_nodes = _parse_nodes("nodes", options["nodes"], topo) if "nodes" in options else [n.id for n in topo.memory_nodes]
-    for node_id in mem_nodes:
-        node = topo.node(node_id)
-        if node is not None and not node.has_memory:
-            raise UserError(f"memtier: node {node_id} has no memory to bind to")
-    threads = parse_int(BENCH, "threads", options["threads"], 1) if "threads" in options else None
-    if threads is not None:
-        for node_id in cpu_nodes:
-            ncpus = len(topo.node(node_id).cpus)  # type: ignore[union-attr]
-            if threads > ncpus:
-                raise UserError(f"memtier: threads={threads} is more than node {node_id}'s {ncpus} CPUs")
+    cpu_nodes = _cpu_nodes(topo, options)
     stores = options.get("stores", "streaming").strip()
     if stores not in STORES:
         raise UserError(f"memtier: stores={stores!r}; choose from {', '.join(STORES)}")
     return Plan(
         kernels=tuple(kernels),
         cpu_nodes=tuple(cpu_nodes),
-        mem_nodes=tuple(mem_nodes),
-        threads=threads,
+        mem_nodes=tuple(_mem_nodes(topo, options)),
+        threads=_threads(topo, cpu_nodes, options),
         array_bytes=parse_size(BENCH, "size", options["size"]) if "size" in options else None,
         chase_bytes=parse_size(BENCH, "chase_size", options["chase_size"]) if "chase_size" in options else None,
         hops=parse_int(BENCH, "hops", options["hops"], 1) if "hops" in options else HOPS[size],
@@ -453,7 +467,7 @@ def _stream_case(p: dict[str, Any], binder: _Binder, cpus: list[int], threads: i
             metrics.update(seconds=best, bytes=float(moved * best_of))
             extra = {**facts, "threads": threads, "cpus": cpus, "thread_cpus": thread_cpus, "stores": p["stores"], "best_of": best_of,
                      "hugepages": all(buf.hugepages for buf in buffers), "numa_calls": numa.calls().source,
-                     "threading_layer": mk.threading_layer()}
+                     "threading_layer": mk.threading_layer(), "numba_cache": mk.CACHE.note}
             return Sample(moved / best / 1e9, metrics, extra)
 
         yield measure
@@ -489,7 +503,8 @@ def _chase_case(p: dict[str, Any], binder: _Binder, cpus: list[int], ctx: Contex
                 thread_cpus = numa.thread_cpus()
             metrics, facts = binder.check([buffer])
             metrics.update(seconds=seconds, hops=float(hops))
-            extra = {**facts, "threads": 1, "cpus": cpus, "thread_cpus": thread_cpus, "hugepages": buffer.hugepages, "numa_calls": numa.calls().source}
+            extra = {**facts, "threads": 1, "cpus": cpus, "thread_cpus": thread_cpus, "hugepages": buffer.hugepages, "numa_calls": numa.calls().source,
+                     "numba_cache": mk.CACHE.note}
             return Sample(seconds / hops * 1e9, metrics, extra)
 
         yield measure

@@ -15,8 +15,22 @@ AreaOpt = typer.Option(None, "--area", "-a", metavar="AREA", help="Probe only th
 RootOpt = typer.Option(None, "--root", metavar="DIR|TAR", help="Read a recorded snapshot instead of this machine: a directory, or an archive written by `gpubench snapshot`.")
 
 
-def probe_command(root: Optional[Path] = RootOpt, area: Optional[List[str]] = AreaOpt, as_json: bool = JsonOpt) -> None:
-    """Show what this kernel can do for GPU data paths: a verdict per capability, with evidence and a fix."""
+def probe_command(
+    root: Optional[Path] = RootOpt,
+    area: Optional[List[str]] = AreaOpt,
+    kernel: Optional[str] = typer.Option(None, "--kernel", metavar="VMLINUZ|PACKAGE", help="Boot this kernel image (or Debian package, e.g. linux-image-6.12-amd64, fetched and unpacked, never installed) in QEMU, probe inside, and show its verdicts beside the running kernel's (or the --root snapshot's) with what differs."),
+    modules: Optional[Path] = typer.Option(None, "--modules", metavar="DIR", help="With --kernel: its lib/modules/RELEASE directory (default: beside the image, as a package lays it out)."),
+    kernel_config: Optional[Path] = typer.Option(None, "--kernel-config", metavar="FILE", help="With --kernel: its config-RELEASE (default: beside the image); the VM's config-based verdicts need it."),
+    topology: Optional[str] = typer.Option(None, "--topology", metavar="host|two-nodes|lower-tier|cxl|FILE", help="With --kernel: the VM's NUMA nodes: a mirror of this machine's (host, the default), a built-in one, or a JSON description."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Show what this kernel can do for GPU data paths: a verdict per capability, with evidence and a fix.
+
+    With --kernel, boot another kernel in QEMU and show its verdicts beside this one's."""
+    if kernel is not None or modules or kernel_config or topology:
+        from gpubench.cli.probe_kernel import probe_kernel
+
+        return probe_kernel(root, area, kernel, modules, kernel_config, topology, as_json)
     from gpubench.probe import Profile, Source, probe
 
     def show(profile: Profile) -> None:

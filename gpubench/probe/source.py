@@ -17,6 +17,9 @@ from typing import Any, Callable
 from gpubench.files import Contents, NotRegularFile, read_regular_file
 
 COMMANDS_DIR = ".gpubench/commands"
+# A snapshot kept as a directory in version control (which keeps no empty folders) marks a folder
+# the probe found empty with this file; listing the folder does not show it.
+EMPTY_MARKER = ".gpubench-empty"
 FILE_LIMIT = 8 << 20  # beyond any file the probes read (a kernel config is a few hundred KiB)
 VALUE_LIMIT = 64 << 10  # a one-line attribute; /proc/cmdline is at most a few KiB
 NOT_REGULAR = "not a regular file (a FIFO, socket or device is never opened)"
@@ -108,7 +111,7 @@ class Source:
         """Entry names, sorted; [] when the directory is absent."""
         p = self._path_or_none(path)
         try:
-            names = sorted(os.listdir(p)) if p else []
+            names = sorted(n for n in os.listdir(p) if n != EMPTY_MARKER) if p else []
         except (FileNotFoundError, NotADirectoryError):
             names = []
         except OSError as e:

@@ -312,3 +312,61 @@ def test_ctrl_c_while_measuring_is_an_interruption_not_a_failure(tmp_path, monke
     case = memtier.MemTier().cases(profile, "quick", {**TINY, "kernels": "copy"})[0]
     result = CaseRun("memtier", memtier.MemTier(), case, Context(tmp_path, profile), RepeatPolicy(warmup=0, min_reps=2, max_reps=2)).run()
     assert result.status is ResultStatus.INTERRUPTED, result.reason
+
+
+READ_ONLY_RUN = """
+set -e
+for dir in "$@"; do mount --bind "$dir" "$dir" && mount -o remount,bind,ro "$dir"; done
+exec "$PYTHON" -m gpubench run --only memtier --quick --rounds 1 --json --no-report --db "$DB" \
+  -p memtier.kernels=triad,chase -p memtier.nodes=$NODE -p memtier.cpu_nodes=$NODE -p memtier.threads=1 \
+  -p memtier.size=64K -p memtier.chase_size=64K -p memtier.hops=5000 -p memtier.best_of=1
+"""
+
+
+def test_runs_with_the_package_directory_and_the_home_read_only(tmp_path):
+    """A read-only root filesystem (a container, a VM guest sharing the host's root): numba's
+    cache=True finds neither the package's __pycache__ nor the home's cache writable, and every
+    case failed with "cannot cache function ...: no locator available". The kernels now compile
+    into a private cache, and each result says so. The directories are bind-mounted read-only in a mount namespace of the child
+    alone, so that root's privileges cannot write through them."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import gpubench
+
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "--mount", "--map-root-user", "true"], capture_output=True).returncode:
+        pytest.skip("needs unshare(1) with user and mount namespaces (util-linux) to mount directories read-only")
+    package = Path(gpubench.__file__).resolve().parent
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    (home / ".cache").mkdir(parents=True)
+    tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "XDG_"))}
+    node = memtier.topology(live_profile()).cpu_nodes[0].id
+    env.update(HOME=str(home), TMPDIR=str(tmp), PYTHON=sys.executable, DB=str(tmp_path / "history.db"), NODE=str(node),
+               PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(package.parent))
+    proc = subprocess.run([unshare, "--mount", "--map-root-user", "sh", "-c", READ_ONLY_RUN, "sh", str(package), str(home)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout)["results"]
+    assert [r["status"] for r in results] == ["ok", "ok"], [r.get("reason") for r in results]
+    for result in results:
+        note = result["extra"]["numba_cache"]
+        assert note.startswith(f"private directory {tmp}/gpubench-numba-"), note
+        assert "package directory and the home's cache directory are not writable" in note
+    assert not list(tmp.glob("gpubench-numba-*")), "the private cache is removed when the run ends"
+
+
+def test_without_any_writable_cache_directory_the_kernels_compile_uncached(mk, monkeypatch):
+    def no_temporary_directory(prefix):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(mk, "_numba_can_cache", lambda: False)
+    monkeypatch.setattr(mk.tempfile, "mkdtemp", no_temporary_directory)
+    cache = mk._choose_cache()
+    assert not cache.enabled and cache.private_dir is None
+    assert cache.note == ("off: gpubench's package directory and the home's cache directory are not writable, "
+                          "nor the temporary directory (Permission denied); kernels compile in every run")

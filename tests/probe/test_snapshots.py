@@ -57,3 +57,21 @@ def test_an_empty_folder_the_probe_listed_is_recorded(tmp_path):
         again = probe(replay, ["gpu"])
     assert [(c.name, c.status) for c in again.capabilities] == [(c.name, c.status) for c in live.capabilities]
     assert live.get("gpus").status is Status.NO
+
+
+def test_a_folder_marked_empty_lists_as_empty_not_as_absent(tmp_path):
+    """A snapshot kept in version control marks the empty folders it holds (git keeps none): the
+    HMAT initiator link of a CPU-less node, say. Listing such a folder shows nothing, and the
+    folder is there."""
+    from gpubench.probe.source import EMPTY_MARKER
+
+    folder = tmp_path / "sys/kernel/iommu_groups"
+    folder.mkdir(parents=True)
+    (folder / EMPTY_MARKER).touch()
+    src = Source(tmp_path)
+    assert src.listdir("/sys/kernel/iommu_groups") == []
+    assert src.exists("/sys/kernel/iommu_groups")
+    initiators = tmp_path / "sys/devices/system/node/node1/access0/initiators"
+    (initiators / "node0").mkdir(parents=True)
+    (initiators / "node0" / EMPTY_MARKER).touch()
+    assert src.listdir("/sys/devices/system/node/node1/access0/initiators") == ["node0"]

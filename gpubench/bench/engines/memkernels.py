@@ -1,7 +1,9 @@
 """The memtier kernels in numba: STREAM copy/scale/add/triad and a dependent-load pointer chase.
 
 Import this module only where the kernels run (a benchmark's prepare(), the calibration): it
-imports numba and compiles lazily, each kernel on its first call (cached on disk afterwards).
+imports numba and compiles lazily, each kernel on its first call (cached on disk afterwards:
+beside this file or in the home's cache directory, as numba chooses; where neither is writable, as
+on a read-only root filesystem, in a private directory removed at exit; see CACHE).
 
 STREAM conventions: copy c = a; scale b = s*c; add c = a + b; triad a = b + s*c, counting 16, 16,
 24 and 24 bytes per element. Each kernel splits the arrays into one contiguous chunk per thread
@@ -17,7 +19,11 @@ glibc uses non-temporal stores itself for large sizes: compare copy with copy of
 
 from __future__ import annotations
 
+import atexit
 import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -32,6 +38,48 @@ STORES = ("streaming", "plain")
 BLOCK = 8  # float64 per streaming store: one 64-byte cache line
 ALIGNMENT = BLOCK * 8
 SCALAR = 3.0  # STREAM's q
+
+
+@dataclass(frozen=True)
+class KernelCache:
+    """Where numba keeps this module's compiled kernels, and the sentence a result carries."""
+
+    enabled: bool
+    private_dir: str | None  # None: numba's own choice
+    note: str
+
+
+def _where_numba_caches() -> None:
+    """Never called: decorating it with cache=True asks numba for a cache of this file's kernels."""
+
+
+def _numba_can_cache() -> bool:
+    try:
+        njit(cache=True)(_where_numba_caches)  # looks for a writable cache directory; compiles nothing
+    except RuntimeError:  # "cannot cache function ...: no locator available for file ..."
+        return False
+    return True
+
+
+def _choose_cache() -> KernelCache:
+    """cache=True raises at decoration when neither this package's __pycache__ nor the home's cache
+    directory is writable (a container's or a VM guest's read-only root): every kernel would fail.
+    Then the kernels compile into a private directory, or without a cache where none can be made."""
+    if _numba_can_cache():
+        return KernelCache(True, None, "numba's default cache")
+    why = "gpubench's package directory and the home's cache directory are not writable"
+    try:
+        private = tempfile.mkdtemp(prefix="gpubench-numba-")
+    except OSError as e:
+        return KernelCache(False, None, f"off: {why}, nor the temporary directory ({e.strerror or e}); kernels compile in every run")
+    atexit.register(shutil.rmtree, private, ignore_errors=True)
+    numba.config.CACHE_DIR = private  # numba reads it whenever a function asks for a cache
+    if _numba_can_cache():
+        return KernelCache(True, private, f"private directory {private}, removed at exit: {why}")
+    return KernelCache(False, None, f"off: {why}, nor {private}; kernels compile in every run")
+
+
+CACHE = _choose_cache()
 
 
 def _streaming_block(op: str):
@@ -100,7 +148,7 @@ _add_block = _streaming_block("add")
 _triad_block = _streaming_block("triad")
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=CACHE.enabled)
 def _first_touch(a, b, c, nthreads):
     nblocks = a.size // BLOCK
     for t in prange(nthreads):
@@ -116,7 +164,7 @@ def _first_touch(a, b, c, nthreads):
         c[i] = 0.0
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=CACHE.enabled)
 def copy_plain(a, b, c, s, nthreads):
     nblocks = a.size // BLOCK
     for t in prange(nthreads):
@@ -128,7 +176,7 @@ def copy_plain(a, b, c, s, nthreads):
         c[i] = a[i]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=CACHE.enabled)
 def scale_plain(a, b, c, s, nthreads):
     nblocks = a.size // BLOCK
     for t in prange(nthreads):
@@ -140,7 +188,7 @@ def scale_plain(a, b, c, s, nthreads):
         b[i] = s * c[i]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=CACHE.enabled)
 def add_plain(a, b, c, s, nthreads):
     nblocks = a.size // BLOCK
     for t in prange(nthreads):
@@ -152,7 +200,7 @@ def add_plain(a, b, c, s, nthreads):
         c[i] = a[i] + b[i]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=CACHE.enabled)
 def triad_plain(a, b, c, s, nthreads):
     nblocks = a.size // BLOCK
     for t in prange(nthreads):
@@ -164,7 +212,7 @@ def triad_plain(a, b, c, s, nthreads):
         a[i] = b[i] + s * c[i]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=CACHE.enabled)
 def copy_streaming(a, b, c, s, nthreads):
     nblocks = a.size // BLOCK
     for t in prange(nthreads):
@@ -175,7 +223,7 @@ def copy_streaming(a, b, c, s, nthreads):
         c[i] = a[i]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=CACHE.enabled)
 def scale_streaming(a, b, c, s, nthreads):
     nblocks = a.size // BLOCK
     for t in prange(nthreads):
@@ -186,7 +234,7 @@ def scale_streaming(a, b, c, s, nthreads):
         b[i] = s * c[i]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=CACHE.enabled)
 def add_streaming(a, b, c, s, nthreads):
     nblocks = a.size // BLOCK
     for t in prange(nthreads):
@@ -197,7 +245,7 @@ def add_streaming(a, b, c, s, nthreads):
         c[i] = a[i] + b[i]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=CACHE.enabled)
 def triad_streaming(a, b, c, s, nthreads):
     nblocks = a.size // BLOCK
     for t in prange(nthreads):
@@ -289,7 +337,7 @@ def build_chase(nxt: np.ndarray, seed: int = 0) -> int:
     return int(order[0])
 
 
-@njit(cache=True)
+@njit(cache=CACHE.enabled)
 def _chase(nxt, start, hops):
     p = start
     for _ in range(hops):
