@@ -1,6 +1,7 @@
 """The run pipeline around any benchmark: repetitions, deadlines, bad samples, stored status."""
 
 import math
+import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -382,7 +383,7 @@ def test_run_refuses_a_reports_dir_that_is_a_file_before_running(tmp_path, insid
 
 # --- run-wide settings -----------------------------------------------------------------------
 
-def run_cli(*args: str, db: Path) -> "subprocess.CompletedProcess[str]":
+def run_cli(*args: str, db: Path) -> subprocess.CompletedProcess[str]:
     import subprocess
     import sys
 

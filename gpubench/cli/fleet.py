@@ -45,7 +45,7 @@ def check_run_args(args: list[str]) -> None:
     except (typer.BadParameter, typer.Exit) as e:
         raise typer.BadParameter(f"gpubench run {' '.join(args)}: {getattr(e, 'message', e)}", param_hint="RUN OPTIONS") from None
     except Exception as e:  # click's UsageError for an unknown option or a missing value
-        message = getattr(e, "format_message", lambda: str(e))()
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
         raise typer.BadParameter(f"gpubench run {' '.join(args)}: {message}", param_hint="RUN OPTIONS") from None
 
 

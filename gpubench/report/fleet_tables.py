@@ -118,10 +118,10 @@ def software_rows(report: FleetReport) -> PlainTable:
 def capability_rows(report: FleetReport) -> PlainTable:
     rows, styles = [], []
     for node in report.nodes:
-        for (area, name), cell in report.capabilities.get(node.node, {}).items():
-            if cell.odd:
-                rows.append((node.node, name, cell.status.value if cell.status else "not probed", "lost" if cell.lost else "differs", cell.why))
-                styles.append("bold red" if cell.lost else "")
+        for (area, name), verdict in report.capabilities.get(node.node, {}).items():
+            if verdict.odd:
+                rows.append((node.node, name, verdict.status.value if verdict.status else "not probed", "lost" if verdict.lost else "differs", verdict.why))
+                styles.append("bold red" if verdict.lost else "")
     return PlainTable("Capabilities that differ from the node's peers", ("node", "capability", "verdict", "", "why"), tuple(rows),
                       prose=("why",), styles=tuple(styles), note="" if rows else "every node has the capabilities of its peers")
 

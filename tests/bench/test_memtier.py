@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from gpubench.bench import memtier
+from gpubench.bench.memtier import measure
 from gpubench.bench.engines import numa
 from gpubench.bench.core.interface import BenchFailure, Context
 from gpubench.errors import UserError
@@ -192,7 +193,7 @@ def test_pages_without_a_binding_are_not_called_verified():
         node = numa.allowed_nodes()[0]
     except numa.NumaError as e:
         pytest.skip(f"no memory policies here: {e}")
-    binder = memtier._Binder(node, single_node=True)
+    binder = measure._Binder(node, single_node=True)
     with numa.NodeBuffer(1 << 20, None, hugepages=False) as unbound:
         metrics, facts = binder.check([unbound])  # never touched: no page anywhere yet
         assert metrics["placement_verified"] == 0.0 and metrics["pages_on_node_fraction"] == 0.0

@@ -194,7 +194,7 @@ def drm_card_link_without_device(root: Path) -> Path:
     put(root, f"{gpu}/uevent", "DRIVER=i915\nPCI_CLASS=30000\nPCI_ID=8086:7D55\nPCI_SUBSYS_ID=17AA:2234\nPCI_SLOT_NAME=0000:00:02.0\n")
     link(root, f"{gpu}/driver", "../../../bus/pci/drivers/i915")
     put(root, f"{gpu}/drm/card1/uevent", "MAJOR=226\nMINOR=1\nDEVNAME=dri/card1\nDEVTYPE=drm_minor\n")
-    link(root, "sys/class/drm/card1", f"../../devices/pci0000:00/0000:00:02.0/drm/card1")
+    link(root, "sys/class/drm/card1", "../../devices/pci0000:00/0000:00:02.0/drm/card1")
     return root
 
 

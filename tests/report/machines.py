@@ -17,6 +17,7 @@ from gpubench.probe import Profile, Source, probe
 from gpubench.results.metadata import capture
 from gpubench.results.model import ROUND_KEY, Result, ResultStatus, Run, RunStatus
 from gpubench.results.stats import summarize
+from gpubench.telemetry.summary import TelemetrySummary
 
 PROBES = Path(__file__).resolve().parents[2] / "probes"
 H100 = ("0000:1b:00.0", "0000:43:00.0", "0000:52:00.0", "0000:61:00.0")
@@ -98,7 +99,7 @@ def tier_run(profile: Profile) -> Run:
     return run_of(profile, results_for("memtier", cases, lambda c: figures.get((c.params["kernel"], c.params["mem_node"]))), "cxl host")
 
 
-def gpu_telemetry(level_w: float, seconds: float = 10.0, bytes_moved: float = 2.5e10, throttle_every: int = 9) -> "TelemetrySummary":
+def gpu_telemetry(level_w: float, seconds: float = 10.0, bytes_moved: float = 2.5e10, throttle_every: int = 9) -> TelemetrySummary:
     """What the telemetry session stores for a GPU case: its summary of a synthetic 10 Hz trace
     (idle at 70 W, a plateau at `level_w` with power-cap throttling, cooldown)."""
     import math

@@ -8,7 +8,7 @@ from gpubench.bench.core.interface import Benchmark
 
 # key -> "module:Class"; the class implements gpubench.bench.core.interface.Benchmark
 BENCHMARKS: dict[str, str] = {
-    "memtier": "gpubench.bench.memtier:MemTier",
+    "memtier": "gpubench.bench.memtier.benchmark:MemTier",
     "iouring": "gpubench.bench.io.iouring:IoUring",
     "psync": "gpubench.bench.io.iouring:Psync",
     "memcpy": "gpubench.bench.gpu.memcpy:Memcpy",
