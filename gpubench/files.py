@@ -1,5 +1,5 @@
 """The user's files: read within a size limit; written whole or not at all, never over a file that is
-already there."""
+already there; and the mount a path lives on."""
 
 from __future__ import annotations
 
@@ -160,3 +160,38 @@ def check_output_directory(directory: Path, option: str) -> None:
         raise UserError(f"{option} {directory} is not a directory{whose}")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"{option} {directory}: {existing} is not writable")
+
+
+# --- the filesystem under a path --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Mount:
+    mountpoint: str
+    fstype: str
+    source: str
+
+
+def mount_of(path: Path, mountinfo: str = "/proc/self/mountinfo") -> Mount | None:
+    """The mount a path lives on, matched by device number (then by the longest mount point)."""
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+        lines = Path(mountinfo).read_text().splitlines()
+    except OSError:
+        return None
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    by_dev, by_prefix = None, None
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 2:
+            continue
+        mountpoint = fields[4].replace("\\040", " ")
+        mount = Mount(mountpoint, tail[0], tail[1])
+        inside = real == mountpoint or real.startswith(mountpoint.rstrip("/") + "/")
+        if fields[2] == dev and inside:
+            if by_dev is None or len(mountpoint) > len(by_dev.mountpoint):
+                by_dev = mount
+        if inside and (by_prefix is None or len(mountpoint) >= len(by_prefix.mountpoint)):
+            by_prefix = mount
+    return by_dev or by_prefix

@@ -18,7 +18,7 @@ from gpubench.fleet.model import (MEMORY_TOLERANCE, CapabilityCell, CaseKey, Cas
                                   NodeRun, NodeScore, PeerGroup, PeerTest, Thresholds, gib)
 from gpubench.probe.diff import diff_capabilities
 from gpubench.probe.model import Capability, Profile, Status
-from gpubench.report import formats
+from gpubench.numbers import number
 
 MAD_SCALE = 1.4826  # MAD x this estimates the standard deviation of normal data
 STATUS_RANK = {Status.YES: 0, Status.PARTIAL: 1, Status.UNKNOWN: 2, Status.NO: 3}  # the better wins a tie
@@ -118,8 +118,8 @@ def case_findings(stats: Sequence[CaseStats], group: PeerGroup) -> dict[str, lis
             if score.outlier:
                 how = "" if group.test is PeerTest.BOTH else "; judged by the relative threshold alone"
                 found.setdefault(score.node, []).append(Finding(FindingKind.SLOW, subject, (
-                    f"{formats.number(score.value)} {case.unit}, {score.ratio:.2f}x its group's median "
-                    f"{formats.number(case.median)} (robust z {score.z:.1f}{how})")))
+                    f"{number(score.value)} {case.unit}, {score.ratio:.2f}x its group's median "
+                    f"{number(case.median)} (robust z {score.z:.1f}{how})")))
         if group.test is not PeerTest.NONE and len(case.scores) * 2 >= len(group.nodes):
             for node, why in case.not_run:
                 found.setdefault(node, []).append(Finding(FindingKind.LOST_CASE, subject, (

@@ -27,7 +27,7 @@ from gpubench.files import read_user_file
 from gpubench.fleet.hostlist import expand
 from gpubench.fleet.model import CaseKey, Finding, FindingKind, NodeRun
 from gpubench.probe.model import Status
-from gpubench.report import formats
+from gpubench.numbers import number
 
 CASE_KEYS = ("name", "benchmark", "case", "min", "max", "max_drop", "nodes")
 CAPABILITY_KEYS = ("name", "capabilities", "nodes")
@@ -174,13 +174,13 @@ def _case_failure(rule: Rule, run: NodeRun, key: CaseKey, baseline: Mapping[Case
         return Finding(FindingKind.RULE, rule.name, f"{subject} not measured ({why})")
     value, unit = case.value, case.unit
     if rule.minimum is not None and value < rule.minimum:
-        return Finding(FindingKind.RULE, rule.name, f"{subject}: {formats.number(value)} {unit}, below the minimum {formats.number(rule.minimum)}")
+        return Finding(FindingKind.RULE, rule.name, f"{subject}: {number(value)} {unit}, below the minimum {number(rule.minimum)}")
     if rule.maximum is not None and value > rule.maximum:
-        return Finding(FindingKind.RULE, rule.name, f"{subject}: {formats.number(value)} {unit}, above the maximum {formats.number(rule.maximum)}")
+        return Finding(FindingKind.RULE, rule.name, f"{subject}: {number(value)} {unit}, above the maximum {number(rule.maximum)}")
     base = baseline.get(key)
     if rule.max_drop is not None and base:
         drop = (base - value) / base if case.higher_is_better else (value - base) / base
         if drop > rule.max_drop:
-            return Finding(FindingKind.RULE, rule.name, (f"{subject}: {formats.number(value)} {unit}, {drop:.0%} worse than the "
-                                                         f"baseline {formats.number(base)} (at most {rule.max_drop:.0%})"))
+            return Finding(FindingKind.RULE, rule.name, (f"{subject}: {number(value)} {unit}, {drop:.0%} worse than the "
+                                                         f"baseline {number(base)} (at most {rule.max_drop:.0%})"))
     return None

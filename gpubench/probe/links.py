@@ -42,9 +42,6 @@ DEVICE_KINDS = (("0x0300", "gpu"), ("0x0302", "gpu"), ("0x0380", "gpu"), ("0x010
 ENCODING = {2.5: 8 / 10, 5.0: 8 / 10, 8.0: 128 / 130, 16.0: 128 / 130, 32.0: 128 / 130, 64.0: 242 / 256}
 GENERATION = {2.5: "1.0", 5.0: "2.0", 8.0: "3.0", 16.0: "4.0", 32.0: "5.0", 64.0: "6.0"}
 BRIDGE_CLASS = "0x0604"
-NVLINK_SPEED_FIELD = 90  # NVML_FI_DEV_NVLINK_SPEED_MBPS_COMMON
-NVLINK_MAX_LINKS = 18  # NVML_NVLINK_MAX_LINKS
-NVML_NO_SUCH_LINK = (2, 3)  # NVML_ERROR_INVALID_ARGUMENT, NVML_ERROR_NOT_SUPPORTED: past the device's links
 _SPEED = re.compile(r"(\d+(?:\.\d+)?) GT/s(?: PCIe)?")
 _ADDRESS = re.compile(r"[0-9a-f]{4,}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 
@@ -249,35 +246,6 @@ def pcie_links(src: Source, f: Findings) -> Capability:
 
 
 # --- NVLink ----------------------------------------------------------------------------------
-
-
-def query_nvlinks(nv: Any, handle: Any) -> dict[str, Any]:
-    """One GPU's NVLinks through an initialised pynvml: each link's state and, when active, the PCI
-    address at its other end; the per-link speed. Called from nvidia.query_nvml."""
-    links: list[dict[str, Any]] = []
-    out: dict[str, Any] = {"links": links, "speed_mbps": None, "error": None}
-    for link in range(NVLINK_MAX_LINKS):
-        try:
-            active = nv.nvmlDeviceGetNvLinkState(handle, link) == 1
-        except Exception as e:
-            if getattr(e, "value", None) not in NVML_NO_SUCH_LINK:
-                out["error"] = f"link {link}: {e}"
-            break
-        entry: dict[str, Any] = {"link": link, "active": active, "remote_pci": None}
-        if active:
-            try:
-                bus_id = nv.nvmlDeviceGetNvLinkRemotePciInfo_v2(handle, link).busId
-                entry["remote_pci"] = nvidia.normalize_pci(bus_id.decode() if isinstance(bus_id, bytes) else str(bus_id))
-            except Exception:
-                pass
-        links.append(entry)
-    try:
-        value = nv.nvmlDeviceGetFieldValues(handle, [NVLINK_SPEED_FIELD])[0]
-        if value.nvmlReturn == 0 and value.value.uiVal:
-            out["speed_mbps"] = int(value.value.uiVal)
-    except Exception:
-        pass
-    return out
 
 
 @dataclass

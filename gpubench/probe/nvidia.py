@@ -200,7 +200,6 @@ def _attempt(errors: dict[str, str], key: str, fn: Any, *args: Any) -> Any:
 
 
 def _query_initialised(nv: Any) -> dict[str, Any]:
-    from gpubench.probe.links import query_nvlinks
 
     errors: dict[str, str] = {}
     out: dict[str, Any] = {"available": True, "errors": errors}
@@ -251,3 +250,39 @@ def release_triple(rel: str | None) -> tuple[int, int, int] | None:
     if not m:
         return None
     return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+# --- NVLink, asked with the rest of NVML's answers ----------------------------------------------
+
+NVLINK_SPEED_FIELD = 90  # NVML_FI_DEV_NVLINK_SPEED_MBPS_COMMON
+NVLINK_MAX_LINKS = 18  # NVML_NVLINK_MAX_LINKS
+NVML_NO_SUCH_LINK = (2, 3)  # NVML_ERROR_INVALID_ARGUMENT, NVML_ERROR_NOT_SUPPORTED: past the device's links
+
+
+def query_nvlinks(nv: Any, handle: Any) -> dict[str, Any]:
+    """One GPU's NVLinks through an initialised pynvml: each link's state and, when active, the PCI
+    address at its other end; the per-link speed. Called from query_nvml; the links area reads what it found."""
+    links: list[dict[str, Any]] = []
+    out: dict[str, Any] = {"links": links, "speed_mbps": None, "error": None}
+    for link in range(NVLINK_MAX_LINKS):
+        try:
+            active = nv.nvmlDeviceGetNvLinkState(handle, link) == 1
+        except Exception as e:
+            if getattr(e, "value", None) not in NVML_NO_SUCH_LINK:
+                out["error"] = f"link {link}: {e}"
+            break
+        entry: dict[str, Any] = {"link": link, "active": active, "remote_pci": None}
+        if active:
+            try:
+                bus_id = nv.nvmlDeviceGetNvLinkRemotePciInfo_v2(handle, link).busId
+                entry["remote_pci"] = normalize_pci(bus_id.decode() if isinstance(bus_id, bytes) else str(bus_id))
+            except Exception:
+                pass
+        links.append(entry)
+    try:
+        value = nv.nvmlDeviceGetFieldValues(handle, [NVLINK_SPEED_FIELD])[0]
+        if value.nvmlReturn == 0 and value.value.uiVal:
+            out["speed_mbps"] = int(value.value.uiVal)
+    except Exception:
+        pass
+    return out

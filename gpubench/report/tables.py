@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gpubench.report import formats
-from gpubench.report.terminal import PROSE_WIDTH
+from gpubench.report.terminal import PROSE_WIDTH, RESULT_COUNT_STYLE
 from gpubench.results.model import CaseComparison, Comparison, ResultStatus, Run, RunStatus, Verdict
 from gpubench.results.store import RunListing
 
@@ -31,12 +31,6 @@ RUN_STATUS_STYLE: dict[RunStatus, str] = {
     RunStatus.INTERRUPTED: "magenta",
 }
 
-RESULT_COUNT_STYLE: dict[ResultStatus, str] = {
-    ResultStatus.OK: "green",
-    ResultStatus.WAIVED: "yellow",
-    ResultStatus.FAILED: "bold red",
-    ResultStatus.INTERRUPTED: "magenta",
-}
 
 
 def _add_column(table: Table, name: str, justify: str, wrap: bool, prose: bool = False, min_width: int = 0) -> None:

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from gpubench.probe.model import Profile, Status, printable
 from gpubench.report import formats
+from gpubench.results.model import ResultStatus
 
 if TYPE_CHECKING:
     from gpubench.report.headline import PathRow, Shortfall
@@ -30,6 +31,12 @@ STATUS_STYLE = {
 
 
 EVIDENCE_WIDTH = 100  # the table shortens long values; --json carries them whole
+RESULT_COUNT_STYLE: dict[ResultStatus, str] = {
+    ResultStatus.OK: "green",
+    ResultStatus.WAIVED: "yellow",
+    ResultStatus.FAILED: "bold red",
+    ResultStatus.INTERRUPTED: "magenta",
+}
 PROSE_WIDTH = 80  # the widest a column of sentences (why / fix, reason, note) grows before it wraps
 PATH_WIDTH = 28  # the headline's path and job column
 PROSE_FLOOR = 24  # on a narrow terminal, sentences wrap down to this before other columns give way
@@ -282,9 +289,6 @@ def section_heading(section: Section) -> str:
 def section_table(section: Section) -> Table:
     """A row per case: the median with its 95% CI, the samples, and where the family has one, the
     baseline path for the same job or the firmware's figure."""
-    from gpubench.report.tables import RESULT_COUNT_STYLE
-    from gpubench.results.model import ResultStatus
-
     from gpubench.report.headline import ratio_text
 
     notes: list[str] = []

@@ -18,6 +18,7 @@ import pytest
 from gpubench.bench.core.interface import BenchFailure, Context, Waived
 from gpubench.bench.core.params import parse_bool, parse_size
 from gpubench.bench.core.settings import RunSettings, Setting
+from gpubench import files
 from gpubench.bench.engines import iofile, iojob
 from gpubench.bench.io import plan, pool
 from gpubench.bench.io.iouring import IoUring, Psync
@@ -469,7 +470,7 @@ def fake_block_device(disk_dir, monkeypatch):
         return replace(info, kind="block") if info.path == device else info
 
     monkeypatch.setattr(plan.Target, "of", as_block)
-    monkeypatch.setattr(iofile, "mount_of", lambda path, mountinfo=None: iofile.Mount("/dev", "devtmpfs", "devtmpfs"))
+    monkeypatch.setattr(iofile, "mount_of", lambda path, mountinfo=None: files.Mount("/dev", "devtmpfs", "devtmpfs"))
     return device
 
 

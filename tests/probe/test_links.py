@@ -232,7 +232,7 @@ class _Nvml:
 
 
 def test_the_nvml_query_of_nvlinks():
-    from gpubench.probe.links import query_nvlinks
+    from gpubench.probe.nvidia import query_nvlinks
 
     out = query_nvlinks(_Nvml(), object())
     assert [link["active"] for link in out["links"]] == [True, True, False, False]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpubench.errors import UserError
+from gpubench.files import mount_of
 
 
 class Setting(str, enum.Enum):
@@ -88,8 +89,6 @@ def target_problem(path: Path) -> str | None:
     for test, what in _SPECIAL_FILES:
         if test(mode):
             return f"{what}, not storage: give a directory, a regular file or a block device"
-    from gpubench.bench.engines.iofile import mount_of
-
     mount = mount_of(path)
     if mount is not None and mount.fstype in PSEUDO_FILESYSTEMS:
         return (f"on {mount.fstype} (mounted at {mount.mountpoint}), a pseudo-filesystem of the kernel's, not "

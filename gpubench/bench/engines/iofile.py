@@ -22,6 +22,7 @@ from typing import Callable
 
 from gpubench.bench.core import params, scratch
 from gpubench.bench.core.interface import Waived
+from gpubench.files import mount_of
 
 PATTERNS = ("read", "write", "randread", "randwrite", "randrw")
 SCRATCH_PREFIX = scratch.FILE_PREFIX
@@ -33,39 +34,6 @@ def format_size(n: int) -> str:
 
 
 # --- the filesystem under a path --------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Mount:
-    mountpoint: str
-    fstype: str
-    source: str
-
-
-def mount_of(path: Path, mountinfo: str = "/proc/self/mountinfo") -> Mount | None:
-    """The mount a path lives on, matched by device number (then by the longest mount point)."""
-    real = os.path.realpath(path)
-    try:
-        st = os.stat(real)
-        lines = Path(mountinfo).read_text().splitlines()
-    except OSError:
-        return None
-    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
-    by_dev, by_prefix = None, None
-    for line in lines:
-        left, _, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if len(fields) < 5 or len(tail) < 2:
-            continue
-        mountpoint = fields[4].replace("\\040", " ")
-        mount = Mount(mountpoint, tail[0], tail[1])
-        inside = real == mountpoint or real.startswith(mountpoint.rstrip("/") + "/")
-        if fields[2] == dev and inside:
-            if by_dev is None or len(mountpoint) > len(by_dev.mountpoint):
-                by_dev = mount
-        if inside and (by_prefix is None or len(mountpoint) >= len(by_prefix.mountpoint)):
-            by_prefix = mount
-    return by_dev or by_prefix
-
 
 # filesystems whose files live in memory: O_DIRECT there measures nothing (old kernels refuse it)
 MEMORY_FILESYSTEMS = ("tmpfs", "ramfs", "devtmpfs", "hugetlbfs")
