@@ -5,14 +5,16 @@ skip and say why."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from gpubench.errors import UserError
 from gpubench.vm import guest, kernels, topology
-from tests.vm.vm_plan import KERNELS, RECORD_ENV, record, steps
+from tests.vm.vm_plan import KERNELS, MEMTIER, MEMTIER_RUN, NUMBA_CACHE, NUMBA_ENV, RECORD_ENV, record, steps
 
 BOOT_TIMEOUT_S = 900.0
 _BOOTS: list[guest.Boot] = []  # for the summary at the end of the session
@@ -25,18 +27,31 @@ class Guests:
     def __init__(self, kernel_files: dict[str, kernels.KernelFiles], accel: str, accel_note: str, workdir: Path):
         self.kernel_files, self.accel, self.accel_note, self.workdir = kernel_files, accel, accel_note, workdir
         self._boots: dict[tuple[str, str], guest.Boot] = {}
+        self._numba_cache: Path | None = None
 
     def __call__(self, kernel: str, topo: str) -> guest.Boot:
         key = (kernel, topo)
         if key not in self._boots:
             files = self.kernel_files[kernel]
-            boot = guest.boot(files, topology.BUILT_IN[topo], steps(kernel, topo), self.workdir / f"{kernel}-{topo}",
-                              accel=self.accel, timeout_s=BOOT_TIMEOUT_S)
+            plan, outdir = steps(kernel, topo), self.workdir / f"{kernel}-{topo}"
+            if MEMTIER in plan:
+                shutil.copytree(self.compiled_kernels(), outdir / NUMBA_CACHE)
+            boot = guest.boot(files, topology.BUILT_IN[topo], plan, outdir, accel=self.accel, timeout_s=BOOT_TIMEOUT_S)
             self._boots[key] = boot
             _BOOTS.append(boot)
             if os.environ.get(RECORD_ENV):
                 record(boot, kernel, topo, KERNELS[kernel], Path(os.environ[RECORD_ENV]))
         return self._boots[key]
+
+    def compiled_kernels(self) -> Path:
+        """memtier's kernels compiled here once, by the guests' own memtier command, into a cache."""
+        if self._numba_cache is None:
+            cache = self.workdir / NUMBA_CACHE
+            env = {**os.environ, **NUMBA_ENV, "NUMBA_CACHE_DIR": str(cache), "GPUBENCH_DB": str(self.workdir / "host-history.db")}
+            done = subprocess.run([sys.executable, "-m", "gpubench", *MEMTIER_RUN.split()], env=env, capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, f"compiling memtier's kernels here: {done.stderr[-2000:]}"
+            self._numba_cache = cache
+        return self._numba_cache
 
 
 @pytest.fixture(scope="session")

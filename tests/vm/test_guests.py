@@ -118,8 +118,9 @@ def test_memtier_measures_every_pair_with_placement_verified_on_the_memory_node(
         assert r["sample_metrics"] and all(m["placement_verified"] == 1.0 for m in r["sample_metrics"]), r["case"]
         assert r["extra"]["placement"].startswith("mbind verified via move_pages"), r["extra"]["placement"]
         assert r["extra"]["policy"] == [f"bind:{r['params']['mem_node']}"]
-        # the guest's root is read-only: numba compiled into a private cache on the guest's tmpfs
-        assert r["extra"]["numba_cache"].startswith("private directory /tmp/"), r["extra"]["numba_cache"]
+        # the kernels came from the cache compiled on the host (the read-only root's own fallback, a
+        # private cache, is tested in tests/bench/test_memtier.py)
+        assert r["extra"]["numba_cache"] == "numba's default cache", r["extra"]["numba_cache"]
     distances = {(r["params"]["cpu_node"], r["params"]["mem_node"]): r["params"]["distance"] for r in results}
     assert distances == {pair: 10 if pair[0] == pair[1] else 20 for pair in pairs}
 
