@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from gpubench.cli.common import JsonOpt, emit_json
 from gpubench.errors import Interrupted, UserError
-from gpubench.telemetry.summary import Phase, TelemetryStatus, TelemetrySummary
+
+if TYPE_CHECKING:
+    from gpubench.telemetry.summary import Phase, TelemetrySummary
 
 MAX_RECORD_S = 7 * 24 * 3600.0
 HzOpt = typer.Option(10.0, "--hz", min=0.1, max=1000.0, help="Samples per second (CPU frequency is read at most once a second).")
@@ -33,6 +35,8 @@ def _phase_line(p: Phase) -> str:
 
 def summary_lines(s: TelemetrySummary) -> list[str]:
     """A telemetry summary as short human lines."""
+    from gpubench.telemetry.summary import TelemetryStatus
+
     if s.status is TelemetryStatus.NONE:
         return ["telemetry: none (no readable source)"] + [f"  {k}: {v}" for k, v in s.not_available.items()]
     lines = [f"telemetry: {s.status.value} from {', '.join(s.samplers)}"]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import enum
 from importlib import import_module
+from typing import TYPE_CHECKING
 
-from gpubench.results.model import Run
+if TYPE_CHECKING:
+    from gpubench.results.model import Run
 
 
 class ExportFormat(str, enum.Enum):

@@ -9,9 +9,11 @@ from __future__ import annotations
 import enum
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-from gpubench.telemetry.summary import TelemetrySummary
+if TYPE_CHECKING:
+    from gpubench.telemetry.summary import TelemetrySummary
+
 
 SCHEMA_VERSION = 1
 WHOLE_BENCHMARK = "*"  # the case name of a result that stands for a whole benchmark (e.g. waived)
@@ -127,7 +129,7 @@ class Result:
             sample_metrics=tuple(dict(m) for m in d.get("sample_metrics", ())),
             extra=dict(d.get("extra") or {}),
             summary=Summary.from_dict(d["summary"]) if d.get("summary") else None,
-            telemetry=TelemetrySummary.from_dict(d["telemetry"]) if d.get("telemetry") else None,
+            telemetry=_telemetry_from_dict(d.get("telemetry")),
             started=float(d.get("started", 0.0)),
             ended=float(d.get("ended", 0.0)),
         )
@@ -272,3 +274,12 @@ class Comparison:
         samples, or the runs of one side disagree."""
         ran = [c for c in self.cases if c.verdict is Verdict.NOT_COMPARABLE and c not in self.missing]
         return tuple(c for c in ran if all(r is not None and r.status is ResultStatus.OK for r in (c.base, c.new)))
+
+
+def _telemetry_from_dict(d: dict[str, Any] | None) -> TelemetrySummary | None:
+    """The stored telemetry summary (its module loads only where a result carries one)."""
+    if not d:
+        return None
+    from gpubench.telemetry.summary import TelemetrySummary
+
+    return TelemetrySummary.from_dict(d)

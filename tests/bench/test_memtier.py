@@ -3,6 +3,9 @@ planning on the CXL snapshot, parameter validation, and real tiny runs with veri
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -371,3 +374,31 @@ def test_without_any_writable_cache_directory_the_kernels_compile_uncached(mk, m
     assert not cache.enabled and cache.private_dir is None
     assert cache.note == ("off: gpubench's package directory and the home's cache directory are not writable, "
                           "nor the temporary directory (Permission denied); kernels compile in every run")
+
+
+def test_a_chase_case_first_leaves_the_stream_cases_every_thread(tmp_path):
+    """numba sizes its thread pool from the process's CPU set when it is first imported; a run whose
+    first memtier case was the chase (pinned to one CPU) imported it there, and every STREAM case
+    after it was WAIVED: 'numba allows at most 1 threads here'. Run in a fresh process, so that
+    numba is imported by the chase."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs in this process's CPU set")
+    script = (
+        "import sys\n"
+        "from gpubench.bench.engines import numa\n"
+        "from gpubench.bench.memtier import MemTier, topology\n"
+        "from gpubench.bench.core.interface import Context\n"
+        "from gpubench.probe import Source, probe\n"
+        "from pathlib import Path\n"
+        "profile = probe(Source('/'), ['cxl'])\n"
+        "cpus = topology(profile).cpu_nodes[0].cpus\n"
+        "opts = {'kernels': 'chase,triad', 'size': '4M', 'chase_size': '1M', 'hops': '1000', 'best_of': '1', 'threads': '2'}\n"
+        "cases = MemTier().cases(profile, 'quick', opts)\n"
+        "assert [c.params['kernel'] for c in cases] == ['chase', 'triad'], cases\n"
+        "for case in cases:\n"
+        "    with MemTier().prepare(case, Context(scratch=Path(sys.argv[1]), profile=profile)) as measure:\n"
+        "        measure()\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -162,27 +162,3 @@ def _unlink(path: Path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def own_directory() -> Path | None:
-    """gpubench's own directory for files that matter only while it runs (locks):
-    $XDG_RUNTIME_DIR/gpubench, else $XDG_CACHE_HOME/gpubench (~/.cache/gpubench); None when
-    neither can be made."""
-    try:
-        cache = Path.home() / ".cache"
-    except (RuntimeError, KeyError):  # no home directory
-        cache = None
-    candidates = []
-    for variable, fallback in (("XDG_RUNTIME_DIR", None), ("XDG_CACHE_HOME", cache)):
-        value = os.environ.get(variable)
-        base = Path(value) if value and os.path.isabs(value) else fallback
-        if base is not None:
-            candidates.append(base / "gpubench")
-    for directory in candidates:
-        try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(directory, os.W_OK):
-            return directory
-    return None

@@ -84,15 +84,36 @@ def _forget_liburing() -> None:
         del called[path]
 
 
+def own_directory() -> str | None:
+    """gpubench's own directory for files that matter only while it runs (the import lock):
+    $XDG_RUNTIME_DIR/gpubench, else $XDG_CACHE_HOME/gpubench (~/.cache/gpubench); None when
+    neither can be made. (os.path only: this runs in the probe's child process, whose start-up
+    every `gpubench probe` waits for.)"""
+    home = os.path.expanduser("~")
+    cache = os.path.join(home, ".cache") if home != "~" else None
+    candidates = []
+    for variable, fallback in (("XDG_RUNTIME_DIR", None), ("XDG_CACHE_HOME", cache)):
+        value = os.environ.get(variable)
+        base = value if value and os.path.isabs(value) else fallback
+        if base is not None:
+            candidates.append(os.path.join(base, "gpubench"))
+    for directory in candidates:
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(directory, os.W_OK):
+            return directory
+    return None
+
+
 @contextmanager
 def _import_turn() -> Iterator[None]:
     """One gpubench process at a time imports the binding (an flock on a file in gpubench's own
-    directory, gpubench.bench.core.scratch.own_directory; without one, no turns)."""
-    from gpubench.bench.core.scratch import own_directory
-
+    directory, see own_directory; without one, no turns)."""
     directory = own_directory()
     try:
-        fd = os.open(directory / "liburing-import.lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(os.path.join(directory, "liburing-import.lock"), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except (OSError, TypeError):  # TypeError: no directory
         yield
         return

@@ -25,6 +25,11 @@ def prepare(case: Case, ctx: Context) -> Iterator[Callable[[], Sample]]:
     threads = int(p["threads"])
     if threads > len(cpus):
         raise Waived(f"{threads} threads asked, but only {len(cpus)} of node {p['cpu_node']}'s CPUs are in this process's CPU set")
+    # numba fixes its thread pool's size from this process's CPU set when it is first imported:
+    # before any pinning, or a chase case (pinned to one CPU) run first would leave every later
+    # STREAM case one thread
+    from gpubench.bench.engines import memkernels  # noqa: F401
+
     with ExitStack() as stack:
         binder = _Binder(int(p["mem_node"]), single_node=len(topology(ctx.profile).nodes) == 1)
         if p["kernel"] == "chase":
