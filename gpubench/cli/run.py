@@ -30,7 +30,7 @@ FLAGS: dict[Setting, str] = {
 def run_command(
     only: Optional[List[str]] = typer.Option(None, "--only", metavar="KEY", help="Run only this benchmark (repeatable, or KEY,KEY)."),
     skip: Optional[List[str]] = typer.Option(None, "--skip", metavar="KEY", help="Leave this benchmark out (repeatable, or KEY,KEY)."),
-    quick: bool = typer.Option(False, "--quick", help="Small sizes, few repetitions: a smoke test (about 20 s on a 2-vCPU VM)."),
+    quick: bool = typer.Option(False, "--quick", help="Small sizes, few repetitions: a smoke test (20 s to a minute on a 2-vCPU VM; memtier sizes its arrays from the last-level cache)."),
     full: bool = typer.Option(False, "--full", help="The whole parameter matrix, more repetitions, tighter spread."),
     db: Optional[Path] = typer.Option(None, "--db", metavar="PATH", help="Result history (default: $GPUBENCH_DB, else $XDG_DATA_HOME/gpubench/results.db)."),
     label: str = typer.Option("", "--label", help="A name for this run, e.g. 'kernel 6.12'."),
