@@ -29,25 +29,13 @@ MEDIAN_MEANS = ("base and new are the values the ratio compares: for each side, 
                 "so a run's value here can differ a little from the median `gpubench show` gives.")
 
 
-def _gib(text: str) -> str:
-    return f"{int(text) / 2**30:.1f} GiB" if text.isdigit() else text
-
-
-IN_HUMAN_UNITS = {"memory_bytes": _gib}  # settings the run metadata records in bytes
-
-
-def _values(values: tuple[str | None, ...], shown=str) -> str:  # type: ignore[no-untyped-def]
+def _values(values: tuple[str | None, ...]) -> str:
     """A side's values of a setting: 'none' where recorded as absent; several runs' joined."""
-    return " | ".join("none" if v == "" else NOT_RECORDED if v is None else shown(v) for v in values)
+    return " | ".join("none" if v == "" else NOT_RECORDED if v is None else v for v in values)
 
 
 def _setting_row(s) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    """Human units where they still tell the sides apart, the recorded values where they do not."""
-    human = IN_HUMAN_UNITS.get(s.key)
-    base, new = (_values(s.base, human), _values(s.new, human)) if human else ("", "")
-    if not human or base == new:
-        base, new = _values(s.base), _values(s.new)
-    return {"title": s.title, "base": base, "new": new}
+    return {"title": s.title, "base": _values(s.base), "new": _values(s.new)}
 
 
 def setting_rows(changed: WhatChanged) -> tuple[list[dict[str, str]], list[str], int]:

@@ -12,7 +12,7 @@ recorded as absent (no cpufreq governor, no GPU) is the empty string.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from gpubench.probe.diff import CapabilityChange, diff_capabilities
 from gpubench.probe.model import Profile
@@ -34,7 +34,7 @@ SETTINGS: tuple[tuple[str, str], ...] = (
     ("hostname", "host name"),
     ("cpu_model", "CPU model"),
     ("cpu_count", "logical CPUs"),
-    ("memory_bytes", "memory (bytes)"),
+    ("memory_bytes", "memory"),
     ("distro", "distribution"),
     ("python", "Python"),
     ("gpubench", "gpubench"),
@@ -109,6 +109,13 @@ def what_changed(comparison: Comparison) -> WhatChanged:
     return WhatChanged.between(comparison.base_side, comparison.new_side)
 
 
+# settings recorded in a unit people do not read, as they are shown and compared
+READABLE: dict[str, Callable[[Any], str]] = {
+    # MemTotal moves by a few hundred KiB between two boots of one machine: a tenth of a GiB is the change
+    "memory_bytes": lambda n: f"{n / 2**30:.1f} GiB" if isinstance(n, (int, float)) and not isinstance(n, bool) else str(n),
+}
+
+
 def _flat(metadata: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested entries (packages) as dotted keys; lists as comma-separated text; null as ""."""
     flat: dict[str, str] = {}
@@ -118,8 +125,10 @@ def _flat(metadata: dict[str, Any], prefix: str = "") -> dict[str, str]:
             flat.update(_flat(value, f"{name}."))
         elif isinstance(value, (list, tuple)):
             flat[name] = ", ".join(str(v) for v in value)
+        elif value is None:
+            flat[name] = ""
         else:
-            flat[name] = "" if value is None else str(value)
+            flat[name] = READABLE.get(name, str)(value)
     return flat
 
 
