@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from gpubench.errors import UserError
 from gpubench.fleet.layout import FleetDir, NodeState, NodeStatus, settle
 from gpubench.fleet.model import CaseKey, NodeRun
 from gpubench.results.merge import merge_exports
 from gpubench.results.model import ResultStatus, Run
+from gpubench.results.selection import reference_runs
 
 
 @dataclass(frozen=True)
@@ -75,32 +75,10 @@ def baseline_values(reference: str, db: Path) -> tuple[dict[CaseKey, float], tup
     """Per case, the median over the baseline runs of each run's median; and their uids.
     `reference` is an export, a directory of exports, or runs in the fleet's history: numbers or
     uid prefixes separated by commas, or label:NAME."""
-    runs = _baseline_runs(reference, db)
+    runs = reference_runs(reference, db)
     per_case: dict[CaseKey, list[float]] = {}
     for run in runs:
         for result in run.results:
             if result.status is ResultStatus.OK and result.summary is not None:
                 per_case.setdefault(result.key, []).append(result.summary.median)
     return {key: statistics.median(values) for key, values in per_case.items()}, tuple(run.uid for run in runs)
-
-
-def _baseline_runs(reference: str, db: Path) -> list[Run]:
-    path = Path(reference).expanduser()
-    if path.exists():
-        runs = []
-        for item in merge_exports(db, [path]):
-            if item.run is None:
-                raise UserError(f"--baseline: {item.problem}")
-            runs.append(item.run)
-        return runs
-    from gpubench.results.store import Store
-
-    if not db.exists():
-        raise UserError(f"--baseline {reference}: no such file, and no history {db} to find runs in")
-    with Store.open(db, create=False, readonly=True) as store:
-        if reference.startswith("label:"):
-            runs = store.complete_runs_labelled(reference[len("label:"):])
-            if not runs:
-                raise UserError(f"--baseline {reference}: no complete run so labelled in {db}")
-            return runs
-        return [store.get_run(ref.strip()) for ref in reference.split(",") if ref.strip()]

@@ -121,21 +121,12 @@ def _budget(seconds: float) -> Iterator[None]:
 
 def _baseline(reference: str, db: Path) -> Run:
     """An export, or a run in the history: its number, uid prefix, or label:NAME (the newest such)."""
-    from gpubench.results.jsonio import read_run_file
-    from gpubench.results.store import Store
+    from gpubench.results.selection import reference_runs
 
-    path = Path(reference).expanduser()
-    if path.is_file():
-        return read_run_file(path)
-    if not db.exists():
-        raise UserError(f"--baseline {reference}: no such file, and no history {db} to find the run in")
-    with Store.open(db, create=False, readonly=True) as store:
-        if reference.startswith("label:"):
-            runs = store.complete_runs_labelled(reference[len("label:"):])
-            if not runs:
-                raise UserError(f"--baseline {reference}: no complete run so labelled in {db}")
-            return runs[-1]
-        return store.get_run(reference)
+    runs = reference_runs(reference, db)
+    if len(runs) != 1 and not reference.startswith("label:"):
+        raise UserError(f"--baseline {reference}: names {len(runs)} runs; give one")
+    return runs[-1]
 
 
 def _judge(node: str, run: Run, base: Run | None, seconds: float) -> HealthVerdict:

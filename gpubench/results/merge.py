@@ -39,9 +39,9 @@ def merge_exports(db: Path, paths: Iterable[Path]) -> Iterator[Merged]:
 
     store = None
     try:
-        for source in _export_files(paths):
-            if isinstance(source, Merged):
-                yield source
+        for source in export_files(paths):
+            if isinstance(source, Unlisted):
+                yield Merged(source.directory, problem=source.problem)
                 continue
             try:
                 run = read_run_file(source)
@@ -60,7 +60,16 @@ def merge_exports(db: Path, paths: Iterable[Path]) -> Iterator[Merged]:
             store.close()
 
 
-def _export_files(paths: Iterable[Path]) -> Iterator[Path | Merged]:
+@dataclass(frozen=True)
+class Unlisted:
+    """A directory named that gave no export: it cannot be listed, or holds none."""
+
+    directory: Path
+    problem: str
+
+
+def export_files(paths: Iterable[Path]) -> Iterator[Path | Unlisted]:
+    """Each file named, and each directory's *.json files (sorted by name, not recursing)."""
     for path in paths:
         path = Path(path).expanduser()
         if not path.is_dir():
@@ -69,10 +78,10 @@ def _export_files(paths: Iterable[Path]) -> Iterator[Path | Merged]:
         try:
             files = sorted(p for p in path.iterdir() if p.suffix == EXPORT_SUFFIX and p.is_file())
         except OSError as e:
-            yield Merged(path, problem=f"cannot list {path}: {e.strerror or e}")
+            yield Unlisted(path, f"cannot list {path}: {e.strerror or e}")
             continue
         if not files:
-            yield Merged(path, problem=f"{path} holds no {EXPORT_SUFFIX} files (gpubench export RUN --format json writes them)")
+            yield Unlisted(path, f"{path} holds no {EXPORT_SUFFIX} files (gpubench export RUN --format json writes them)")
         yield from files
 
 

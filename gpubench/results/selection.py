@@ -12,6 +12,7 @@ against a store second. Any problem is a UserError naming the argument as the us
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 from gpubench.errors import UserError
@@ -78,3 +79,24 @@ class ComparisonSides:
             if shared:
                 raise UserError(f"run {shared[0].id} is on both sides of the comparison")
         return sides
+
+
+def reference_runs(reference: str, db: Path, option: str = "--baseline") -> tuple[Run, ...]:
+    """The runs a reference names: an export file, a directory of exports (every *.json in it), or
+    runs in the history at `db` in the grammar above. The exports are read, not stored."""
+    from gpubench.results.jsonio import read_run_file
+    from gpubench.results.merge import Unlisted, export_files
+
+    path = Path(reference).expanduser()
+    if path.exists():
+        runs = []
+        for source in export_files([path]):
+            if isinstance(source, Unlisted):
+                raise UserError(f"{option}: {source.problem}")
+            runs.append(read_run_file(source))
+        return tuple(runs)
+    if not db.exists():
+        raise UserError(f"{option} {reference}: no such file, and no history {db} to find runs in")
+    selection = RunSelection.parse(reference, option)
+    with Store.open(db, create=False, readonly=True) as store:
+        return selection.resolve(store)

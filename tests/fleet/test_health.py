@@ -99,4 +99,4 @@ def test_the_profile_is_a_fixed_set_and_baseline_goes_with_it(tmp_path: Path) ->
     assert alone.exit_code == 2 and "goes with --profile health" in alone.stderr
     missing = runner.invoke(app, ["run", "--profile", "health", "--baseline", "label:nope", "--db", str(tmp_path / "h.db")])
     assert missing.exit_code == COULD_NOT_RUN and json.loads(missing.stdout)["reasons"] == [
-        f"--baseline label:nope: no such file, and no history {tmp_path / 'h.db'} to find the run in"]
+        f"--baseline label:nope: no such file, and no history {tmp_path / 'h.db'} to find runs in"]
