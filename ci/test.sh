@@ -61,7 +61,7 @@ command -v nsenter >/dev/null && command -v unshare >/dev/null || need+=(util-li
 # (about 13 minutes of them under emulation on a shared 2-vCPU machine); where QEMU cannot run
 # they skip and say why.
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
-{ b=$(command -v busybox) && ldd "$b" 2>&1 | grep -q "not a dynamic executable"; } || need+=(busybox-static)
+{ b=$(command -v busybox) && { ldd "$b" 2>&1 || true; } | grep -q "not a dynamic executable"; } || need+=(busybox-static)  # ldd fails on a static binary
 command -v file >/dev/null || need+=(file)
 command -v depmod >/dev/null || need+=(kmod)
 command -v cxl >/dev/null && command -v ndctl >/dev/null || need+=(ndctl)
