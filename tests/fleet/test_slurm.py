@@ -77,7 +77,7 @@ def test_a_node_that_dies_is_recorded_with_what_srun_said_inside_an_allocation(s
     (site / "sitecustomize.py").write_text("import os\nos._exit(7)\n")  # this node's Python dies at start
     with slurm.node_env("n1", PYTHONPATH=_first_on_path(site)):
         run = slurm.gpubench("fleet", "run", "--out", str(out), "--node-dir", str(tmp_path / "local"), "--", *RUN,
-                             cwd=tmp_path, prefix=("salloc", "-N", "3", "--exclusive"))
+                             cwd=tmp_path, prefix=("salloc", "-N", "2", "-w", "n1,n3", "--exclusive"))  # not the slow node: minutes there
     assert run.returncode == 1, run.stdout + run.stderr
     assert "srun: error: n1: task 0: Exited with exit code 7" in run.stderr
     statuses = _statuses(out)
