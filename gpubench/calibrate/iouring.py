@@ -28,7 +28,7 @@ from gpubench.bench.core.interface import BenchFailure, Context, Waived
 from gpubench.bench.core.settings import RunSettings
 from gpubench.bench.engines import fio, iofile
 from gpubench.bench.io.iouring import IoUring
-from gpubench.calibrate.paired import Arm, Goal, PairedRatios, interleave
+from gpubench.calibrate.paired import Arm, Goal, Judged, PairedRatios, interleave
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
 
@@ -74,7 +74,7 @@ class Measured:
 
 
 @dataclass(frozen=True)
-class CaseOutcome:
+class CaseOutcome(Judged):
     case: CalibrationCase
     gpubench: tuple[Measured, ...]
     fio: tuple[Measured, ...]
@@ -92,20 +92,8 @@ class CaseOutcome:
         return PairedRatios(tuple(self.gpubench_mbps), tuple(self.fio_mbps))
 
     @property
-    def ratios(self) -> tuple[float, ...]:
-        return self.paired.ratios
-
-    @property
-    def ratio(self) -> float:
-        return self.paired.median
-
-    @property
     def goal(self) -> Goal:
         return Goal(self.case.goal)
-
-    @property
-    def met(self) -> bool:
-        return self.goal.met(self.ratio)
 
     @property
     def least_resident(self) -> float | None:

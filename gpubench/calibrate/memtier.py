@@ -28,7 +28,7 @@ from typing import Any, Callable
 from gpubench.bench import memtier
 from gpubench.bench.core.interface import BenchFailure, Context, Sample
 from gpubench.bench.engines import numa
-from gpubench.calibrate.paired import Arm, Goal, PairedRatios, interleave
+from gpubench.calibrate.paired import Arm, Goal, Judged, PairedRatios, interleave
 from gpubench.errors import UserError
 from gpubench.probe.model import Profile
 
@@ -39,7 +39,7 @@ LATENCY_GOAL = Goal(0.10, two_sided=True)  # |gpubench / C - 1|, at most
 
 
 @dataclass(frozen=True)
-class Row:
+class Row(Judged):
     """One measurement compared across rounds: gpubench's values, C's, and their per-round ratios."""
 
     name: str
@@ -53,18 +53,6 @@ class Row:
     @property
     def paired(self) -> PairedRatios:
         return PairedRatios(self.gpubench, self.c)
-
-    @property
-    def ratios(self) -> tuple[float, ...]:
-        return self.paired.ratios
-
-    @property
-    def ratio(self) -> float:
-        return self.paired.median
-
-    @property
-    def met(self) -> bool:
-        return self.goal.met(self.ratio)
 
     def to_dict(self) -> dict[str, Any]:
         return {

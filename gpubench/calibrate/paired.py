@@ -95,3 +95,23 @@ class Goal:
 
     def text(self, reference: str) -> str:
         return f"within {self.bound:.0%} of {reference}" if self.two_sided else f">= {self.bound:g}x {reference}"
+
+
+class Judged:
+    """A calibration outcome's ratios and their median held to its goal; the outcome gives its
+    `paired` figures and its `goal`."""
+
+    paired: PairedRatios
+    goal: Goal
+
+    @property
+    def ratios(self) -> tuple[float, ...]:
+        return self.paired.ratios
+
+    @property
+    def ratio(self) -> float:
+        return self.paired.median
+
+    @property
+    def met(self) -> bool:
+        return self.goal.met(self.ratio)
