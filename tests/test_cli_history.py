@@ -121,6 +121,29 @@ def test_tables_fit_the_terminal_without_cutting_a_number(tmp_path: Path, comman
     assert re.search(r"-(49|50)\.\d%", result.stdout) if command == "compare" else "2,0" in result.stdout
 
 
+def test_compare_in_the_terminal_says_what_changed_above_the_cases(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    cmdline = "BOOT_IMAGE=/boot/vmlinuz root=UUID=0f3c2a1e-4b5d-4e6f-8a9b-0c1d2e3f4a5b ro quiet splash iommu=pt"
+    fill(db, run_of((measured(READ),), metadata={"kernel": "6.8.0-45-generic", "cmdline": cmdline, "governor": "performance"}),
+         run_of((measured(READ),), metadata={"kernel": "6.12.0-1-amd64", "cmdline": cmdline + " mitigations=off",
+                                             "governor": "performance"}))
+    result = invoke("compare", "1", "2", "--db", str(db), env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= 80
+    changed, cases = lines.index(next(line for line in lines if "What changed" in line)), result.stdout.index(READ.name)
+    rows = [line for line in lines[changed:] if line.startswith("│")]
+    assert "kernel release" in rows[0] and "6.8.0-45-generic" in rows[0] and "6.12.0-1-amd64" in rows[0]
+    assert "mitigations=off" in result.stdout[:cases] and "governor" not in result.stdout[:cases]  # only what differs
+    assert result.stdout.index("What changed") < cases
+
+    fill(db, run_of((measured(READ),), metadata={"kernel": "6.12.0-1-amd64", "cmdline": cmdline, "governor": "performance"}))
+    same = invoke("compare", "2", "3", "--db", str(db), env={"COLUMNS": "80"})  # only the command line differs
+    assert "What changed" in same.stdout and "kernel release" not in same.stdout
+    fill(db, run_of((measured(READ),), metadata={"kernel": "6.12.0-1-amd64", "cmdline": cmdline, "governor": "performance"}))
+    assert "What changed" not in invoke("compare", "3", "4", "--db", str(db)).stdout  # nothing to say, no table
+
+
 def test_list_json_on_missing_history_is_empty_and_creates_nothing(tmp_path: Path) -> None:
     db = tmp_path / "none" / "r.db"
     result = invoke("list", "--db", str(db), "--json")

@@ -177,7 +177,8 @@ def compare_command(
     interrupted runs, say when a better or worse rests on one run per side, and when the machine
     itself ran at another speed on the two sides (a fixed CPU reference timed before every
     repetition). --json also says what changed besides the numbers (what_changed: kernel, boot
-    command line, governor, THP, drivers, capability verdicts); --markdown shows what differs.
+    command line, governor, THP, drivers, capability verdicts); the terminal table and --markdown
+    show what differs, above the cases.
 
     Exit status: 0 done, 3 a regression with --fail-on-regression, 1 error, 2 usage."""
     fraction = parse_threshold(threshold)
@@ -245,11 +246,15 @@ def _comparison_pages(comparisons, html_targets: List[Path], junit: Optional[Pat
 
 
 def _print_comparisons(comparisons) -> None:  # type: ignore[no-untyped-def]
-    from gpubench.report.tables import comparison_table, verdict_counts
+    from gpubench.report.tables import comparison_table, verdict_counts, what_changed_table
     from gpubench.report.terminal import fit, stdout_console
+    from gpubench.results.changes import what_changed
 
     console = stdout_console()
     for comparison in comparisons:
+        changed = what_changed_table(what_changed(comparison))
+        if changed is not None:
+            console.print(fit(changed, console.width))
         console.print(fit(comparison_table(comparison), console.width))
         console.print(verdict_counts(comparison))
 

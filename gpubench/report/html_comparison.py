@@ -16,7 +16,6 @@ from gpubench.results.changes import WhatChanged
 from gpubench.results.model import CaseComparison, Comparison, ResultStatus, Verdict
 
 NOT_AVAILABLE = "—"
-NOT_RECORDED = "not recorded"
 VERDICT_CLASS = {
     Verdict.BETTER: "better",
     Verdict.WORSE: "worse",
@@ -29,13 +28,8 @@ MEDIAN_MEANS = ("base and new are the values the ratio compares: for each side, 
                 "so a run's value here can differ a little from the median `gpubench show` gives.")
 
 
-def _values(values: tuple[str | None, ...]) -> str:
-    """A side's values of a setting: 'none' where recorded as absent; several runs' joined."""
-    return " | ".join("none" if v == "" else NOT_RECORDED if v is None else v for v in values)
-
-
 def _setting_row(s) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    return {"title": s.title, "base": _values(s.base), "new": _values(s.new)}
+    return {"title": s.title, "base": formats.setting_values(s.base), "new": formats.setting_values(s.new)}
 
 
 def setting_rows(changed: WhatChanged) -> tuple[list[dict[str, str]], list[str], int]:
@@ -55,8 +49,7 @@ def capability_rows(changed: WhatChanged) -> list[dict[str, str]] | None:
         latest = change.after or change.before
         rows.append({
             "area": change.area, "name": change.name,
-            "base": change.status_before.value if change.status_before else "not probed",
-            "new": change.status_after.value if change.status_after else "not probed",
+            "base": formats.probed_verdict(change.status_before), "new": formats.probed_verdict(change.status_after),
             "why": latest.why if latest else "", "lost": "lost" if change.lost else "gained" if change.gained else "",
         })
     return rows

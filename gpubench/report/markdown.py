@@ -46,12 +46,12 @@ def _what_changed(comparison: Comparison) -> list[str]:
     lines = []
     if changed.changed_settings:
         lines += ["", "What changed on the machine:", "", _row(["setting", "base", "new"]), _row(["---"] * 3)]
-        lines += [_row([cell(s.title), cell(", ".join(v or "" for v in s.base)), cell(", ".join(v or "" for v in s.new))])
+        lines += [_row([cell(s.title), cell(formats.setting_values(s.base)), cell(formats.setting_values(s.new))])
                   for s in changed.changed_settings]
     if changed.capabilities:
         lines += ["", "Capability verdicts that changed:", ""]
-        lines += [f"- {cell(c.area)} / {cell(c.name)}: {c.status_before.value if c.status_before else 'not probed'} -> "
-                  f"{c.status_after.value if c.status_after else 'not probed'}" for c in changed.capabilities]
+        lines += [f"- {cell(c.area)} / {cell(c.name)}: {formats.probed_verdict(c.status_before)} -> "
+                  f"{formats.probed_verdict(c.status_after)}" for c in changed.capabilities]
     return lines
 
 

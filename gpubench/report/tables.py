@@ -14,6 +14,7 @@ from rich.text import Text
 
 from gpubench.report import formats
 from gpubench.report.terminal import PROSE_WIDTH, RESULT_COUNT_STYLE
+from gpubench.results.changes import WhatChanged
 from gpubench.results.model import CaseComparison, Comparison, ResultStatus, Run, RunStatus, Verdict
 from gpubench.results.store import RunListing
 
@@ -142,6 +143,22 @@ def comparison_table(comparison: Comparison) -> Table:
             Text(case.verdict.value, style=VERDICT_STYLE[case.verdict]),
             "" if case.verdict in (Verdict.BETTER, Verdict.WORSE) else case.note,
         )
+    return table
+
+
+def what_changed_table(changed: WhatChanged) -> Table | None:
+    """The machine settings and the capability verdicts that differ between the sides, shown above
+    their cases; None where nothing the runs recorded differs."""
+    rows = [(s.title, formats.setting_values(s.base), formats.setting_values(s.new)) for s in changed.changed_settings]
+    rows += [(f"{c.area} / {c.name}", formats.probed_verdict(c.status_before), formats.probed_verdict(c.status_after))
+             for c in changed.capabilities]
+    if not rows:
+        return None
+    table = Table(title="What changed besides the numbers", expand=False)
+    for name in ("setting or capability", "base", "new"):
+        _add_column(table, name, "left", wrap=name in ("base", "new"), prose=True)
+    for row in rows:
+        table.add_row(*row)
     return table
 
 

@@ -87,9 +87,8 @@ class WhatChanged:
         base_flat, new_flat = [_flat(run.metadata) for run in base], [_flat(run.metadata) for run in new]
         keys = [key for key, _ in SETTINGS]
         keys += sorted({k for flat in base_flat + new_flat for k in flat} - set(keys) - NOT_SETTINGS)
-        titles = dict(SETTINGS)
         settings = tuple(
-            SettingChange(key, titles.get(key, key), _values(base_flat, key), _values(new_flat, key))
+            SettingChange(key, _title(key), _values(base_flat, key), _values(new_flat, key))
             for key in keys
             if any(key in flat for flat in base_flat + new_flat)
         )
@@ -130,6 +129,12 @@ def _flat(metadata: dict[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = READABLE.get(name, str)(value)
     return flat
+
+
+def _title(key: str) -> str:
+    """What a setting is: SETTINGS' words, 'numba (Python package)' for packages.numba, else its key."""
+    package = key.removeprefix("packages.")
+    return dict(SETTINGS).get(key) or (f"{package} (Python package)" if package != key else key)
 
 
 def _values(flats: list[dict[str, str]], key: str) -> tuple[str | None, ...]:

@@ -23,6 +23,7 @@ def test_settings_that_differ_and_those_that_do_not() -> None:
     # the run metadata's keys, the known ones first in their order, then the others (packages too)
     assert [s.key for s in changed.settings][:4] == ["kernel", "cmdline", "governor", "thp"]
     assert "packages.numpy" in by_key and "label" not in by_key
+    assert by_key["packages.numpy"].title == "numpy (Python package)"
 
 
 def test_a_setting_an_older_run_did_not_record_is_not_a_change() -> None:
