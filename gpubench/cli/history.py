@@ -209,8 +209,14 @@ def compare_command(
     for target, page in pages:
         write_user_file(target, page, force)
         typer.echo(f"wrote {target}", err=True)
-    for note in notes:
-        typer.echo(f"note: {note}", err=True)
+    if notes:
+        from rich.text import Text
+
+        from gpubench.report.terminal import stderr_console
+
+        console = stderr_console()  # wraps at a word in a terminal, one line per note into a pipe or a log
+        for note in notes:
+            console.print(Text(f"note: {note}"))
     gate = Gate.of(comparisons, fraction, fail_on_regression)
     if gate.failed:
         typer.echo(f"{gate.regressions} regression(s) beyond the {fraction:.1%} threshold", err=True)
