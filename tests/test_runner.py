@@ -74,6 +74,13 @@ def test_a_non_finite_sample_fails_the_case_and_keeps_the_others():
     assert result.summary is not None and result.summary.n == 2
 
 
+def test_an_unexpected_error_fails_the_case_and_says_where_it_was_raised():
+    result = case_run("0,1,2,x,3")  # float('x') raises inside this file's generator, called by the runner
+    assert result.status is ResultStatus.FAILED and result.samples == (1.0, 2.0)
+    assert result.reason.startswith("ValueError: could not convert string to float: 'x' (raised at test_runner.py:")
+    assert "in <genexpr>, from gpubench/bench/core/runner.py:" in result.reason
+
+
 def test_each_sample_carries_the_machines_speed_read_just_before_it(monkeypatch):
     readings = iter(range(100, 200))
     monkeypatch.setattr(hostspeed, "reference", lambda: float(next(readings)))

@@ -80,7 +80,9 @@ def test_a_cuda_fault_fails_its_case_and_no_other(monkeypatch, tmp_path):
     failed = {k for k, v in got.items() if v[0] == "failed"}
     assert failed == {"hmm/system-first-touch-64K", "hmm/system-second-pass-64K"}
     for name in failed:
-        assert got[name][1] == "CUDARuntimeError: cudaErrorIllegalAddress: an illegal memory access was encountered"
+        reason = got[name][1]  # the message, then where it was raised (the stand-in) and from where in gpubench
+        assert reason.startswith("CUDARuntimeError: cudaErrorIllegalAddress: an illegal memory access was encountered (raised at ")
+        assert ", from gpubench/bench/gpu/hmm.py:" in reason and reason.endswith(" in prepare_here)")
     assert {v[0] for k, v in got.items() if k not in failed} == {"ok"}
 
 

@@ -16,7 +16,7 @@ from gpubench.bench.core.interface import BenchFailure, Benchmark, Case, Context
 from gpubench.bench.core.params import check_options
 from gpubench.bench.core.scratch import ScratchDir
 from gpubench.bench.core.settings import PIPELINE_SETTINGS, RunSettings, Setting, SettingError, honoured
-from gpubench.errors import UserError
+from gpubench.errors import UserError, unexpected
 from gpubench.probe.model import Profile
 from gpubench.results.model import HOST_SPEED_KEY, ROUND_KEY, ROUNDS_SECONDS_KEY, WHOLE_BENCHMARK, Result, ResultStatus
 from gpubench.results.stats import summarize
@@ -223,7 +223,7 @@ class CaseRun:
         except UserError as e:
             status, reason = ResultStatus.FAILED, str(e)
         except Exception as e:  # a broken case must not take the other results down
-            status, reason = ResultStatus.FAILED, f"{type(e).__name__}: {e}"
+            status, reason = ResultStatus.FAILED, unexpected(e)
         values = [s.value for s in self.samples]
         if status is ResultStatus.OK and not values:
             status, reason = ResultStatus.FAILED, "no repetition completed"

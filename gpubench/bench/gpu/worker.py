@@ -35,7 +35,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable, ClassVar, Iterator
 
 from gpubench.bench.core.interface import BenchFailure, Case, Context, Sample, Waived
-from gpubench.errors import UserError
+from gpubench.errors import UserError, unexpected
 
 STOP_GRACE_S = 10.0  # for a child to unwind its case after SIGTERM (or to exit when told)
 HANG_GRACE_S = 300.0  # past the case's deadline, a child that has not answered is stopped: a hung GPU
@@ -217,7 +217,7 @@ def _described(error: BaseException) -> tuple[str, str]:
         return "user", str(error)
     if isinstance(error, BenchFailure):
         return "failed", str(error)
-    return "failed", f"{type(error).__name__}: {error}"
+    return "failed", unexpected(error)
 
 
 def _interrupt(signum: int, frame: Any) -> None:

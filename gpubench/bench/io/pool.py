@@ -23,6 +23,7 @@ from gpubench.bench.engines import iofile, iojob
 from gpubench.bench.engines.iojob import JobSpec, JobTotals
 from gpubench.bench.engines.psync import PsyncJob
 from gpubench.bench.io.plan import IoParams
+from gpubench.errors import unexpected
 
 ENTRY_POINT = "gpubench.bench.io.pool"  # this module, as `python -m` runs it
 
@@ -160,7 +161,7 @@ def _job_process(fd: int) -> None:
             conn.send(("oserror", e.errno or 0, str(e)))
             return
         except Exception as e:
-            conn.send(("error", f"{type(e).__name__}: {e}"))
+            conn.send(("error", unexpected(e)))
             return
         conn.send(("ready", None))
         while True:
@@ -173,7 +174,7 @@ def _job_process(fd: int) -> None:
             except OSError as e:
                 conn.send(("oserror", e.errno or 0, str(e)))
             except Exception as e:
-                conn.send(("error", f"{type(e).__name__}: {e}"))
+                conn.send(("error", unexpected(e)))
     except (EOFError, KeyboardInterrupt, BrokenPipeError):
         return
     finally:
