@@ -21,7 +21,6 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 from gpubench.errors import Interrupted, UserError
 from gpubench.fleet.hostlist import expand
@@ -195,18 +194,11 @@ def _watch(process: subprocess.Popen, fleet: FleetDir, expected: int | None, dea
 
 
 def _count(statuses: dict[str, NodeStatus], expected: int | None) -> NodeCounts:
-    known = {node for status in statuses.values() for node in _step_nodes(status)}
+    known = {node for status in statuses.values() for node in status.step_node_names}
     total = expected or (len(known) if known else None)
     states = [s.state for s in statuses.values()]
     return NodeCounts(total, states.count(NodeState.RUNNING), states.count(NodeState.OK),
                       sum(1 for s in states if s not in (NodeState.RUNNING, NodeState.OK)))
-
-
-def _step_nodes(status: NodeStatus) -> Sequence[str]:
-    try:
-        return expand(status.step_nodes) if status.step_nodes else ()
-    except UserError:
-        return ()
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -47,6 +47,14 @@ class NodeStatus:
     message: str = ""
     step_nodes: str = ""  # the whole step's host list, as Slurm gave it to the task
 
+    @property
+    def step_node_names(self) -> tuple[str, ...]:
+        """The nodes of the whole step; none where the host list is missing or cannot be read."""
+        try:
+            return tuple(expand(self.step_nodes)) if self.step_nodes else ()
+        except UserError:
+            return ()
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "state": self.state.value}
 
@@ -148,10 +156,7 @@ def settle(fleet: FleetDir) -> dict[str, NodeStatus]:
     record = fleet.launch_record()
     expected = set(record.nodes if record else ()) | set(record.node_errors if record else ())
     for status in statuses.values():
-        try:
-            expected.update(expand(status.step_nodes) if status.step_nodes else ())
-        except UserError:
-            pass
+        expected.update(status.step_node_names)
     ended = record is None or record.ended is not None
     settled = {}
     for node in sorted(expected | set(statuses), key=natural_key):

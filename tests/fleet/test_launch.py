@@ -115,3 +115,15 @@ def test_node_counts() -> None:
     assert NodeCounts(5, 1, 2, 1).waiting == 1
     assert NodeCounts(None, 1, 0, 0).waiting is None
     assert os.path.basename(FleetDir(Path("/x")).output_pattern) == "%N.out"
+
+
+def test_a_step_host_list_that_cannot_be_read_names_no_node(tmp_path: Path) -> None:
+    fleet = FleetDir(tmp_path)
+    fleet.logs.mkdir()
+    fleet.write_status(NodeStatus("n1", NodeState.OK, exit_code=0, step_nodes="n[1-"))
+    fleet.write_status(NodeStatus("n2", NodeState.OK, exit_code=0, step_nodes="n[2-3]"))
+    assert NodeStatus("n1", NodeState.OK, step_nodes="n[1-").step_node_names == ()
+    assert list(settle(fleet)) == ["n1", "n2", "n3"]
+    from gpubench.fleet.launch import _count
+
+    assert _count(fleet.statuses(), None) == NodeCounts(2, 0, 2, 0)
