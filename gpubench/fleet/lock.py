@@ -14,7 +14,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from gpubench.errors import UserError
 
@@ -58,21 +58,27 @@ def prepare_node_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def node_lock(directory: Path, wait_s: float | None = None) -> Iterator[None]:
+def node_lock(directory: Path, wait_s: float | None = None, on_wait: Callable[[str], None] = lambda why: None) -> Iterator[None]:
     """Hold the node's lock inside the block. Waits for another holder up to `wait_s` seconds
-    (None: as long as it takes), then raises NodeBusy naming the holder."""
+    (None: as long as it takes), telling `on_wait` who holds it once, then raises NodeBusy naming
+    the holder."""
     prepare_node_dir(directory)
     path = lock_path(directory)
     fd = _open(path)
     try:
         give_up = None if wait_s is None else time.monotonic() + wait_s
+        waited = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                held = f"another gpubench run holds this node ({_holder(path)}; lock {path})"
                 if give_up is not None and time.monotonic() >= give_up:
-                    raise NodeBusy(f"another gpubench run holds this node ({_holder(path)}; lock {path})") from None
+                    raise NodeBusy(held) from None
+                if not waited:
+                    on_wait(held)
+                    waited = True
                 time.sleep(POLL_S)
         _record_holder(fd)
         yield

@@ -82,21 +82,19 @@ def _state(outcome: RunOutcome) -> NodeState:
 
 
 def _locked_run(task: NodeTask, cancelled: Callable[[], bool]) -> RunOutcome:
-    try:
-        with node_lock(task.node_dir, wait_s=0):
-            return _run(task, cancelled)
-    except NodeBusy as e:
-        print(f"gpubench fleet: {e}; waiting for it to end", file=sys.stderr, flush=True)
-    except UserError as e:
-        return RunOutcome(message=str(e))
+    """The run, once the node's lock is held: another run's holder is waited for until the deadline."""
     wait = None if task.deadline is None else max(0.0, task.deadline - time.time())
     try:
-        with node_lock(task.node_dir, wait_s=wait):
+        with node_lock(task.node_dir, wait_s=wait, on_wait=_say_waiting):
             return _run(task, cancelled)
     except NodeBusy as e:
         return RunOutcome(stopped_by="deadline", message=f"{e}, until --max-time")
     except UserError as e:
         return RunOutcome(message=str(e))
+
+
+def _say_waiting(why: str) -> None:
+    print(f"gpubench fleet: {why}; waiting for it to end", file=sys.stderr, flush=True)
 
 
 def _run(task: NodeTask, cancelled: Callable[[], bool]) -> RunOutcome:

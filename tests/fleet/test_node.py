@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from gpubench.fleet.layout import FleetDir, NodeState
-from gpubench.fleet.lock import node_lock
+from gpubench.fleet.lock import NodeBusy, node_lock
 from gpubench.fleet.node import NodeTask, run_node_task
 from gpubench.results.jsonio import read_run_file
 
@@ -45,10 +45,12 @@ def test_a_node_runs_into_its_local_history_exports_and_reports(tmp_path: Path) 
     assert oct((tmp_path / "local").stat().st_mode & 0o7777) == "0o1777"  # shared by every user of the node
 
 
-def test_a_node_held_by_another_run_waits_until_the_deadline_and_says_why(tmp_path: Path) -> None:
+def test_a_node_held_by_another_run_waits_until_the_deadline_and_says_why(tmp_path: Path, capfd) -> None:  # type: ignore[no-untyped-def]
     task = _task(tmp_path, QUICK, deadline=time.time() + 2)
     with node_lock(tmp_path / "local"):
         assert run_node_task(task) != 0
+    said = capfd.readouterr().err
+    assert said.count("waiting for it to end") == 1 and f"pid {os.getpid()}" in said
     status = _status(task)
     assert status["state"] == "timed out" and "another gpubench run holds this node" in status["message"]
     assert not task.fleet.export("n7").exists()
@@ -116,3 +118,18 @@ def test_a_run_that_ended_well_is_ok_even_when_it_was_asked_to_stop() -> None:
     assert _state(RunOutcome(130, stopped_by="deadline")) is NodeState.TIMED_OUT
     assert _state(RunOutcome(-9, stopped_by="deadline")) is NodeState.TIMED_OUT
     assert _state(RunOutcome(1)) is NodeState.FAILED and _state(RunOutcome(None)) is NodeState.FAILED
+
+
+def test_the_node_lock_says_once_who_holds_it_then_gives_up_at_the_wait(tmp_path: Path) -> None:
+    told: list[str] = []
+    with node_lock(tmp_path / "local"):
+        started = time.monotonic()
+        try:
+            with node_lock(tmp_path / "local", wait_s=1.2, on_wait=told.append):
+                raise AssertionError("the lock is held")
+        except NodeBusy as e:
+            assert f"pid {os.getpid()}" in str(e)
+        assert time.monotonic() - started >= 1.2
+    assert len(told) == 1 and f"pid {os.getpid()}" in told[0]
+    with node_lock(tmp_path / "local", wait_s=0, on_wait=told.append):
+        assert len(told) == 1  # free: nobody to wait for
