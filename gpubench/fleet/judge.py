@@ -23,46 +23,40 @@ def judge(collected: Collected, thresholds: Thresholds, rules: RuleSet | None = 
         raise UserError(_nothing_to_judge(collected))
     runs = {run.node: run for run in collected.runs}
     groups = peer_groups(runs.values(), thresholds)
-    findings: dict[str, list[Finding]] = {}
+    found: list[dict[str, list[Finding]]] = [_ending_findings(collected)]
     cases, cells = [], {}
     for group in groups:
         stats = case_stats(group, runs, thresholds)
-        cases += stats
         group_cells = capability_matrix(group, runs)
+        cases += stats
         cells.update(group_cells)
-        for found in (case_findings(stats, group), capability_findings(group_cells)):
-            for node, items in found.items():
-                findings.setdefault(node, []).extend(items)
+        found += [case_findings(stats, group), capability_findings(group_cells)]
     notes = list(collected.notes)
     if rules is not None:
-        found, rule_notes = check_rules(rules, collected.runs, baseline or {})
+        rule_findings, rule_notes = check_rules(rules, collected.runs, baseline or {})
+        found.append(rule_findings)
         notes += rule_notes
-        for node, items in found.items():
+    findings: dict[str, list[Finding]] = {}
+    for per_node in found:
+        for node, items in per_node.items():
             findings.setdefault(node, []).extend(items)
-    for node, status in collected.statuses.items():
-        if status.state is not NodeState.OK:
-            tail = collected.log_tails.get(node, ())
-            detail = (status.message or "no message") + (f"; its last output: {tail[-1]}" if tail else "")
-            findings.setdefault(node, []).append(Finding(FindingKind.NOT_FINISHED, status.state.value, detail))
-    for node, problem in collected.unreadable.items():
-        findings.setdefault(node, []).append(Finding(FindingKind.UNREADABLE, "export", problem))
     group_of = {node: group.name for group in groups for node in group.nodes}
     names = sorted(set(runs) | set(collected.statuses) | set(collected.unreadable), key=natural_key)
-    nodes = tuple(
-        NodeReport(
+    nodes = []
+    for name in names:
+        run, status = runs.get(name), collected.statuses.get(name)
+        nodes.append(NodeReport(
             node=name,
             group=group_of.get(name),
-            state=collected.statuses[name].state if name in collected.statuses else None,
-            run_uid=runs[name].uid if name in runs else None,
-            software=runs[name].software if name in runs else None,
-            findings=tuple(sorted(findings.get(name, ()), key=lambda f: FINDING_ORDER.index(f.kind))),
+            state=status.state if status else None,
+            run_uid=run.uid if run else None,
+            software=run.software if run else None,
+            findings=tuple(sorted(findings.get(name, ()), key=_rank)),
             log_tail=collected.log_tails.get(name, ()),
-        )
-        for name in names
-    )
+        ))
     columns = list(dict.fromkeys(key for name in names if name in cells for key in cells[name]))
     return FleetReport(
-        nodes=nodes,
+        nodes=tuple(nodes),
         groups=groups,
         cases=tuple(cases),
         capability_names=tuple(columns),
@@ -73,6 +67,23 @@ def judge(collected: Collected, thresholds: Thresholds, rules: RuleSet | None = 
         baseline=baseline_uids,
         notes=tuple(notes),
     )
+
+
+def _rank(finding: Finding) -> int:
+    return FINDING_ORDER.index(finding.kind)
+
+
+def _ending_findings(collected: Collected) -> dict[str, list[Finding]]:
+    """How each node's task ended, where not well, and the exports that could not be read."""
+    found: dict[str, list[Finding]] = {}
+    for node, status in collected.statuses.items():
+        if status.state is not NodeState.OK:
+            tail = collected.log_tails.get(node, ())
+            detail = (status.message or "no message") + (f"; its last output: {tail[-1]}" if tail else "")
+            found.setdefault(node, []).append(Finding(FindingKind.NOT_FINISHED, status.state.value, detail))
+    for node, problem in collected.unreadable.items():
+        found.setdefault(node, []).append(Finding(FindingKind.UNREADABLE, "export", problem))
+    return found
 
 
 def _software_groups(runs) -> tuple[tuple[Software, tuple[str, ...]], ...]:  # type: ignore[no-untyped-def]
