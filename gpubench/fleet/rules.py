@@ -136,22 +136,19 @@ def check_rules(rules: RuleSet, runs: Sequence[NodeRun], baseline: Mapping[CaseK
     """Findings per node, and notes on what could not be checked."""
     found: dict[str, list[Finding]] = {}
     notes: list[str] = []
-    known = {key for run in runs for key in run.cases}
+    known = sorted({key for run in runs for key in run.cases})
     for rule in rules.rules:
-        if rule.capabilities:
-            for run in runs:
-                if rule.applies_to(run.node):
-                    found.setdefault(run.node, []).extend(_capability_failures(rule, run))
-            continue
-        keys = [key for key in sorted(known) if rule.matches(key)]
-        if not keys:
+        keys = [key for key in known if rule.matches(key)]
+        if not rule.capabilities and not keys:
             raise UserError(f"{rules.source}: rule {rule.name!r} matches no case in any node's run ({rule.benchmark}/{rule.case})")
-        missing = [key for key in keys if rule.max_drop is not None and key not in baseline]
+        missing = [key for key in keys if key not in baseline] if rule.max_drop is not None else []
         if missing:
             notes.append(f"rule {rule.name!r}: the baseline has no value for {', '.join('/'.join(k) for k in missing)}; max_drop not checked there")
         for run in runs:
             if rule.applies_to(run.node):
-                found.setdefault(run.node, []).extend(f for key in keys if (f := _case_failure(rule, run, key, baseline)))
+                failures = (_capability_failures(rule, run) if rule.capabilities
+                            else [f for key in keys if (f := _case_failure(rule, run, key, baseline))])
+                found.setdefault(run.node, []).extend(failures)
     return {node: findings for node, findings in found.items() if findings}, notes
 
 
