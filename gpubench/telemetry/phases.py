@@ -22,14 +22,13 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 from gpubench.telemetry.derive import Derived, derive
-from gpubench.telemetry.samplers.base import THROTTLE_REASONS
+from gpubench.telemetry.samplers.base import is_throttling
 from gpubench.telemetry.summary import Baseline, EnergySource, Measure, Phase, PhaseName, TelemetryStatus, TelemetrySummary, ThrottleEvent, Timeline
 from gpubench.telemetry.trace import Reading, Trace
 
 MAX_SERIES_POINTS = 600
 MAX_EVENTS = 200
 FILL_GAPS_S = 2.0
-NOT_THROTTLING = frozenset({"gpu_idle"})
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ def _reason_share(readings: Sequence[Reading], idx: list[int]) -> dict[str, floa
     counts: dict[str, int] = {}
     for i in idx:
         for reason in readings[i].reasons:
-            if reason not in NOT_THROTTLING:
+            if is_throttling(reason):
                 counts[reason] = counts.get(reason, 0) + 1
     return {r: round(100.0 * n / len(idx), 1) for r, n in sorted(counts.items(), key=lambda kv: -kv[1])}
 
@@ -378,7 +377,7 @@ def _throttle_events(readings: Sequence[Reading], zero: float, quiet_s: float = 
     last_seen: dict[str, float] = {}
     for r in readings:
         for reason in r.reasons:
-            if reason not in THROTTLE_REASONS and not reason.startswith("unknown"):
+            if not is_throttling(reason):
                 continue
             seen = last_seen.get(reason)
             if (seen is None or r.t - seen > quiet_s) and len(events) < MAX_EVENTS:

@@ -40,6 +40,17 @@ def test_throttled_h100_trace_has_five_phases_and_throttle_shares():
     assert s.phase("cooldown").duration_s == pytest.approx(s.time_to_cool_s, abs=0.01)
 
 
+def test_clock_settings_are_not_throttling_in_the_shares_or_the_events():
+    """Applications and display clock settings are choices, not slowdowns; an unnamed bit may be one."""
+    trace = read_trace(DATA / "h100_steady.json")
+    held = ("applications_clocks_setting", "display_clock_setting", "unknown_0x1000")
+    readings = tuple(Reading(r.t, r.values, r.reasons + held) for r in trace.readings)
+    s = summarize(Trace(trace.metadata, readings, trace.marks, trace.counters))
+    assert s.throttled_pct_by_reason == {"unknown_0x1000": 100.0}
+    assert all(set(p.throttled_pct_by_reason) <= {"unknown_0x1000"} for p in s.phases)
+    assert [e.reason for e in s.events] == ["unknown_0x1000"]
+
+
 def test_steady_trace_without_throttling():
     s = summarize(read_trace(DATA / "h100_steady.json"))
     assert s.status is TelemetryStatus.OK

@@ -53,6 +53,11 @@ THROTTLE_REASONS = frozenset(
 )
 
 
+def is_throttling(reason: str) -> bool:
+    """Whether a clocks-event reason holds the clocks back (a bit gpubench cannot name may: it counts)."""
+    return reason in THROTTLE_REASONS or reason.startswith("unknown")
+
+
 def slug(text: str) -> str:
     """A name part without dots or spaces (series names use dots between their parts)."""
     return re.sub(r"[^A-Za-z0-9_+-]+", "_", text.strip()) or "x"
