@@ -134,10 +134,12 @@ def _show_run(stored, reports_dir: Path | None, as_json: bool, db: Path) -> list
     """Write the run's reports and print its report (not with --json); the problems."""
     paths, problems = [], []
     if reports_dir is not None:
+        from gpubench.report.html import write_run_reports
+
         try:
-            paths = _write_reports(stored, reports_dir)
+            paths = list(write_run_reports(stored, reports_dir))
         except UserError as e:
-            problems.append(str(e))
+            problems.append(f"results are stored, but {e}")
     if not as_json:
         from gpubench.cli.report import show_run
 
@@ -145,15 +147,6 @@ def _show_run(stored, reports_dir: Path | None, as_json: bool, db: Path) -> list
     for p in paths if as_json else ():
         typer.echo(f"report: {p}", err=True)
     return problems
-
-
-def _write_reports(run, directory: Path) -> list[Path]:  # type: ignore[no-untyped-def]
-    from gpubench.report.html import write_run_reports
-
-    try:
-        return list(write_run_reports(run, directory))
-    except UserError as e:
-        raise UserError(f"results are stored, but {e}") from None
 
 
 def register(app: typer.Typer, calibrate_app: typer.Typer) -> None:
