@@ -184,10 +184,23 @@ def _best(pairs: Sequence[tuple[Result, Params]]) -> tuple[Result, Params] | Non
     return max(pairs, key=lambda p: _median(p[0]) if p[0].higher_is_better else -_median(p[0]))
 
 
-def versus(what: str, result: Result, other: Result, note: str = "", own: bool = False) -> Versus | None:
-    """`result` against `other`; None when a ratio cannot be formed."""
+def _best_result(pairs: Sequence[tuple[Result, Params]]) -> Result | None:
+    best = _best(pairs)
+    return best[0] if best else None
+
+
+def _against(found: Iterable[Versus | None], missing: str) -> tuple[tuple[Versus, ...], str]:
+    """A row's versus and no_versus: the comparisons that could be formed, or `missing` where none could."""
+    kept = tuple(v for v in found if v is not None)
+    return kept, "" if kept else missing
+
+
+def versus(what: str, result: Result, other: Result | None, note: str = "", own: bool = False) -> Versus | None:
+    """`result` against `other`; None where there is no other or a ratio cannot be formed."""
     from gpubench.results.compare import ratio_confidence_interval
 
+    if other is None:
+        return None
     base = _median(other)
     if base <= 0 or _median(result) <= 0:
         return None
@@ -281,9 +294,9 @@ def _copy_rows(results: Sequence[Result], machine: _Machine) -> list[PathRow]:
         limit, no_limit = machine.gpu_limit(p.gpu_pci)
         twin = next(((r, q) for r, q in copies if q.direction == direction and q.size == p.size and q.gpu == p.gpu
                      and q.host_memory != p.host_memory and q.engine == p.engine), None)
-        vs = versus(f"{twin[1].host_memory} memory", result, twin[0]) if twin is not None else None
+        vs = _against([twin and versus(f"{twin[1].host_memory} memory", result, twin[0])], "no copy from the other kind of host memory")
         job = f"{p.host_memory} memory, {p.engine}, {format_size(p.size)}, GPU {p.gpu}"
-        rows.append(PathRow(path, job, result, limit, no_limit, (vs,) if vs else (), "" if vs else "no copy from the other kind of host memory"))
+        rows.append(PathRow(path, job, result, limit, no_limit, *vs))
     return rows
 
 
@@ -295,9 +308,9 @@ def _gds_rows(results: Sequence[Result], machine: _Machine) -> list[PathRow]:
     result, p = best
     limit, no_limit = machine.gpu_limit(p.gpu_pci)
     twin = next((r for r, q in reads if q.baseline and q.size == p.size and q.cache == p.cache and q.gpu == p.gpu), None)
-    vs = versus("POSIX read + copy", result, twin) if twin is not None else None
+    vs = _against([versus("POSIX read + copy", result, twin)], "no POSIX read + copy of this size and cache")
     job = f"read {p.cache} cache, {format_size(p.size)}, {p.threads} thread{'s' if p.threads > 1 else ''}, GPU {p.gpu}"
-    return [PathRow("GPUDirect Storage (KvikIO)", job, result, limit, no_limit, (vs,) if vs else (), "" if vs else "no POSIX read + copy of this size and cache")]
+    return [PathRow("GPUDirect Storage (KvikIO)", job, result, limit, no_limit, *vs)]
 
 
 def _hmm_rows(results: Sequence[Result], machine: _Machine) -> list[PathRow]:
@@ -309,9 +322,10 @@ def _hmm_rows(results: Sequence[Result], machine: _Machine) -> list[PathRow]:
     limit, no_limit = machine.gpu_limit(p.gpu_pci)
     same = [(r, q) for r, q in cases if q.size == p.size and q.gpu == p.gpu]
     others = [("managed memory", "managed"), ("explicit copy", "copy")] if p.memory == "system" else [("explicit copy", "copy")]
-    vs = [v for what, memory in others if (b := _best([(r, q) for r, q in same if q.memory == memory])) and (v := versus(what, result, b[0]))]
+    vs = _against([versus(what, result, _best_result([(r, q) for r, q in same if q.memory == memory])) for what, memory in others],
+                  "no other placement of this size")
     path = "HMM: GPU reads system memory" if p.memory == "system" else "managed memory (HMM not measured)"
-    return [PathRow(path, f"{p.placement}, {format_size(p.size)}, GPU {p.gpu}", result, limit, no_limit, tuple(vs), "" if vs else "no other placement of this size")]
+    return [PathRow(path, f"{p.placement}, {format_size(p.size)}, GPU {p.gpu}", result, limit, no_limit, *vs)]
 
 
 def _p2p_rows(results: Sequence[Result], machine: _Machine) -> list[PathRow]:
@@ -326,8 +340,8 @@ def _p2p_rows(results: Sequence[Result], machine: _Machine) -> list[PathRow]:
         return [PathRow("GPU to GPU through host", job, result, limit, no_limit, (), "no pair has peer access: all went through the host")]
     host = [(r, q) for r, q in pairs if q.via == "host" and q.kind == p.kind and q.size == p.size]
     twin = next((r for r, q in host if {q.src, q.dst} == {p.src, p.dst}), None) or (host[0][0] if host else None)
-    vs = versus("through host", result, twin) if twin is not None else None
-    return [PathRow("GPU to GPU (P2P)", job, result, limit, no_limit, (vs,) if vs else (), "" if vs else "no pair was copied through the host in this run")]
+    vs = _against([versus("through host", result, twin)], "no pair was copied through the host in this run")
+    return [PathRow("GPU to GPU (P2P)", job, result, limit, no_limit, *vs)]
 
 
 def _tier_rows(results: Sequence[Result], machine: _Machine) -> list[PathRow]:
@@ -354,7 +368,7 @@ def _far_versus(result: Result, p: TierParams, here: list[tuple[Result, TierPara
     twin = next((r for r, q in local if q.kernel == p.kernel), None)
     chase = next((r for r, q in here if q.kernel == "chase"), None)
     local_chase = next((r for r, q in local if q.kernel == "chase"), None)
-    found = [twin and versus("the local node", result, twin), chase and local_chase and versus("the local node", chase, local_chase, own=True)]
+    found = (versus("the local node", result, twin), chase and versus("the local node", chase, local_chase, own=True))
     return tuple(v for v in found if v)
 
 
