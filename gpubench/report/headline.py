@@ -27,6 +27,7 @@ from gpubench.bench.memtier import STREAM_KERNELS, TierParams
 from gpubench.probe.model import Profile, Status
 from gpubench.probe.views import LinksView, NumaView
 from gpubench.report import formats
+from gpubench.results.metadata import stored_profile
 from gpubench.results.model import Result, ResultStatus, Run
 
 Params = TypeVar("Params")
@@ -153,15 +154,6 @@ def build(run: Run) -> Headline:
     for family in (_io_rows, _copy_rows, _gds_rows, _hmm_rows, _p2p_rows, _tier_rows):
         rows += family(measured, machine)
     return Headline(shortfalls, tuple(rows), machine.links.recorded)
-
-
-def stored_profile(run: Run) -> Profile | None:
-    """The probe a run was planned from; None where it stored none that can be read."""
-    try:
-        profile = Profile.from_dict(run.profile)
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return None
-    return profile if profile.capabilities else None
 
 
 def _of(results: Iterable[Result], benchmark: str, read: Callable[[Result], Params | None]) -> list[tuple[Result, Params]]:
