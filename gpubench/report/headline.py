@@ -31,7 +31,7 @@ from gpubench.results.metadata import stored_profile
 from gpubench.results.model import Result, ResultStatus, Run
 
 Params = TypeVar("Params")
-NOT_RECORDED = "not recorded: this run's probe predates the links area"
+LINKS_NOT_RECORDED = "not recorded: this run's probe predates the links area"
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ class _Machine:
     def gpu_limit(self, address: str | None) -> tuple[Limit | None, str]:
         """The PCIe link of the GPU at `address`, GB/s per direction."""
         if not self.links.recorded:
-            return None, NOT_RECORDED
+            return None, LINKS_NOT_RECORDED
         link = self.links.link_of(address)
         if link is None or link.gbps is None:
             return None, f"not stated: the probe found no PCIe link for GPU {address or '?'}"
@@ -219,7 +219,7 @@ class _Machine:
     def pair_limit(self, pair: PairParams) -> tuple[Limit | None, str]:
         factor = 2.0 if pair.both_ways else 1.0
         if not self.links.recorded:
-            return None, NOT_RECORDED
+            return None, LINKS_NOT_RECORDED
         a, b = self.links.nvlink_of(pair.src_pci), self.links.nvlink_of(pair.dst_pci)
         nvlink = a.to(b) if a and b else None
         if nvlink and pair.via == "peer":

@@ -17,7 +17,6 @@ from gpubench.report.matrix import pair_matrices
 from gpubench.report.terminal import machine_line
 from gpubench.results.model import Run, RunStatus
 
-NOT_AVAILABLE = "—"
 RUN_STATUS_NOTICE = {
     RunStatus.COMPLETE: "",
     RunStatus.INTERRUPTED: "This run was interrupted: only the results completed before it stopped are shown.",
@@ -65,10 +64,10 @@ def case_views(section: sec.Section) -> list[dict[str, Any]]:
         rows.append({
             "case": r.case,
             "status": r.status.value,
-            "median": row.median_text if s else NOT_AVAILABLE,
+            "median": row.median_text if s else formats.NOT_AVAILABLE,
             "direction": "higher is better" if r.higher_is_better else "lower is better",
-            "ci": row.ci_text(" – ") if s else NOT_AVAILABLE,
-            "spread": f"{s.rel_spread:.1%}" if s and math.isfinite(s.rel_spread) else NOT_AVAILABLE,
+            "ci": row.ci_text(" – ") if s else formats.NOT_AVAILABLE,
+            "spread": f"{s.rel_spread:.1%}" if s and math.isfinite(s.rel_spread) else formats.NOT_AVAILABLE,
             "n": str(len(r.samples)),
             "reason": r.reason if r.status.value != "ok" else "",
             "versus": hl.ratio_text(v.ratio) if v else "",
@@ -124,8 +123,8 @@ def header_view(run: Run) -> dict[str, Any]:
         "local_id": run.id,
         "status": run.status.value,
         "notice": RUN_STATUS_NOTICE[run.status],
-        "started": formats.when(run.started, NOT_AVAILABLE),
-        "took": formats.duration(run.ended - run.started, NOT_AVAILABLE) if run.ended is not None else "not recorded",
+        "started": formats.when(run.started, formats.NOT_AVAILABLE),
+        "took": formats.duration(run.ended - run.started, formats.NOT_AVAILABLE) if run.ended is not None else formats.NOT_RECORDED,
         "machine": machine_line(run),
         "counts": counts,
         "machine_speed": formats.machine_speed(run),

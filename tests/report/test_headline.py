@@ -10,7 +10,7 @@ import pytest
 from gpubench.bench.core.job import JobOptions, Progress, run_job
 from gpubench.bench.core.runner import parse_params
 from gpubench.probe import Source, Status, probe
-from gpubench.report.headline import NOT_RECORDED, Versus, build, io_versus_psync, to_dict
+from gpubench.report.headline import LINKS_NOT_RECORDED, Versus, build, io_versus_psync, to_dict
 from gpubench.results.store import Store
 
 from tests.report import machines
@@ -126,7 +126,7 @@ def test_a_run_stored_before_the_links_area_says_not_recorded(tmp_path: Path):
     head = build(replace(run, profile=older))
     assert not head.links_recorded
     row = next(r for r in head.paths if r.path == "host to GPU copy")
-    assert row.limit is None and row.no_limit == NOT_RECORDED
+    assert row.limit is None and row.no_limit == LINKS_NOT_RECORDED
 
 
 def test_the_json_form_carries_every_figure(tmp_path: Path):
