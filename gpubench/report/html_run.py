@@ -147,6 +147,11 @@ def _phase_colour(title: str) -> str:
     return PHASE_COLOUR.get(name, "#d6dbdf")
 
 
+# the headers of the telemetry table's figure columns (telemetry.ROW_FIGURES); all but throttled are numbers
+TELEMETRY_COLUMNS = {"peak": "peak", "sustained": "sustained", "energy": "energy", "per_gb": "per GB", "throttled": "throttled",
+                     "cool": "time to cool"}
+
+
 def _figure(value: float | None, unit: str = "") -> str:
     return f"{formats.number(value)}{' ' + unit if unit else ''}" if value is not None else ""
 
@@ -159,21 +164,21 @@ def telemetry_view(bench: tel.BenchmarkTelemetry) -> dict[str, Any] | None:
 
     rows = []
     for case in bench.cases:
-        throttled = case.throttled
+        summary, throttled = case.summary, case.throttled
         rows.append({
             "case": case.case,
             "strip": [{"name": span.name, "colour": _phase_colour(span.name), "left": f"{span.start * 100:.2f}",
                        "width": f"{span.width * 100:.2f}", "seconds": formats.number(span.seconds)} for span in case.strip],
-            "peak": _figure(case.peak_w, "W"), "sustained": _figure(case.sustained_w, "W"), "energy": _figure(case.energy_j, "J"),
-            "per_gb": _figure(case.j_per_gb, "J/GB"), "throttled": f"{throttled[1]:.0f}% {throttled[0]}" if throttled else "",
-            "cool": _figure(case.time_to_cool_s, "s"),
+            "peak": _figure(summary.peak_w, "W"), "sustained": _figure(summary.sustained_mean_w, "W"),
+            "energy": _figure(summary.energy_j, "J"), "per_gb": _figure(summary.j_per_gb, "J/GB"),
+            "throttled": f"{throttled[1]:.0f}% {throttled[0]}" if throttled else "", "cool": _figure(summary.time_to_cool_s, "s"),
         })
     drawn = bench.drawn
     hz = next((c.summary.hz for c in bench.cases if c.summary.hz), None)
     return {
         "line": tel.line(bench).removeprefix("telemetry: "),
         "hz": formats.number(hz) if hz else "",
-        "columns": bench.columns,
+        "columns": [{"key": key, "title": TELEMETRY_COLUMNS[key], "num": key != "throttled"} for key in bench.columns],
         "rows": rows if bench.columns or any(len(r["strip"]) > 1 for r in rows) else [],
         "svg": charts_svg(charts.telemetry_chart(drawn.summary)) if drawn is not None else None,
         "drawn": drawn.case if drawn is not None else "",
