@@ -48,11 +48,6 @@ def _svg(markup: str | None) -> Any:
 # ---------------------------------------------------------------- formatting
 
 
-def format_params(params: dict[str, Any]) -> list[str]:
-    """key=value chips; parameters that are unset (None) say nothing and are left out."""
-    return [f"{key}={value}" for key, value in params.items() if value is not None]
-
-
 def _scalar_text(value: Any) -> str:
     if value is None:
         return formats.NOT_AVAILABLE
