@@ -56,7 +56,7 @@ def _capability_matrix(report: FleetReport) -> dict[str, Any]:
         cells = []
         for key in report.capability_names:
             cell: CapabilityCell | None = row.get(key)
-            status = cell.status.value if cell is not None and cell.status is not None else "not probed"
+            status = formats.probed_verdict(cell.status if cell is not None else None)
             note = None
             if cell is not None and cell.odd:
                 notes.append({"node": node, "capability": key[1], "status": status, "lost": cell.lost, "why": cell.why})

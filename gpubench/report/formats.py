@@ -98,7 +98,8 @@ def side_value(case, side: str, with_unit: bool = False) -> str:  # type: ignore
     return f"{number(level)} {result.unit}" if with_unit else number(level)
 
 
-NOT_RECORDED = "not recorded"
+NOT_AVAILABLE = "—"  # a figure or a time there is none of
+NOT_RECORDED = "not recorded"  # a fact the run did not store (an older gpubench, a run that never ended)
 
 
 def setting_values(values) -> str:  # type: ignore[no-untyped-def]

@@ -27,10 +27,11 @@ from gpubench.bench.memtier import STREAM_KERNELS, TierParams
 from gpubench.probe.model import Profile, Status
 from gpubench.probe.views import LinksView, NumaView
 from gpubench.report import formats
+from gpubench.results.metadata import stored_profile
 from gpubench.results.model import Result, ResultStatus, Run
 
 Params = TypeVar("Params")
-NOT_RECORDED = "not recorded: this run's probe predates the links area"
+LINKS_NOT_RECORDED = "not recorded: this run's probe predates the links area"
 
 
 @dataclass(frozen=True)
@@ -155,15 +156,6 @@ def build(run: Run) -> Headline:
     return Headline(shortfalls, tuple(rows), machine.links.recorded)
 
 
-def stored_profile(run: Run) -> Profile | None:
-    """The probe a run was planned from; None where it stored none that can be read."""
-    try:
-        profile = Profile.from_dict(run.profile)
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return None
-    return profile if profile.capabilities else None
-
-
 def _of(results: Iterable[Result], benchmark: str, read: Callable[[Result], Params | None]) -> list[tuple[Result, Params]]:
     out = []
     for r in results:
@@ -184,10 +176,23 @@ def _best(pairs: Sequence[tuple[Result, Params]]) -> tuple[Result, Params] | Non
     return max(pairs, key=lambda p: _median(p[0]) if p[0].higher_is_better else -_median(p[0]))
 
 
-def versus(what: str, result: Result, other: Result, note: str = "", own: bool = False) -> Versus | None:
-    """`result` against `other`; None when a ratio cannot be formed."""
+def _best_result(pairs: Sequence[tuple[Result, Params]]) -> Result | None:
+    best = _best(pairs)
+    return best[0] if best else None
+
+
+def _against(found: Iterable[Versus | None], missing: str) -> tuple[tuple[Versus, ...], str]:
+    """A row's versus and no_versus: the comparisons that could be formed, or `missing` where none could."""
+    kept = tuple(v for v in found if v is not None)
+    return kept, "" if kept else missing
+
+
+def versus(what: str, result: Result, other: Result | None, note: str = "", own: bool = False) -> Versus | None:
+    """`result` against `other`; None where there is no other or a ratio cannot be formed."""
     from gpubench.results.compare import ratio_confidence_interval
 
+    if other is None:
+        return None
     base = _median(other)
     if base <= 0 or _median(result) <= 0:
         return None
@@ -205,7 +210,7 @@ class _Machine:
     def gpu_limit(self, address: str | None) -> tuple[Limit | None, str]:
         """The PCIe link of the GPU at `address`, GB/s per direction."""
         if not self.links.recorded:
-            return None, NOT_RECORDED
+            return None, LINKS_NOT_RECORDED
         link = self.links.link_of(address)
         if link is None or link.gbps is None:
             return None, f"not stated: the probe found no PCIe link for GPU {address or '?'}"
@@ -214,7 +219,7 @@ class _Machine:
     def pair_limit(self, pair: PairParams) -> tuple[Limit | None, str]:
         factor = 2.0 if pair.both_ways else 1.0
         if not self.links.recorded:
-            return None, NOT_RECORDED
+            return None, LINKS_NOT_RECORDED
         a, b = self.links.nvlink_of(pair.src_pci), self.links.nvlink_of(pair.dst_pci)
         nvlink = a.to(b) if a and b else None
         if nvlink and pair.via == "peer":
@@ -281,9 +286,9 @@ def _copy_rows(results: Sequence[Result], machine: _Machine) -> list[PathRow]:
         limit, no_limit = machine.gpu_limit(p.gpu_pci)
         twin = next(((r, q) for r, q in copies if q.direction == direction and q.size == p.size and q.gpu == p.gpu
                      and q.host_memory != p.host_memory and q.engine == p.engine), None)
-        vs = versus(f"{twin[1].host_memory} memory", result, twin[0]) if twin is not None else None
+        vs = _against([twin and versus(f"{twin[1].host_memory} memory", result, twin[0])], "no copy from the other kind of host memory")
         job = f"{p.host_memory} memory, {p.engine}, {format_size(p.size)}, GPU {p.gpu}"
-        rows.append(PathRow(path, job, result, limit, no_limit, (vs,) if vs else (), "" if vs else "no copy from the other kind of host memory"))
+        rows.append(PathRow(path, job, result, limit, no_limit, *vs))
     return rows
 
 
@@ -295,9 +300,9 @@ def _gds_rows(results: Sequence[Result], machine: _Machine) -> list[PathRow]:
     result, p = best
     limit, no_limit = machine.gpu_limit(p.gpu_pci)
     twin = next((r for r, q in reads if q.baseline and q.size == p.size and q.cache == p.cache and q.gpu == p.gpu), None)
-    vs = versus("POSIX read + copy", result, twin) if twin is not None else None
+    vs = _against([versus("POSIX read + copy", result, twin)], "no POSIX read + copy of this size and cache")
     job = f"read {p.cache} cache, {format_size(p.size)}, {p.threads} thread{'s' if p.threads > 1 else ''}, GPU {p.gpu}"
-    return [PathRow("GPUDirect Storage (KvikIO)", job, result, limit, no_limit, (vs,) if vs else (), "" if vs else "no POSIX read + copy of this size and cache")]
+    return [PathRow("GPUDirect Storage (KvikIO)", job, result, limit, no_limit, *vs)]
 
 
 def _hmm_rows(results: Sequence[Result], machine: _Machine) -> list[PathRow]:
@@ -309,9 +314,10 @@ def _hmm_rows(results: Sequence[Result], machine: _Machine) -> list[PathRow]:
     limit, no_limit = machine.gpu_limit(p.gpu_pci)
     same = [(r, q) for r, q in cases if q.size == p.size and q.gpu == p.gpu]
     others = [("managed memory", "managed"), ("explicit copy", "copy")] if p.memory == "system" else [("explicit copy", "copy")]
-    vs = [v for what, memory in others if (b := _best([(r, q) for r, q in same if q.memory == memory])) and (v := versus(what, result, b[0]))]
+    vs = _against([versus(what, result, _best_result([(r, q) for r, q in same if q.memory == memory])) for what, memory in others],
+                  "no other placement of this size")
     path = "HMM: GPU reads system memory" if p.memory == "system" else "managed memory (HMM not measured)"
-    return [PathRow(path, f"{p.placement}, {format_size(p.size)}, GPU {p.gpu}", result, limit, no_limit, tuple(vs), "" if vs else "no other placement of this size")]
+    return [PathRow(path, f"{p.placement}, {format_size(p.size)}, GPU {p.gpu}", result, limit, no_limit, *vs)]
 
 
 def _p2p_rows(results: Sequence[Result], machine: _Machine) -> list[PathRow]:
@@ -326,8 +332,8 @@ def _p2p_rows(results: Sequence[Result], machine: _Machine) -> list[PathRow]:
         return [PathRow("GPU to GPU through host", job, result, limit, no_limit, (), "no pair has peer access: all went through the host")]
     host = [(r, q) for r, q in pairs if q.via == "host" and q.kind == p.kind and q.size == p.size]
     twin = next((r for r, q in host if {q.src, q.dst} == {p.src, p.dst}), None) or (host[0][0] if host else None)
-    vs = versus("through host", result, twin) if twin is not None else None
-    return [PathRow("GPU to GPU (P2P)", job, result, limit, no_limit, (vs,) if vs else (), "" if vs else "no pair was copied through the host in this run")]
+    vs = _against([versus("through host", result, twin)], "no pair was copied through the host in this run")
+    return [PathRow("GPU to GPU (P2P)", job, result, limit, no_limit, *vs)]
 
 
 def _tier_rows(results: Sequence[Result], machine: _Machine) -> list[PathRow]:
@@ -354,7 +360,7 @@ def _far_versus(result: Result, p: TierParams, here: list[tuple[Result, TierPara
     twin = next((r for r, q in local if q.kernel == p.kernel), None)
     chase = next((r for r, q in here if q.kernel == "chase"), None)
     local_chase = next((r for r, q in local if q.kernel == "chase"), None)
-    found = [twin and versus("the local node", result, twin), chase and local_chase and versus("the local node", chase, local_chase, own=True)]
+    found = (versus("the local node", result, twin), chase and versus("the local node", chase, local_chase, own=True))
     return tuple(v for v in found if v)
 
 

@@ -20,7 +20,6 @@ from gpubench.results.model import Comparison, ResultStatus, Run, Verdict
 
 CAPABILITY_STATUSES = ("yes", "partial", "no", "unknown")
 RESULT_STATUSES = tuple(s.value for s in ResultStatus)
-NOT_AVAILABLE = "—"
 
 
 def _environment() -> Any:
@@ -49,18 +48,13 @@ def _svg(markup: str | None) -> Any:
 # ---------------------------------------------------------------- formatting
 
 
-def format_params(params: dict[str, Any]) -> list[str]:
-    """key=value chips; parameters that are unset (None) say nothing and are left out."""
-    return [f"{key}={value}" for key, value in params.items() if value is not None]
-
-
 def _scalar_text(value: Any) -> str:
     if value is None:
-        return NOT_AVAILABLE
+        return formats.NOT_AVAILABLE
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return formats.number(value, NOT_AVAILABLE)
+        return formats.number(value, formats.NOT_AVAILABLE)
     return str(value)
 
 
@@ -68,14 +62,14 @@ def flatten_metadata(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     """Nested metadata as (dotted key, text) rows: dict keys joined by '.', list items as [i]."""
     if isinstance(value, dict):
         if not value and prefix:
-            return [(prefix, NOT_AVAILABLE)]
+            return [(prefix, formats.NOT_AVAILABLE)]
         rows: list[tuple[str, str]] = []
         for key, item in value.items():
             rows += flatten_metadata(item, f"{prefix}.{key}" if prefix else str(key))
         return rows
     if isinstance(value, (list, tuple)):
         if all(not isinstance(item, (dict, list, tuple)) for item in value):
-            return [(prefix, ", ".join(_scalar_text(item) for item in value) or NOT_AVAILABLE)]
+            return [(prefix, ", ".join(_scalar_text(item) for item in value) or formats.NOT_AVAILABLE)]
         rows = []
         for index, item in enumerate(value):
             rows += flatten_metadata(item, f"{prefix}[{index}]")
@@ -95,9 +89,9 @@ def run_header(run: Run) -> dict[str, Any]:
         "label": run.label,
         "uid": run.uid,
         "local_id": run.id,
-        "started": formats.when(run.started, NOT_AVAILABLE),
-        "ended": formats.when(run.ended, NOT_AVAILABLE) if run.ended is not None else "not recorded",
-        "duration": formats.duration(duration, NOT_AVAILABLE),
+        "started": formats.when(run.started, formats.NOT_AVAILABLE),
+        "ended": formats.when(run.ended, formats.NOT_AVAILABLE) if run.ended is not None else formats.NOT_RECORDED,
+        "duration": formats.duration(duration, formats.NOT_AVAILABLE),
         "status": run.status.value,
         "notice": RUN_STATUS_NOTICE[run.status],
         "counts": counts,
@@ -155,8 +149,8 @@ def metadata_diff(base: dict[str, Any], new: dict[str, Any]) -> list[dict[str, A
     return [
         {
             "key": key,
-            "base": base_rows.get(key, NOT_AVAILABLE),
-            "new": new_rows.get(key, NOT_AVAILABLE),
+            "base": base_rows.get(key, formats.NOT_AVAILABLE),
+            "new": new_rows.get(key, formats.NOT_AVAILABLE),
             "differs": base_rows.get(key) != new_rows.get(key),
         }
         for key in keys

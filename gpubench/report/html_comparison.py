@@ -15,7 +15,6 @@ from gpubench.report import formats
 from gpubench.results.changes import WhatChanged
 from gpubench.results.model import CaseComparison, Comparison, ResultStatus, Verdict
 
-NOT_AVAILABLE = "—"
 VERDICT_CLASS = {
     Verdict.BETTER: "better",
     Verdict.WORSE: "worse",
@@ -86,16 +85,16 @@ def case_row(case: CaseComparison, notes: list[str]) -> dict[str, Any]:
         "direction": "higher is better" if case.higher_is_better else "lower is better",
         "base": formats.side_value(case, "base", with_unit=True),
         "new": formats.side_value(case, "new", with_unit=True),
-        "ratio": f"{ratio:.3f}" if ratio is not None else NOT_AVAILABLE,
+        "ratio": f"{ratio:.3f}" if ratio is not None else formats.NOT_AVAILABLE,
         "change": f"{(ratio - 1) * 100:+.1f}%" if ratio is not None else "",
-        "ci": f"{case.ci_low:.3f} – {case.ci_high:.3f}" if has_ci else NOT_AVAILABLE,
-        "p": formats.p_value(case.p_value, NOT_AVAILABLE),
+        "ci": f"{case.ci_low:.3f} – {case.ci_high:.3f}" if has_ci else formats.NOT_AVAILABLE,
+        "p": formats.p_value(case.p_value, formats.NOT_AVAILABLE),
         "verdict": case.verdict.value,
         "verdict_class": VERDICT_CLASS[case.verdict],
         "refs": refs,
         "units": case.units,
-        "base_medians": " · ".join(formats.number(m, NOT_AVAILABLE) for m in case.base_medians),
-        "new_medians": " · ".join(formats.number(m, NOT_AVAILABLE) for m in case.new_medians),
+        "base_medians": " · ".join(formats.number(m, formats.NOT_AVAILABLE) for m in case.base_medians),
+        "new_medians": " · ".join(formats.number(m, formats.NOT_AVAILABLE) for m in case.new_medians),
     }
 
 

@@ -17,7 +17,6 @@ from gpubench.report.matrix import pair_matrices
 from gpubench.report.terminal import machine_line
 from gpubench.results.model import Run, RunStatus
 
-NOT_AVAILABLE = "—"
 RUN_STATUS_NOTICE = {
     RunStatus.COMPLETE: "",
     RunStatus.INTERRUPTED: "This run was interrupted: only the results completed before it stopped are shown.",
@@ -65,10 +64,10 @@ def case_views(section: sec.Section) -> list[dict[str, Any]]:
         rows.append({
             "case": r.case,
             "status": r.status.value,
-            "median": row.median_text if s else NOT_AVAILABLE,
+            "median": row.median_text if s else formats.NOT_AVAILABLE,
             "direction": "higher is better" if r.higher_is_better else "lower is better",
-            "ci": row.ci_text(" – ") if s else NOT_AVAILABLE,
-            "spread": f"{s.rel_spread:.1%}" if s and math.isfinite(s.rel_spread) else NOT_AVAILABLE,
+            "ci": row.ci_text(" – ") if s else formats.NOT_AVAILABLE,
+            "spread": f"{s.rel_spread:.1%}" if s and math.isfinite(s.rel_spread) else formats.NOT_AVAILABLE,
             "n": str(len(r.samples)),
             "reason": r.reason if r.status.value != "ok" else "",
             "versus": hl.ratio_text(v.ratio) if v else "",
@@ -124,8 +123,8 @@ def header_view(run: Run) -> dict[str, Any]:
         "local_id": run.id,
         "status": run.status.value,
         "notice": RUN_STATUS_NOTICE[run.status],
-        "started": formats.when(run.started, NOT_AVAILABLE),
-        "took": formats.duration(run.ended - run.started, NOT_AVAILABLE) if run.ended is not None else "not recorded",
+        "started": formats.when(run.started, formats.NOT_AVAILABLE),
+        "took": formats.duration(run.ended - run.started, formats.NOT_AVAILABLE) if run.ended is not None else formats.NOT_RECORDED,
         "machine": machine_line(run),
         "counts": counts,
         "machine_speed": formats.machine_speed(run),
@@ -148,6 +147,11 @@ def _phase_colour(title: str) -> str:
     return PHASE_COLOUR.get(name, "#d6dbdf")
 
 
+# the headers of the telemetry table's figure columns (telemetry.ROW_FIGURES); all but throttled are numbers
+TELEMETRY_COLUMNS = {"peak": "peak", "sustained": "sustained", "energy": "energy", "per_gb": "per GB", "throttled": "throttled",
+                     "cool": "time to cool"}
+
+
 def _figure(value: float | None, unit: str = "") -> str:
     return f"{formats.number(value)}{' ' + unit if unit else ''}" if value is not None else ""
 
@@ -160,21 +164,21 @@ def telemetry_view(bench: tel.BenchmarkTelemetry) -> dict[str, Any] | None:
 
     rows = []
     for case in bench.cases:
-        throttled = case.throttled
+        summary, throttled = case.summary, case.throttled
         rows.append({
             "case": case.case,
             "strip": [{"name": span.name, "colour": _phase_colour(span.name), "left": f"{span.start * 100:.2f}",
                        "width": f"{span.width * 100:.2f}", "seconds": formats.number(span.seconds)} for span in case.strip],
-            "peak": _figure(case.peak_w, "W"), "sustained": _figure(case.sustained_w, "W"), "energy": _figure(case.energy_j, "J"),
-            "per_gb": _figure(case.j_per_gb, "J/GB"), "throttled": f"{throttled[1]:.0f}% {throttled[0]}" if throttled else "",
-            "cool": _figure(case.time_to_cool_s, "s"),
+            "peak": _figure(summary.peak_w, "W"), "sustained": _figure(summary.sustained_mean_w, "W"),
+            "energy": _figure(summary.energy_j, "J"), "per_gb": _figure(summary.j_per_gb, "J/GB"),
+            "throttled": f"{throttled[1]:.0f}% {throttled[0]}" if throttled else "", "cool": _figure(summary.time_to_cool_s, "s"),
         })
     drawn = bench.drawn
     hz = next((c.summary.hz for c in bench.cases if c.summary.hz), None)
     return {
         "line": tel.line(bench).removeprefix("telemetry: "),
         "hz": formats.number(hz) if hz else "",
-        "columns": bench.columns,
+        "columns": [{"key": key, "title": TELEMETRY_COLUMNS[key], "num": key != "throttled"} for key in bench.columns],
         "rows": rows if bench.columns or any(len(r["strip"]) > 1 for r in rows) else [],
         "svg": charts_svg(charts.telemetry_chart(drawn.summary)) if drawn is not None else None,
         "drawn": drawn.case if drawn is not None else "",

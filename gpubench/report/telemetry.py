@@ -10,6 +10,7 @@ number contradicts another."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from gpubench.report import formats
 from gpubench.results.model import Result, Run
@@ -42,30 +43,10 @@ class CaseTelemetry:
     summary: TelemetrySummary
 
     @property
-    def peak_w(self) -> float | None:
-        return self.summary.peak_w
-
-    @property
-    def sustained_w(self) -> float | None:
-        return self.summary.sustained_mean_w
-
-    @property
-    def energy_j(self) -> float | None:
-        return self.summary.energy_j
-
-    @property
-    def j_per_gb(self) -> float | None:
-        return self.summary.j_per_gb
-
-    @property
     def throttled(self) -> tuple[str, float] | None:
         """The throttle reason that held longest, with its share of time (%), where any did."""
         shares = {k: v for k, v in self.summary.throttled_pct_by_reason.items() if v > 0}
         return max(shares.items(), key=lambda kv: kv[1]) if shares else None
-
-    @property
-    def time_to_cool_s(self) -> float | None:
-        return self.summary.time_to_cool_s
 
     @property
     def strip(self) -> tuple[Span, ...]:
@@ -91,6 +72,17 @@ class CaseTelemetry:
         return tuple(out)
 
 
+# a case's row, by the column name the reports give it: what the column reads (None: not known)
+ROW_FIGURES: dict[str, Callable[[CaseTelemetry], object]] = {
+    "peak": lambda c: c.summary.peak_w,
+    "sustained": lambda c: c.summary.sustained_mean_w,
+    "energy": lambda c: c.summary.energy_j,
+    "per_gb": lambda c: c.summary.j_per_gb,
+    "throttled": lambda c: c.throttled,
+    "cool": lambda c: c.summary.time_to_cool_s,
+}
+
+
 @dataclass(frozen=True)
 class BenchmarkTelemetry:
     benchmark: str
@@ -104,26 +96,23 @@ class BenchmarkTelemetry:
 
     @property
     def peak(self) -> CaseTelemetry | None:
-        with_peak = [c for c in self.cases if c.peak_w is not None]
-        return max(with_peak, key=lambda c: c.peak_w) if with_peak else None  # type: ignore[arg-type, return-value]
+        with_peak = [c for c in self.cases if c.summary.peak_w is not None]
+        return max(with_peak, key=lambda c: c.summary.peak_w) if with_peak else None  # type: ignore[arg-type, return-value]
 
     @property
     def energy_j(self) -> float | None:
         """The energy of the cases that have it, summed (the rows' own figures)."""
-        known = [c.energy_j for c in self.cases if c.energy_j is not None]
+        known = [c.summary.energy_j for c in self.cases if c.summary.energy_j is not None]
         return sum(known) if known else None
 
     @property
     def energy_cases(self) -> int:
-        return sum(1 for c in self.cases if c.energy_j is not None)
+        return sum(1 for c in self.cases if c.summary.energy_j is not None)
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """The row figures some case has: peak, sustained, energy, per_gb, throttled, cool."""
-        have = {"peak": any(c.peak_w is not None for c in self.cases), "sustained": any(c.sustained_w is not None for c in self.cases),
-                "energy": any(c.energy_j is not None for c in self.cases), "per_gb": any(c.j_per_gb is not None for c in self.cases),
-                "throttled": any(c.throttled for c in self.cases), "cool": any(c.time_to_cool_s is not None for c in self.cases)}
-        return tuple(k for k, v in have.items() if v)
+        """The row figures (ROW_FIGURES) some case has."""
+        return tuple(name for name, read in ROW_FIGURES.items() if any(read(c) is not None for c in self.cases))
 
     @property
     def drawn(self) -> CaseTelemetry | None:
@@ -132,7 +121,7 @@ class BenchmarkTelemetry:
         moving = [c for c in self.cases if c.varying]
         if not moving:
             return None
-        return max(moving, key=lambda c: c.peak_w if c.peak_w is not None else float("-inf"))
+        return max(moving, key=lambda c: c.summary.peak_w if c.summary.peak_w is not None else float("-inf"))
 
 
 @dataclass(frozen=True)
@@ -189,7 +178,7 @@ def line(bench: BenchmarkTelemetry) -> str:
     parts = [f"sampled {sampled_text(bench)}"]
     peak = bench.peak
     if peak is not None:
-        parts.append(f"peak {fmt(peak.peak_w)} W ({peak.case})")
+        parts.append(f"peak {fmt(peak.summary.peak_w)} W ({peak.case})")
     if bench.energy_j is not None:
         parts.append(f"energy {energy_text(bench.energy_j)} over {bench.energy_cases} case{'s' if bench.energy_cases != 1 else ''}")
     throttled = [(c.case, c.throttled) for c in bench.cases if c.throttled]

@@ -79,16 +79,16 @@ def fit(table: Table, width: int) -> Table:
     wide, the cells lose their padding and the steps are taken again, then a sentence's long words
     (paths) fold. No case name or number is split: where all that is not enough, sentences move
     under the table as numbered notes (the probe's evidence is left out before), then the columns
-    of LEAVE_OUT_AFTER_NOTES are left out, one by one, and the caption says so; only a table with none of them left folds its words. Cells are
-    str or Text, as every table here makes them."""
+    of LEAVE_OUT_AFTER_NOTES are left out, one by one, and the caption says so; only a table with
+    none of them left folds its words. Cells are str or Text, as every table here makes them."""
     notes: list[str] = []
     left_out: list[str] = []
     while (widths := _fitted_widths(table, width, fold=False)) is None:
-        prose = [c for c in table.columns if _sentences(c) and not any(str(cell).startswith("[") for cell in c.cells)]
-        first = next((c for c in table.columns if str(c.header) in LEAVE_OUT_BEFORE_NOTES), None)
-        drop = first or next((c for name in LEAVE_OUT_AFTER_NOTES for c in table.columns if str(c.header) == name), None)
-        if prose and first is None:
-            _to_notes(prose[0], notes)
+        evidence = _column(table, LEAVE_OUT_BEFORE_NOTES)
+        prose = next((c for c in table.columns if _sentences(c)), None)  # a column moved to notes is no longer one
+        drop = evidence or _column(table, LEAVE_OUT_AFTER_NOTES)
+        if prose is not None and evidence is None:
+            _to_notes(prose, notes)
         elif drop is not None and len(table.columns) > 2:
             table.columns.remove(drop)
             left_out.append(str(drop.header))
@@ -104,6 +104,12 @@ def fit(table: Table, width: int) -> Table:
     if caption:
         table.caption, table.caption_justify = "\n".join(caption), "left"
     return table
+
+
+def _column(table: Table, headers: Sequence[str]) -> Column | None:
+    """The table's column of the first of `headers` it has."""
+    by_header = {str(c.header): c for c in table.columns}
+    return next((by_header[h] for h in headers if h in by_header), None)
 
 
 def _sentences(column: Column) -> bool:

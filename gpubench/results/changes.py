@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from gpubench.probe.diff import CapabilityChange, diff_capabilities
-from gpubench.probe.model import Profile
+from gpubench.results.metadata import stored_profile
 from gpubench.results.model import Comparison, Run
 
 # The run metadata a reader of a comparison wants first, with what each is; any other setting a
@@ -92,7 +92,7 @@ class WhatChanged:
             for key in keys
             if any(key in flat for flat in base_flat + new_flat)
         )
-        before, after = _profile(base[0]), _profile(new[0])
+        before, after = stored_profile(base[0]), stored_profile(new[0])
         changes = diff_capabilities(before, after) if before is not None and after is not None else ()
         return cls(settings, changes, (before is not None, after is not None))
 
@@ -139,15 +139,6 @@ def _title(key: str) -> str:
 
 def _values(flats: list[dict[str, str]], key: str) -> tuple[str | None, ...]:
     return tuple(dict.fromkeys(flat.get(key) for flat in flats))
-
-
-def _profile(run: Run) -> Profile | None:
-    """The probe a run was planned from; None where it stored none it can be read from."""
-    try:
-        profile = Profile.from_dict(run.profile)
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return None
-    return profile if profile.capabilities else None
 
 
 def _capability_change(change: CapabilityChange) -> dict[str, Any]:

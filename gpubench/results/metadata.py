@@ -8,11 +8,14 @@ import socket
 import sys
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpubench import __version__
 from gpubench.probe.model import Profile
 from gpubench.probe.views import GpuView, KernelView
+
+if TYPE_CHECKING:
+    from gpubench.results.model import Run
 
 PACKAGES = ("numpy", "numba", "scipy", "liburing", "cupy-cuda12x", "cupy-cuda13x", "kvikio-cu12", "kvikio-cu13",
             "nvidia-ml-py", "psutil", "typer", "rich")
@@ -84,3 +87,12 @@ def capture(profile: Profile, label: str) -> dict[str, Any]:
         "packages": _packages(),
         "gpubench": __version__,
     }
+
+
+def stored_profile(run: Run) -> Profile | None:
+    """The probe a run was planned from, as it stored it; None where it stored none that can be read."""
+    try:
+        profile = Profile.from_dict(run.profile)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return profile if profile.capabilities else None

@@ -330,15 +330,12 @@ class Store:
                     raise UserError(f"the result history {self.path} has no runs yet")
                 return row
             is_id = ref.isascii() and ref.isdigit() and int(ref) < 1 << 63  # '³' is a digit too; SQLite integers are 64-bit
-            if is_id and len(ref) < UID_PREFIX_MIN:
-                row = self._db.execute(f"{select} WHERE id = ?", (int(ref),)).fetchone()
-                if row is None:
-                    raise UserError(f"no run {ref} in {self.path} (see: gpubench list)")
-                return row
-            if is_id:
+            if is_id:  # a run number; one long enough to be a uid prefix too is looked up as that next
                 row = self._db.execute(f"{select} WHERE id = ?", (int(ref),)).fetchone()
                 if row is not None:
                     return row
+                if len(ref) < UID_PREFIX_MIN:
+                    raise UserError(f"no run {ref} in {self.path} (see: gpubench list)")
             prefix = ref.lower()
             if len(prefix) < UID_PREFIX_MIN or any(c not in "0123456789abcdef" for c in prefix):
                 raise UserError(

@@ -58,16 +58,16 @@ def test_the_headline_figures_are_the_tables_figures(run, html, text):
 
 def test_a_benchmarks_telemetry_line_is_made_of_its_rows(run, html, text):
     for bench in tel.of_run(run).benchmarks:
-        peak = max(bench.cases, key=lambda c: c.peak_w)
-        assert bench.peak is peak and bench.energy_j == pytest.approx(sum(c.energy_j for c in bench.cases))
-        shown_sum = sum(float(formats.number(c.energy_j).replace(",", "")) for c in bench.cases)
+        peak = max(bench.cases, key=lambda c: c.summary.peak_w)
+        assert bench.peak is peak and bench.energy_j == pytest.approx(sum(c.summary.energy_j for c in bench.cases))
+        shown_sum = sum(float(formats.number(c.summary.energy_j).replace(",", "")) for c in bench.cases)
         assert tel.energy_text(bench.energy_j) == tel.energy_text(shown_sum)  # the rows as shown add up to the total shown
         line = tel.line(bench)
-        assert f"peak {formats.number(peak.peak_w)} W ({peak.case})" in line and line in text
+        assert f"peak {formats.number(peak.summary.peak_w)} W ({peak.case})" in line and line in text
         page = _visible(html)
         for case in bench.cases:
-            assert f"{formats.number(case.peak_w)} W" in page and f"{formats.number(case.energy_j)} J" in page
-            assert f"{formats.number(case.j_per_gb)} J/GB" in page
+            assert f"{formats.number(case.summary.peak_w)} W" in page and f"{formats.number(case.summary.energy_j)} J" in page
+            assert f"{formats.number(case.summary.j_per_gb)} J/GB" in page
             reason, share = case.throttled
             assert f"{share:.0f}% {reason}" in page and share <= float(re.search(r"throttled up to (\d+)%", line).group(1))
             strip = case.strip

@@ -10,7 +10,7 @@ import pytest
 from gpubench.bench.core.job import JobOptions, Progress, run_job
 from gpubench.bench.core.runner import parse_params
 from gpubench.probe import Source, Status, probe
-from gpubench.report.headline import NOT_RECORDED, Versus, build, io_versus_psync, to_dict
+from gpubench.report.headline import LINKS_NOT_RECORDED, Versus, build, io_versus_psync, to_dict
 from gpubench.results.store import Store
 
 from tests.report import machines
@@ -92,6 +92,22 @@ def test_gpu_paths_against_their_links_and_baselines(tmp_path: Path):
     assert p2p.versus[0].what == "through host" and p2p.versus[0].ratio == pytest.approx(19, rel=0.05)
 
 
+def test_a_gpu_path_without_its_baseline_says_why(tmp_path: Path):
+    from dataclasses import replace
+
+    run = machines.gpu_run(machines.gpu_server(tmp_path))
+    alone = [r for r in run.results if not (r.benchmark == "memcpy" and r.params.get("host_memory") == "pageable")
+             and not (r.benchmark == "gds" and r.params.get("engine") != "kvikio")
+             and not (r.benchmark == "hmm" and not r.params["placement"].startswith("system"))
+             and not (r.benchmark == "p2p" and r.params.get("src") == 1)]
+    rows = {row.path: row for row in build(replace(run, results=tuple(alone))).paths}
+    assert rows["host to GPU copy"].no_versus == "no copy from the other kind of host memory"
+    assert rows["GPUDirect Storage (KvikIO)"].no_versus == "no POSIX read + copy of this size and cache"
+    assert rows["HMM: GPU reads system memory"].no_versus == "no other placement of this size"
+    assert rows["GPU to GPU (P2P)"].no_versus == "no pair was copied through the host in this run"
+    assert all(row.versus == () for path, row in rows.items() if not path.startswith("memory node"))
+
+
 def test_far_memory_against_the_local_node(tmp_path: Path):
     profile = machines.cxl_host()
     head = build(machines.tier_run(profile))
@@ -110,7 +126,7 @@ def test_a_run_stored_before_the_links_area_says_not_recorded(tmp_path: Path):
     head = build(replace(run, profile=older))
     assert not head.links_recorded
     row = next(r for r in head.paths if r.path == "host to GPU copy")
-    assert row.limit is None and row.no_limit == NOT_RECORDED
+    assert row.limit is None and row.no_limit == LINKS_NOT_RECORDED
 
 
 def test_the_json_form_carries_every_figure(tmp_path: Path):

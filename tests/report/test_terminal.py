@@ -85,7 +85,7 @@ def _rendered(table, width: int = 80) -> list[str]:
 REASON = "no NVIDIA GPU found (probe: gpus = no): install the driver and its kernel modules first"
 
 
-def _cases_table(suffix: str):
+def _cases_table(suffix: str, reason: str = REASON):
     from rich.table import Table
 
     table = Table()
@@ -94,7 +94,7 @@ def _cases_table(suffix: str):
     table.add_column("95% CI", justify="right", overflow="fold")
     table.add_column("reason", max_width=80, overflow="fold")
     for i in range(3):
-        table.add_row(f"{LONG_CASE}{suffix}-{i}", "3,830 MB/s", "2,294 - 4,334", REASON if i else "")
+        table.add_row(f"{LONG_CASE}{suffix}-{i}", "3,830 MB/s", "2,294 - 4,334", reason if i else "")
     return table
 
 
@@ -127,3 +127,11 @@ def test_the_probe_table_of_every_snapshot_fits_80_columns():
         for cap in profile.capabilities:
             assert any(cap.name in line for line in lines), (snapshot.name, cap.name)
         assert "not shown at 80 columns: evidence" in " ".join(" ".join(lines).split())  # the evidence goes first, why / fix stays
+
+
+def test_fit_moves_sentences_under_the_table_even_where_one_starts_with_a_bracket():
+    errno = "[Errno 13] Permission denied: the scratch file could not be opened for direct I/O on this mount"
+    lines = _rendered(_cases_table("", errno))
+    text = " ".join(" ".join(lines).split())
+    assert max(map(len, lines)) <= 80 and "not shown" not in text  # the notes were enough: no column left out
+    assert f"[1] {errno}" in text and "2,294" in text
