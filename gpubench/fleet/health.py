@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from gpubench.errors import UserError
+from gpubench.errors import UserError, unexpected
 from gpubench.fleet.lock import host_name, node_dir, node_lock
 from gpubench.results.model import ResultStatus, Run, RunStatus
 
@@ -85,7 +85,7 @@ def check_health(db: Path, baseline: str | None = None, label: str = "health", b
         return HealthVerdict(node, COULD_NOT_RUN, (f"stopped before the run began (interrupted, or over the {budget_s:g} s budget)",),
                              seconds=time.monotonic() - started)
     except Exception as e:  # noqa: BLE001 - a health check answers, whatever broke
-        return HealthVerdict(node, COULD_NOT_RUN, (f"{type(e).__name__}: {e}",), seconds=time.monotonic() - started)
+        return HealthVerdict(node, COULD_NOT_RUN, (unexpected(e),), seconds=time.monotonic() - started)
     return _judge(node, run, base, time.monotonic() - started)
 
 
@@ -164,10 +164,13 @@ def _checks(run: Run, base: Run | None) -> tuple[list[Check], list[str]]:
 
 def _lost_capabilities(base: Run, run: Run) -> list[str]:
     from gpubench.probe.diff import diff_capabilities
-    from gpubench.probe.model import Profile
+    from gpubench.results.metadata import stored_profile
 
+    before, after = stored_profile(base), stored_profile(run)
+    if before is None or after is None:
+        return []  # a run that stored no readable probe has no capabilities to compare
     reasons = []
-    for change in diff_capabilities(Profile.from_dict(base.profile), Profile.from_dict(run.profile)):
+    for change in diff_capabilities(before, after):
         if change.lost:
             now = change.status_after.value if change.status_after is not None else "not probed"
             why = change.after.why if change.after is not None else ""

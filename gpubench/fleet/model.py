@@ -102,12 +102,10 @@ class NodeRun:
 
     @classmethod
     def of(cls, node: str, run: Run, source: str) -> NodeRun:
-        from gpubench.probe.model import Profile
+        from gpubench.results.metadata import stored_profile
 
-        try:
-            capabilities = Profile.from_dict(run.profile).capabilities if run.profile else ()
-        except (KeyError, TypeError, ValueError):
-            capabilities = ()
+        profile = stored_profile(run)
+        capabilities = profile.capabilities if profile is not None else ()
         cases = {
             r.key: CaseValue(r.benchmark, r.case, r.unit, r.higher_is_better, r.status, r.reason,
                              r.summary.median if r.summary is not None and r.status is ResultStatus.OK else None)

@@ -100,3 +100,9 @@ def test_the_profile_is_a_fixed_set_and_baseline_goes_with_it(tmp_path: Path) ->
     missing = runner.invoke(app, ["run", "--profile", "health", "--baseline", "label:nope", "--db", str(tmp_path / "h.db")])
     assert missing.exit_code == COULD_NOT_RUN and json.loads(missing.stdout)["reasons"] == [
         f"--baseline label:nope: no such file, and no history {tmp_path / 'h.db'} to find runs in"]
+
+
+def test_a_baseline_whose_stored_probe_cannot_be_read_is_judged_on_its_cases() -> None:
+    unreadable = dataclasses.replace(_run(), profile={"capabilities": [{"area": "iouring"}]})  # an entry without name or status
+    assert _judge("n1", _run(), unreadable, 1.0).exit_code == HEALTHY
+    assert "against 100 in the baseline" in " ".join(_judge("n1", _run(70.0), unreadable, 1.0).reasons)
