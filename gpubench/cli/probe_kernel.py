@@ -5,12 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-try:  # recent typer vendors click
-    from typer._click import exceptions as click_exc
-except ImportError:  # pragma: no cover
-    from click import exceptions as click_exc
-
-from gpubench.cli.common import emit_json
+from gpubench.cli.common import UsageError, emit_json
 
 
 def probe_kernel(root: Optional[Path], area: Optional[List[str]], kernel: Optional[str], modules: Optional[Path],
@@ -23,7 +18,7 @@ def probe_kernel(root: Optional[Path], area: Optional[List[str]], kernel: Option
     from gpubench.vm.topology import topology_from_option
 
     if kernel is None:
-        raise click_exc.UsageError("--modules, --kernel-config and --topology go with --kernel")
+        raise UsageError("--modules, --kernel-config and --topology go with --kernel")
     named = kernel_option(kernel)
     tools = needed_tools()
     console = stderr_console()

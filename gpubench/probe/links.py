@@ -30,10 +30,10 @@ from gpubench.probe import nvidia
 from gpubench.probe.checks import check
 from gpubench.probe.gpu import DISPLAY_ONLY_VENDORS
 from gpubench.probe.model import Capability, Findings
+from gpubench.probe.pci import PCI_DEVICES
 from gpubench.probe.rules import NO, PARTIAL, RERECORD, UNKNOWN, YES, Rule, always, decide
 from gpubench.probe.source import Source, SourceError
 
-PCI_DEVICES = "/sys/bus/pci/devices"
 LINK_FILES = ("current_link_speed", "current_link_width", "max_link_speed", "max_link_width")
 # PCI class code (class, subclass, prog-if as sysfs prints it) prefix -> what the device is to a data path
 DEVICE_KINDS = (("0x0300", "gpu"), ("0x0302", "gpu"), ("0x0380", "gpu"), ("0x010802", "nvme"),

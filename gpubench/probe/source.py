@@ -59,6 +59,10 @@ class Source:
         self.live = self.root.resolve() == Path("/")
         self.recording = Recording() if record else None
         self.cuts: list[tuple[str, int]] = []  # (path, limit) of every read cut at its limit
+        # One probe reads each file and folder once: every check sees the same contents, and a
+        # recording holds what they all saw. A read that failed is tried again.
+        self._files: dict[tuple[str, int], Contents | None] = {}
+        self._listings: dict[str, list[str]] = {}
         self._command_cache: dict[str, Any] = {}
 
     def __repr__(self) -> str:
@@ -78,8 +82,10 @@ class Source:
     def bytes(self, path: str, limit: int = FILE_LIMIT) -> bytes | None:
         """File contents, None when absent; SourceError when present but unreadable or not a
         regular file (a FIFO or a device in a snapshot is never opened). A file longer than
-        `limit` is cut there, and the cut is noted in `cuts` for the check's evidence."""
-        contents = self._read(path, limit, path)
+        `limit` is cut there, and the cut is noted in `cuts` for the evidence of each check that read it."""
+        if (path, limit) not in self._files:
+            self._files[(path, limit)] = self._read(path, limit, path)
+        contents = self._files[(path, limit)]
         if contents is None:
             return None
         if contents.cut:
@@ -109,6 +115,11 @@ class Source:
 
     def listdir(self, path: str) -> list[str]:
         """Entry names, sorted; [] when the directory is absent."""
+        if path not in self._listings:
+            self._listings[path] = self._list(path)
+        return list(self._listings[path])
+
+    def _list(self, path: str) -> list[str]:
         p = self._path_or_none(path)
         try:
             names = sorted(n for n in os.listdir(p) if n != EMPTY_MARKER) if p else []

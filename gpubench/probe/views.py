@@ -9,9 +9,12 @@ is UNKNOWN) rather than guessing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from gpubench.probe.model import Capability, Profile, Status
+
+if TYPE_CHECKING:
+    from gpubench.probe.links import LinkEnd
 
 
 def _details(cap: Capability | None) -> Mapping[str, Any]:
@@ -313,31 +316,33 @@ class PcieLink:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PcieLink | None:
-        from gpubench.probe.links import lane_gbps
+        """A link as the links area stores it (DeviceLink.to_dict); None without an address."""
+        from gpubench.probe.links import DeviceLink, capable, lane_gbps
 
         address = _str(d.get("address"))
         if address is None:
             return None
-        port = d.get("port") if isinstance(d.get("port"), Mapping) else {}
-        speeds = [s for s in (d.get("max_speed"), port.get("max_speed")) if isinstance(s, (int, float)) and s > 0]
-        widths = [w for w in (_int(d.get("max_width")), _int(port.get("max_width"))) if w]
-        upstream = []
-        for end in (port, *(u for u in d.get("upstream") or () if isinstance(u, Mapping))):
-            speed, width = end.get("speed"), _int(end.get("width"))
-            lane = lane_gbps(float(speed)) if isinstance(speed, (int, float)) else None
-            if lane is not None and width and end is not port:
-                upstream.append(lane * width)
-        speed = d.get("speed")
-        return cls(
-            address=address,
-            kind=_str(d.get("kind")) or "?",
-            names=tuple(n for n in d.get("names") or () if isinstance(n, str)),
-            speed=float(speed) if isinstance(speed, (int, float)) else None,
-            width=_int(d.get("width")),
-            capable_speed=float(min(speeds)) if speeds else None,
-            capable_width=min(widths) if widths else None,
-            upstream_gbps=min(upstream) if upstream else None,
-        )
+        upstream = tuple(end for u in d.get("upstream") or () if (end := _link_end(u)) is not None)
+        link = DeviceLink(_str(d.get("kind")) or "?", tuple(n for n in d.get("names") or () if isinstance(n, str)),
+                          _link_end(d), _link_end(d.get("port")), upstream)
+        capable_speed, capable_width = capable(link)
+        carried = [lane * end.width for end in upstream if end.speed and end.width and (lane := lane_gbps(end.speed))]
+        return cls(address, link.kind, link.names, link.device.speed, link.device.width, capable_speed, capable_width,
+                   min(carried, default=None))
+
+
+def _gts(value: Any) -> float | None:
+    """A stored link speed in GT/s; anything but a positive number is None."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+
+
+def _link_end(d: Any) -> LinkEnd | None:
+    """One end of a stored link (LinkEnd.to_dict) as a LinkEnd; None where it is not a mapping."""
+    from gpubench.probe.links import LinkEnd
+
+    if not isinstance(d, Mapping):
+        return None
+    return LinkEnd(_str(d.get("address")) or "", _gts(d.get("speed")), _int(d.get("width")), _gts(d.get("max_speed")), _int(d.get("max_width")))
 
 
 @dataclass(frozen=True)

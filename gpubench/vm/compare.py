@@ -100,14 +100,12 @@ def _changed(before: dict[str, str], after: dict[str, str]) -> list[str]:
     return [f"{k} {before.get(k, '-')} -> {after.get(k, '-')}" for k in keys if before.get(k) != after.get(k)]
 
 
-def _verdict_change(running: Capability | None, booted: Capability | None) -> str:
-    if running is None or booted is None:
-        return "only in the VM" if running is None else "not probed in the VM"
-    if running.status is booted.status:
+def _verdict_change(change: CapabilityChange) -> str:
+    if change.before is None or change.after is None:
+        return "only in the VM" if change.before is None else "not probed in the VM"
+    if change.before.status is change.after.status:
         return ""
-    if running.ok:
-        return "lost"
-    return "gained" if booted.ok else f"{running.status.value} -> {booted.status.value}"
+    return "lost" if change.lost else "gained" if change.gained else f"{change.before.status.value} -> {change.after.status.value}"
 
 
 def rows(running: Profile, booted: Profile) -> tuple[Row, ...]:
@@ -120,7 +118,7 @@ def rows(running: Profile, booted: Profile) -> tuple[Row, ...]:
             out.append(Row(change, shown, "; ".join(configs)))
             continue
         facts = _changed(before.get(change.name, {}), after.get(change.name, {}))
-        parts = [p for p in [_verdict_change(change.before, change.after), *configs, *facts] if p]
+        parts = [p for p in [_verdict_change(change), *configs, *facts] if p]
         shown = change.after.status.value if change.after else "-"
         out.append(Row(change, shown, "; ".join(parts)))
     return tuple(out)

@@ -116,43 +116,42 @@ BUILT_IN = {t.name: t for t in (TWO_NODES, LOWER_TIER, CXL)}
 
 def mirror(profile: Profile, max_cpus: int | None = None) -> VmTopology:
     """The NUMA nodes `profile` found, each with up to its share of `max_cpus` vCPUs and
-    MIRROR_MEMORY_MIB of memory, their distances and HMAT figures."""
+    MIRROR_MEMORY_MIB of memory, their distances and HMAT figures. A node's place in id order is
+    its number in the guest, and its column in every node's distances."""
     max_cpus = max_cpus or min(os.cpu_count() or 1, MIRROR_MAX_CPUS)
     nodes = sorted(NumaView.from_profile(profile).nodes, key=lambda n: n.id)
     if not nodes:
         return VmTopology("host", f"one node with {max_cpus} CPU(s) (the probe found no NUMA nodes)", (VmNode(max_cpus, 2048),))
-    index = {n.id: i for i, n in enumerate(nodes)}
-    cpu_nodes = [n for n in nodes if n.has_cpu and n.cpus]
-    share = max(1, max_cpus // max(1, len(cpu_nodes)))
-    vm_nodes, links, described = [], [], []
-    for node in nodes:
-        vm_node = _mirrored(node, nodes, cpu_nodes, index, share)
-        vm_nodes.append(vm_node)
-        source = index[node.id] if vm_node.cpus else vm_node.initiator
-        if node.hmat and node.hmat.read_latency_ns and node.hmat.read_bandwidth_mbps and source is not None:
-            links.append(HmatLink(source, index[node.id], node.hmat.read_latency_ns, node.hmat.read_bandwidth_mbps))
-        described.append(f"node{node.id}: " + (f"{vm_node.cpus} of CPUs {compact_ranges(list(node.cpus))}" if vm_node.cpus else "no CPUs"))
-    distances = tuple(
-        (index[a.id], index[b.id], a.distances[j])
-        for a in nodes for j, b in enumerate(nodes) if index[a.id] < index[b.id] and j < len(a.distances)
-    )
+    with_cpus = [i for i, n in enumerate(nodes) if n.has_cpu and n.cpus]
+    share = max(1, max_cpus // max(1, len(with_cpus)))
+    vm_nodes = tuple(_mirrored(i, nodes, with_cpus, share) for i in range(len(nodes)))
+    hmat = tuple(link for i, (n, vm) in enumerate(zip(nodes, vm_nodes)) if (link := _hmat_link(n, i if vm.cpus else vm.initiator, i)))
+    distances = tuple((i, j, a.distances[j]) for i, a in enumerate(nodes) for j in range(i + 1, min(len(nodes), len(a.distances))))
+    described = "; ".join(f"node{n.id}: " + (f"{vm.cpus} of CPUs {compact_ranges(list(n.cpus))}" if vm.cpus else "no CPUs")
+                          for n, vm in zip(nodes, vm_nodes))
     notes = ("node ids renumbered from 0",) if [n.id for n in nodes] != list(range(len(nodes))) else ()
-    return VmTopology("host", f"this host's nodes ({'; '.join(described)}), {MIRROR_MEMORY_MIB} MiB each", tuple(vm_nodes),
-                      distances, tuple(links), None, notes)
+    return VmTopology("host", f"this host's nodes ({described}), {MIRROR_MEMORY_MIB} MiB each", vm_nodes, distances, hmat, None, notes)
 
 
-def _mirrored(node: NumaNode, nodes: list[NumaNode], cpu_nodes: list[NumaNode], index: dict[int, int], share: int) -> VmNode:
-    """A CPU node with up to `share` vCPUs; a CPU-less one with the initiator firmware names for
-    it, or else the nearest CPU node (its distance file lists the online nodes in id order)."""
-    if node in cpu_nodes:
+def _mirrored(i: int, nodes: list[NumaNode], with_cpus: list[int], share: int) -> VmNode:
+    """Node i with up to `share` vCPUs; a CPU-less one with the initiator firmware names for it, or
+    else the nearest node with CPUs."""
+    node = nodes[i]
+    if i in with_cpus:
         return VmNode(min(len(node.cpus), share), MIRROR_MEMORY_MIB)
     if node.hmat and node.hmat.initiators:
-        near = node.hmat.initiators[0]
+        near = next((j for j, n in enumerate(nodes) if n.id == node.hmat.initiators[0]), None)
     else:
-        column = {n.id: j for j, n in enumerate(nodes)}
-        by_distance = sorted(cpu_nodes, key=lambda c: node.distances[column[c.id]] if column[c.id] < len(node.distances) else 255)
-        near = by_distance[0].id if by_distance else None
-    return VmNode(0, MIRROR_MEMORY_MIB, index.get(near) if near is not None else None)
+        near = min(with_cpus, key=lambda j: node.distances[j] if j < len(node.distances) else 255, default=None)
+    return VmNode(0, MIRROR_MEMORY_MIB, near)
+
+
+def _hmat_link(node: NumaNode, initiator: int | None, target: int) -> HmatLink | None:
+    """The firmware's read figures for `node`, as seen from the guest node `initiator`."""
+    figures = node.hmat
+    if figures is None or initiator is None or not (figures.read_latency_ns and figures.read_bandwidth_mbps):
+        return None
+    return HmatLink(initiator, target, figures.read_latency_ns, figures.read_bandwidth_mbps)
 
 
 def from_file(path: Path) -> VmTopology:

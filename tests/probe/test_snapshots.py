@@ -75,3 +75,20 @@ def test_a_folder_marked_empty_lists_as_empty_not_as_absent(tmp_path):
     (initiators / "node0").mkdir(parents=True)
     (initiators / "node0" / EMPTY_MARKER).touch()
     assert src.listdir("/sys/devices/system/node/node1/access0/initiators") == ["node0"]
+
+
+@pytest.mark.parametrize("snapshot", [PROBES / "nvidia-multigpu", PROBES / "cxl-host"], ids=lambda p: p.name)
+def test_one_probe_reads_each_file_and_lists_each_folder_once(snapshot, monkeypatch):
+    """Several areas read the same files (PCI classes, the memory tiers, the release): each is read
+    once, so that all checks judge the same contents."""
+    from collections import Counter
+
+    from gpubench.probe import source
+
+    reads, listings = Counter(), Counter()
+    read, listdir = source.read_regular_file, source.os.listdir
+    monkeypatch.setattr(source, "read_regular_file", lambda path, limit: reads.update([(str(path), limit)]) or read(path, limit))
+    monkeypatch.setattr(source.os, "listdir", lambda path: listings.update([str(path)]) or listdir(path))
+    probe(Source(snapshot))
+    assert reads and listings
+    assert [key for key, n in reads.items() if n > 1] == [] and [key for key, n in listings.items() if n > 1] == []

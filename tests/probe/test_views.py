@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from gpubench.probe import Profile, Source, Status, probe
 from gpubench.probe.views import GdsView, GpuView, HmmView, IoUringView, KernelView, NumaView
 from gpubench.results.metadata import capture
@@ -74,3 +76,20 @@ def test_views_of_a_profile_stored_before_these_details_existed():
     assert (gds.path, gds.nvidia_fs_version, gds.nvidia_fs_io, dict(gds.nvidia_fs_counters)) == ("gds", None, None, {})
     gpus = GpuView.from_profile(profile)
     assert (gpus.driver_version, gpus.gpu_driver, gpus.l4t_release) == ("535.129.03", None, None)
+
+
+def test_a_stored_pcie_link_reads_each_end_alike_and_garbage_is_no_speed():
+    """A link from a stored run: the limit is the device's width at the speed both ends allow, no
+    more than the narrowest link above; a speed that is not a positive number (true, -3, "16") is none."""
+    from gpubench.probe.views import PcieLink
+
+    end = {"address": "0000:00:01.0", "speed": 16.0, "width": 16, "max_speed": 16.0, "max_width": 16}
+    stored = {"address": "0000:01:00.0", "kind": "nvme", "names": ["nvme0", 3], "speed": 32.0, "width": 8,
+              "max_speed": 32.0, "max_width": 16, "port": end, "upstream": [{**end, "width": 4}, "garbage", {**end, "speed": "16"}]}
+    link = PcieLink.from_dict(stored)
+    assert link is not None and link.names == ("nvme0",)
+    assert (link.capable_speed, link.capable_width) == (16.0, 16) and link.trained_low
+    assert link.upstream_gbps == pytest.approx(4 * 16 * 128 / 130 / 8) == link.gbps
+    garbled = PcieLink.from_dict({**stored, "speed": -3, "max_speed": True, "port": {**end, "max_speed": True}})
+    assert garbled is not None and garbled.speed is None and garbled.capable_speed is None and garbled.gbps is None
+    assert PcieLink.from_dict({"kind": "gpu"}) is None

@@ -70,6 +70,20 @@ def test_a_host_without_numa_nodes_mirrors_as_one_node():
     assert mirrored.nodes == (topology.VmNode(2, 2048),) and "found no NUMA nodes" in mirrored.description
 
 
+def test_the_mirror_renumbers_sparse_node_ids_and_gives_a_cpu_less_node_without_hmat_its_nearest_cpu_node():
+    from gpubench.probe.model import Capability, Profile, Status
+
+    def node(node_id: int, cpus: list[int], distances: list[int]) -> dict:
+        return {"id": node_id, "cpus": cpus, "mem_total_kb": 1 << 20, "hmat": None, "distances": distances}
+
+    nodes = [node(5, [], [30, 20, 10]), node(0, [0, 1], [10, 20, 30]), node(2, [2, 3, 4], [20, 10, 20])]
+    mirrored = topology.mirror(Profile("/", (Capability("cxl", "numa nodes", Status.YES, details={"nodes": nodes}),)), max_cpus=4)
+    assert mirrored.nodes == (topology.VmNode(2, 1024), topology.VmNode(2, 1024), topology.VmNode(0, 1024, initiator=1))
+    assert mirrored.distances == ((0, 1, 20), (0, 2, 30), (1, 2, 20)) and mirrored.hmat == ()
+    assert mirrored.notes == ("node ids renumbered from 0",)
+    assert mirrored.description.startswith("this host's nodes (node0: 2 of CPUs 0-1; node2: 2 of CPUs 2-4; node5: no CPUs)")
+
+
 def test_a_topology_file_describes_any_machine(tmp_path):
     path = tmp_path / "far.json"
     path.write_text(json.dumps({"nodes": [{"cpus": 2, "memory_mib": 1024}, {"cpus": 0, "memory_mib": 512, "initiator": 0}],
