@@ -10,6 +10,15 @@ class Interrupted(UserError):
     exit_code = 130
 
 
+def json_kind(value: object) -> str:
+    """What a JSON value is, in the words an error about a document uses: 'a number', 'null'..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
 def unexpected(error: BaseException) -> str:
     """An error no code expected, told with where it was raised, and from where in gpubench when
     that was elsewhere (a library): what a bug report needs, in a case's reason rather than a traceback."""

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from gpubench.errors import UserError
+from gpubench.errors import UserError, json_kind
 from gpubench.files import read_user_file
 from gpubench.results.model import HOST_SPEED_KEY, ROUND_KEY, SCHEMA_VERSION, CaseComparison, Comparison, Result, ResultStatus, Run, RunStatus, Summary
 from gpubench.results.stats import summarize
@@ -79,14 +79,14 @@ class InvalidDocument(ValueError):
 def run_from_dict(document: Any) -> Run:
     """Validate an exported run and build it (the local id is never taken from a file)."""
     if not isinstance(document, dict):
-        raise InvalidDocument(f"expected a JSON object holding one run, found {_kind(document)}")
+        raise InvalidDocument(f"expected a JSON object holding one run, found {json_kind(document)}")
     if document.get("kind") == "comparisons" or "comparisons" in document or "cases" in document:
         raise InvalidDocument("this is a comparison, not a run: import takes a file from `gpubench export RUN --format json`")
     if "schema_version" not in document:
         raise InvalidDocument("no schema_version: not a gpubench run export")
     version = document["schema_version"]
     if not isinstance(version, int) or isinstance(version, bool):
-        raise InvalidDocument(f"schema_version: expected an integer, found {_kind(version)}")
+        raise InvalidDocument(f"schema_version: expected an integer, found {json_kind(version)}")
     if version > SCHEMA_VERSION:
         raise InvalidDocument(f"schema_version {version} is newer than this gpubench reads ({SCHEMA_VERSION}): upgrade gpubench")
     if version < 1:
@@ -117,7 +117,7 @@ def run_from_dict(document: Any) -> Run:
 
 def _check_result(item: Any, where: str) -> None:
     if not isinstance(item, dict):
-        raise InvalidDocument(f"{where}: expected an object, found {_kind(item)}")
+        raise InvalidDocument(f"{where}: expected an object, found {json_kind(item)}")
     check = _Checker(item, where)
     for name in ("benchmark", "case", "unit"):
         check.string(name)
@@ -149,7 +149,7 @@ def _check_samples(samples: list, where: str) -> None:
 
 def _check_sample_metrics(entry: Any, where: str) -> None:
     if not isinstance(entry, dict):
-        raise InvalidDocument(f"{where}: expected an object, found {_kind(entry)}")
+        raise InvalidDocument(f"{where}: expected an object, found {json_kind(entry)}")
     number = entry.get(ROUND_KEY, 1)
     if isinstance(number, bool) or not isinstance(number, int) or number < 1:
         raise InvalidDocument(f"{where}.{ROUND_KEY}: expected a round number (1, 2, ...), found {json.dumps(number)[:40]}")
@@ -165,7 +165,7 @@ def _check_summary(summary: Any, n_samples: int, where: str) -> None:
     if summary is None:
         return
     if not isinstance(summary, dict):
-        raise InvalidDocument(f"{where}: expected an object or null, found {_kind(summary)}")
+        raise InvalidDocument(f"{where}: expected an object or null, found {json_kind(summary)}")
     for name in Summary.__dataclass_fields__:
         if name not in summary:
             raise InvalidDocument(f"{where}.{name}: missing")
@@ -202,7 +202,7 @@ class _Checker:
     def string(self, name: str, optional: bool = False) -> str:
         present, value = self._get(name, optional)
         if present and not isinstance(value, str):
-            raise InvalidDocument(f"{self._at(name)}: expected a string, found {_kind(value)}")
+            raise InvalidDocument(f"{self._at(name)}: expected a string, found {json_kind(value)}")
         return value
 
     def number(self, name: str, optional: bool = False, nullable: bool = False) -> None:
@@ -226,7 +226,7 @@ class _Checker:
     def boolean(self, name: str, optional: bool = False) -> None:
         present, value = self._get(name, optional)
         if present and not isinstance(value, bool):
-            raise InvalidDocument(f"{self._at(name)}: expected true or false, found {_kind(value)}")
+            raise InvalidDocument(f"{self._at(name)}: expected true or false, found {json_kind(value)}")
 
     def choice(self, name: str, allowed: Sequence[str]) -> None:
         _, value = self._get(name, False)
@@ -236,18 +236,18 @@ class _Checker:
     def mapping(self, name: str, optional: bool = False) -> None:
         present, value = self._get(name, optional)
         if present and value is not None and not isinstance(value, dict):
-            raise InvalidDocument(f"{self._at(name)}: expected an object, found {_kind(value)}")
+            raise InvalidDocument(f"{self._at(name)}: expected an object, found {json_kind(value)}")
 
     def array(self, name: str, optional: bool = False) -> list | None:
         present, value = self._get(name, optional)
         if present and not isinstance(value, list):
-            raise InvalidDocument(f"{self._at(name)}: expected a list, found {_kind(value)}")
+            raise InvalidDocument(f"{self._at(name)}: expected a list, found {json_kind(value)}")
         return value
 
 
 def _number(value: Any, where: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidDocument(f"{where}: expected a number, found {_kind(value)}")
+        raise InvalidDocument(f"{where}: expected a number, found {json_kind(value)}")
     if not _finite_number(value):
         raise InvalidDocument(f"{where}: expected a finite number, found {str(value)[:40]}")
 
@@ -282,22 +282,6 @@ def _text(value: str, where: str) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError as e:
         raise InvalidDocument(f"{where or 'a key'}: not valid Unicode text (a lone surrogate at character {e.start})") from None
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 # --- comparisons --------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from gpubench.errors import json_kind
+
 
 class TelemetryStatus(str, enum.Enum):
     OK = "ok"
@@ -286,11 +288,11 @@ class _Reader:
 
     def __init__(self, d: Any, where: str):
         if not isinstance(d, Mapping):
-            raise ValueError(f"{where}: expected an object, found {_kind(d)}")
+            raise ValueError(f"{where}: expected an object, found {json_kind(d)}")
         self.d, self.where = d, where
 
     def _fail(self, key: str, expected: str, value: Any) -> ValueError:
-        return ValueError(f"{self.where}.{key}: expected {expected}, found {_kind(value)}")
+        return ValueError(f"{self.where}.{key}: expected {expected}, found {json_kind(value)}")
 
     def number(self, key: str, required: bool = False) -> float | None:
         value = self.d.get(key)
@@ -361,9 +363,3 @@ class _Reader:
         return None if value is None else build(value, f"{self.where}.{key}")
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    return {int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
