@@ -9,12 +9,7 @@ from typing import Optional, Sequence
 
 import typer
 
-try:  # recent typer vendors click
-    from typer._click import exceptions as click_exc
-except ImportError:  # pragma: no cover
-    from click import exceptions as click_exc
-
-from gpubench.cli.common import emit_json
+from gpubench.cli.common import UsageError, emit_json
 
 DbOpt = typer.Option(None, "--db", metavar="PATH", help="Result history (default: $GPUBENCH_DB, else $XDG_DATA_HOME/gpubench/results.db).")
 
@@ -34,7 +29,7 @@ def report_command(
     from gpubench.results.store import Store, default_db_path
 
     if as_json and markdown:
-        raise click_exc.UsageError("--json and --markdown exclude each other")
+        raise UsageError("--json and --markdown exclude each other")
     if html is not None:
         check_output_path(html, force)
     path = db if db is not None else default_db_path()
