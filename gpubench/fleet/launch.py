@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from pathlib import Path
 from gpubench.errors import Interrupted, UserError
 from gpubench.fleet.hostlist import expand
 from gpubench.fleet.layout import FleetDir, LaunchRecord, NodeState, NodeStatus, settle
+from gpubench.processes import stop_group
 
 STOP_MARGIN_S = 30.0  # before --max-time: when the nodes stop their runs, to export and report in time
 KILL_GRACE_S = 15.0  # after --max-time (or Ctrl-C): SIGTERM to srun; this much later, SIGKILL
@@ -137,7 +137,7 @@ def launch(opts: LaunchOptions, progress: LaunchProgress) -> dict[str, NodeStatu
     except KeyboardInterrupt:
         interrupted, stopped = True, False
         progress.message("interrupted: stopping the nodes' runs (their completed cases are kept)")
-        _stop(process)
+        stop_group(process, KILL_GRACE_S)
     reader.join(5)
     fleet.write_launch(replace(record, ended=time.time(), exit_code=process.returncode, stopped_at_max_time=stopped,
                                stderr_tail=tuple(lines), node_errors=dict(sorted(node_errors.items()))))
@@ -187,7 +187,7 @@ def _watch(process: subprocess.Popen, fleet: FleetDir, expected: int | None, dea
         if deadline is not None and not stopped and time.time() > deadline + KILL_GRACE_S:
             progress.message("--max-time reached: stopping the nodes that are still running")
             stopped = True
-            _stop(process)
+            stop_group(process, KILL_GRACE_S)
         time.sleep(POLL_S)
     progress.counts(_count(fleet.statuses(), expected), time.time() - started)
     return stopped
@@ -201,16 +201,3 @@ def _count(statuses: dict[str, NodeStatus], expected: int | None) -> NodeCounts:
                       sum(1 for s in states if s not in (NodeState.RUNNING, NodeState.OK)))
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to salloc/srun and everything they started here; SIGKILL if they linger."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(KILL_GRACE_S)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    process.wait()

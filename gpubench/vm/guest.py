@@ -18,7 +18,6 @@ import os
 import selectors
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,11 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from gpubench.processes import stop_group
 from gpubench.vm.kernels import KernelFiles
 from gpubench.vm.topology import VmNode, VmTopology
 
 TRIAL = VmTopology("trial", "one CPU, 512 MiB", (VmNode(1, 512),))
 TRIAL_TIMEOUT_S = 60.0
+STOP_GRACE_S = 5.0  # virtme-ng and QEMU after SIGTERM, then SIGKILL
 # what a guest that KVM cannot run leaves on the console before it hangs
 KVM_FAILURES = ("emulation failure", "KVM internal error", "failed to set MSR", "KVM: entry failed")
 GUEST_HOME = "/tmp/gpubench"  # on the guest's tmpfs: the history, Python's bytecode
@@ -186,24 +187,8 @@ def _run(cmd: list[str], env: dict[str, str], deadline: float, watch, log: Path)
                 *lines, pending = (pending + text).split("\n")
                 aborted = next((why for line in lines if watch and (why := watch(line))), None)
     finally:
-        _stop(proc)
+        stop_group(proc, STOP_GRACE_S)
     return "".join(chunks), aborted
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """End virtme-ng and the QEMU it started (one process group), gently first."""
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        if proc.poll() is not None:
-            break
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            continue
-    proc.wait()
 
 
 def _collect(directory: Path, steps: Sequence[Step]) -> tuple[tuple[StepResult, ...], float | None]:
