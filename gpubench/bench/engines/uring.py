@@ -32,7 +32,7 @@ class UringJob:
     RLIMIT_MEMLOCK allow; otherwise readv/writev with one iovec per slot, and `facts` says so.
     """
 
-    def __init__(self, spec, setup_flags: int | None = None):
+    def __init__(self, spec):
         liburing = load_liburing()
 
         from gpubench.bench.engines.iofile import aligned_buffer, pattern_block
@@ -43,7 +43,7 @@ class UringJob:
         self.fd = os.open(spec.path, spec.open_flags())
         self.ring = None
         try:
-            self._open_ring(setup_flags)
+            self._open_ring()
             qd, bs = spec.queue_depth, spec.block_size
             self.bufs = [None] + [aligned_buffer(bs) for _ in range(qd)]
             # prep_*_fixed takes only bytes or bytearray: the aligned bytearray behind each view
@@ -64,12 +64,10 @@ class UringJob:
             self.close()
             raise
 
-    def _open_ring(self, setup_flags: int | None) -> None:
+    def _open_ring(self) -> None:
         L, spec = self.L, self.spec
         entries = 1 << max(spec.queue_depth - 1, 0).bit_length()
-        if setup_flags is not None:
-            attempts = [setup_flags]
-        elif spec.sqpoll:
+        if spec.sqpoll:
             attempts = [SETUP_SQPOLL]
         else:
             attempts = [SETUP_SINGLE_ISSUER | SETUP_DEFER_TASKRUN, SETUP_COOP_TASKRUN, 0]
@@ -87,6 +85,9 @@ class UringJob:
             raise error
         self.cq_entries = 2 * entries  # io_uring_queue_init asks for no CQSIZE: the CQ is twice the SQ
         self.facts["ring"] = {"entries": entries, "setup_flags": hex(self.setup_flags)}
+        # I/Os reaped per wake-up: one for buffered I/O (the kernel completes it inline); under
+        # O_DIRECT an eighth of the queue, so that a wake-up does not come per completion
+        self.reap_batch = self.facts["reap_batch"] = max(1, spec.queue_depth // 8) if spec.direct else 1
 
     def _register(self) -> None:
         L, spec = self.L, self.spec
@@ -126,20 +127,18 @@ class UringJob:
             os.close(self.fd)
             self.fd = -1
 
-    def run(self, seconds: float, io_limit: int = 0, generation: int = 1, reap_batch: int = 0):
+    def run(self, seconds: float, io_limit: int = 0, generation: int = 1):
         """Keep queue_depth I/Os in flight for `seconds` (or until io_limit bytes were issued),
         then drain. Returns gpubench.bench.engines.iofile.JobTotals.
 
         Latency of an I/O is its completion latency as the loop sees it: from the clock read just
         before the io_uring_enter that submitted it to the clock read just after the wake-up that
         reaped it (every I/O submitted or reaped by one system call shares that call's time)."""
-        if reap_batch <= 0:
-            reap_batch = max(1, self.spec.queue_depth // 8) if self.spec.direct else 1
         if not self.spec.verify and self.spec.read_percent in (0, 100):
-            return self._run_one_direction(seconds, io_limit, reap_batch)
-        return self._run_general(seconds, io_limit, generation, reap_batch)
+            return self._run_one_direction(seconds, io_limit)
+        return self._run_general(seconds, io_limit, generation)
 
-    def _run_one_direction(self, seconds: float, io_limit: int, reap_batch: int):
+    def _run_one_direction(self, seconds: float, io_limit: int):
         """The loop for reads only or writes only, without verify: the least Python per I/O.
         Offsets come from a list filled in bulk; latencies go into an int64 array that numpy
         folds into the histogram."""
@@ -147,7 +146,7 @@ class UringJob:
 
         from gpubench.bench.engines.iojob import JobTotals, LatencyHistogram, io_count, io_error
 
-        L, spec = self.L, self.spec
+        L, spec, reap_batch = self.L, self.spec, self.reap_batch
         ring, sqes, fixed_bufs, iovs, fd = self.ring, self.sqes, self.fixed_bufs, self.iovs, self.file_arg
         qd, bs = spec.queue_depth, spec.block_size
         fixed, reading = self.fixed_buffers, spec.read_percent >= 100
@@ -235,9 +234,8 @@ class UringJob:
         self._cq_head = head
         self._offsets_left = offs[k:]
         _fold(hist, latencies)
-        facts = dict(self.facts, reap_batch=reap_batch)
         reads, writes = (done, 0) if reading else (0, done)
-        return JobTotals(reads, writes, done * bs, (now - start) / 1e9, hist, facts, problem)
+        return JobTotals(reads, writes, done * bs, (now - start) / 1e9, hist, dict(self.facts), problem)
 
     def _fill_queue(self, offsets: list[int], slot_offset: list[int], count: int) -> list[int]:
         """Queue the first `count` I/Os of a one-direction run, at the first offsets, one per slot
@@ -267,12 +265,12 @@ class UringJob:
         draw = self.next_offset
         return left + [draw() for _ in range(65536)]
 
-    def _run_general(self, seconds: float, io_limit: int, generation: int, reap_batch: int):
+    def _run_general(self, seconds: float, io_limit: int, generation: int):
         """Any mix of reads and writes, with or without verify."""
         from gpubench.bench.engines.iofile import block_problem, pattern_block
         from gpubench.bench.engines.iojob import JobTotals, LatencyHistogram, io_count, io_error
 
-        L, spec = self.L, self.spec
+        L, spec, reap_batch = self.L, self.spec, self.reap_batch
         ring, sqes, bufs, fixed_bufs, iovs, fd = (
             self.ring, self.sqes, self.bufs, self.fixed_bufs, self.iovs, self.file_arg)
         qd, bs, verify = spec.queue_depth, spec.block_size, spec.verify
@@ -391,8 +389,7 @@ class UringJob:
         self._cq_head = head
         hist = LatencyHistogram()
         hist.add_raw(lat, lat_max, quantum)
-        facts = dict(self.facts, reap_batch=reap_batch)
-        return JobTotals(reads, writes, (reads + writes) * bs, (now - start) / 1e9, hist, facts, problem)
+        return JobTotals(reads, writes, (reads + writes) * bs, (now - start) / 1e9, hist, dict(self.facts), problem)
 
 
 def _fold(hist, latencies) -> None:
