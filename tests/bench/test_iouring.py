@@ -352,6 +352,23 @@ def test_disk_full_fails_naming_path_and_free_space(bench_cls, tiny_tmpfs):
     assert scratch_files(tiny_tmpfs) == []
 
 
+@pytest.mark.parametrize("free, said", [(1 << 20, "1048576 bytes free"), (None, "free space unknown")])
+def test_an_io_refused_for_space_names_offset_path_and_the_free_space(free, said, tmp_path, monkeypatch):
+    """A job's write that ENOSPC refused says the free space as every other disk-full message
+    does (iofile.free_space), or that it is unknown."""
+
+    def measured(path):
+        if free is None:
+            raise OSError(5, "Input/output error")
+        return free
+
+    monkeypatch.setattr(iofile, "free_bytes", measured)
+    path = tmp_path / "f"
+    failure = iojob.io_error("write", 8192, 4096, -28, str(path))
+    assert str(failure) == f"write at offset 8192 of {path}: no space left on the device ({said})"
+    assert failure.errno == 28
+
+
 def test_disk_full_while_filling_names_the_path(tmp_path):
     """ENOSPC from a write after preallocation (a filesystem without fallocate), simulated at the
     write call: the partial file is removed and the error names the directory."""

@@ -89,6 +89,14 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
+def free_space(directory: Path) -> str:
+    """The space free on `directory`'s filesystem, in words: 'N bytes free' or 'free space unknown'."""
+    try:
+        return f"{free_bytes(directory)} bytes free"
+    except OSError:
+        return "free space unknown"
+
+
 def is_block_device(path: Path) -> bool:
     try:
         return stat.S_ISBLK(os.stat(path).st_mode)
@@ -295,14 +303,8 @@ class DiskFull(Exception):
     """No space left where the scratch file goes (the message names the path and free space)."""
 
 
-def _disk_full(directory: Path, wanted: int, free: int | None = None) -> DiskFull:
-    if free is None:
-        try:
-            free = free_bytes(directory)
-        except OSError:
-            free = -1
-    have = f"{free} bytes free" if free >= 0 else "free space unknown"
-    return DiskFull(f"no space left on {directory} for a {wanted}-byte scratch file ({have}); "
+def _disk_full(directory: Path, wanted: int) -> DiskFull:
+    return DiskFull(f"no space left on {directory} for a {wanted}-byte scratch file ({free_space(directory)}); "
                     f"choose another target or a smaller size")
 
 
@@ -314,7 +316,7 @@ def check_free_space(directory: Path, size: int) -> None:
     except OSError:
         return  # the filesystem cannot say; creating the file will tell
     if size > free:
-        raise _disk_full(directory, size, free)
+        raise _disk_full(directory, size)
 
 
 def create_scratch(directory: Path, size: int, block: int, fill: str, generation: int = 0,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from gpubench.bench.engines.iofile import free_bytes
+from gpubench.bench.engines.iofile import free_space
 
 
 # --- one job ---------------------------------------------------------------------------------
@@ -211,10 +211,7 @@ class IoFailure(Exception):
 
 def io_error(op: str, offset: int, size: int, res: int, path: str) -> IoFailure:
     if res == -errno.ENOSPC:
-        try:
-            free = f"{free_bytes(Path(path).parent)} bytes free"
-        except OSError:
-            free = "free space unknown"
+        free = free_space(Path(path).parent)
         return IoFailure(f"{op} at offset {offset} of {path}: no space left on the device ({free})", errno.ENOSPC)
     if res < 0:
         return IoFailure(f"{op} of {size} bytes at offset {offset} of {path} failed: {os.strerror(-res)}", -res)

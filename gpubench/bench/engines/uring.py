@@ -1,4 +1,4 @@
-"""The io_uring engine: one ring on one file and the loops that keep its queue full.
+"""The io_uring engine: one ring on one file and the loop that keeps its queue full.
 
 Every call into the PyPI `liburing` binding outside of loading it (gpubench.bench.engines.uring_binding)
 lives here. Named constants are not relied on: builds made with recent Cython lack them, so the
@@ -7,9 +7,14 @@ kernel's uapi numbers are used.
 
 from __future__ import annotations
 
+import array
 import os
 import time
 
+from gpubench.bench.engines.iofile import aligned_buffer, block_problem, pattern_block
+from gpubench.bench.engines.iojob import (
+    JobTotals, LatencyHistogram, io_count, io_error, offsets, primed, read_choices,
+)
 from gpubench.bench.engines.uring_binding import load_liburing
 
 # --- the measuring loop ----------------------------------------------------------------------
@@ -32,19 +37,21 @@ class UringJob:
     RLIMIT_MEMLOCK allow; otherwise readv/writev with one iovec per slot, and `facts` says so.
     """
 
-    def __init__(self, spec, setup_flags: int | None = None):
+    def __init__(self, spec):
         liburing = load_liburing()
-
-        from gpubench.bench.engines.iofile import aligned_buffer, pattern_block
-
         self.L = liburing
         self.spec = spec
         self.facts: dict = {}
+        qd = spec.queue_depth
+        self.slot_offset = [-1] * (qd + 1)  # what each slot's I/O in flight (or last) does: its offset
+        self.slot_read = [spec.read_percent >= 100] * (qd + 1)  # and whether it reads
+        self._cq_head = 0  # the completion ring's head, carried from one run to the next
+        self._offsets_left: list[int] = []  # offsets a one-direction run drew but did not use
         self.fd = os.open(spec.path, spec.open_flags())
         self.ring = None
         try:
-            self._open_ring(setup_flags)
-            qd, bs = spec.queue_depth, spec.block_size
+            self._open_ring()
+            bs = spec.block_size
             self.bufs = [None] + [aligned_buffer(bs) for _ in range(qd)]
             # prep_*_fixed takes only bytes or bytearray: the aligned bytearray behind each view
             self.fixed_bufs = [None] + [b.obj for b in self.bufs[1:]]
@@ -56,20 +63,16 @@ class UringJob:
             for ud in range(1, qd + 1):
                 self.sqes[ud].user_data = ud
             self._register()
-            from gpubench.bench.engines.iojob import offsets, primed, read_choices
-
             self.next_offset = primed(offsets(spec))
             self.next_is_read = primed(read_choices(spec))
         except BaseException:
             self.close()
             raise
 
-    def _open_ring(self, setup_flags: int | None) -> None:
+    def _open_ring(self) -> None:
         L, spec = self.L, self.spec
         entries = 1 << max(spec.queue_depth - 1, 0).bit_length()
-        if setup_flags is not None:
-            attempts = [setup_flags]
-        elif spec.sqpoll:
+        if spec.sqpoll:
             attempts = [SETUP_SQPOLL]
         else:
             attempts = [SETUP_SINGLE_ISSUER | SETUP_DEFER_TASKRUN, SETUP_COOP_TASKRUN, 0]
@@ -87,6 +90,9 @@ class UringJob:
             raise error
         self.cq_entries = 2 * entries  # io_uring_queue_init asks for no CQSIZE: the CQ is twice the SQ
         self.facts["ring"] = {"entries": entries, "setup_flags": hex(self.setup_flags)}
+        # I/Os reaped per wake-up: one for buffered I/O (the kernel completes it inline); under
+        # O_DIRECT an eighth of the queue, so that a wake-up does not come per completion
+        self.reap_batch = self.facts["reap_batch"] = max(1, spec.queue_depth // 8) if spec.direct else 1
 
     def _register(self) -> None:
         L, spec = self.L, self.spec
@@ -126,54 +132,50 @@ class UringJob:
             os.close(self.fd)
             self.fd = -1
 
-    def run(self, seconds: float, io_limit: int = 0, generation: int = 1, reap_batch: int = 0):
+    def run(self, seconds: float, io_limit: int = 0, generation: int = 1):
         """Keep queue_depth I/Os in flight for `seconds` (or until io_limit bytes were issued),
-        then drain. Returns gpubench.bench.engines.iofile.JobTotals.
+        then drain. Returns gpubench.bench.engines.iojob.JobTotals.
 
         Latency of an I/O is its completion latency as the loop sees it: from the clock read just
         before the io_uring_enter that submitted it to the clock read just after the wake-up that
-        reaped it (every I/O submitted or reaped by one system call shares that call's time)."""
-        if reap_batch <= 0:
-            reap_batch = max(1, self.spec.queue_depth // 8) if self.spec.direct else 1
-        if not self.spec.verify and self.spec.read_percent in (0, 100):
-            return self._run_one_direction(seconds, io_limit, reap_batch)
-        return self._run_general(seconds, io_limit, generation, reap_batch)
+        reaped it (every I/O submitted or reaped by one system call shares that call's time).
 
-    def _run_one_direction(self, seconds: float, io_limit: int, reap_batch: int):
-        """The loop for reads only or writes only, without verify: the least Python per I/O.
-        Offsets come from a list filled in bulk; latencies go into an int64 array that numpy
-        folds into the histogram."""
-        import array
-
-        from gpubench.bench.engines.iojob import JobTotals, LatencyHistogram, io_count, io_error
-
-        L, spec = self.L, self.spec
+        Reads only or writes only, without verify, is the hot path: the loop prepares each slot's
+        next I/O inline from a list of offsets drawn in bulk (a call per I/O costs more). A mix of
+        reads and writes, or verify, goes through `prepare` and checks what each read brought."""
+        L, spec, reap_batch = self.L, self.spec, self.reap_batch
         ring, sqes, fixed_bufs, iovs, fd = self.ring, self.sqes, self.fixed_bufs, self.iovs, self.file_arg
-        qd, bs = spec.queue_depth, spec.block_size
-        fixed, reading = self.fixed_buffers, spec.read_percent >= 100
-        if fixed:
-            prep = L.io_uring_prep_read_fixed if reading else L.io_uring_prep_write_fixed
-        else:
-            prep_readv, prep_writev = L.io_uring_prep_readv, L.io_uring_prep_writev
+        slot_offset = self.slot_offset
+        qd, bs, verify, fixed = spec.queue_depth, spec.block_size, spec.verify, self.fixed_buffers
+        reading, mixed = spec.read_percent >= 100, 0 < spec.read_percent < 100
+        inline = not (verify or mixed)  # the hot path: the loop prepares each next I/O itself
+        prep_fixed = L.io_uring_prep_read_fixed if reading else L.io_uring_prep_write_fixed
+        prep_readv, prep_writev = L.io_uring_prep_readv, L.io_uring_prep_writev
         put, submit_and_wait = L.io_uring_put_sqe, L.io_uring_submit_and_wait
         cq_ready, peek, cq_advance = L.io_uring_cq_ready, L.io_uring_peek_cqe, L.io_uring_cq_advance
         clock = time.perf_counter_ns
         refill = self._offset_block
-        offs = refill()
+        if inline:
+            offs = refill()
+            prepare = self._preparer(iter(offs).__next__, generation)  # for the first fill
+        else:
+            offs = []
+            prepare = self._preparer(self.next_offset, generation)
         n_offs = len(offs)
         cqe = L.io_uring_cqe()
         cq_entries = self.cq_entries
         cq_mask = cq_entries - 1
-        head = getattr(self, "_cq_head", 0)
-        slot_offset = [0] * (qd + 1)
+        head = self._cq_head
         slot_time = [0] * (qd + 1)
         latencies = array.array("q")
         record = latencies.append
         hist = LatencyHistogram()
-        done = 0
+        done = reads = 0  # done: I/Os that moved a whole block; reads among them, counted by _settle
         problem = ""
         limit = io_count(io_limit, bs)
-        fresh = self._fill_queue(offs, slot_offset, min(qd, limit))
+        fresh = list(range(1, min(qd, limit) + 1))
+        for ud in fresh:
+            prepare(ud)
         k = issued = in_flight = len(fresh)
         issuing = issued < limit
         start = now = clock()
@@ -184,46 +186,48 @@ class UringJob:
                 slot_time[ud] = t_submit
             submit_and_wait(ring, reap_batch if reap_batch <= in_flight else in_flight)
             now = clock()
-            if issuing and now >= stop:
-                issuing = False
+            issuing = issuing and now < stop
             fresh = []
             again = fresh.append
             ready = cq_ready(ring)
             while ready:
                 peek(ring, cqe)
-                chunk = cq_entries - (head & cq_mask)
+                chunk = cq_entries - (head & cq_mask)  # never index past the ring's end
                 if chunk > ready:
                     chunk = ready
+                if not inline:  # before prepare() reuses a slot's buffer
+                    read_count, problem = self._settle(cqe, chunk, problem)
+                    reads += read_count
+                    issuing = issuing and not problem
                 for i in range(chunk):
                     c = cqe[i]
                     ud = c.user_data
                     record(now - slot_time[ud])
                     if c.res != bs:
-                        if not problem:
-                            problem = str(io_error("read" if reading else "write", slot_offset[ud], bs, c.res,
-                                                   spec.path))
+                        problem = problem or self._failure(ud, c.res)
                         issuing = False
                         done -= 1
-                    if issuing:  # the next I/O is prepared inline, as in the first fill above: a call per I/O costs more
+                    if not issuing:
+                        in_flight -= 1
+                        continue
+                    if not inline:
+                        prepare(ud)
+                    else:  # as prepare() does for one direction, without a call per I/O
                         if k == n_offs:
                             offs, k = refill(), 0
                             n_offs = len(offs)
-                        off = offs[k]
+                        off = slot_offset[ud] = offs[k]
                         k += 1
-                        slot_offset[ud] = off
                         if fixed:
-                            prep(sqes[ud], fd, fixed_bufs[ud], bs, off, ud - 1)
+                            prep_fixed(sqes[ud], fd, fixed_bufs[ud], bs, off, ud - 1)
                         elif reading:
                             prep_readv(sqes[ud], fd, iovs[ud], off)
                         else:
                             prep_writev(sqes[ud], fd, iovs[ud], 1, off)
                         put(ring, sqes[ud])
-                        again(ud)
-                        issued += 1
-                        if issued >= limit:
-                            issuing = False
-                    else:
-                        in_flight -= 1
+                    again(ud)
+                    issued += 1
+                    issuing = issued < limit
                 cq_advance(ring, chunk)
                 head += chunk
                 ready -= chunk
@@ -235,77 +239,56 @@ class UringJob:
         self._cq_head = head
         self._offsets_left = offs[k:]
         _fold(hist, latencies)
-        facts = dict(self.facts, reap_batch=reap_batch)
-        reads, writes = (done, 0) if reading else (0, done)
-        return JobTotals(reads, writes, done * bs, (now - start) / 1e9, hist, facts, problem)
+        if inline:  # one direction: every I/O done went that way
+            reads = done if reading else 0
+        return JobTotals(reads, done - reads, done * bs, (now - start) / 1e9, hist, dict(self.facts), problem)
 
-    def _fill_queue(self, offsets: list[int], slot_offset: list[int], count: int) -> list[int]:
-        """Queue the first `count` I/Os of a one-direction run, at the first offsets, one per slot
-        from slot 1 (the loop then prepares each slot's next I/O inline); the slots queued."""
-        L, spec, sqes, fd = self.L, self.spec, self.sqes, self.file_arg
-        reading = spec.read_percent >= 100
-        for ud in range(1, count + 1):
-            off = slot_offset[ud] = offsets[ud - 1]
-            if self.fixed_buffers:
-                prep = L.io_uring_prep_read_fixed if reading else L.io_uring_prep_write_fixed
-                prep(sqes[ud], fd, self.fixed_bufs[ud], spec.block_size, off, ud - 1)
-            elif reading:
-                L.io_uring_prep_readv(sqes[ud], fd, self.iovs[ud], off)
-            else:
-                L.io_uring_prep_writev(sqes[ud], fd, self.iovs[ud], 1, off)
-            L.io_uring_put_sqe(self.ring, sqes[ud])
-        return list(range(1, count + 1))
+    def _failure(self, ud: int, res: int) -> str:
+        """What went wrong with slot ud's I/O, which completed with `res`."""
+        op = "read" if self.slot_read[ud] else "write"
+        return str(io_error(op, self.slot_offset[ud], self.spec.block_size, res, self.spec.path))
 
-    def _offset_block(self) -> list[int]:
-        """The next offsets, many at a time: what a repetition left over comes first, with a fresh
-        block behind it when fewer than a queue's worth are left (the first fill takes that many
-        without looking for the end)."""
-        left = getattr(self, "_offsets_left", None) or []
-        self._offsets_left = None
-        if len(left) >= self.spec.queue_depth:
-            return left
-        draw = self.next_offset
-        return left + [draw() for _ in range(65536)]
+    def _settle(self, cqe, count: int, problem: str) -> tuple[int, str]:
+        """In a run that mixes reads and writes or verifies: how many of the next `count`
+        completions are reads that moved a whole block, and the run's problem: `problem` when it
+        has one already, else under verify what is wrong with the first read block that is not
+        intact ("" when none)."""
+        slot_read, block_size, verify = self.slot_read, self.spec.block_size, self.spec.verify
+        reads = 0
+        for i in range(count):
+            c = cqe[i]
+            ud = c.user_data
+            if c.res != block_size or not slot_read[ud]:
+                continue
+            reads += 1
+            if verify and not problem:
+                wrong = block_problem(self.bufs[ud], self.slot_offset[ud])
+                if wrong:
+                    problem = f"verify failed: {wrong}"
+        return reads, problem
 
-    def _run_general(self, seconds: float, io_limit: int, generation: int, reap_batch: int):
-        """Any mix of reads and writes, with or without verify."""
-        from gpubench.bench.engines.iofile import block_problem, pattern_block
-        from gpubench.bench.engines.iojob import JobTotals, LatencyHistogram, io_count, io_error
-
+    def _preparer(self, next_offset, generation: int):
+        """prepare(ud): set slot ud up for its next I/O at the next offset and queue it: a read or a
+        write by read_percent; under verify, at an offset no other slot has in flight, and a write
+        carries the pattern of its offset and generation. It serves the first fill of every run and
+        every I/O of a run that mixes reads and writes or verifies."""
         L, spec = self.L, self.spec
         ring, sqes, bufs, fixed_bufs, iovs, fd = (
             self.ring, self.sqes, self.bufs, self.fixed_bufs, self.iovs, self.file_arg)
-        qd, bs, verify = spec.queue_depth, spec.block_size, spec.verify
-        fixed = self.fixed_buffers
+        slot_offset, slot_read = self.slot_offset, self.slot_read
+        bs, verify, fixed = spec.block_size, spec.verify, self.fixed_buffers
         prep_read_fixed, prep_write_fixed = L.io_uring_prep_read_fixed, L.io_uring_prep_write_fixed
-        prep_readv, prep_writev = L.io_uring_prep_readv, L.io_uring_prep_writev
-        put, submit_and_wait = L.io_uring_put_sqe, L.io_uring_submit_and_wait
-        cq_ready, peek, cq_advance = L.io_uring_cq_ready, L.io_uring_peek_cqe, L.io_uring_cq_advance
-        clock = time.perf_counter_ns
-        next_offset = self.next_offset
-        mixed = 0 < spec.read_percent < 100
+        prep_readv, prep_writev, put = L.io_uring_prep_readv, L.io_uring_prep_writev, L.io_uring_put_sqe
         next_is_read = self.next_is_read
+        mixed = 0 < spec.read_percent < 100
         all_reads = spec.read_percent >= 100
-        cqe = L.io_uring_cqe()
-        cq_mask = self.cq_entries - 1
-        head = getattr(self, "_cq_head", 0)
-        quantum = LATENCY_QUANTUM_SHIFT
-
-        slot_offset = [0] * (qd + 1)
-        slot_read = [all_reads] * (qd + 1)
-        slot_time = [0] * (qd + 1)
-        lat: dict[int, int] = {}
         in_flight_offsets: set[int] = set()
-        reads = writes = 0
-        lat_max = 0
-        problem = ""
-        issued = 0
-        limit = io_count(io_limit, bs)
+        slot_offset[:] = [-1] * len(slot_offset)  # no offset of this run is in flight yet
 
         def prepare(ud: int) -> None:
-            nonlocal issued
             off = next_offset()
             if verify:
+                in_flight_offsets.discard(slot_offset[ud])  # the slot's last I/O has completed
                 while off in in_flight_offsets:
                     off = next_offset()
                 in_flight_offsets.add(off)
@@ -325,75 +308,19 @@ class UringJob:
                 else:
                     prep_writev(sqes[ud], fd, iovs[ud], 1, off)
             put(ring, sqes[ud])
-            issued += 1
 
-        start = clock()
-        stop = start + int(seconds * 1e9)
-        fresh = []
-        for ud in range(1, qd + 1):
-            if issued >= limit:
-                break
-            prepare(ud)
-            fresh.append(ud)
-        in_flight = len(fresh)
-        issuing = True
-        now = start
-        while in_flight:
-            t_submit = clock()
-            for ud in fresh:
-                slot_time[ud] = t_submit
-            submit_and_wait(ring, reap_batch if reap_batch <= in_flight else in_flight)
-            now = clock()
-            ready = cq_ready(ring)
-            if issuing and (now >= stop or issued >= limit):
-                issuing = False
-            fresh = []
-            while ready:
-                peek(ring, cqe)
-                chunk = self.cq_entries - (head & cq_mask)
-                if chunk > ready:
-                    chunk = ready
-                for i in range(chunk):
-                    c = cqe[i]
-                    res = c.res
-                    ud = c.user_data
-                    if res != bs:
-                        if not problem:
-                            problem = str(io_error("read" if slot_read[ud] else "write",
-                                                   slot_offset[ud], bs, res, spec.path))
-                        issuing = False
-                    elif slot_read[ud]:
-                        reads += 1
-                        if verify and not problem:
-                            mismatch = block_problem(bufs[ud], slot_offset[ud])
-                            if mismatch:
-                                problem = f"verify failed: {mismatch}"
-                                issuing = False
-                    else:
-                        writes += 1
-                    if verify:
-                        in_flight_offsets.discard(slot_offset[ud])
-                    d = now - slot_time[ud]
-                    if d > lat_max:
-                        lat_max = d
-                    d >>= quantum
-                    lat[d] = lat.get(d, 0) + 1
-                    if issuing:
-                        prepare(ud)
-                        fresh.append(ud)
-                        if issued >= limit:
-                            issuing = False
-                    else:
-                        in_flight -= 1
-                cq_advance(ring, chunk)
-                head += chunk
-                ready -= chunk
-        self._cq_head = head
-        hist = LatencyHistogram()
-        hist.add_raw(lat, lat_max, quantum)
-        facts = dict(self.facts, reap_batch=reap_batch)
-        return JobTotals(reads, writes, (reads + writes) * bs, (now - start) / 1e9, hist, facts, problem)
+        return prepare
 
+    def _offset_block(self) -> list[int]:
+        """The next offsets, many at a time: what a repetition left over comes first, with a fresh
+        block behind it when fewer than a queue's worth are left (the first fill takes that many
+        without looking for the end)."""
+        left = self._offsets_left
+        self._offsets_left = []
+        if len(left) >= self.spec.queue_depth:
+            return left
+        draw = self.next_offset
+        return left + [draw() for _ in range(65536)]
 
 def _fold(hist, latencies) -> None:
     """Add raw ns latencies (an int64 array) to a LatencyHistogram."""

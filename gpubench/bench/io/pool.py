@@ -56,10 +56,7 @@ def _translate_open_error(e: OSError, p: IoParams, path: str, fstype: str) -> Ex
 
 
 def _no_space(path: str) -> str:
-    try:
-        free = f"{iofile.free_bytes(Path(path).parent)} bytes free"
-    except OSError:
-        free = "free space unknown"
+    free = iofile.free_space(Path(path).parent)
     return f"no space left on the filesystem of {path} ({free}); choose another target or a smaller size"
 
 
