@@ -164,6 +164,7 @@ def _checks(run: Run, base: Run | None) -> tuple[list[Check], list[str]]:
 
 def _lost_capabilities(base: Run, run: Run) -> list[str]:
     from gpubench.probe.diff import diff_capabilities
+    from gpubench.probe.model import probed_verdict
     from gpubench.results.metadata import stored_profile
 
     before, after = stored_profile(base), stored_profile(run)
@@ -172,7 +173,7 @@ def _lost_capabilities(base: Run, run: Run) -> list[str]:
     reasons = []
     for change in diff_capabilities(before, after):
         if change.lost:
-            now = change.status_after.value if change.status_after is not None else "not probed"
+            now = probed_verdict(change.status_after)
             why = change.after.why if change.after is not None else ""
             reasons.append(f"capability {change.name} lost: {now}" + (f" ({why})" if why else ""))
     return reasons

@@ -17,7 +17,7 @@ from gpubench.fleet.hostlist import natural_key
 from gpubench.fleet.model import (MEMORY_TOLERANCE, CapabilityCell, CaseKey, CaseStats, CaseValue, Finding, FindingKind, Hardware,
                                   NodeRun, NodeScore, PeerGroup, PeerTest, Thresholds, gib)
 from gpubench.probe.diff import diff_capabilities
-from gpubench.probe.model import Capability, Profile, Status
+from gpubench.probe.model import Capability, Profile, Status, probed_verdict
 from gpubench.numbers import number
 
 MAD_SCALE = 1.4826  # MAD x this estimates the standard deviation of normal data
@@ -161,7 +161,7 @@ def capability_findings(cells: Mapping[str, Mapping[ColumnKey, CapabilityCell]])
     for node, row in cells.items():
         for (area, name), cell in row.items():
             if cell.lost:
-                verdict = cell.status.value if cell.status is not None else "not probed"
+                verdict = probed_verdict(cell.status)
                 found.setdefault(node, []).append(Finding(FindingKind.LOST_CAPABILITY, name,
                                                           f"{verdict} here, yes on its peers: {cell.why or 'no reason given'}"))
     return found

@@ -14,6 +14,12 @@ class Status(str, enum.Enum):
     UNKNOWN = "unknown"
 
 
+def probed_verdict(status: Status | None) -> str:
+    """A capability's verdict in words; 'not probed' where there is none (a side of a comparison,
+    a node or a probe that did not look at it)."""
+    return status.value if status is not None else "not probed"
+
+
 @dataclass(frozen=True)
 class Evidence:
     source: str  # the file, sysctl or call that was read

@@ -9,6 +9,7 @@ from typing import Any
 
 from gpubench.fleet.hostlist import compress
 from gpubench.fleet.model import CapabilityCell, CaseStats, FleetReport, PeerGroup
+from gpubench.probe.model import probed_verdict
 from gpubench.report import formats
 from gpubench.report.fleet_tables import summary_lines
 from gpubench.report.html import _render
@@ -56,7 +57,7 @@ def _capability_matrix(report: FleetReport) -> dict[str, Any]:
         cells = []
         for key in report.capability_names:
             cell: CapabilityCell | None = row.get(key)
-            status = formats.probed_verdict(cell.status if cell is not None else None)
+            status = probed_verdict(cell.status if cell is not None else None)
             note = None
             if cell is not None and cell.odd:
                 notes.append({"node": node, "capability": key[1], "status": status, "lost": cell.lost, "why": cell.why})

@@ -12,6 +12,7 @@ from rich.text import Text
 from gpubench.fleet.hostlist import compress
 from gpubench.fleet.layout import NodeState, NodeStatus
 from gpubench.fleet.model import FleetReport
+from gpubench.probe.model import probed_verdict
 from gpubench.report import formats
 from gpubench.report.markdown import cell
 from gpubench.report.terminal import PROSE_WIDTH
@@ -120,7 +121,7 @@ def capability_rows(report: FleetReport) -> PlainTable:
     for node in report.nodes:
         for (area, name), verdict in report.capabilities.get(node.node, {}).items():
             if verdict.odd:
-                rows.append((node.node, name, formats.probed_verdict(verdict.status), "lost" if verdict.lost else "differs", verdict.why))
+                rows.append((node.node, name, probed_verdict(verdict.status), "lost" if verdict.lost else "differs", verdict.why))
                 styles.append("bold red" if verdict.lost else "")
     return PlainTable("Capabilities that differ from the node's peers", ("node", "capability", "verdict", "", "why"), tuple(rows),
                       prose=("why",), styles=tuple(styles), note="" if rows else "every node has the capabilities of its peers")

@@ -106,8 +106,3 @@ def setting_values(values) -> str:  # type: ignore[no-untyped-def]
     """A side's values of a setting (WhatChanged): 'none' where recorded as absent, 'not recorded'
     where a run did not record it; several runs' joined."""
     return " | ".join("none" if v == "" else NOT_RECORDED if v is None else v for v in values)
-
-
-def probed_verdict(status) -> str:  # type: ignore[no-untyped-def]
-    """A capability's verdict on one side of a comparison; 'not probed' where that side has none."""
-    return status.value if status is not None else "not probed"

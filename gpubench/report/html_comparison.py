@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from gpubench.probe.model import probed_verdict
 from gpubench.report import formats
 from gpubench.results.changes import WhatChanged
 from gpubench.results.model import CaseComparison, Comparison, ResultStatus, Verdict
@@ -48,7 +49,7 @@ def capability_rows(changed: WhatChanged) -> list[dict[str, str]] | None:
         latest = change.after or change.before
         rows.append({
             "area": change.area, "name": change.name,
-            "base": formats.probed_verdict(change.status_before), "new": formats.probed_verdict(change.status_after),
+            "base": probed_verdict(change.status_before), "new": probed_verdict(change.status_after),
             "why": latest.why if latest else "", "lost": "lost" if change.lost else "gained" if change.gained else "",
         })
     return rows

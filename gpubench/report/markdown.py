@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from gpubench.probe.model import probed_verdict
 from gpubench.report import formats
 from gpubench.report.tables import change_interval, format_change, verdict_counts
 from gpubench.results.changes import what_changed
@@ -50,8 +51,8 @@ def _what_changed(comparison: Comparison) -> list[str]:
                   for s in changed.changed_settings]
     if changed.capabilities:
         lines += ["", "Capability verdicts that changed:", ""]
-        lines += [f"- {cell(c.area)} / {cell(c.name)}: {formats.probed_verdict(c.status_before)} -> "
-                  f"{formats.probed_verdict(c.status_after)}" for c in changed.capabilities]
+        lines += [f"- {cell(c.area)} / {cell(c.name)}: {probed_verdict(c.status_before)} -> "
+                  f"{probed_verdict(c.status_after)}" for c in changed.capabilities]
     return lines
 
 

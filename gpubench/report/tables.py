@@ -12,6 +12,7 @@ from typing import Sequence
 from rich.table import Table
 from rich.text import Text
 
+from gpubench.probe.model import probed_verdict
 from gpubench.report import formats
 from gpubench.report.terminal import PROSE_WIDTH, RESULT_COUNT_STYLE
 from gpubench.results.changes import WhatChanged
@@ -150,7 +151,7 @@ def what_changed_table(changed: WhatChanged) -> Table | None:
     """The machine settings and the capability verdicts that differ between the sides, shown above
     their cases; None where nothing the runs recorded differs."""
     rows = [(s.title, formats.setting_values(s.base), formats.setting_values(s.new)) for s in changed.changed_settings]
-    rows += [(f"{c.area} / {c.name}", formats.probed_verdict(c.status_before), formats.probed_verdict(c.status_after))
+    rows += [(f"{c.area} / {c.name}", probed_verdict(c.status_before), probed_verdict(c.status_after))
              for c in changed.capabilities]
     if not rows:
         return None

@@ -28,7 +28,7 @@ from typing import Any, Callable
 from gpubench.bench.core.interface import BenchFailure, Sample, Waived
 from gpubench.bench.core.params import parse_int, parse_sizes, split_items
 from gpubench.errors import UserError
-from gpubench.probe.model import Profile, Status
+from gpubench.probe.model import Profile, Status, probed_verdict
 from gpubench.probe.views import GpuDevice, GpuView
 
 MIB, GIB = 1 << 20, 1 << 30
@@ -84,7 +84,7 @@ def gpu_waiver(profile: Profile, minimum: int = 1) -> str | None:
     view = GpuView.from_profile(profile)
     gpus = view.nvidia
     if not gpus:
-        state = view.inventory.status.value if view.inventory is not None else "not probed"
+        state = probed_verdict(view.inventory.status if view.inventory is not None else None)
         seen = f"; found only {', '.join(o.vendor or '?' for o in view.others)}" if view.others else ""
         return f"no NVIDIA GPU found (probe: gpus = {state}{seen})"
     if view.driver is not None and view.driver.status is Status.NO:
